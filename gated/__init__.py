@@ -1,0 +1,53 @@
+"""gated: gated recurrent networks (RNN, LSTM, GRU) as pure JAX functions.
+
+Notation used throughout: T time, B batch (``*batch`` for any number of batch
+axes), D input size, H hidden size, G number of fused gates.
+
+Cells (:mod:`gated.cells`), one example at a time::
+
+    cells.rnn(H, activation=...)   cells.lstm(H, forget_bias=..., peepholes=..., coupled=..., forget_gate=...)
+    cells.gru(H, update="keep"|"write", reset="after"|"before")   cells.get(name, H, **options)
+    params = cell.init(key, D)     carry = cell.initial_carry()
+    u = cell.project(params, x)    carry, y = cell.step(params, carry, u)    carry, y = cell(params, carry, x)
+
+Sequences::
+
+    carry, ys = run(cell, params, xs, carry=None, lengths=None, reverse=False,
+                    time_axis=0, unroll=1, remat=False, return_carries=False)
+    layer = recurrent(cell) | bidirectional(cell, merge="concat") | stack([...], residual=False)
+    params = layer.init(key, D);   carry, ys = layer(params, xs, lengths=..., time_axis=...)
+"""
+
+from gated import cells, init
+from gated.cells import GRUParams, LSTMParams, LSTMState, RNNParams
+from gated.layers import (
+    Bidirectional,
+    BidirectionalState,
+    Recurrent,
+    RecurrentParams,
+    Stack,
+    bidirectional,
+    recurrent,
+    stack,
+)
+from gated.scan import run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bidirectional",
+    "BidirectionalState",
+    "GRUParams",
+    "LSTMParams",
+    "LSTMState",
+    "RNNParams",
+    "Recurrent",
+    "RecurrentParams",
+    "Stack",
+    "bidirectional",
+    "cells",
+    "init",
+    "recurrent",
+    "run",
+    "stack",
+]

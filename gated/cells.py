@@ -1,0 +1,457 @@
+"""Recurrent cells as pure functions over pytrees.
+
+Notation: D input size, H hidden size, G number of fused gates. A cell is
+written for ONE example (no batch axis): ``x`` is ``(D,)``, ``h`` is ``(H,)``.
+Batches come from ``jax.vmap``, time from ``jax.lax.scan`` (see
+:func:`gated.run`).
+
+Every cell splits into
+
+* ``u = cell.project(params, x)``: the input-side affine map ``x W_x + b``
+  ``(G*H,)``, which depends on ``x`` only and so is computed for all time steps
+  at once, outside the scan;
+* ``carry, y = cell.step(params, carry, u)``: the recurrent part, the only
+  thing inside the scan;
+* ``carry, y = cell(params, carry, x)``: both.
+
+Parameters are NamedTuples with fused gates: an input kernel ``(D, G*H)``, a
+recurrent kernel ``(H, G*H)`` and a bias ``(G*H,)``, gate blocks side by side
+in the order given by ``cell.gates``. Cells are frozen dataclasses: hashable,
+so they can be static arguments of ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gated import init as initializers
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+}
+
+
+class RNNParams(NamedTuple):
+    """Vanilla RNN parameters: ``input_kernel`` (D, H), ``recurrent_kernel`` (H, H), ``bias`` (H,)."""
+
+    input_kernel: Array
+    recurrent_kernel: Array
+    bias: Array
+
+
+class LSTMParams(NamedTuple):
+    """LSTM parameters, gate blocks in the order ``cell.gates``.
+
+    ``input_kernel`` (D, G*H), ``recurrent_kernel`` (H, G*H), ``bias`` (G*H,),
+    ``peepholes`` (P*H,) diagonal peephole weights in the order
+    ``cell.peephole_gates``, or None without peepholes.
+    """
+
+    input_kernel: Array
+    recurrent_kernel: Array
+    bias: Array
+    peepholes: Array | None = None
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry: hidden state ``h`` (H,) and cell state ``c`` (H,)."""
+
+    h: Array
+    c: Array
+
+
+class GRUParams(NamedTuple):
+    """GRU parameters, gate blocks in the order r, z, n.
+
+    ``input_kernel`` (D, 3H), ``recurrent_kernel`` (H, 3H), ``bias`` (3H,) and,
+    for ``reset="after"`` only, ``candidate_bias`` (H,): the bias b_hn inside
+    the reset product ``r * (h W_hn + b_hn)``; None for ``reset="before"``.
+    """
+
+    input_kernel: Array
+    recurrent_kernel: Array
+    bias: Array
+    candidate_bias: Array | None = None
+
+
+def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
+    """Returns ``x`` as an array after checking its dtype is floating and its shape is ``shape``."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
+    if x.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} ({what}), got {x.shape}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Options shared by all cells.
+
+    Attributes:
+      hidden_size: H, the size of the hidden state.
+      recurrent_init: initialiser of the recurrent kernel, applied per gate
+        block: "orthogonal" (default), "gaussian" (std recurrent_scale/sqrt(H))
+        or "identity" (IRNN). See :mod:`gated.init`.
+      recurrent_scale: spectral radius of each recurrent gate block at init
+        (exact for "orthogonal" and "identity", asymptotic for "gaussian").
+    """
+
+    hidden_size: int
+    _: dataclasses.KW_ONLY
+    recurrent_init: str = "orthogonal"
+    recurrent_scale: float = 1.0
+
+    name: ClassVar[str]
+    gates: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self):
+        if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, int) or self.hidden_size <= 0:
+            raise ValueError(f"hidden_size: expected a positive int, got {self.hidden_size!r}")
+        if self.recurrent_init not in initializers.RECURRENT_INITS:
+            raise ValueError(
+                f"recurrent_init: expected one of {initializers.RECURRENT_INITS}, got {self.recurrent_init!r}"
+            )
+        if not isinstance(self.recurrent_scale, (int, float)) or not math.isfinite(self.recurrent_scale):
+            raise ValueError(f"recurrent_scale: expected a finite number, got {self.recurrent_scale!r}")
+
+    @property
+    def num_gates(self) -> int:
+        """G, the number of fused gate blocks."""
+        return len(self.gates)
+
+    def gate(self, fused: Array, name: str) -> Array:
+        """The block of a fused ``(..., G*H)`` array that belongs to gate ``name``."""
+        k = self.gates.index(name)
+        h = self.hidden_size
+        return fused[..., k * h : (k + 1) * h]
+
+    def _init_kernels(self, key: Array, input_size: int, dtype) -> tuple[Array, Array]:
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
+            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        k_in, k_rec = jax.random.split(key)
+        h, g = self.hidden_size, self.num_gates
+        w_x = initializers.input_kernel(k_in, input_size, g * h, dtype)
+        w_h = initializers.recurrent_kernel(self.recurrent_init, k_rec, h, g, self.recurrent_scale, dtype)
+        return w_x, w_h
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
+        """Zero carry; ``batch_shape`` prepends batch axes to every leaf."""
+        return jnp.zeros((*batch_shape, self.hidden_size), dtype)
+
+    def project(self, params, x: Array) -> Array:
+        """Input projection ``x W_x + b`` of one example: ``(D,) -> (G*H,)``."""
+        d = params.input_kernel.shape[0]
+        x = _check_array("x", x, (d,), "one example of input_size D; batch with jax.vmap or gated.run")
+        return x @ params.input_kernel + params.bias
+
+    def _check_step(self, carry, u: Array) -> Array:
+        h = self.hidden_size
+        for i, leaf in enumerate(jax.tree.leaves(carry)):
+            _check_array(f"carry (leaf {i})", leaf, (h,), "hidden_size H, one example")
+        return _check_array("u", u, (self.num_gates * h,), "G*H, the output of cell.project")
+
+    def step(self, params, carry, u: Array):
+        """Recurrent part: ``(carry, u) -> (carry, y)``."""
+        raise NotImplementedError
+
+    def __call__(self, params, carry, x: Array):
+        """One time step on one example: ``step(params, carry, project(params, x))``."""
+        return self.step(params, carry, self.project(params, x))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RNN(Cell):
+    r"""Vanilla (Elman) RNN cell.
+
+    .. math::
+        h_t = \phi(x_t W_{xh} + h_{t-1} W_{hh} + b)
+
+    The output ``y_t`` is ``h_t``; a readout ``y = h W_hy`` belongs to the
+    model. Gate order: a single block ``("h",)``.
+
+    Attributes:
+      activation: phi, one of "tanh", "relu", "sigmoid", "identity".
+
+    References:
+      Elman 1990, "Finding structure in time".
+    """
+
+    activation: str = "tanh"
+
+    name: ClassVar[str] = "rnn"
+    gates: ClassVar[tuple[str, ...]] = ("h",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RNNParams:
+        """Parameters for inputs of size ``input_size``; zero bias."""
+        w_x, w_h = self._init_kernels(key, input_size, dtype)
+        return RNNParams(w_x, w_h, jnp.zeros((self.hidden_size,), dtype))
+
+    def step(self, params: RNNParams, carry: Array, u: Array) -> tuple[Array, Array]:
+        u = self._check_step(carry, u)
+        h = ACTIVATIONS[self.activation](u + carry @ params.recurrent_kernel)
+        return h, h
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LSTM(Cell):
+    r"""Long short-term memory cell (seed 002 equations; Khapra's s_t is c_t).
+
+    .. math::
+        i_t &= \sigma(x_t W_{xi} + h_{t-1} W_{hi} + b_i)   && \text{input gate}\\
+        f_t &= \sigma(x_t W_{xf} + h_{t-1} W_{hf} + b_f)   && \text{forget gate}\\
+        g_t &= \tanh(x_t W_{xg} + h_{t-1} W_{hg} + b_g)    && \text{candidate}\\
+        o_t &= \sigma(x_t W_{xo} + h_{t-1} W_{ho} + b_o)   && \text{output gate}\\
+        c_t &= f_t * c_{t-1} + i_t * g_t\\
+        h_t &= o_t * \tanh(c_t)
+
+    Gate order ``cell.gates``: ``("i", "f", "g", "o")`` as in PyTorch and Flax's
+    ``OptimizedLSTMCell``; ``("i", "g", "o")`` when there is no forget block
+    (``coupled`` or ``forget_gate=False``). The carry is ``LSTMState(h, c)``.
+
+    Attributes:
+      forget_bias: added to the forget-gate bias at init (default 1.0, Gers et
+        al. 2000; Jozefowicz et al. 2015). For ``coupled`` it is subtracted from
+        the input-gate bias (f = 1 - i). Ignored with ``forget_gate=False``.
+      peepholes: diagonal peephole connections (Gers & Schmidhuber 2000): i_t
+        and f_t also see ``p * c_{t-1}``, o_t sees ``p_o * c_t``. Initialised
+        to zero, so a peephole cell starts as the plain cell.
+      coupled: coupled input and forget gates (CIFG): f_t = 1 - i_t.
+      forget_gate: False gives the 1997 cell without a forget gate,
+        c_t = c_{t-1} + i_t * g_t.
+      chrono_init: if set to T_max, chrono initialisation of the gate biases:
+        b_f = log(U[1, T_max - 1]), b_i = -b_f (Tallec & Ollivier 2018),
+        replacing ``forget_bias``.
+
+    References:
+      Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000;
+      Greff et al. 2017, "LSTM: A search space odyssey" (CIFG, peepholes).
+    """
+
+    forget_bias: float = 1.0
+    peepholes: bool = False
+    coupled: bool = False
+    forget_gate: bool = True
+    chrono_init: int | None = None
+
+    name: ClassVar[str] = "lstm"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for opt in ("peepholes", "coupled", "forget_gate"):
+            if not isinstance(getattr(self, opt), bool):
+                raise TypeError(f"{opt}: expected a bool, got {getattr(self, opt)!r}")
+        if self.coupled and not self.forget_gate:
+            raise ValueError("coupled=True ties the forget gate to the input gate; it needs forget_gate=True")
+        if self.chrono_init is not None:
+            if not self.forget_gate:
+                raise ValueError("chrono_init: sets the forget-gate bias; it needs forget_gate=True")
+            if not isinstance(self.chrono_init, int) or self.chrono_init <= 2:
+                raise ValueError(f"chrono_init: expected an int T_max > 2 or None, got {self.chrono_init!r}")
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        return ("i", "f", "g", "o") if self.forget_gate and not self.coupled else ("i", "g", "o")
+
+    @property
+    def peephole_gates(self) -> tuple[str, ...]:
+        """Gates with a peephole, in the order of ``params.peepholes``."""
+        if not self.peepholes:
+            return ()
+        return ("i", "f", "o") if "f" in self.gates else ("i", "o")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LSTMParams:
+        """Parameters for inputs of size ``input_size``; see the class docstring for the biases."""
+        k_kernels, k_chrono = jax.random.split(key)
+        w_x, w_h = self._init_kernels(k_kernels, input_size, dtype)
+        h = self.hidden_size
+        blocks = {name: jnp.zeros((h,), dtype) for name in self.gates}
+        if self.forget_gate:
+            if self.chrono_init is not None:
+                forget = initializers.chrono(k_chrono, h, self.chrono_init, dtype)
+            else:
+                forget = jnp.full((h,), self.forget_bias, dtype)
+            if self.coupled:
+                blocks["i"] = -forget
+            else:
+                blocks["f"] = forget
+                if self.chrono_init is not None:
+                    blocks["i"] = -forget
+        bias = jnp.concatenate([blocks[name] for name in self.gates])
+        peepholes = jnp.zeros((len(self.peephole_gates) * h,), dtype) if self.peepholes else None
+        return LSTMParams(w_x, w_h, bias, peepholes)
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:
+        zeros = jnp.zeros((*batch_shape, self.hidden_size), dtype)
+        return LSTMState(zeros, zeros)
+
+    def step(self, params: LSTMParams, carry: LSTMState, u: Array) -> tuple[LSTMState, Array]:
+        u = self._check_step(carry, u)
+        h, c = carry
+        z = u + h @ params.recurrent_kernel
+        if self.peepholes:
+            n = len(self.peephole_gates)
+            if params.peepholes is None or params.peepholes.shape != (n * self.hidden_size,):
+                got = None if params.peepholes is None else params.peepholes.shape
+                raise ValueError(f"params.peepholes: expected shape {(n * self.hidden_size,)}, got {got}")
+            peep = params.peepholes.reshape(n, self.hidden_size)
+            p = dict(zip(self.peephole_gates, peep, strict=True))
+            pre = {name: self.gate(z, name) for name in self.gates}
+            pre["i"] = pre["i"] + p["i"] * c
+            if "f" in p:
+                pre["f"] = pre["f"] + p["f"] * c
+        else:
+            pre = {name: self.gate(z, name) for name in self.gates}
+        i = jax.nn.sigmoid(pre["i"])
+        g = jnp.tanh(pre["g"])
+        if not self.forget_gate:
+            c_new = c + i * g
+        else:
+            f = 1.0 - i if self.coupled else jax.nn.sigmoid(pre["f"])
+            c_new = f * c + i * g
+        pre_o = pre["o"] + p["o"] * c_new if self.peepholes else pre["o"]
+        h_new = jax.nn.sigmoid(pre_o) * jnp.tanh(c_new)
+        return LSTMState(h_new, c_new), h_new
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GRU(Cell):
+    r"""Gated recurrent unit, in both published conventions.
+
+    .. math::
+        r_t &= \sigma(x_t W_{xr} + h_{t-1} W_{hr} + b_r)  && \text{reset gate}\\
+        z_t &= \sigma(x_t W_{xz} + h_{t-1} W_{hz} + b_z)  && \text{update gate}\\
+        n_t &= \tanh(x_t W_{xn} + (r_t * h_{t-1}) W_{hn} + b_n)
+              && \text{reset="before" (seed 002, Cho et al. 2014)}\\
+        n_t &= \tanh(x_t W_{xn} + r_t * (h_{t-1} W_{hn} + b_{hn}) + b_n)
+              && \text{reset="after" (PyTorch, cuDNN, Flax)}\\
+        h_t &= z_t * h_{t-1} + (1 - z_t) * n_t
+              && \text{update="keep" (seed 002, PyTorch, Flax)}\\
+        h_t &= (1 - z_t) * h_{t-1} + z_t * n_t
+              && \text{update="write" (seeds 000/003, Chung et al. 2014)}
+
+    Gate order: ``("r", "z", "n")`` as in PyTorch. Khapra's lecture GRU (gates
+    read s_{t-1}; o_t plays the reset gate, i_t the update gate with the
+    forget gate tied to 1 - i_t) is ``reset="before", update="write"``.
+    The defaults, ``reset="after", update="keep"``, match PyTorch's
+    ``nn.GRU`` and Flax's ``GRUCell``.
+
+    Attributes:
+      update: "keep" (z keeps the old state) or "write" (z writes the new one).
+      reset: "after" (reset applied after the recurrent matmul, with the extra
+        bias b_hn in ``params.candidate_bias``) or "before" (reset applied to
+        h before the matmul).
+      chrono_init: if set to T_max, the update-gate bias is drawn so that the
+        gate keeps the state with time scales in [1, T_max] (Tallec &
+        Ollivier 2018): b_z = +log(U[1, T_max-1]) for "keep", minus that for "write".
+
+    References:
+      Cho et al. 2014; Chung et al. 2014, "Empirical evaluation of gated
+      recurrent neural networks on sequence modeling".
+    """
+
+    update: str = "keep"
+    reset: str = "after"
+    chrono_init: int | None = None
+
+    name: ClassVar[str] = "gru"
+    gates: ClassVar[tuple[str, ...]] = ("r", "z", "n")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.update not in ("keep", "write"):
+            raise ValueError(f"update: expected 'keep' or 'write', got {self.update!r}")
+        if self.reset not in ("before", "after"):
+            raise ValueError(f"reset: expected 'before' or 'after', got {self.reset!r}")
+        if self.chrono_init is not None and (not isinstance(self.chrono_init, int) or self.chrono_init <= 2):
+            raise ValueError(f"chrono_init: expected an int T_max > 2 or None, got {self.chrono_init!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GRUParams:
+        """Parameters for inputs of size ``input_size``; zero biases unless ``chrono_init``."""
+        k_kernels, k_chrono = jax.random.split(key)
+        w_x, w_h = self._init_kernels(k_kernels, input_size, dtype)
+        h = self.hidden_size
+        b_z = jnp.zeros((h,), dtype)
+        if self.chrono_init is not None:
+            b_z = initializers.chrono(k_chrono, h, self.chrono_init, dtype)
+            b_z = b_z if self.update == "keep" else -b_z
+        zeros = jnp.zeros((h,), dtype)
+        bias = jnp.concatenate([zeros, b_z, zeros])
+        return GRUParams(w_x, w_h, bias, zeros if self.reset == "after" else None)
+
+    def step(self, params: GRUParams, carry: Array, u: Array) -> tuple[Array, Array]:
+        u = self._check_step(carry, u)
+        h = carry
+        hh = self.hidden_size
+        w = params.recurrent_kernel
+        if self.reset == "after":
+            if params.candidate_bias is None or params.candidate_bias.shape != (hh,):
+                got = None if params.candidate_bias is None else params.candidate_bias.shape
+                raise ValueError(f"params.candidate_bias: expected shape {(hh,)} for reset='after', got {got}")
+            rec = h @ w
+            rz = jax.nn.sigmoid(u[: 2 * hh] + rec[: 2 * hh])
+            r, z = rz[:hh], rz[hh:]
+            n = jnp.tanh(u[2 * hh :] + r * (rec[2 * hh :] + params.candidate_bias))
+        else:
+            if params.candidate_bias is not None:
+                raise ValueError("params.candidate_bias: expected None for reset='before' (it has no b_hn)")
+            rz = jax.nn.sigmoid(u[: 2 * hh] + h @ w[:, : 2 * hh])
+            r, z = rz[:hh], rz[hh:]
+            n = jnp.tanh(u[2 * hh :] + (r * h) @ w[:, 2 * hh :])
+        h_new = z * h + (1.0 - z) * n if self.update == "keep" else (1.0 - z) * h + z * n
+        return h_new, h_new
+
+
+CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def _options(cls: type[Cell]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "hidden_size")
+
+
+def get(name: str, hidden_size: int, **options) -> Cell:
+    """Makes a cell by name ("rnn", "lstm", "gru"), for configs.
+
+    Raises:
+      ValueError: unknown cell name.
+      TypeError: an option the cell does not have (the message lists the valid ones).
+    """
+    if name not in CELLS:
+        raise ValueError(f"cell name: expected one of {tuple(CELLS)}, got {name!r}")
+    cls = CELLS[name]
+    unknown = sorted(set(options) - set(_options(cls)))
+    if unknown:
+        raise TypeError(f"{name} cell: unknown option(s) {unknown}; valid options are {list(_options(cls))}")
+    return cls(hidden_size, **options)
+
+
+def _factory(cls: type[Cell]) -> Callable[..., Cell]:
+    def make(hidden_size: int, **options) -> Cell:
+        return get(cls.name, hidden_size, **options)
+
+    make.__name__ = make.__qualname__ = cls.name
+    make.__doc__ = f"Makes a :class:`{cls.__name__}` cell; same arguments.\n\n{cls.__doc__}"
+    make.__signature__ = inspect.signature(cls).replace(return_annotation=cls.__name__)
+    return make
+
+
+rnn = _factory(RNN)
+lstm = _factory(LSTM)
+gru = _factory(GRU)

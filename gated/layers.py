@@ -1,0 +1,245 @@
+"""Sequence layers: a cell over time, bidirectional pairs and stacks.
+
+A layer is a frozen dataclass with the same surface as a cell, one level up:
+
+* ``params = layer.init(key, input_size, dtype=jnp.float32)``;
+* ``carry, ys = layer(params, xs, *, carry=None, lengths=None, time_axis=0)``
+  with ``xs`` ``(T, *batch, D)`` and ``ys`` ``(T, *batch, layer.output_size)``;
+* ``layer.output_size``, the size of the last axis of ``ys``.
+
+Notation: T time, B batch (any number of axes, ``*batch``), D input, H hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gated.cells import Cell
+from gated.scan import run
+
+Array = jax.Array
+
+
+class RecurrentParams(NamedTuple):
+    """Parameters of a :class:`Recurrent` layer: the cell's, and the learned
+    initial carry (leaves ``(H,)``) or None."""
+
+    cell: Any
+    initial_carry: Any = None
+
+
+class BidirectionalState(NamedTuple):
+    """Carry (or parameters) of a :class:`Bidirectional` layer, one per direction."""
+
+    forward: Any
+    backward: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Recurrent:
+    """A cell run over time by :func:`gated.run`.
+
+    Attributes:
+      cell: the cell.
+      reverse: read the sequence backwards (see :func:`gated.run`).
+      learn_initial_carry: the initial carry is a parameter (initialised to
+        zeros, one ``(H,)`` per carry leaf, broadcast over the batch) instead
+        of zeros; an explicit ``carry`` argument still overrides it.
+      unroll: passed to ``jax.lax.scan``.
+      remat: recompute each step in the backward pass (``jax.checkpoint``).
+    """
+
+    cell: Cell
+    reverse: bool = False
+    learn_initial_carry: bool = False
+    unroll: int = 1
+    remat: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.cell, Cell):
+            raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
+
+    @property
+    def output_size(self) -> int:
+        return self.cell.hidden_size
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RecurrentParams:
+        initial = self.cell.initial_carry((), dtype) if self.learn_initial_carry else None
+        return RecurrentParams(self.cell.init(key, input_size, dtype), initial)
+
+    def __call__(
+        self, params: RecurrentParams, xs: Array, *, carry: Any = None, lengths: Array | None = None, time_axis: int = 0
+    ) -> tuple[Any, Array]:
+        if carry is None and self.learn_initial_carry:
+            if params.initial_carry is None:
+                raise ValueError("params.initial_carry: expected the learned initial carry, got None")
+            xs = jnp.asarray(xs)
+            batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis % xs.ndim)
+            carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (*batch_shape, *a.shape)), params.initial_carry)
+        return run(
+            self.cell,
+            params.cell,
+            xs,
+            carry=carry,
+            lengths=lengths,
+            reverse=self.reverse,
+            time_axis=time_axis,
+            unroll=self.unroll,
+            remat=self.remat,
+        )
+
+
+def recurrent(
+    cell: Cell, *, reverse: bool = False, learn_initial_carry: bool = False, unroll: int = 1, remat: bool = False
+) -> Recurrent:
+    """Makes a :class:`Recurrent` layer: ``cell`` run over time."""
+    return Recurrent(cell, reverse, learn_initial_carry, unroll, remat)
+
+
+MERGES = ("concat", "sum")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bidirectional:
+    """A forward and a backward layer over the same sequence, outputs merged.
+
+    The backward layer reads each sequence from its own last valid step
+    (``lengths``), and its outputs stay aligned with the inputs, so that
+    ``ys[t]`` merges the forward state after ``x_0..x_t`` and the backward
+    state after ``x_{L-1}..x_t``.
+
+    Attributes:
+      forward: a layer reading forwards.
+      backward: a layer reading backwards (``reverse=True``).
+      merge: "concat" (output size H_f + H_b) or "sum" (needs H_f == H_b).
+    """
+
+    forward: Recurrent
+    backward: Recurrent
+    merge: str = "concat"
+
+    def __post_init__(self):
+        if self.merge not in MERGES:
+            raise ValueError(f"merge: expected one of {MERGES}, got {self.merge!r}")
+        if self.forward.reverse or not self.backward.reverse:
+            raise ValueError("bidirectional: expected forward.reverse=False and backward.reverse=True")
+        if self.merge == "sum" and self.forward.output_size != self.backward.output_size:
+            raise ValueError(
+                f"merge='sum': expected equal hidden sizes, got {self.forward.output_size} (forward) "
+                f"and {self.backward.output_size} (backward)"
+            )
+
+    @property
+    def output_size(self) -> int:
+        f, b = self.forward.output_size, self.backward.output_size
+        return f + b if self.merge == "concat" else f
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> BidirectionalState:
+        k_f, k_b = jax.random.split(key)
+        return BidirectionalState(self.forward.init(k_f, input_size, dtype), self.backward.init(k_b, input_size, dtype))
+
+    def __call__(
+        self,
+        params: BidirectionalState,
+        xs: Array,
+        *,
+        carry: BidirectionalState | None = None,
+        lengths: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[BidirectionalState, Array]:
+        carry = BidirectionalState(None, None) if carry is None else carry
+        c_f, y_f = self.forward(params.forward, xs, carry=carry.forward, lengths=lengths, time_axis=time_axis)
+        c_b, y_b = self.backward(params.backward, xs, carry=carry.backward, lengths=lengths, time_axis=time_axis)
+        ys = jnp.concatenate([y_f, y_b], axis=-1) if self.merge == "concat" else y_f + y_b
+        return BidirectionalState(c_f, c_b), ys
+
+
+def bidirectional(
+    cell: Cell,
+    backward_cell: Cell | None = None,
+    *,
+    merge: str = "concat",
+    learn_initial_carry: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+) -> Bidirectional:
+    """Makes a :class:`Bidirectional` layer from a forward cell and a backward
+    cell (by default one with the same options; the parameters are separate)."""
+    backward_cell = cell if backward_cell is None else backward_cell
+    return Bidirectional(
+        Recurrent(cell, False, learn_initial_carry, unroll, remat),
+        Recurrent(backward_cell, True, learn_initial_carry, unroll, remat),
+        merge,
+    )
+
+
+Layer = Recurrent | Bidirectional
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """Layers applied one after the other, each reading the previous one's outputs.
+
+    Attributes:
+      layers: the layers (:class:`Recurrent`, :class:`Bidirectional` or :class:`Stack`).
+      residual: add each layer's input to its output, for every layer but the
+        first (whose input is the raw sequence): ``y_l = layer_l(y_{l-1}) + y_{l-1}``.
+        Needs every layer after the first to keep the size of its input.
+    """
+
+    layers: tuple[Layer | Stack, ...]
+    residual: bool = False
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("layers: expected at least one layer, got none")
+        if self.residual:
+            for i in range(1, len(self.layers)):
+                before, after = self.layers[i - 1].output_size, self.layers[i].output_size
+                if before != after:
+                    raise ValueError(
+                        f"residual=True: layer {i} maps size {before} to {after}; residual connections "
+                        "need equal sizes between layers"
+                    )
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> tuple[Any, ...]:
+        keys = jax.random.split(key, len(self.layers))
+        params, size = [], input_size
+        for layer, k in zip(self.layers, keys, strict=True):
+            params.append(layer.init(k, size, dtype))
+            size = layer.output_size
+        return tuple(params)
+
+    def __call__(
+        self,
+        params: tuple[Any, ...],
+        xs: Array,
+        *,
+        carry: tuple[Any, ...] | None = None,
+        lengths: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[tuple[Any, ...], Array]:
+        if len(params) != len(self.layers):
+            raise ValueError(f"params: expected one entry per layer ({len(self.layers)}), got {len(params)}")
+        carry = (None,) * len(self.layers) if carry is None else tuple(carry)
+        if len(carry) != len(self.layers):
+            raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
+        carries, ys = [], xs
+        for i, (layer, p, c) in enumerate(zip(self.layers, params, carry, strict=True)):
+            c, out = layer(p, ys, carry=c, lengths=lengths, time_axis=time_axis)
+            ys = out + ys if self.residual and i > 0 else out
+            carries.append(c)
+        return tuple(carries), ys
+
+
+def stack(layers, *, residual: bool = False) -> Stack:
+    """Makes a :class:`Stack`; cells among ``layers`` are wrapped in :class:`Recurrent`."""
+    return Stack(tuple(recurrent(x) if isinstance(x, Cell) else x for x in layers), residual)

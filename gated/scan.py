@@ -1,0 +1,158 @@
+"""Running a cell over a sequence with ``jax.lax.scan``.
+
+Notation: T time, B batch (any number of batch axes, written ``*batch``),
+D input size, H hidden size, G fused gates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated.cells import Cell
+
+Array = jax.Array
+
+
+def _check_time_axis(time_axis: int, ndim: int) -> int:
+    if isinstance(time_axis, bool) or not isinstance(time_axis, int):
+        raise TypeError(f"time_axis: expected an int, got {time_axis!r}")
+    if not -ndim <= time_axis < ndim or time_axis % ndim == ndim - 1:
+        raise ValueError(
+            f"time_axis: expected an axis of xs other than the last (feature) axis, i.e. in "
+            f"[{-ndim}, {ndim - 2}] for xs of rank {ndim}, got {time_axis}"
+        )
+    axis = time_axis % ndim
+    return axis
+
+
+def check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int) -> Array:
+    """Checks ``lengths`` has shape ``batch_shape``, an integer dtype and values in [0, T].
+
+    Values are checked where they are concrete (outside ``jax.jit``); inside
+    ``jit`` they are traced and only their shape and dtype can be checked.
+    """
+    lengths_arr = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths_arr.dtype, jnp.integer):
+        raise TypeError(f"lengths: expected an integer array, got dtype {lengths_arr.dtype}")
+    if lengths_arr.shape != batch_shape:
+        raise ValueError(f"lengths: expected shape {batch_shape} (the batch axes of xs), got {lengths_arr.shape}")
+    if not isinstance(lengths, jax.core.Tracer) and lengths_arr.size:
+        values = np.asarray(lengths_arr)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > num_steps:
+            raise ValueError(f"lengths: expected values in [0, T] = [0, {num_steps}], got values in [{lo}, {hi}]")
+    return lengths_arr
+
+
+def run(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    *,
+    carry: Any = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_axis: int = 0,
+    unroll: int = 1,
+    remat: bool = False,
+    return_carries: bool = False,
+) -> tuple[Any, Any]:
+    """Runs ``cell`` over a sequence with ``jax.lax.scan``.
+
+    The input projection ``cell.project`` is computed for every time step and
+    batch element at once, as one matmul outside the scan; only
+    ``cell.step`` runs inside it.
+
+    Args:
+      cell: a :mod:`gated.cells` cell.
+      params: its parameters, from ``cell.init``.
+      xs: inputs ``(T, *batch, D)``, or with time on another axis given by
+        ``time_axis`` (``time_axis=1`` for batch-major ``(B, T, D)``).
+      carry: initial carry with leaves ``(*batch, H)``; zeros if None.
+      lengths: optional integer array ``(*batch,)`` of valid lengths in [0, T].
+        Padded steps (t >= length) leave the carry unchanged and output zeros,
+        so the returned carry is each sequence's last valid one.
+      reverse: read each sequence backwards. With ``lengths``, each sequence
+        starts from its own last valid step; padding stays at the end and
+        outputs stay aligned with their inputs.
+      time_axis: the time axis of ``xs`` (and of the outputs).
+      unroll: passed to ``jax.lax.scan``.
+      remat: recompute each step's internals in the backward pass
+        (``jax.checkpoint`` on the scan body), storing only the carries.
+      return_carries: return every step's full carry (for an LSTM, the
+        ``c_t`` too) in place of the outputs; zero at padded steps.
+
+    Returns:
+      ``(carry, ys)``: the final carry, leaves ``(*batch, H)``, and the outputs
+      ``(T, *batch, H)`` (time on ``time_axis``), or the stacked carries if
+      ``return_carries``.
+
+    Raises:
+      TypeError: non-floating ``xs`` or carry, non-integer ``lengths``.
+      ValueError: a rank, shape, input size, time axis or length out of range.
+    """
+    xs = jnp.asarray(xs)
+    if not jnp.issubdtype(xs.dtype, jnp.inexact):
+        raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
+    if xs.ndim < 2:
+        raise ValueError(f"xs: expected shape (T, *batch, D) with rank >= 2, got shape {xs.shape}")
+    axis = _check_time_axis(time_axis, xs.ndim)
+    xs = jnp.moveaxis(xs, axis, 0)
+    num_steps, *batch, input_size = xs.shape
+    batch_shape = tuple(batch)
+    expected = params.input_kernel.shape[0]
+    if input_size != expected:
+        raise ValueError(f"xs: expected input size D = {expected} on the last axis, got shape {xs.shape}")
+    size = math.prod(batch_shape)
+
+    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs.reshape(num_steps, size, input_size))
+    if carry is None:
+        carry = cell.initial_carry((size,), us.dtype)
+    else:
+        carry = _flatten_carry(cell, carry, batch_shape, us.dtype)
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
+
+    step = jax.vmap(lambda c, u: cell.step(params, c, u))
+
+    def body(carry, inputs):
+        t, u = inputs
+        new, y = step(carry, u)
+        if lengths is not None:
+            valid = (t < lengths)[:, None]
+            new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry)
+            y = jnp.where(valid, y, jnp.zeros_like(y))
+            out = jax.tree.map(lambda n: jnp.where(valid, n, jnp.zeros_like(n)), new) if return_carries else y
+        else:
+            out = new if return_carries else y
+        return new, out
+
+    if remat:
+        body = jax.checkpoint(body)
+    carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
+    carry = jax.tree.map(lambda a: a.reshape(*batch_shape, *a.shape[1:]), carry)
+    ys = jax.tree.map(lambda a: jnp.moveaxis(a.reshape(num_steps, *batch_shape, *a.shape[2:]), 0, axis), ys)
+    return carry, ys
+
+
+def _flatten_carry(cell: Cell, carry: Any, batch_shape: tuple[int, ...], dtype) -> Any:
+    """Checks every carry leaf is ``(*batch, H)`` of the computation's dtype; flattens the batch axes."""
+    expected = (*batch_shape, cell.hidden_size)
+    ref = jax.tree.structure(cell.initial_carry())
+    if jax.tree.structure(carry) != ref:
+        raise ValueError(f"carry: expected a pytree of structure {ref}, got {jax.tree.structure(carry)}")
+
+    def check(leaf):
+        leaf = jnp.asarray(leaf)
+        if leaf.shape != expected:
+            raise ValueError(f"carry: expected leaves of shape (*batch, H) = {expected}, got {leaf.shape}")
+        if leaf.dtype != dtype:
+            raise TypeError(f"carry: expected dtype {dtype} (that of the projected inputs), got {leaf.dtype}")
+        return leaf.reshape(-1, cell.hidden_size)
+
+    return jax.tree.map(check, carry)

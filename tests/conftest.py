@@ -1,0 +1,88 @@
+"""Test-wide JAX settings and shared helpers.
+
+float64 is enabled so that references can be checked to 1e-10; float32 tests
+ask for float32 explicitly. Rank promotion raises, so no implicit broadcasting
+hides in the library.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import gated  # noqa: E402
+
+# Largest relative error against the float64 NumPy reference, per (cell, dtype);
+# filled by the cell tests and printed at the end of the run.
+REFERENCE_ERRORS: dict = collections.defaultdict(float)
+
+# Every cell configuration checked against the reference.
+CELL_CONFIGS = [
+    ("rnn", {"activation": "tanh"}),
+    ("rnn", {"activation": "relu"}),
+    ("rnn", {"activation": "sigmoid"}),
+    ("rnn", {"activation": "identity"}),
+    ("lstm", {}),
+    ("lstm", {"peepholes": True}),
+    ("lstm", {"coupled": True}),
+    ("lstm", {"coupled": True, "peepholes": True}),
+    ("lstm", {"forget_gate": False}),
+    ("lstm", {"forget_gate": False, "peepholes": True}),
+    ("gru", {"update": "keep", "reset": "after"}),
+    ("gru", {"update": "keep", "reset": "before"}),
+    ("gru", {"update": "write", "reset": "after"}),
+    ("gru", {"update": "write", "reset": "before"}),
+]
+
+
+def config_id(config):
+    name, options = config
+    return name + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+def _seed(key):
+    return int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+
+
+def random_params(cell, key, input_size, dtype, scale=0.5):
+    """Random parameters of the shapes ``cell.init`` gives (taken with ``jax.eval_shape``,
+    so nothing compiles): N(0, scale^2) entries, biases and peepholes included."""
+    shapes = jax.eval_shape(lambda k: cell.init(k, input_size, dtype), key)
+    rng = np.random.default_rng(_seed(key))
+    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), dtype), shapes)
+
+
+def random_carry(cell, key, batch_shape, dtype, scale=0.5):
+    """A random carry of the structure of ``cell.initial_carry(batch_shape)``."""
+    rng = np.random.default_rng(_seed(key) + 7)
+    shapes = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), dtype), shapes)
+
+
+def relative_error(actual, expected):
+    """max |a - e| / max(|e|, 1e-3): relative where values are not tiny."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-3), initial=0.0))
+
+
+@pytest.fixture(params=CELL_CONFIGS, ids=config_id)
+def cell_config(request):
+    return request.param
+
+
+def make_cell(config, hidden_size):
+    name, options = config
+    return gated.cells.get(name, hidden_size, **options)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not REFERENCE_ERRORS:
+        return
+    terminalreporter.section("largest relative error against the float64 NumPy reference")
+    for (cell, dtype), err in sorted(REFERENCE_ERRORS.items()):
+        terminalreporter.write_line(f"{cell:45s} {dtype:8s} {err:.2e}")

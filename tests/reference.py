@@ -1,0 +1,102 @@
+"""Float64 NumPy transcriptions of the cell equations (DESIGN.md), one example at a time.
+
+Written gate by gate from the equations, not from the fused code: the fused
+parameters are only cut into per-gate blocks by the documented gate order.
+"""
+
+import numpy as np
+
+
+def f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0), "sigmoid": sigmoid, "identity": lambda z: z}
+
+
+def _blocks(a, names, h):
+    a = f64(a)
+    return {name: a[..., k * h : (k + 1) * h] for k, name in enumerate(names)}
+
+
+def rnn_step(cell, p, h, x):
+    """h_t = phi(x W_xh + h W_hh + b)."""
+    phi = ACTIVATIONS[cell.activation]
+    h_new = phi(f64(x) @ f64(p.input_kernel) + f64(h) @ f64(p.recurrent_kernel) + f64(p.bias))
+    return h_new, h_new
+
+
+def lstm_step(cell, p, carry, x):
+    """Seed 002 LSTM with the peephole, CIFG and no-forget-gate variants."""
+    hs = cell.hidden_size
+    h, c, x = f64(carry[0]), f64(carry[1]), f64(x)
+    wx = _blocks(p.input_kernel, cell.gates, hs)
+    wh = _blocks(p.recurrent_kernel, cell.gates, hs)
+    b = _blocks(p.bias, cell.gates, hs)
+    peep = _blocks(p.peepholes, cell.peephole_gates, hs) if cell.peepholes else {}
+    zero = np.zeros(hs)
+
+    i = sigmoid(x @ wx["i"] + h @ wh["i"] + b["i"] + peep.get("i", zero) * c)
+    g = np.tanh(x @ wx["g"] + h @ wh["g"] + b["g"])
+    if not cell.forget_gate:
+        c_new = c + i * g
+    else:
+        if cell.coupled:
+            f = 1.0 - i
+        else:
+            f = sigmoid(x @ wx["f"] + h @ wh["f"] + b["f"] + peep.get("f", zero) * c)
+        c_new = f * c + i * g
+    o = sigmoid(x @ wx["o"] + h @ wh["o"] + b["o"] + peep.get("o", zero) * c_new)
+    h_new = o * np.tanh(c_new)
+    return (h_new, c_new), h_new
+
+
+def gru_step(cell, p, h, x):
+    """GRU with reset "before"/"after" and update "keep"/"write"."""
+    hs = cell.hidden_size
+    h, x = f64(h), f64(x)
+    wx = _blocks(p.input_kernel, "rzn", hs)
+    wh = _blocks(p.recurrent_kernel, "rzn", hs)
+    b = _blocks(p.bias, "rzn", hs)
+    r = sigmoid(x @ wx["r"] + h @ wh["r"] + b["r"])
+    z = sigmoid(x @ wx["z"] + h @ wh["z"] + b["z"])
+    if cell.reset == "before":
+        n = np.tanh(x @ wx["n"] + (r * h) @ wh["n"] + b["n"])
+    else:
+        n = np.tanh(x @ wx["n"] + r * (h @ wh["n"] + f64(p.candidate_bias)) + b["n"])
+    if cell.update == "keep":
+        h_new = z * h + (1.0 - z) * n
+    else:
+        h_new = (1.0 - z) * h + z * n
+    return h_new, h_new
+
+
+def step(cell, p, carry, x):
+    """One reference step of any gated cell."""
+    return {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}[cell.name](cell, p, carry, x)
+
+
+def run(cell, p, xs, carry, length=None, reverse=False):
+    """Reference sequence run of ONE example: ``xs`` (T, D), ``carry`` leaves (H,).
+
+    Steps at t >= length are padding: the carry is unchanged and the output is
+    zero. ``reverse`` reads the valid prefix backwards. Returns the final
+    carry, outputs (T, H) and per-step carries (lists over leaves).
+    """
+    num_steps = len(xs)
+    length = num_steps if length is None else int(length)
+    ys = np.zeros((num_steps, cell.hidden_size))
+    is_lstm = cell.name == "lstm"
+    carries = [np.zeros((num_steps, cell.hidden_size)) for _ in range(2 if is_lstm else 1)]
+    carry = tuple(f64(a) for a in carry) if is_lstm else f64(carry)
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    for t in order:
+        carry, y = step(cell, p, carry, xs[t])
+        ys[t] = y
+        for k, leaf in enumerate(carry if is_lstm else (carry,)):
+            carries[k][t] = leaf
+    return carry, ys, carries

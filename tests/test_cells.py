@@ -1,0 +1,149 @@
+"""Cells against the float64 NumPy reference, finite differences and their options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import gated
+from tests import reference
+from tests.conftest import REFERENCE_ERRORS, config_id, make_cell, random_carry, random_params, relative_error
+
+TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-12), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_cell_matches_numpy_reference(cell_config, dtype):
+    for input_size, hidden_size in [(1, 1), (3, 5), (7, 16)]:
+        cell = make_cell(cell_config, hidden_size)
+        key = jax.random.key(input_size * 100 + hidden_size)
+        k_p, k_c, k_x = jax.random.split(key, 3)
+        params = random_params(cell, k_p, input_size, dtype)
+        carry = random_carry(cell, k_c, (), dtype)
+        x = jax.random.normal(k_x, (input_size,), dtype)
+
+        new_carry, y = jax.jit(cell)(params, carry, x)
+        ref_carry, ref_y = reference.step(cell, params, carry, x)
+
+        assert y.dtype == dtype and y.shape == (hidden_size,)
+        assert jax.tree.structure(new_carry) == jax.tree.structure(cell.initial_carry())
+        for got, want in zip(jax.tree.leaves(new_carry) + [y], jax.tree.leaves(ref_carry) + [ref_y], strict=True):
+            np.testing.assert_allclose(got, want, **TOLERANCES[dtype])
+            key = (config_id(cell_config), jnp.dtype(dtype).name)
+            REFERENCE_ERRORS[key] = max(REFERENCE_ERRORS[key], relative_error(got, want))
+
+
+def test_project_then_step_equals_call(cell_config):
+    cell = make_cell(cell_config, 6)
+    params = random_params(cell, jax.random.key(0), 4, jnp.float64)
+    carry = random_carry(cell, jax.random.key(1), (), jnp.float64)
+    x = jax.random.normal(jax.random.key(2), (4,), jnp.float64)
+    u = cell.project(params, x)
+    assert u.shape == (cell.num_gates * 6,)
+    np.testing.assert_array_equal(cell.step(params, carry, u)[1], cell(params, carry, x)[1])
+
+
+def test_gradients_match_finite_differences(cell_config):
+    cell = make_cell(cell_config, 3)
+    params = random_params(cell, jax.random.key(3), 2, jnp.float64)
+    carry = random_carry(cell, jax.random.key(4), (), jnp.float64)
+    x = jax.random.normal(jax.random.key(5), (2,), jnp.float64)
+    if cell_config == ("rnn", {"activation": "relu"}):
+        # keep every pre-activation away from the kink at 0, where finite differences are meaningless
+        params = params._replace(bias=params.bias + 2.0)
+    check_grads(jax.jit(cell), (params, carry, x), order=2, modes=("fwd", "rev"))
+
+
+def test_gate_layout():
+    assert gated.cells.lstm(2).gates == ("i", "f", "g", "o")
+    assert gated.cells.lstm(2, coupled=True).gates == ("i", "g", "o")
+    assert gated.cells.lstm(2, forget_gate=False, peepholes=True).peephole_gates == ("i", "o")
+    assert gated.cells.gru(2).gates == ("r", "z", "n")
+    assert gated.cells.rnn(2).num_gates == 1
+
+
+def test_init_shapes_and_biases():
+    key = jax.random.key(0)
+    p = gated.cells.lstm(4, forget_bias=2.5, peepholes=True).init(key, 3)
+    assert p.input_kernel.shape == (3, 16) and p.recurrent_kernel.shape == (4, 16) and p.bias.shape == (16,)
+    np.testing.assert_array_equal(p.bias, np.r_[np.zeros(4), np.full(4, 2.5), np.zeros(8)])
+    np.testing.assert_array_equal(p.peepholes, np.zeros(12))
+    cifg = gated.cells.lstm(4, coupled=True, forget_bias=1.5).init(key, 3)
+    np.testing.assert_array_equal(cifg.bias, np.r_[np.full(4, -1.5), np.zeros(8)])
+    assert gated.cells.lstm(4, forget_gate=False).init(key, 3).bias.shape == (12,)
+    assert float(jnp.abs(gated.cells.lstm(4, forget_gate=False).init(key, 3).bias).max()) == 0.0
+    g_after, g_before = gated.cells.gru(4).init(key, 3), gated.cells.gru(4, reset="before").init(key, 3)
+    assert g_after.candidate_bias.shape == (4,) and g_before.candidate_bias is None
+    assert gated.cells.rnn(5).init(key, 2, jnp.float64).recurrent_kernel.dtype == jnp.float64
+
+
+def test_chrono_init():
+    cell = gated.cells.lstm(64, chrono_init=50)
+    b = cell.init(jax.random.key(0), 3).bias
+    b_i, b_f = cell.gate(b, "i"), cell.gate(b, "f")
+    np.testing.assert_array_equal(b_i, -b_f)
+    assert float(b_f.min()) >= 0.0 and float(b_f.max()) <= np.log(49) + 1e-6
+    keep = gated.cells.gru(64, chrono_init=50).init(jax.random.key(0), 3).bias
+    write = gated.cells.gru(64, chrono_init=50, update="write").init(jax.random.key(0), 3).bias
+    np.testing.assert_array_equal(keep[64:128], -write[64:128])
+    assert float(keep[64:128].min()) >= 0.0
+
+
+def test_gru_keep_and_write_are_the_same_function_with_z_negated():
+    """z -> 1 - z (z-block weights and bias negated) maps "keep" onto "write"."""
+    for reset in ("after", "before"):
+        keep = gated.cells.gru(5, update="keep", reset=reset)
+        write = gated.cells.gru(5, update="write", reset=reset)
+        p = random_params(keep, jax.random.key(0), 3, jnp.float64)
+        neg = np.ones((1, 15))
+        neg[:, 5:10] = -1.0
+        p_write = p._replace(
+            input_kernel=p.input_kernel * neg, recurrent_kernel=p.recurrent_kernel * neg, bias=p.bias * neg[0]
+        )
+        xs = jax.random.normal(jax.random.key(1), (7, 2, 3), jnp.float64)
+        _, ys_keep = gated.run(keep, p, xs)
+        _, ys_write = gated.run(write, p_write, xs)
+        np.testing.assert_allclose(ys_keep, ys_write, rtol=1e-12, atol=1e-14)
+        _, ys_unchanged = gated.run(write, p, xs)
+        assert float(jnp.abs(ys_unchanged - ys_keep).max()) > 1e-2
+
+
+def test_gru_reset_before_and_after_differ():
+    after, before = gated.cells.gru(5, reset="after"), gated.cells.gru(5, reset="before")
+    p = random_params(after, jax.random.key(0), 3, jnp.float64)
+    p_before = p._replace(candidate_bias=None)
+    xs = jax.random.normal(jax.random.key(1), (6, 3), jnp.float64)[:, None, :]
+    _, ys_after = gated.run(after, p._replace(candidate_bias=jnp.zeros(5)), xs)
+    _, ys_before = gated.run(before, p_before, xs)
+    assert float(jnp.abs(ys_after - ys_before).max()) > 1e-2
+
+
+class TestInitialisers:
+    def test_orthogonal_per_gate_block(self):
+        w = gated.init.orthogonal(jax.random.key(0), 8, 4, scale=0.9, dtype=jnp.float64)
+        assert w.shape == (8, 32)
+        for k in range(4):
+            block = np.asarray(w[:, 8 * k : 8 * (k + 1)])
+            np.testing.assert_allclose(block.T @ block, 0.81 * np.eye(8), atol=1e-12)
+            np.testing.assert_allclose(np.abs(np.linalg.eigvals(block)), 0.9, rtol=1e-10)
+        assert not np.allclose(w[:, :8], w[:, 8:16])
+
+    def test_gaussian_std_and_spectral_radius(self):
+        w = np.asarray(gated.init.gaussian(jax.random.key(0), 400, 1, scale=1.5, dtype=jnp.float64))
+        assert abs(w.std() - 1.5 / np.sqrt(400)) < 0.01 * 1.5 / np.sqrt(400) * 5
+        assert abs(np.max(np.abs(np.linalg.eigvals(w))) - 1.5) < 0.15
+
+    def test_identity(self):
+        w = gated.init.identity(jax.random.key(0), 3, 2, scale=0.5)
+        np.testing.assert_array_equal(w, np.hstack([0.5 * np.eye(3)] * 2))
+
+    def test_cells_use_the_selected_recurrent_init(self):
+        cell = gated.cells.rnn(6, recurrent_init="identity", recurrent_scale=1.0, activation="relu")
+        np.testing.assert_array_equal(cell.init(jax.random.key(0), 2).recurrent_kernel, np.eye(6))
+        w = gated.cells.lstm(6, recurrent_scale=0.5).init(jax.random.key(0), 2, jnp.float64).recurrent_kernel
+        np.testing.assert_allclose(np.asarray(w[:, 6:12]).T @ np.asarray(w[:, 6:12]), 0.25 * np.eye(6), atol=1e-12)
+
+    def test_input_kernel_is_lecun_normal(self):
+        w = np.asarray(gated.init.input_kernel(jax.random.key(0), 256, 512, jnp.float64))
+        assert abs(w.var() * 256 - 1.0) < 0.05
