@@ -1,0 +1,108 @@
+"""Bidirectional, stacked and learned-initial-carry layers against hand-built references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gated
+from tests.test_scan import LENGTHS, _assert_close, _reference_batch
+
+T, B, D = 7, 4, 3
+
+
+def _xs(dtype=jnp.float64):
+    return jnp.asarray(np.random.default_rng(5).standard_normal((T, B, D)), dtype)
+
+
+def _zeros(cell):
+    return cell.initial_carry((B,), jnp.float64)
+
+
+def _perturbed(params, scale=0.3):
+    """Layer parameters with every leaf perturbed (non-zero biases, peepholes and initial carries)."""
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(11)
+    return jax.tree.unflatten(treedef, [a + scale * rng.standard_normal(a.shape) for a in leaves])
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_bidirectional_equals_forward_and_backward_references(merge):
+    fw, bw = gated.cells.lstm(5, peepholes=True), gated.cells.gru(5)
+    layer = gated.bidirectional(fw, bw, merge=merge)
+    params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
+    xs, lengths = _xs(), jnp.asarray(LENGTHS)
+    carry, ys = jax.jit(lambda p, x: layer(p, x, lengths=lengths))(params, xs)
+
+    ref_f_final, ref_f, _ = _reference_batch(fw, params.forward.cell, xs, _zeros(fw), LENGTHS)
+    ref_b_final, ref_b, _ = _reference_batch(bw, params.backward.cell, xs, _zeros(bw), LENGTHS, reverse=True)
+    expected = np.concatenate([ref_f, ref_b], axis=-1) if merge == "concat" else ref_f + ref_b
+    assert ys.shape == (T, B, layer.output_size) == expected.shape
+    _assert_close(ys, expected)
+    _assert_close(carry.forward, ref_f_final)
+    _assert_close(carry.backward, ref_b_final)
+
+
+def test_bidirectional_default_backward_cell_has_its_own_parameters():
+    layer = gated.bidirectional(gated.cells.rnn(4))
+    params = layer.init(jax.random.key(0), D)
+    assert layer.backward.cell == layer.forward.cell and layer.backward.reverse
+    assert not np.allclose(params.forward.cell.input_kernel, params.backward.cell.input_kernel)
+
+
+def test_stack_with_residual_equals_layer_by_layer_reference():
+    cells = [gated.cells.lstm(5), gated.cells.gru(5, reset="before"), gated.cells.rnn(5)]
+    layer = gated.stack(cells, residual=True)
+    params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
+    lengths = jnp.asarray(LENGTHS)
+    carry, ys = jax.jit(lambda p, x: layer(p, x, lengths=lengths))(params, _xs())
+
+    inputs = np.asarray(_xs())
+    for i, (cell, p) in enumerate(zip(cells, params, strict=True)):
+        final, out, _ = _reference_batch(cell, p.cell, inputs, _zeros(cell), LENGTHS)
+        _assert_close(carry[i], final)
+        inputs = out + inputs if i > 0 else out
+    _assert_close(ys, inputs)
+    assert float(jnp.abs(ys[3:, 1]).max()) == 0.0  # padding stays zero through the residual sums
+
+
+def test_stack_of_bidirectional_layers_and_batch_major_inputs():
+    layer = gated.stack([gated.bidirectional(gated.cells.lstm(4)), gated.bidirectional(gated.cells.gru(3))])
+    params = layer.init(jax.random.key(0), D, jnp.float64)
+    xs = _xs()
+    carry, ys = layer(params, xs)
+    assert ys.shape == (T, B, 6)
+    carry_bm, ys_bm = layer(params, jnp.swapaxes(xs, 0, 1), time_axis=1)
+    _assert_close(jnp.swapaxes(ys_bm, 0, 1), ys, 0, 0)
+    _assert_close(carry_bm, carry, 0, 0)
+    _, first = layer.layers[0](params[0], xs)
+    _, second = layer.layers[1](params[1], first)
+    _assert_close(second, ys, 0, 0)
+
+
+def test_learned_initial_carry_is_broadcast_and_trained():
+    cell = gated.cells.lstm(5)
+    layer = gated.recurrent(cell, learn_initial_carry=True)
+    params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
+    assert jax.tree.map(jnp.shape, params.initial_carry) == gated.LSTMState((5,), (5,))
+    xs = _xs()
+    _, ys = layer(params, xs)
+    broadcast = jax.tree.map(lambda a: jnp.broadcast_to(a, (B, 5)), params.initial_carry)
+    _, ys_ref = gated.run(cell, params.cell, xs, carry=broadcast)
+    _assert_close(ys, ys_ref, 0, 0)
+
+    def loss(p):
+        return jnp.sum(layer(p, xs)[1] ** 2)
+
+    def loss_by_carry(carry):
+        return jnp.sum(gated.run(cell, params.cell, xs, carry=carry)[1] ** 2)
+
+    grad_initial = jax.grad(loss)(params).initial_carry
+    grad_by_example = jax.grad(loss_by_carry)(broadcast)
+    _assert_close(grad_initial, jax.tree.map(lambda a: a.sum(0), grad_by_example))
+    assert float(jnp.abs(grad_initial.c).max()) > 0.0
+
+
+def test_stack_residual_size_mismatch_is_refused():
+    with pytest.raises(ValueError, match="residual=True: layer 1 maps size 5 to 4"):
+        gated.stack([gated.cells.lstm(5), gated.cells.lstm(4)], residual=True)
