@@ -1,0 +1,1 @@
+"""Runnable code: entry points, sweeps, plots and reports. The math lives in ``gated``."""
