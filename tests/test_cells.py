@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 
 import gated
 from tests import reference
-from tests.conftest import REFERENCE_ERRORS, config_id, make_cell, random_carry, random_params, relative_error
+from tests.conftest import config_id, make_cell, random_carry, random_params, record_error
 
 TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-12), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -30,8 +30,7 @@ def test_cell_matches_numpy_reference(cell_config, dtype):
         assert jax.tree.structure(new_carry) == jax.tree.structure(cell.initial_carry())
         for got, want in zip(jax.tree.leaves(new_carry) + [y], jax.tree.leaves(ref_carry) + [ref_y], strict=True):
             np.testing.assert_allclose(got, want, **TOLERANCES[dtype])
-            key = (config_id(cell_config), jnp.dtype(dtype).name)
-            REFERENCE_ERRORS[key] = max(REFERENCE_ERRORS[key], relative_error(got, want))
+            record_error("numpy", config_id(cell_config), dtype, got, want)
 
 
 def test_project_then_step_equals_call(cell_config):

@@ -1,0 +1,173 @@
+"""Flax linen modules over gated's cells and layers, and weight conversion from Flax's own cells.
+
+The modules own parameters and nothing else: each declares its parameters
+with the cell's (or layer's) own ``init`` and calls the pure functions, so a
+module's output equals ``cell(params, ...)`` / ``gated.run`` exactly.
+
+    model = gated.flax.RNN(gated.cells.lstm(64))                 # xs (T, B, D) -> ys (T, B, 64)
+    variables = model.init(key, xs)                              # {'params': {'layer': RecurrentParams(...)}}
+    ys = model.apply(variables, xs, lengths=lengths)
+
+Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gated import cells as cells_lib
+from gated import layers as layers_lib
+
+Array = jax.Array
+
+
+def _over_batch(fn, num_batch_axes: int):
+    for _ in range(num_batch_axes):
+        fn = jax.vmap(fn)
+    return fn
+
+
+class Cell(nn.Module):
+    """One time step of a gated cell, for inputs ``(*batch, D)``.
+
+    Attributes:
+      cell: a :mod:`gated.cells` cell.
+      param_dtype: dtype of the parameters.
+
+    The parameters are one entry, ``'cell'``, holding the cell's NamedTuple.
+    """
+
+    cell: cells_lib.Cell
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
+        params = self.param("cell", lambda key: self.cell.init(key, x.shape[-1], self.param_dtype))
+        return _over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
+
+    @nn.nowrap
+    def initialize_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
+        """Zero carry with leaves ``(*batch, H)``."""
+        return self.cell.initial_carry(batch_shape, dtype)
+
+
+class RNN(nn.Module):
+    """A gated cell or layer over a sequence.
+
+    Attributes:
+      layer: a cell (run by :func:`gated.recurrent` with the options below), or
+        a layer: :func:`gated.recurrent`, :func:`gated.bidirectional`,
+        :func:`gated.stack`.
+      reverse, learn_initial_carry, unroll, remat: options of the layer made
+        from a bare cell (see :class:`gated.Recurrent`); set them on the layer
+        itself otherwise.
+      time_axis: time axis of the inputs and outputs (0: ``(T, *batch, D)``,
+        as ``gated.run``; 1 for batch-major ``(B, T, D)`` as Flax's ``nn.RNN``).
+      return_carry: return ``(carry, ys)`` instead of ``ys``.
+      param_dtype: dtype of the parameters.
+
+    The parameters are one entry, ``'layer'``, holding the layer's params pytree.
+    """
+
+    layer: Any
+    reverse: bool = False
+    learn_initial_carry: bool = False
+    unroll: int = 1
+    remat: bool = False
+    time_axis: int = 0
+    return_carry: bool = False
+    param_dtype: Any = jnp.float32
+
+    @nn.nowrap
+    def sequence_layer(self):
+        """The :mod:`gated.layers` layer this module runs."""
+        if isinstance(self.layer, cells_lib.Cell):
+            return layers_lib.Recurrent(self.layer, self.reverse, self.learn_initial_carry, self.unroll, self.remat)
+        return self.layer
+
+    @nn.compact
+    def __call__(self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None):
+        layer = self.sequence_layer()
+        params = self.param("layer", lambda key: layer.init(key, jnp.shape(xs)[-1], self.param_dtype))
+        carry, ys = layer(params, xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis)
+        return (carry, ys) if self.return_carry else ys
+
+
+# Flax's own cells: parameter names per gate, and the gated cell each one equals.
+_LINEN_NAMES = {
+    "lstm": ("i", "f", "g", "o"),  # LSTMCell / OptimizedLSTMCell: i{gate} kernel, h{gate} kernel + bias
+    "gru": ("r", "z", "n"),  # GRUCell: i{gate} kernel + bias, h{gate} kernel, hn bias
+    "rnn": None,  # SimpleCell (residual=False): 'i' kernel + bias, 'h' kernel
+}
+
+
+def _check_linen_compatible(cell: cells_lib.Cell) -> None:
+    plain_lstm = cells_lib.LSTM(cell.hidden_size)
+    if isinstance(cell, cells_lib.LSTM) and (cell.gates, cell.peepholes) != (plain_lstm.gates, False):
+        raise ValueError(
+            f"cell: Flax's LSTMCell has no peepholes, coupled gates or missing forget gate, got {cell}; "
+            "expected gated.cells.lstm(H) with peepholes=False, coupled=False, forget_gate=True"
+        )
+    if isinstance(cell, cells_lib.GRU) and (cell.reset, cell.update) != ("after", "keep"):
+        raise ValueError(
+            f"cell: Flax's GRUCell is reset='after', update='keep', got reset={cell.reset!r}, update={cell.update!r}"
+        )
+
+
+def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
+    """Converts the parameters of a Flax linen cell to gated parameters for ``cell``.
+
+    ``flax.linen.LSTMCell`` and ``OptimizedLSTMCell`` map to ``gated.cells.lstm(H)``,
+    ``GRUCell`` to ``gated.cells.gru(H)`` (reset "after", update "keep"),
+    ``SimpleCell`` to ``gated.cells.rnn(H, activation=...)`` (the same activation).
+    The values are copied exactly; only the layout changes (per-gate Dense
+    layers to fused kernels). Note Flax's LSTM carry is ``(c, h)``, gated's
+    ``LSTMState(h, c)``.
+
+    Args:
+      flax_params: the cell's parameter dict, e.g. ``variables['params']`` of a
+        bare cell or ``variables['params']['cell']`` of ``nn.RNN``.
+      cell: the gated cell to convert to.
+    """
+    _check_linen_compatible(cell)
+    p = flax_params
+    try:
+        if isinstance(cell, cells_lib.RNN):
+            return cells_lib.RNNParams(p["i"]["kernel"], p["h"]["kernel"], p["i"]["bias"])
+        names = _LINEN_NAMES[cell.name]
+        w_x = jnp.concatenate([p[f"i{g}"]["kernel"] for g in names], axis=1)
+        w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in names], axis=1)
+        if isinstance(cell, cells_lib.LSTM):
+            return cells_lib.LSTMParams(w_x, w_h, jnp.concatenate([p[f"h{g}"]["bias"] for g in names]))
+        bias = jnp.concatenate([p[f"i{g}"]["bias"] for g in names])
+        return cells_lib.GRUParams(w_x, w_h, bias, p["hn"]["bias"])
+    except KeyError as err:
+        raise ValueError(
+            f"flax_params: expected the parameters of the Flax cell matching {cell.name!r}, missing key {err}; "
+            f"got keys {sorted(p)}"
+        ) from None
+
+
+def to_linen_params(params: Any, cell: cells_lib.Cell) -> dict:
+    """Inverse of :func:`from_linen_params`: gated parameters to a Flax linen cell's parameter dict."""
+    _check_linen_compatible(cell)
+    if isinstance(cell, cells_lib.RNN):
+        return {"i": {"kernel": params.input_kernel, "bias": params.bias}, "h": {"kernel": params.recurrent_kernel}}
+    out = {}
+    for g in _LINEN_NAMES[cell.name]:
+        w_x, w_h, b = (
+            cell.gate(params.input_kernel, g),
+            cell.gate(params.recurrent_kernel, g),
+            cell.gate(params.bias, g),
+        )
+        if isinstance(cell, cells_lib.LSTM):
+            out[f"i{g}"], out[f"h{g}"] = {"kernel": w_x}, {"kernel": w_h, "bias": b}
+        else:
+            out[f"i{g}"], out[f"h{g}"] = {"kernel": w_x, "bias": b}, {"kernel": w_h}
+    if isinstance(cell, cells_lib.GRU):
+        out["hn"]["bias"] = params.candidate_bias
+    return out

@@ -1,0 +1,1 @@
+"""Weight interop with other frameworks: :mod:`gated.interop.torch`."""

@@ -1,0 +1,78 @@
+"""Flax NNX modules over gated's cells and layers.
+
+Thin owners of parameters, as :mod:`gated.flax`: the parameters come from the
+cell's (or layer's) own ``init``, each array an ``nnx.Param`` in the same
+pytree layout as the pure functions use, and the call is the pure function.
+
+    model = gated.nnx.RNN(gated.cells.gru(64), input_size=32, rngs=nnx.Rngs(0))
+    ys = model(xs, lengths=lengths)                               # xs (T, B, 32) -> ys (T, B, 64)
+
+Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gated import cells as cells_lib
+from gated import layers as layers_lib
+from gated.flax import _over_batch
+
+Array = jax.Array
+
+
+def _wrap(params: Any) -> Any:
+    return nnx.data(jax.tree.map(nnx.Param, params))
+
+
+def _values(params: Any) -> Any:
+    return jax.tree.map(lambda v: v[...], params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+
+
+class Cell(nnx.Module):
+    """One time step of a gated cell, for inputs ``(*batch, D)``; ``self.params`` is the cell's NamedTuple of Params."""
+
+    def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.cell = cell
+        self.params = _wrap(cell.init(rngs.params(), input_size, param_dtype))
+
+    def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
+        params = _values(self.params)
+        return _over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
+
+    def initialize_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
+        """Zero carry with leaves ``(*batch, H)``."""
+        return self.cell.initial_carry(batch_shape, dtype)
+
+
+class RNN(nnx.Module):
+    """A gated cell or layer over a sequence; the options are those of :class:`gated.flax.RNN`."""
+
+    def __init__(
+        self,
+        layer: Any,
+        input_size: int,
+        *,
+        rngs: nnx.Rngs,
+        reverse: bool = False,
+        learn_initial_carry: bool = False,
+        unroll: int = 1,
+        remat: bool = False,
+        time_axis: int = 0,
+        return_carry: bool = False,
+        param_dtype=jnp.float32,
+    ):
+        if isinstance(layer, cells_lib.Cell):
+            layer = layers_lib.Recurrent(layer, reverse, learn_initial_carry, unroll, remat)
+        self.layer = layer
+        self.time_axis = time_axis
+        self.return_carry = return_carry
+        self.params = _wrap(layer.init(rngs.params(), input_size, param_dtype))
+
+    def __call__(self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None):
+        carry, ys = self.layer(_values(self.params), xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis)
+        return (carry, ys) if self.return_carry else ys

@@ -1,0 +1,133 @@
+"""Flax linen and NNX modules against the pure functions, Flax's own cells, serialisation and the examples."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx, serialization
+
+import gated
+import gated.flax
+import gated.nnx
+from experiments import flax_examples
+from tests.conftest import record_error
+
+CELLS = [gated.cells.lstm(5, peepholes=True), gated.cells.gru(5, reset="before"), gated.cells.rnn(5)]
+XS = jnp.asarray(np.random.default_rng(0).standard_normal((6, 3, 4)), jnp.float32)
+LENGTHS = jnp.array([6, 2, 0])
+
+
+def _equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_linen_and_nnx_cells_equal_the_pure_cell(cell):
+    carry = cell.initial_carry((2, 3), jnp.float32)
+    xs = XS[:2]  # (2, 3, D): two batch axes
+    module = gated.flax.Cell(cell)
+    variables = module.init(jax.random.key(0), carry, xs)
+    params = variables["params"]["cell"]
+    assert isinstance(params, type(cell.init(jax.random.key(0), 4)))
+    expected = jax.vmap(jax.vmap(lambda c, x: cell(params, c, x)))(carry, xs)
+    _equal(module.apply(variables, carry, xs), expected)
+
+    nnx_cell = gated.nnx.Cell(cell, 4, rngs=nnx.Rngs(0))
+    nnx_params = jax.tree.map(lambda v: v[...], nnx_cell.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+    expected = jax.vmap(jax.vmap(lambda c, x: cell(nnx_params, c, x)))(carry, xs)
+    _equal(nnx_cell(nnx_cell.initialize_carry((2, 3)), xs), expected)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reverse": True}, {"learn_initial_carry": True}, {"remat": True, "unroll": 2}],
+    ids=["plain", "reverse", "learned-carry", "remat"],
+)
+def test_linen_and_nnx_sequence_modules_equal_gated_run(options):
+    cell = gated.cells.lstm(5)
+    layer = gated.Recurrent(cell, **options)
+    xs_bm = jnp.swapaxes(XS, 0, 1)
+    module = gated.flax.RNN(cell, **options, time_axis=1, return_carry=True)
+    variables = module.init(jax.random.key(0), xs_bm, lengths=LENGTHS)
+    params = variables["params"]["layer"]
+    carry, ys = jax.jit(lambda v: module.apply(v, xs_bm, lengths=LENGTHS))(variables)
+    _equal((carry, ys), layer(params, xs_bm, lengths=LENGTHS, time_axis=1))
+
+    nnx_module = gated.nnx.RNN(cell, 4, **options, time_axis=1, return_carry=True, rngs=nnx.Rngs(0))
+    nnx_params = jax.tree.map(lambda v: v[...], nnx_module.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+    _equal(nnx_module(xs_bm, lengths=LENGTHS), layer(nnx_params, xs_bm, lengths=LENGTHS, time_axis=1))
+
+
+def test_bidirectional_and_stacked_modules_with_initial_carry():
+    layer = gated.stack([gated.bidirectional(gated.cells.gru(3)), gated.bidirectional(gated.cells.lstm(4))])
+    module = gated.flax.RNN(layer, return_carry=True)
+    variables = module.init(jax.random.key(0), XS)
+    params = variables["params"]["layer"]
+    carry0 = jax.tree.map(jnp.ones_like, layer(params, XS)[0])
+    _equal(
+        module.apply(variables, XS, initial_carry=carry0, lengths=LENGTHS),
+        layer(params, XS, carry=carry0, lengths=LENGTHS),
+    )
+    nnx_module = gated.nnx.RNN(layer, 4, rngs=nnx.Rngs(1))
+    assert nnx_module(XS, initial_carry=carry0, lengths=LENGTHS).shape == (6, 3, 8)
+
+
+FLAX_PARITY = [
+    (nn.LSTMCell, gated.cells.lstm(5)),
+    (nn.OptimizedLSTMCell, gated.cells.lstm(5)),
+    (nn.GRUCell, gated.cells.gru(5)),
+    (nn.SimpleCell, gated.cells.rnn(5)),
+]
+
+
+@pytest.mark.parametrize("flax_cell, cell", FLAX_PARITY, ids=lambda c: getattr(c, "__name__", ""))
+def test_parity_with_flax_cells(flax_cell, cell):
+    flax_rnn = nn.RNN(flax_cell(5, param_dtype=jnp.float32), time_major=True, return_carry=True)
+    variables = flax_rnn.init(jax.random.key(0), XS)
+    carry, ys = flax_rnn.apply(variables, XS)
+    params = gated.flax.from_linen_params(variables["params"]["cell"], cell)
+    g_carry, g_ys = gated.run(cell, params, XS)
+    np.testing.assert_allclose(g_ys, ys, rtol=1e-6, atol=1e-6)
+    record_error("flax", flax_cell.__name__, jnp.float32, g_ys, ys)
+    if isinstance(cell, gated.cells.LSTM):  # Flax's LSTM carry is (c, h)
+        carry = gated.LSTMState(h=carry[1], c=carry[0])
+    np.testing.assert_allclose(jax.tree.leaves(g_carry), jax.tree.leaves(carry), rtol=1e-6, atol=1e-6)
+    # and back: gated parameters in Flax's cell
+    _equal(gated.flax.to_linen_params(params, cell), variables["params"]["cell"])
+    _, ys_back = flax_rnn.apply({"params": {"cell": gated.flax.to_linen_params(params, cell)}}, XS)
+    np.testing.assert_array_equal(ys_back, ys)
+
+
+def test_flax_conversion_refuses_cells_flax_lacks():
+    with pytest.raises(ValueError, match=r"Flax's LSTMCell has no peepholes"):
+        gated.flax.from_linen_params({}, gated.cells.lstm(5, peepholes=True))
+    with pytest.raises(ValueError, match=r"Flax's GRUCell is reset='after', update='keep', got reset='before'"):
+        gated.flax.to_linen_params(None, gated.cells.gru(5, reset="before"))
+    with pytest.raises(ValueError, match=r"flax_params: expected the parameters of the Flax cell matching 'gru'"):
+        gated.flax.from_linen_params({"ii": {}}, gated.cells.gru(5))
+
+
+def test_serialisation_round_trip():
+    module = gated.flax.RNN(gated.bidirectional(gated.cells.lstm(5, peepholes=True)))
+    variables = module.init(jax.random.key(0), XS)
+    restored = serialization.from_bytes(jax.tree.map(jnp.zeros_like, variables), serialization.to_bytes(variables))
+    assert jax.tree.structure(restored) == jax.tree.structure(variables)
+    _equal(restored, variables)
+    _equal(module.apply(restored, XS), module.apply(variables, XS))
+
+    model = gated.nnx.RNN(gated.cells.gru(5), 4, rngs=nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    blob = serialization.msgpack_serialize(nnx.to_pure_dict(state))
+    other = gated.nnx.RNN(gated.cells.gru(5), 4, rngs=nnx.Rngs(1))
+    other_state = nnx.state(other, nnx.Param)
+    nnx.replace_by_pure_dict(other_state, serialization.msgpack_restore(blob))
+    nnx.update(other, other_state)
+    _equal(other(XS), model(XS))
+
+
+@pytest.mark.parametrize("train", [flax_examples.train_linen, flax_examples.train_nnx], ids=["linen", "nnx"])
+def test_examples_learn(train):
+    losses = train(steps=80, hidden_size=16)
+    assert np.mean(losses[-10:]) < 0.5 < losses[0]  # chance is log 2 = 0.69
