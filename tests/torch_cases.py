@@ -10,6 +10,8 @@ with respect to the input and every named weight.
 
 import numpy as np
 
+from gated.interop.torch import torch_module
+
 CASES = {
     "lstm_2layer_bidirectional": dict(mode="LSTM", input_size=3, hidden_size=4, num_layers=2, bidirectional=True),
     "lstm_nobias": dict(mode="LSTM", input_size=3, hidden_size=5, bias=False),
@@ -21,20 +23,10 @@ CASES = {
 T, B = 5, 2
 
 
-def torch_module(torch, config):
-    kwargs = dict(num_layers=config.num_layers, bidirectional=config.bidirectional, bias=config.bias)
-    if config.mode == "LSTM":
-        return torch.nn.LSTM(config.input_size, config.hidden_size, **kwargs)
-    if config.mode == "GRU":
-        return torch.nn.GRU(config.input_size, config.hidden_size, **kwargs)
-    nonlinearity = "tanh" if config.mode == "RNN_TANH" else "relu"
-    return torch.nn.RNN(config.input_size, config.hidden_size, nonlinearity=nonlinearity, **kwargs)
-
-
 def run_torch(torch, config, seed, dtype):
     """Random module and inputs; returns a dict of NumPy arrays (weights, x, R, S, outputs and grads)."""
     torch.manual_seed(seed)
-    module = torch_module(torch, config).to(dtype)
+    module = torch_module(config).to(dtype)
     rng = np.random.default_rng(seed)
     dirs = 2 if config.bidirectional else 1
     x = torch.tensor(rng.standard_normal((T, B, config.input_size)), dtype=dtype, requires_grad=True)

@@ -15,8 +15,9 @@ Back to PyTorch, ``bias_ih`` takes the folded bias and ``bias_hh`` zeros (``b_hn
 for a GRU), so gated -> torch -> gated is exact. ``proj_size != 0`` (LSTM
 projections) has no gated equivalent and is refused.
 
-PyTorch itself is needed only by :func:`from_torch`, :func:`config_of` and
-:func:`to_torch`; the state-dict functions take NumPy or JAX arrays too.
+PyTorch itself is needed only by :func:`from_torch`, :func:`config_of`,
+:func:`torch_module` and :func:`to_torch`; the state-dict functions take NumPy
+or JAX arrays too.
 """
 
 from __future__ import annotations
@@ -156,20 +157,26 @@ def from_torch(module: Any) -> tuple[layers_lib.Stack, tuple]:
     return from_state_dict(module.state_dict(), config_of(module))
 
 
-def to_torch(params: tuple, config: TorchConfig, dtype=None) -> Any:
-    """A new ``torch.nn.LSTM``/``GRU``/``RNN`` holding ``params`` (float32 unless ``dtype``)."""
+def torch_module(config: TorchConfig) -> Any:
+    """A new, randomly initialised ``torch.nn.LSTM``/``GRU``/``RNN`` of shape ``config``."""
     import torch
 
     kwargs = dict(num_layers=config.num_layers, bidirectional=config.bidirectional, bias=config.bias)
     if config.mode == "LSTM":
-        module = torch.nn.LSTM(config.input_size, config.hidden_size, **kwargs)
-    elif config.mode == "GRU":
-        module = torch.nn.GRU(config.input_size, config.hidden_size, **kwargs)
-    else:
-        nonlinearity = "tanh" if config.mode == "RNN_TANH" else "relu"
-        module = torch.nn.RNN(config.input_size, config.hidden_size, nonlinearity=nonlinearity, **kwargs)
-    state = {k: torch.tensor(np.array(v)) for k, v in to_state_dict(params, config).items()}
-    module.load_state_dict(state)
+        return torch.nn.LSTM(config.input_size, config.hidden_size, **kwargs)
+    if config.mode == "GRU":
+        return torch.nn.GRU(config.input_size, config.hidden_size, **kwargs)
+    cell_for(config)  # refuses an unknown mode
+    nonlinearity = "tanh" if config.mode == "RNN_TANH" else "relu"
+    return torch.nn.RNN(config.input_size, config.hidden_size, nonlinearity=nonlinearity, **kwargs)
+
+
+def to_torch(params: tuple, config: TorchConfig, dtype=None) -> Any:
+    """A new ``torch.nn.LSTM``/``GRU``/``RNN`` holding ``params`` (float32 unless ``dtype``)."""
+    import torch
+
+    module = torch_module(config)
+    module.load_state_dict({k: torch.tensor(np.array(v)) for k, v in to_state_dict(params, config).items()})
     return module if dtype is None else module.to(dtype)
 
 
