@@ -1,0 +1,332 @@
+"""Synthetic long-lag tasks, as pure JAX functions of ``(key, batch_size)``.
+
+Every task is a frozen dataclass: ``batch = task.sample(key, batch_size)`` gives
+``Batch(xs (T, B, D), targets, mask (T, B), lengths (B,))``. Because ``sample`` is a pure JAX
+function it runs inside the jitted training step, and a run's data is fixed
+by its seed and step number alone (so a resumed run sees the same batches).
+
+``task.readout`` says where the model reads out: "per_step" (targets
+``(T, B)`` for classification, loss averaged over the labelled steps where
+``mask`` is true) or "last" (targets ``(B,)`` or ``(B, 1)``, read at each
+sequence's last valid step, ``lengths - 1``). ``task.chance_loss`` and
+``task.chance_accuracy`` are what a model that ignores the inputs achieves.
+
+Notation: T time, B batch, D input size, C classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class Batch(NamedTuple):
+    """Inputs ``xs`` (T, B, D), ``targets`` (see the task), ``mask`` (T, B) of labelled steps,
+    ``lengths`` (B,) valid steps of each sequence."""
+
+    xs: Array
+    targets: Array
+    mask: Array
+    lengths: Array
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"task.{name}: expected an int >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Task:
+    """Base class: subclasses set ``name``, ``kind``, ``readout`` and implement ``sample``."""
+
+    length: int = 100
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # "classification" or "regression"
+    readout: ClassVar[str]  # "per_step" or "last"
+
+    def __post_init__(self):
+        _positive_int("length", self.length, 2)
+
+    @property
+    def input_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def chance_loss(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def chance_accuracy(self) -> float | None:
+        return None
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        raise NotImplementedError
+
+
+def _full(xs: Array, targets: Array, mask: Array | None = None) -> Batch:
+    """A batch of full-length sequences (every step valid; every step labelled unless ``mask``)."""
+    length, batch_size = xs.shape[:2]
+    mask = jnp.ones((length, batch_size), bool) if mask is None else mask
+    return Batch(xs, targets, mask, jnp.full((batch_size,), length, jnp.int32))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Adding(Task):
+    """The adding problem: output the sum of the two marked values.
+
+    Inputs are (value, marker) pairs. ``variant="halves"`` (Le et al. 2015 and
+    most later work): values U[0, 1], one marker uniformly in each half of the
+    sequence, target the sum; predicting 1 gives MSE 1/6. ``variant="hochreiter"``
+    (Hochreiter & Schmidhuber 1997, experiment 4): values U[-1, 1], the first
+    marker within the first 10 steps, the second in the first half, markers
+    -1 at the first and last step where unmarked, target 0.5 + (X1 + X2) / 4;
+    predicting 0.5 gives MSE 1/24. Regression at the last step.
+    """
+
+    variant: str = "halves"
+
+    name: ClassVar[str] = "adding"
+    kind: ClassVar[str] = "regression"
+    readout: ClassVar[str] = "last"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variant not in ("halves", "hochreiter"):
+            raise ValueError(f"task.variant: expected 'halves' or 'hochreiter', got {self.variant!r}")
+        if self.variant == "hochreiter" and self.length < 20:
+            raise ValueError(f"task.length: the 'hochreiter' variant needs length >= 20, got {self.length}")
+
+    input_size = property(lambda self: 2)
+    output_size = property(lambda self: 1)
+
+    @property
+    def chance_loss(self) -> float:
+        return 1 / 6 if self.variant == "halves" else 1 / 24
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        t, half = self.length, self.length // 2
+        k_v, k_1, k_2 = jax.random.split(key, 3)
+        if self.variant == "halves":
+            values = jax.random.uniform(k_v, (t, batch_size), jnp.float32)
+            first = jax.random.randint(k_1, (batch_size,), 0, half)
+            second = jax.random.randint(k_2, (batch_size,), half, t)
+        else:
+            values = jax.random.uniform(k_v, (t, batch_size), jnp.float32, minval=-1.0, maxval=1.0)
+            first = jax.random.randint(k_1, (batch_size,), 0, 10)
+            # the second marker: a different step in the first half
+            second = (first + jax.random.randint(k_2, (batch_size,), 1, half)) % half
+        steps = jnp.arange(t)[:, None]
+        marked = (steps == first[None, :]) | (steps == second[None, :])
+        markers = marked.astype(jnp.float32)
+        if self.variant == "hochreiter":
+            ends = (steps == 0) | (steps == t - 1)
+            markers = jnp.where(ends & ~marked, jnp.float32(-1.0), markers)
+        total = jnp.sum(jnp.where(marked, values, jnp.float32(0.0)), axis=0)
+        target = total if self.variant == "halves" else 0.5 + total / 4.0
+        xs = jnp.stack([values, markers], axis=-1)
+        return _full(xs, target[:, None])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DelayedRecall(Task):
+    """Sequence element classification (seed 002's setting): the label at step t
+    is the class of the one-hot input at step t - delay; the first ``delay``
+    steps are unlabelled. Chance: accuracy 1/C, cross-entropy log C."""
+
+    delay: int = 10
+    classes: int = 8
+
+    name: ClassVar[str] = "delayed_recall"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("classes", self.classes, 2)
+        if isinstance(self.delay, bool) or not isinstance(self.delay, int) or not 0 <= self.delay < self.length:
+            raise ValueError(f"task.delay: expected an int in [0, length) = [0, {self.length}), got {self.delay!r}")
+
+    input_size = property(lambda self: self.classes)
+    output_size = property(lambda self: self.classes)
+    chance_loss = property(lambda self: math.log(self.classes))
+    chance_accuracy = property(lambda self: 1 / self.classes)
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        seen = jax.random.randint(key, (self.length, batch_size), 0, self.classes)
+        labels = jnp.roll(seen, self.delay, axis=0)
+        mask = jnp.broadcast_to((jnp.arange(self.length) >= self.delay)[:, None], (self.length, batch_size))
+        return _full(jax.nn.one_hot(seen, self.classes, dtype=jnp.float32), labels, mask)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TemporalOrder(Task):
+    """Temporal order (Hochreiter & Schmidhuber 1997, experiments 6a and 6b).
+
+    Symbols {a, b, c, d} are distractors, B and E start and end the sequence;
+    ``relevant`` = 2 (6a) or 3 (6b) symbols from {X, Y} appear at random steps
+    in windows at 10-20%, 50-60% (and 30-40% for 6b) of the sequence. The class
+    is their order (XX, XY, YX, YY; 8 classes for 6b), read at the last step.
+    Chance: accuracy 1/2^relevant, cross-entropy relevant * log 2.
+    """
+
+    relevant: int = 2
+
+    name: ClassVar[str] = "temporal_order"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "last"
+    SYMBOLS: ClassVar[tuple[str, ...]] = ("a", "b", "c", "d", "X", "Y", "B", "E")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.relevant not in (2, 3):
+            raise ValueError(f"task.relevant: expected 2 (experiment 6a) or 3 (6b), got {self.relevant!r}")
+        _positive_int("length", self.length, 20)
+
+    input_size = property(lambda self: len(self.SYMBOLS))
+    output_size = property(lambda self: 2**self.relevant)
+    chance_loss = property(lambda self: self.relevant * math.log(2))
+    chance_accuracy = property(lambda self: 1 / 2**self.relevant)
+
+    def windows(self) -> list[tuple[int, int]]:
+        """Step windows [lo, hi) of the relevant symbols, in order."""
+        starts = (0.1, 0.5) if self.relevant == 2 else (0.1, 0.3, 0.5)
+        return [(int(s * self.length), max(int((s + 0.1) * self.length), int(s * self.length) + 1)) for s in starts]
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        k_d, k_pos, k_sym = jax.random.split(key, 3)
+        symbols = jax.random.randint(k_d, (self.length, batch_size), 0, 4)
+        symbols = symbols.at[0].set(6).at[-1].set(7)
+        which = jax.random.randint(k_sym, (self.relevant, batch_size), 0, 2)  # 0: X, 1: Y
+        label = jnp.zeros((batch_size,), jnp.int32)
+        pos_keys = jax.random.split(k_pos, self.relevant)
+        steps = jnp.arange(self.length)[:, None]
+        for r, ((lo, hi), k) in enumerate(zip(self.windows(), pos_keys, strict=True)):
+            pos = jax.random.randint(k, (batch_size,), lo, hi)
+            symbols = jnp.where(steps == pos[None, :], 4 + which[r][None, :], symbols)
+            label = label * 2 + which[r]
+        return _full(jax.nn.one_hot(symbols, 8, dtype=jnp.float32), label)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CopyMemory(Task):
+    """Copy memory (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016).
+
+    ``sequence`` symbols from ``classes`` data classes, then ``length`` blank
+    steps with a delimiter on the last one, then ``sequence`` blanks during
+    which the model must output the symbols. Total T = length + 2 * sequence;
+    blank is class ``classes``, delimiter is input ``classes + 1``. Labels at
+    every step (blank except the last ``sequence`` steps). Chance (the
+    memoryless baseline that outputs blank, then uniform guesses):
+    cross-entropy sequence * log(classes) / T.
+    """
+
+    length: int = 50
+    sequence: int = 10
+    classes: int = 8
+
+    name: ClassVar[str] = "copy_memory"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("sequence", self.sequence)
+        _positive_int("classes", self.classes, 2)
+
+    @property
+    def total_length(self) -> int:
+        return self.length + 2 * self.sequence
+
+    input_size = property(lambda self: self.classes + 2)
+    output_size = property(lambda self: self.classes + 1)
+    chance_loss = property(lambda self: self.sequence * math.log(self.classes) / self.total_length)
+
+    @property
+    def chance_accuracy(self) -> float:
+        k, t = self.sequence, self.total_length
+        return (t - k + k / self.classes) / t
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        k, blank = self.sequence, self.classes
+        data = jax.random.randint(key, (k, batch_size), 0, self.classes)
+        blanks = jnp.full((self.length, batch_size), blank)
+        inputs = jnp.concatenate([data, blanks, jnp.full((k, batch_size), blank)])
+        inputs = inputs.at[k + self.length - 1].set(blank + 1)  # the delimiter
+        labels = jnp.concatenate([jnp.full((k + self.length, batch_size), blank), data])
+        xs = jax.nn.one_hot(inputs, self.classes + 2, dtype=jnp.float32)
+        return _full(xs, labels)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Review(Task):
+    """A synthetic "review" after the lecture's sentiment example.
+
+    A review is mostly stop words (``vocabulary`` of them) with ``sentiment``
+    (odd) sentiment-bearing tokens at random steps, each from ``words`` positive
+    or ``words`` negative ones; the label is the majority sentiment, read at
+    the last step. The model must keep a running tally across long stretches
+    of irrelevant tokens: selective reading and forgetting. Chance: accuracy
+    1/2, cross-entropy log 2.
+    """
+
+    sentiment: int = 3
+    words: int = 4
+    vocabulary: int = 16
+
+    name: ClassVar[str] = "review"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "last"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("sentiment", self.sentiment)
+        if self.sentiment % 2 == 0 or self.sentiment > self.length:
+            raise ValueError(f"task.sentiment: expected an odd count <= length, got {self.sentiment}")
+        _positive_int("words", self.words)
+        _positive_int("vocabulary", self.vocabulary)
+
+    input_size = property(lambda self: self.vocabulary + 2 * self.words)
+    output_size = property(lambda self: 2)
+    chance_loss = property(lambda self: math.log(2))
+    chance_accuracy = property(lambda self: 0.5)
+
+    def sample(self, key: Array, batch_size: int) -> Batch:
+        k_stop, k_pos, k_sign, k_word = jax.random.split(key, 4)
+        tokens = jax.random.randint(k_stop, (self.length, batch_size), 0, self.vocabulary)
+        # distinct random steps for the sentiment tokens: the first `sentiment` of a random permutation
+        order = jnp.argsort(jax.random.uniform(k_pos, (self.length, batch_size)), axis=0)
+        is_sentiment = jnp.argsort(order, axis=0) < self.sentiment
+        positive = jax.random.bernoulli(k_sign, 0.5, (self.length, batch_size))
+        word = jax.random.randint(k_word, (self.length, batch_size), 0, self.words)
+        sentiment_token = self.vocabulary + jnp.where(positive, word, self.words + word)
+        tokens = jnp.where(is_sentiment, sentiment_token, tokens)
+        score = jnp.sum(jnp.where(is_sentiment, jnp.where(positive, 1, -1), 0), axis=0)
+        label = (score > 0).astype(jnp.int32)
+        xs = jax.nn.one_hot(tokens, self.input_size, dtype=jnp.float32)
+        return _full(xs, label)
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review)}
+
+
+def get(name: str, **options) -> Task:
+    """Makes a task by name; unknown names and options are refused with the valid ones listed."""
+    if name not in TASKS:
+        raise ValueError(f"task.name: expected one of {tuple(TASKS)}, got {name!r}")
+    cls = TASKS[name]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"task: unknown option(s) {unknown} for task {name!r}; valid options are {valid}")
+    return cls(**options)

@@ -1,0 +1,227 @@
+"""Training pieces as pure functions: a sequence model, its loss, an optax
+optimiser with gradient clipping, and a jittable ``train_step``.
+
+Numeric hyperparameters (learning rate, clip threshold) are arrays passed to
+the step, not Python constants, so that several runs that differ only in
+them are ONE compiled program under ``jax.vmap``.
+
+Notation: T time, B batch, D input size, H hidden size, C outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gated import layers as layers_lib
+from gated import tasks as tasks_lib
+
+Array = jax.Array
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+CLIPS = ("global_norm", "value", "none")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+class ModelParams(NamedTuple):
+    """Parameters of a :class:`SequenceModel`: the recurrent layer's and a dense readout ``(H, C)``, ``(C,)``."""
+
+    recurrent: Any
+    readout_kernel: Array
+    readout_bias: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceModel:
+    """A recurrent layer followed by a dense readout.
+
+    ``readout="per_step"``: logits ``o_t = h_t W2 + b2`` at every step, ``(T, B, C)``
+    (seed 002's sequence element classification). ``readout="last"``: the
+    readout of the output at each sequence's last valid step, ``(B, C)``.
+    """
+
+    layer: Any
+    output_size: int
+    readout: str = "per_step"
+
+    def __post_init__(self):
+        if self.readout not in ("per_step", "last"):
+            raise ValueError(f"readout: expected 'per_step' or 'last', got {self.readout!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ModelParams:
+        k_layer, k_out = jax.random.split(key)
+        kernel = jax.nn.initializers.lecun_normal()(k_out, (self.layer.output_size, self.output_size), dtype)
+        return ModelParams(self.layer.init(k_layer, input_size, dtype), kernel, jnp.zeros((self.output_size,), dtype))
+
+    def __call__(self, params: ModelParams, xs: Array, lengths: Array | None = None) -> Array:
+        _, ys = self.layer(params.recurrent, xs, lengths=lengths)
+        if self.readout == "last":
+            t = ys.shape[0]
+            last = jnp.full(ys.shape[1:-1], t - 1) if lengths is None else jnp.maximum(lengths - 1, 0)
+            ys = jnp.take_along_axis(ys, last[None, ..., None], axis=0)[0]
+            return ys @ params.readout_kernel + params.readout_bias[None, :]
+        return jnp.einsum("tbh,hc->tbc", ys, params.readout_kernel) + params.readout_bias[None, None, :]
+
+
+def loss_and_metrics(model: SequenceModel, kind: str, params: ModelParams, batch: tasks_lib.Batch):
+    """Mean loss over labelled steps (cross-entropy or squared error) and ``{"accuracy": ...}`` for classification."""
+    outputs = model(params, batch.xs, batch.lengths)
+    if model.readout == "per_step":
+        weights = batch.mask.astype(outputs.dtype) / jnp.maximum(jnp.sum(batch.mask), 1)
+    else:
+        weights = jnp.full(outputs.shape[:1], 1.0 / outputs.shape[0], outputs.dtype)
+    if kind == "classification":
+        ce = optax.softmax_cross_entropy_with_integer_labels(outputs, batch.targets)
+        correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(outputs.dtype)
+        return jnp.sum(ce * weights), {"accuracy": jnp.sum(correct * weights)}
+    if kind == "regression":
+        squared = jnp.sum((outputs - batch.targets) ** 2, axis=-1)
+        return jnp.sum(squared * weights), {}
+    raise ValueError(f"kind: expected 'classification' or 'regression', got {kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """The static part of an optimiser; learning rate and clip threshold are passed as arrays.
+
+    Attributes:
+      name: "sgd" (with ``momentum``), "adam" or "adamw" (with ``weight_decay``).
+      clip: "global_norm" (``optax.clip_by_global_norm``, Pascanu et al. 2013),
+        "value" (``optax.clip``, elementwise) or "none".
+      schedule: "constant", "cosine" (decay to 0 over ``steps``) or
+        "warmup_cosine" (linear warm-up over ``warmup_steps``, then cosine).
+    """
+
+    name: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip: str = "global_norm"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    steps: int = 1
+
+    def __post_init__(self):
+        for field, valid in (("name", OPTIMIZERS), ("clip", CLIPS), ("schedule", SCHEDULES)):
+            if getattr(self, field) not in valid:
+                raise ValueError(f"optimizer.{field}: expected one of {valid}, got {getattr(self, field)!r}")
+
+    def learning_rate(self, peak: Array) -> optax.Schedule:
+        if self.schedule == "constant":
+            return lambda count: peak
+        if self.schedule == "cosine":
+            return optax.cosine_decay_schedule(peak, max(self.steps, 1))
+        return optax.warmup_cosine_decay_schedule(0.0, peak, max(self.warmup_steps, 1), max(self.steps, 2))
+
+    def make(self, learning_rate: Array, clip_threshold: Array) -> optax.GradientTransformation:
+        """``optax.chain(clip, base optimiser)``; the arguments may be traced arrays."""
+        lr = self.learning_rate(learning_rate)
+        if self.name == "sgd":
+            base = optax.sgd(lr, momentum=self.momentum)
+        elif self.name == "adam":
+            base = optax.adam(lr)
+        else:
+            base = optax.adamw(lr, weight_decay=self.weight_decay)
+        if self.clip == "global_norm":
+            clip = optax.clip_by_global_norm(clip_threshold)
+        elif self.clip == "value":
+            clip = optax.clip(clip_threshold)
+        else:
+            clip = optax.identity()
+        return optax.chain(clip, base)
+
+    def is_clipped(self, grads: Any, grad_norm: Array, clip_threshold: Array) -> Array:
+        if self.clip == "global_norm":
+            return grad_norm > clip_threshold
+        if self.clip == "value":
+            return jnp.any(jnp.stack([jnp.any(jnp.abs(g) > clip_threshold) for g in jax.tree.leaves(grads)]))
+        return jnp.array(False)
+
+
+class Hyperparams(NamedTuple):
+    """The numeric hyperparameters of a run that may differ within one compiled program."""
+
+    learning_rate: Array
+    clip_threshold: Array
+
+
+class TrainState(NamedTuple):
+    """``step``, ``params``, ``opt_state`` and ``diverged_at`` (-1, or the first step whose loss,
+    gradients or parameters were not finite; from then on the state is frozen)."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    diverged_at: Array
+
+
+def init_state(params: Any, optimizer: OptimizerSpec, hp: Hyperparams) -> TrainState:
+    opt_state = optimizer.make(hp.learning_rate, hp.clip_threshold).init(params)
+    return TrainState(jnp.array(0, jnp.int32), params, opt_state, jnp.array(-1, jnp.int32))
+
+
+def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int):
+    """``train_step(state, hp, data_key) -> (state, metrics)``, pure; jit (and vmap) it once.
+
+    The batch is ``task.sample(fold_in(data_key, state.step), batch_size)``, so a
+    run's data depend only on its key and step. The metrics come from inside
+    the step: loss, accuracy (classification), the global gradient norm BEFORE
+    clipping, whether it was clipped, the update and parameter norms, and
+    whether everything was finite. A non-finite step leaves the state as it
+    was and records ``diverged_at``; later steps change nothing.
+    """
+
+    def train_step(state: TrainState, hp: Hyperparams, data_key: Array):
+        batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
+
+        def loss_fn(params):
+            return loss_and_metrics(model, task.kind, params, batch)
+
+        (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        tx = optimizer.make(hp.learning_rate, hp.clip_threshold)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        param_norm = optax.global_norm(params)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+        frozen = state.diverged_at >= 0
+        keep = frozen | ~finite
+        new = TrainState(
+            state.step + 1,
+            jax.tree.map(lambda old, n: jnp.where(keep, old, n), state.params, params),
+            jax.tree.map(lambda old, n: jnp.where(keep, old, n), state.opt_state, opt_state),
+            jnp.where(frozen | finite, state.diverged_at, state.step),
+        )
+        metrics = {
+            "loss": loss,
+            **extra,
+            "grad_norm": grad_norm,
+            "clipped": optimizer.is_clipped(grads, grad_norm, hp.clip_threshold),
+            "update_norm": optax.global_norm(updates),
+            "param_norm": param_norm,
+            "finite": finite,
+        }
+        return new, metrics
+
+    return train_step
+
+
+def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
+    """``eval_step(params, key) -> metrics`` on one fresh batch of ``batch_size``."""
+
+    def eval_step(params: Any, key: Array):
+        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size))
+        return {"loss": loss, **extra}
+
+    return eval_step
+
+
+def build_layer(cell, num_layers: int = 1, bidirectional: bool = False, residual: bool = False):
+    """A recurrent layer of ``num_layers`` cells, optionally bidirectional and residual."""
+    make = layers_lib.bidirectional if bidirectional else layers_lib.recurrent
+    if num_layers == 1:
+        return make(cell)
+    return layers_lib.stack([make(cell) for _ in range(num_layers)], residual=residual)

@@ -1,0 +1,98 @@
+"""The synthetic tasks: shapes, the rule each label follows, and their chance levels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gated import tasks
+
+KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize("name", list(tasks.TASKS))
+def test_shapes_and_sizes(name):
+    task = tasks.get(name, length=40)
+    batch = jax.jit(task.sample, static_argnums=1)(KEY, 5)
+    t = batch.xs.shape[0]
+    assert batch.xs.shape == (t, 5, task.input_size) and batch.mask.shape == (t, 5)
+    np.testing.assert_array_equal(batch.lengths, np.full(5, t))
+    assert batch.xs.dtype == jnp.float32 and batch.mask.dtype == jnp.bool_
+    expected = (t, 5) if task.readout == "per_step" else ((5, 1) if task.kind == "regression" else (5,))
+    assert batch.targets.shape == expected
+
+
+def test_adding_halves_rule_and_chance():
+    task = tasks.get("adding", length=30)
+    xs, targets, *_ = task.sample(KEY, 4000)
+    values, markers = np.asarray(xs[..., 0]), np.asarray(xs[..., 1])
+    assert np.all(markers[:15].sum(0) == 1) and np.all(markers[15:].sum(0) == 1)
+    np.testing.assert_allclose(targets[:, 0], (values * markers).sum(0), rtol=1e-6)
+    assert abs(np.mean((np.asarray(targets) - 1.0) ** 2) - task.chance_loss) < 0.01
+
+
+def test_adding_hochreiter_rule_and_chance():
+    task = tasks.get("adding", length=40, variant="hochreiter")
+    xs, targets, *_ = task.sample(KEY, 4000)
+    values, markers = np.asarray(xs[..., 0]), np.asarray(xs[..., 1])
+    marked = markers == 1.0
+    assert np.all(marked.sum(0) == 2) and np.all(marked[:10].sum(0) >= 1) and not marked[20:].any()
+    np.testing.assert_allclose(targets[:, 0], 0.5 + (values * marked).sum(0) / 4, rtol=1e-6)
+    assert abs(np.mean((np.asarray(targets) - 0.5) ** 2) - task.chance_loss) < 0.005
+
+
+def test_delayed_recall_rule():
+    xs, labels, mask, _ = tasks.get("delayed_recall", length=12, delay=3, classes=5).sample(KEY, 6)
+    seen = np.argmax(np.asarray(xs), -1)
+    np.testing.assert_array_equal(np.asarray(labels)[3:], seen[:-3])
+    np.testing.assert_array_equal(np.asarray(mask)[:, 0], np.arange(12) >= 3)
+
+
+@pytest.mark.parametrize("relevant", [2, 3])
+def test_temporal_order_rule(relevant):
+    task = tasks.get("temporal_order", length=50, relevant=relevant)
+    xs, labels, *_ = task.sample(KEY, 64)
+    symbols = np.argmax(np.asarray(xs), -1)
+    assert np.all(symbols[0] == 6) and np.all(symbols[-1] == 7)
+    for b in range(64):
+        order = [s - 4 for s in symbols[:, b] if s in (4, 5)]
+        assert len(order) == relevant
+        assert int(labels[b]) == int("".join(map(str, order)), 2)
+    assert len(set(np.asarray(labels).tolist())) == 2**relevant
+
+
+def test_copy_memory_rule():
+    task = tasks.get("copy_memory", length=7, sequence=3, classes=4)
+    xs, labels, *_ = task.sample(KEY, 5)
+    inputs = np.argmax(np.asarray(xs), -1)
+    assert xs.shape[0] == task.total_length == 13
+    np.testing.assert_array_equal(np.asarray(labels)[-3:], inputs[:3])
+    assert np.all(np.asarray(labels)[:-3] == 4) and np.all(inputs[9] == 5)
+
+
+def test_review_rule():
+    task = tasks.get("review", length=30, sentiment=5, words=3, vocabulary=10)
+    xs, labels, *_ = task.sample(KEY, 200)
+    tokens = np.argmax(np.asarray(xs), -1)
+    is_sentiment = tokens >= 10
+    assert np.all(is_sentiment.sum(0) == 5)
+    score = np.where(is_sentiment, np.where(tokens < 13, 1, -1), 0).sum(0)
+    np.testing.assert_array_equal(np.asarray(labels), (score > 0).astype(int))
+    assert 0.3 < np.mean(np.asarray(labels)) < 0.7
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("mnist", {}, r"task.name: expected one of"),
+        ("adding", {"lenght": 10}, r"unknown option\(s\) \['lenght'\] for task 'adding'"),
+        ("adding", {"variant": "sum"}, r"task.variant: expected 'halves' or 'hochreiter'"),
+        ("delayed_recall", {"length": 5, "delay": 5}, r"task.delay: expected an int in \[0, length\)"),
+        ("review", {"sentiment": 4}, r"task.sentiment: expected an odd count"),
+        ("temporal_order", {"relevant": 4}, r"task.relevant: expected 2"),
+        ("copy_memory", {"length": -1}, r"task.length: expected an int >= 2"),
+    ],
+)
+def test_bad_task_options(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        tasks.get(name, **options)

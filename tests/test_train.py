@@ -1,0 +1,78 @@
+"""The train step: its measurements, clipping and the divergence freeze."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gated
+from gated import tasks
+from gated import train as train_lib
+
+TASK = tasks.get("delayed_recall", length=8, delay=2, classes=3)
+
+
+ADAM, LSTM = train_lib.OptimizerSpec(), gated.cells.lstm(4)
+
+
+def _setup(optimizer=ADAM, lr=1e-2, clip=1.0, cell=LSTM):
+    model = train_lib.SequenceModel(gated.recurrent(cell), TASK.output_size, TASK.readout)
+    params = model.init(jax.random.key(0), TASK.input_size)
+    hp = train_lib.Hyperparams(jnp.float32(lr), jnp.float32(clip))
+    step = jax.jit(train_lib.make_train_step(model, TASK, optimizer, 5))
+    return model, params, hp, step
+
+
+def test_metrics_are_measured_before_clipping():
+    optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="global_norm")
+    model, params, hp, step = _setup(optimizer, lr=1.0, clip=1e-3)
+    state = train_lib.init_state(params, optimizer, hp)
+    key = jax.random.key(1)
+    new, m = step(state, hp, key)
+
+    batch = TASK.sample(jax.random.fold_in(key, 0), 5)
+    (loss, extra), grads = jax.value_and_grad(
+        lambda p: train_lib.loss_and_metrics(model, TASK.kind, p, batch), has_aux=True
+    )(params)
+    np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
+    np.testing.assert_allclose(m["accuracy"], extra["accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(m["grad_norm"], optax.global_norm(grads), rtol=1e-6)
+    assert bool(m["clipped"]) and bool(m["finite"]) and int(new.step) == 1
+    # sgd with lr 1 after clip_by_global_norm: the update has exactly the threshold norm
+    np.testing.assert_allclose(m["update_norm"], 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(m["param_norm"], optax.global_norm(new.params), rtol=1e-6)
+
+
+def test_per_step_loss_excludes_unlabelled_steps():
+    model, params, _, _ = _setup()
+    batch = TASK.sample(jax.random.key(2), 5)
+    loss, _ = train_lib.loss_and_metrics(model, TASK.kind, params, batch)
+    logits = model(params, batch.xs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[2:], batch.targets[2:])
+    np.testing.assert_allclose(loss, ce.mean(), rtol=1e-6)
+
+
+def test_last_step_readout_reads_each_sequence_at_its_length():
+    model = train_lib.SequenceModel(gated.recurrent(gated.cells.gru(3)), 2, "last")
+    params = model.init(jax.random.key(0), 4)
+    xs = jax.random.normal(jax.random.key(1), (6, 3, 4))
+    lengths = jnp.array([6, 2, 4])
+    out = model(params, xs, lengths)
+    _, ys = gated.run(model.layer.cell, params.recurrent.cell, xs, lengths=lengths)
+    expected = jnp.stack([ys[5, 0], ys[1, 1], ys[3, 2]]) @ params.readout_kernel + params.readout_bias[None, :]
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_divergence_freezes_the_state_and_records_the_step():
+    optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="none")
+    _, params, hp, step = _setup(optimizer, lr=1.0, cell=gated.cells.rnn(4, activation="identity"))
+    params = params._replace(readout_kernel=params.readout_kernel.at[0, 0].set(jnp.inf))
+    state = train_lib.init_state(params, optimizer, hp)
+    state, _ = step(state, hp, jax.random.key(0))  # step 0 is fine: the inf only reaches the loss through logits
+    for _ in range(3):
+        before = state
+        state, m = step(state, hp, jax.random.key(0))
+        assert not bool(m["finite"])
+        for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(state.params), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert int(state.diverged_at) in (0, 1) and int(state.step) == 4
