@@ -9,7 +9,8 @@ under ``workdir/runs/``, and a ``report.md`` with a table of all of them.
 Runs of a sweep that differ only in numbers that keep shapes equal (seed,
 learning rate, clip threshold, forget bias, recurrent scale) form a group
 trained as ONE compiled program, ``jax.vmap`` over the runs; with several
-devices the run axis is sharded over them (``jax.sharding``). A run that
+devices the run axis is sharded over them (``jax.sharding``), or, when the
+runs do not divide over the devices, each run's batch is (data parallelism). A run that
 diverges inside a group is frozen and recorded, and the others go on.
 
 Checkpoints use ``flax.serialization`` (one msgpack file per group, written
@@ -197,12 +198,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _runs_sharding(num_runs: int):
-    """Shards the run axis over all devices when there are several and they divide it."""
+def _parallelism(num_runs: int, batch_size: int):
+    """With several devices: shard the run axis when the runs divide over them, else the batch
+    axis of each run (data parallelism) when the batch does. Returns (run sharding, data mesh)."""
     devices = jax.devices()
-    if len(devices) < 2 or num_runs % len(devices):
-        return None
-    return NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs"))
+    if len(devices) < 2:
+        return None, None
+    if num_runs % len(devices) == 0:
+        return NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs")), None
+    if batch_size % len(devices) == 0:
+        return None, Mesh(np.array(devices), ("data",))
+    return None, None
 
 
 def train_group(configs: list, run_dirs: list[pathlib.Path], checkpoint: pathlib.Path, label: str = "") -> list[dict]:
@@ -217,11 +223,12 @@ def train_group(configs: list, run_dirs: list[pathlib.Path], checkpoint: pathlib
     stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
     states, hps = stack(states), stack([s.hp for s in specs])
     data_keys, eval_keys = jnp.stack([k[1] for k in keys]), jnp.stack([k[2] for k in keys])
-    sharding = _runs_sharding(num)
+    sharding, data_mesh = _parallelism(num, cfg.train.batch_size)
     if sharding is not None:
         states, hps, data_keys, eval_keys = jax.device_put((states, hps, data_keys, eval_keys), sharding)
 
-    step_fn = jax.jit(jax.vmap(train_lib.make_train_step(model, task, spec.optimizer, cfg.train.batch_size)))
+    train_step = train_lib.make_train_step(model, task, spec.optimizer, cfg.train.batch_size, data_mesh)
+    step_fn = jax.jit(jax.vmap(train_step))
     eval_fn = jax.jit(jax.vmap(train_lib.make_eval_step(model, task, cfg.train.eval_batch_size)))
 
     logs: list[list[dict]] = [[] for _ in range(num)]
@@ -260,7 +267,9 @@ def train_group(configs: list, run_dirs: list[pathlib.Path], checkpoint: pathlib
                 row.update({f"test_{k}": _scalar(v[i]) for k, v in evals.items()})
                 row["diverged"] = bool(diverged_at[i] >= 0)
                 logs[i].append(row)
-            progress.update(step, float(np.nanmean(np.where(m["finite"], m["loss"], np.nan))), float(m["grad_norm"][0]))
+            finite_losses = np.asarray(m["loss"])[np.asarray(m["finite"])]
+            mean_loss = float(finite_losses.mean()) if finite_losses.size else float("nan")
+            progress.update(step, mean_loss, float(m["grad_norm"][0]))
             if bool(np.all(diverged_at >= 0)):
                 break
         if step % t.checkpoint_every == 0 and not last:

@@ -163,7 +163,23 @@ def init_state(params: Any, optimizer: OptimizerSpec, hp: Hyperparams) -> TrainS
     return TrainState(jnp.array(0, jnp.int32), params, opt_state, jnp.array(-1, jnp.int32))
 
 
-def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int):
+def shard_batch(batch: tasks_lib.Batch, mesh: jax.sharding.Mesh | None, axis: str = "data") -> tasks_lib.Batch:
+    """Constrains the batch axis B of every array of ``batch`` to be split over ``mesh``'s ``axis``
+    (data parallelism: each device computes its share of the examples). No-op without a mesh."""
+    if mesh is None:
+        return batch
+    P = jax.sharding.PartitionSpec
+    spec = lambda a, b_axis: jax.sharding.NamedSharding(
+        mesh, P(*([None] * b_axis), axis, *([None] * (a.ndim - b_axis - 1)))
+    )
+    targets_axis = 1 if batch.targets.shape[:2] == batch.mask.shape else 0
+    shardings = tasks_lib.Batch(
+        spec(batch.xs, 1), spec(batch.targets, targets_axis), spec(batch.mask, 1), spec(batch.lengths, 0)
+    )
+    return jax.lax.with_sharding_constraint(batch, shardings)
+
+
+def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int, mesh=None):
     """``train_step(state, hp, data_key) -> (state, metrics)``, pure; jit (and vmap) it once.
 
     The batch is ``task.sample(fold_in(data_key, state.step), batch_size)``, so a
@@ -171,21 +187,22 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
     the step: loss, accuracy (classification), the global gradient norm BEFORE
     clipping, whether it was clipped, the update and parameter norms, and
     whether everything was finite. A non-finite step leaves the state as it
-    was and records ``diverged_at``; later steps change nothing.
+    was and records ``diverged_at``; later steps change nothing. With a
+    ``mesh`` (axis "data"), the batch is split over its devices.
     """
 
     def train_step(state: TrainState, hp: Hyperparams, data_key: Array):
-        batch = task.sample(jax.random.fold_in(data_key, state.step), batch_size)
+        batch = shard_batch(task.sample(jax.random.fold_in(data_key, state.step), batch_size), mesh)
 
         def loss_fn(params):
             return loss_and_metrics(model, task.kind, params, batch)
 
         (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         tx = optimizer.make(hp.learning_rate, hp.clip_threshold)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        param_norm = optax.global_norm(params)
+        param_norm = optax.tree.norm(params)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
         frozen = state.diverged_at >= 0
         keep = frozen | ~finite
@@ -200,7 +217,7 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
             **extra,
             "grad_norm": grad_norm,
             "clipped": optimizer.is_clipped(grads, grad_norm, hp.clip_threshold),
-            "update_norm": optax.global_norm(updates),
+            "update_norm": optax.tree.norm(updates),
             "param_norm": param_norm,
             "finite": finite,
         }

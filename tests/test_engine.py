@@ -123,6 +123,7 @@ import sys, jax
 assert jax.device_count() == 4, jax.devices()
 from experiments import engine
 from tests.test_engine import tiny_config
+assert engine._parallelism(4, tiny_config().train.batch_size)[0] is not None  # the run axis is sharded
 engine.train_and_evaluate(tiny_config(), sys.argv[1], [{"seed": s} for s in range(4)])
 """
 
@@ -140,6 +141,28 @@ def test_sharded_sweep_equals_unsharded(tmp_path):
     for entry in sweep:
         name = engine.run_name(entry)
         _assert_same_run(tmp_path / "one_device" / "runs" / name, tmp_path / "four" / "runs" / name, exact=False)
+
+
+DATA_PARALLEL = """
+import sys, jax
+assert jax.device_count() == 4, jax.devices()
+from experiments import engine
+from tests.test_engine import tiny_config
+assert engine._parallelism(1, tiny_config().train.batch_size)[1] is not None  # the batch axis is sharded
+engine.train_and_evaluate(tiny_config(), sys.argv[1])
+"""
+
+
+def test_data_parallel_single_run_equals_one_device(tmp_path):
+    engine.train_and_evaluate(tiny_config(), tmp_path / "one_device")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env["JAX_ENABLE_X64"] = "1"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL, str(tmp_path / "four")], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(tmp_path / "one_device", tmp_path / "four", exact=False)
 
 
 @pytest.mark.parametrize(

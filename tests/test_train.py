@@ -36,11 +36,11 @@ def test_metrics_are_measured_before_clipping():
     )(params)
     np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
     np.testing.assert_allclose(m["accuracy"], extra["accuracy"], rtol=1e-6)
-    np.testing.assert_allclose(m["grad_norm"], optax.global_norm(grads), rtol=1e-6)
+    np.testing.assert_allclose(m["grad_norm"], optax.tree.norm(grads), rtol=1e-6)
     assert bool(m["clipped"]) and bool(m["finite"]) and int(new.step) == 1
     # sgd with lr 1 after clip_by_global_norm: the update has exactly the threshold norm
     np.testing.assert_allclose(m["update_norm"], 1e-3, rtol=1e-5)
-    np.testing.assert_allclose(m["param_norm"], optax.global_norm(new.params), rtol=1e-6)
+    np.testing.assert_allclose(m["param_norm"], optax.tree.norm(new.params), rtol=1e-6)
 
 
 def test_per_step_loss_excludes_unlabelled_steps():
