@@ -8,7 +8,8 @@ by its seed and step number alone (so a resumed run sees the same batches).
 ``task.readout`` says where the model reads out: "per_step" (targets
 ``(T, B)`` for classification, loss averaged over the labelled steps where
 ``mask`` is true) or "last" (targets ``(B,)`` or ``(B, 1)``, read at each
-sequence's last valid step, ``lengths - 1``). ``task.chance_loss`` and
+sequence's last valid step, ``lengths - 1``). ``split`` is "train" or "test"; the synthetic tasks draw
+fresh random data for both, the digits task keeps a held-out test set. ``task.chance_loss`` and
 ``task.chance_accuracy`` are what a model that ignores the inputs achieves.
 
 Notation: T time, B batch, D input size, C classes.
@@ -17,11 +18,13 @@ Notation: T time, B batch, D input size, C classes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -70,7 +73,7 @@ class Task:
     def chance_accuracy(self) -> float | None:
         return None
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         raise NotImplementedError
 
 
@@ -114,7 +117,7 @@ class Adding(Task):
     def chance_loss(self) -> float:
         return 1 / 6 if self.variant == "halves" else 1 / 24
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         t, half = self.length, self.length // 2
         k_v, k_1, k_2 = jax.random.split(key, 3)
         if self.variant == "halves":
@@ -162,7 +165,7 @@ class DelayedRecall(Task):
     chance_loss = property(lambda self: math.log(self.classes))
     chance_accuracy = property(lambda self: 1 / self.classes)
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         seen = jax.random.randint(key, (self.length, batch_size), 0, self.classes)
         labels = jnp.roll(seen, self.delay, axis=0)
         mask = jnp.broadcast_to((jnp.arange(self.length) >= self.delay)[:, None], (self.length, batch_size))
@@ -203,7 +206,7 @@ class TemporalOrder(Task):
         starts = (0.1, 0.5) if self.relevant == 2 else (0.1, 0.3, 0.5)
         return [(int(s * self.length), max(int((s + 0.1) * self.length), int(s * self.length) + 1)) for s in starts]
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k_d, k_pos, k_sym = jax.random.split(key, 3)
         symbols = jax.random.randint(k_d, (self.length, batch_size), 0, 4)
         symbols = symbols.at[0].set(6).at[-1].set(7)
@@ -257,7 +260,7 @@ class CopyMemory(Task):
         k, t = self.sequence, self.total_length
         return (t - k + k / self.classes) / t
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k, blank = self.sequence, self.classes
         data = jax.random.randint(key, (k, batch_size), 0, self.classes)
         blanks = jnp.full((self.length, batch_size), blank)
@@ -301,7 +304,7 @@ class Review(Task):
     chance_loss = property(lambda self: math.log(2))
     chance_accuracy = property(lambda self: 0.5)
 
-    def sample(self, key: Array, batch_size: int) -> Batch:
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k_stop, k_pos, k_sign, k_word = jax.random.split(key, 4)
         tokens = jax.random.randint(k_stop, (self.length, batch_size), 0, self.vocabulary)
         # distinct random steps for the sentiment tokens: the first `sentiment` of a random permutation
@@ -317,7 +320,59 @@ class Review(Task):
         return _full(xs, label)
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review)}
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError(
+            "task 'digits' reads scikit-learn's bundled 8x8 digits: pip install scikit-learn "
+            "(or the project's 'data' extra)"
+        ) from None
+    data = load_digits()
+    return (data.data / 16.0).astype(np.float32), data.target.astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Digits(Task):
+    """Sequential digits: scikit-learn's bundled 8x8 handwritten digits (1797 images,
+    no download) read one pixel per step, T = 64, input the pixel intensity in [0, 1].
+
+    The last ``test_size`` images (in a fixed shuffled order) are the test split,
+    the rest the training split. Classification of the digit at the last step;
+    chance: accuracy 1/10, cross-entropy log 10.
+    """
+
+    length: int = 64
+    test_size: int = 360
+
+    name: ClassVar[str] = "digits"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "last"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.length != 64:
+            raise ValueError(f"task.length: the digits task reads 8x8 images pixel by pixel, T = 64; got {self.length}")
+        _positive_int("test_size", self.test_size)
+        if self.test_size >= 1797:
+            raise ValueError(f"task.test_size: expected fewer than the 1797 images, got {self.test_size}")
+
+    input_size = property(lambda self: 1)
+    output_size = property(lambda self: 10)
+    chance_loss = property(lambda self: math.log(10))
+    chance_accuracy = property(lambda self: 0.1)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        images, labels = _digits()
+        order = np.random.default_rng(0).permutation(len(labels))
+        chosen = order[-self.test_size :] if split == "test" else order[: -self.test_size]
+        index = jax.random.choice(key, jnp.asarray(chosen), (batch_size,))
+        pixels = jnp.asarray(images)[index]  # (B, 64)
+        return _full(pixels.T[:, :, None], jnp.asarray(labels)[index])
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review, Digits)}
 
 
 def get(name: str, **options) -> Task:

@@ -227,10 +227,10 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
 
 
 def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
-    """``eval_step(params, key) -> metrics`` on one fresh batch of ``batch_size``."""
+    """``eval_step(params, key) -> metrics`` on one batch of ``batch_size`` from the test split."""
 
     def eval_step(params: Any, key: Array):
-        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size))
+        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size, "test"))
         return {"loss": loss, **extra}
 
     return eval_step

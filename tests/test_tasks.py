@@ -12,7 +12,7 @@ KEY = jax.random.key(0)
 
 @pytest.mark.parametrize("name", list(tasks.TASKS))
 def test_shapes_and_sizes(name):
-    task = tasks.get(name, length=40)
+    task = tasks.get(name, length=64 if name == "digits" else 40)
     batch = jax.jit(task.sample, static_argnums=1)(KEY, 5)
     t = batch.xs.shape[0]
     assert batch.xs.shape == (t, 5, task.input_size) and batch.mask.shape == (t, 5)
@@ -96,3 +96,19 @@ def test_review_rule():
 def test_bad_task_options(name, options, message):
     with pytest.raises(ValueError, match=message):
         tasks.get(name, **options)
+
+
+def test_digits_reads_the_images_pixel_by_pixel_with_a_held_out_test_split():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    task = tasks.get("digits", test_size=300)
+    xs, labels, mask, lengths = task.sample(KEY, 64)
+    assert xs.shape == (64, 64, 1) and float(xs.max()) <= 1.0
+    images = {tuple(row): int(t) for row, t in zip(data.data / 16.0, data.target, strict=True)}
+    for b in range(64):
+        assert images[tuple(np.asarray(xs[:, b, 0], np.float64))] == int(labels[b])
+    train = {tuple(np.asarray(x)) for x in task.sample(KEY, 2000)[0][:, :, 0].T}
+    test = {tuple(np.asarray(x)) for x in task.sample(KEY, 2000, "test")[0][:, :, 0].T}
+    assert not train & test and len(test) <= 300

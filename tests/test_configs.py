@@ -1,0 +1,32 @@
+"""Every config in configs/ validates, its sweep validates, and it runs end to end at a tiny size."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from experiments import engine
+
+CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("[!_]*.py"))
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_and_runs_tiny(path, tmp_path):
+    module = load(path)
+    config = module.get_config()
+    engine.validate(config)
+    assert f"--config=configs/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
+    assert "EXPECTED" not in module.__doc__, "fill in the measured result"
+    for entry in module.sweep():
+        engine.validate(engine.override(config, entry))
+    tiny = {"train.steps": 2, "train.batch_size": 4, "train.eval_batch_size": 8, "model.hidden_size": 4,
+            "train.log_every": 1}  # fmt: skip
+    result = engine.train_and_evaluate(engine.override(config, tiny), tmp_path)[""]
+    assert result["status"] == "finished" and result["steps"] == 2
