@@ -1,0 +1,224 @@
+"""Gradient-flow diagnostics: how gradients and state Jacobians behave along a sequence.
+
+All functions take ONE example, ``xs`` ``(T, D)`` (batch with ``jax.vmap``), and
+index states by step: ``carry_t`` is the carry after reading ``x_t``, so
+``t = T - 1`` is the last state and the lag of ``carry_k`` is ``T - 1 - k``.
+
+References:
+  Bengio, Simard & Frasconi 1994; Hochreiter 1991; Pascanu, Mikolov & Bengio
+  2013, "On the difficulty of training recurrent neural networks".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from gated.cells import RNN, Cell, LSTMState
+
+Array = jax.Array
+
+
+def hidden(carry: Any) -> Array:
+    """The hidden state ``h`` of a carry (``carry.h`` for an LSTM, the carry itself otherwise)."""
+    return carry.h if isinstance(carry, LSTMState) else carry
+
+
+def _with_hidden(carry: Any, h: Array) -> Any:
+    return carry._replace(h=h) if isinstance(carry, LSTMState) else h
+
+
+def _start(cell: Cell, params: Any, xs: Array, carry: Any) -> tuple[Array, Any]:
+    us = jax.vmap(lambda x: cell.project(params, x))(xs)
+    return us, cell.initial_carry((), us.dtype) if carry is None else carry
+
+
+def carry_gradients(
+    cell: Cell, params: Any, xs: Array, loss_fn: Callable[[Array, Any], Array], *, carry: Any = None
+) -> tuple[Array, Any]:
+    """``dL/dcarry_t`` for EVERY step t in one backward pass.
+
+    A zero perturbation ``eps_t`` is added to each step's carry inside the scan
+    (the output ``y_t = h_t`` sees it too); the gradient of the loss with respect
+    to ``eps_t`` is the gradient with respect to ``carry_t``. The cost is one
+    forward and one backward pass, as for a training step, not T of them.
+
+    Args:
+      cell, params: the cell and its parameters.
+      xs: inputs ``(T, D)`` of one example.
+      loss_fn: ``loss_fn(ys (T, H), final_carry) -> scalar``, e.g. a loss on the
+        last step or summed over the steps.
+      carry: initial carry (zeros if None).
+
+    Returns:
+      ``(loss, grads)``: grads has the carry's structure with leaves ``(T, H)``;
+      for an LSTM ``grads.h[t]`` is ``dL/dh_t`` and ``grads.c[t]`` is ``dL/dc_t``.
+    """
+    us, carry0 = _start(cell, params, xs, carry)
+    eps = jax.tree.map(lambda a: jnp.zeros((xs.shape[0], *a.shape), a.dtype), carry0)
+
+    def perturbed_loss(eps):
+        def body(c, inputs):
+            u, e = inputs
+            c, _ = cell.step(params, c, u)
+            c = jax.tree.map(jnp.add, c, e)
+            return c, hidden(c)
+
+        final, ys = jax.lax.scan(body, carry0, (us, eps))
+        return loss_fn(ys, final)
+
+    return jax.value_and_grad(perturbed_loss)(eps)
+
+
+def gradient_norms(
+    cell: Cell, params: Any, xs: Array, loss_fn: Callable[[Array, Any], Array], *, carry: Any = None
+) -> dict[str, Array]:
+    """Euclidean norms ``||dL/dh_t||`` (key "h"), and ``||dL/dc_t||`` (key "c") for an LSTM, for every t: ``(T,)``."""
+    _, grads = carry_gradients(cell, params, xs, loss_fn, carry=carry)
+    norms = {"h": jnp.linalg.norm(hidden(grads), axis=-1)}
+    if isinstance(grads, LSTMState):
+        norms["c"] = jnp.linalg.norm(grads.c, axis=-1)
+    return norms
+
+
+def _trajectory(cell: Cell, params: Any, xs: Array, carry: Any) -> tuple[Array, Any, Any, Any]:
+    """Projected inputs, the initial carry, and the carries before and after each step
+    (``carry_{t-1}`` and ``carry_t``, leaves ``(T, ...)``)."""
+    us, carry0 = _start(cell, params, xs, carry)
+    _, after = jax.lax.scan(lambda c, u: (cell.step(params, c, u)[0],) * 2, carry0, us)
+    before = jax.tree.map(lambda c0, a: jnp.concatenate([c0[None], a[:-1]]), carry0, after)
+    return us, carry0, before, after
+
+
+def state_jacobians(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> Array:
+    """The full Jacobians ``d carry_{T-1} / d carry_k`` for every k, ``(T, S, S)`` with S the flattened carry size.
+
+    Computed exactly: the step Jacobians along the trajectory (``jax.jacfwd``),
+    multiplied from the last step backwards. For an LSTM the flattened carry is
+    ``[h, c]``, so ``[:, :H, :H]`` is ``dh_{T-1}/dh_k`` with ``c_k`` held fixed.
+    Costs O(T S^3); for large H use :func:`spectral_norms_power`.
+    """
+    us, carry0, before, _ = _trajectory(cell, params, xs, carry)
+    _, unravel = ravel_pytree(carry0)
+
+    def step_jacobian(c_flat, u):
+        return jax.jacfwd(lambda s: ravel_pytree(cell.step(params, unravel(s), u)[0])[0])(c_flat)
+
+    flat_before = jax.vmap(lambda c: ravel_pytree(c)[0])(before)
+    jacobians = jax.vmap(step_jacobian)(flat_before, us)  # J_t = d carry_t / d carry_{t-1}
+    size = jacobians.shape[-1]
+
+    def accumulate(product, j_t):  # reverse scan over t: emits J_{T-1} ... J_{t+1}, then multiplies in J_t
+        return product @ j_t, product
+
+    _, products = jax.lax.scan(accumulate, jnp.eye(size, dtype=jacobians.dtype), jacobians, reverse=True)
+    return products
+
+
+def jacobian_norms(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> dict[str, Array]:
+    """Exact ``||dh_{T-1}/dh_k||_2`` (key "spectral") and Frobenius norm (key "frobenius") for every k, ``(T,)``."""
+    h = cell.hidden_size
+    blocks = state_jacobians(cell, params, xs, carry=carry)[:, :h, :h]
+    return {
+        "spectral": jnp.linalg.svd(blocks, compute_uv=False)[:, 0],
+        "frobenius": jnp.sqrt(jnp.sum(blocks**2, axis=(1, 2))),
+    }
+
+
+def spectral_norms_power(
+    cell: Cell, params: Any, xs: Array, key: Array, *, carry: Any = None, iterations: int = 30
+) -> Array:
+    """``||dh_{T-1}/dh_k||_2`` for every k by power iteration on ``J^T J`` with ``jax.jvp`` and ``jax.vjp``.
+
+    Never forms a Jacobian: each iteration is one jvp and one vjp of the map
+    ``h_k -> h_{T-1}`` (``c_k`` held fixed for an LSTM), so memory is O(T H).
+    """
+    us, carry0, _, after = _trajectory(cell, params, xs, carry)
+    num_steps = xs.shape[0]
+
+    def final_hidden(h_k, k):
+        def body(c, inputs):
+            t, u, c_traj = inputs
+            stepped = cell.step(params, c, u)[0]
+            injected = _with_hidden(c_traj, h_k)
+            pick = lambda a, b, s: jnp.where(t < k, a, jnp.where(t == k, b, s))
+            return jax.tree.map(pick, c_traj, injected, stepped), None
+
+        final, _ = jax.lax.scan(body, carry0, (jnp.arange(num_steps), us, after))
+        return hidden(final)
+
+    def norm_at(k, key):
+        h_k = hidden(jax.tree.map(lambda a: a[k], after))
+        f = lambda h: final_hidden(h, k)
+        v = jax.random.normal(key, h_k.shape, h_k.dtype)
+
+        def iterate(_, v):
+            v = v / jnp.linalg.norm(v)
+            w = jax.jvp(f, (h_k,), (v,))[1]
+            return jax.vjp(f, h_k)[1](w)[0]
+
+        v = jax.lax.fori_loop(0, iterations, iterate, v)
+        v = v / jnp.linalg.norm(v)
+        return jnp.linalg.norm(jax.jvp(f, (h_k,), (v,))[1])
+
+    return jax.vmap(norm_at)(jnp.arange(num_steps), jax.random.split(key, num_steps))
+
+
+MAX_DERIVATIVE = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "identity": 1.0}
+
+
+def rnn_bound(cell: RNN, params: Any, num_steps: int) -> Array:
+    """The vanilla-RNN bound ``||dh_{T-1}/dh_k||_2 <= (||W_hh||_2 max|phi'|)^(T-1-k)``, ``(T,)`` over k.
+
+    References: Pascanu, Mikolov & Bengio 2013, section 2.1.
+    """
+    if not isinstance(cell, RNN):
+        raise TypeError(f"cell: expected a gated.cells.rnn cell, got {type(cell).__name__}")
+    gain = jnp.linalg.norm(params.recurrent_kernel, 2) * MAX_DERIVATIVE[cell.activation]
+    lags = jnp.arange(num_steps - 1, -1, -1)
+    return gain**lags
+
+
+def lyapunov_exponent(cell: Cell, params: Any, xs: Array, key: Array, *, carry: Any = None) -> Array:
+    """The largest Lyapunov exponent of the recurrence along this trajectory: the mean per-step log growth
+    of a tangent vector pushed through the step Jacobians (renormalised each step). Above 0, perturbations
+    (and gradients) grow exponentially with the lag; below 0 they vanish. For a linear RNN with
+    ``W_hh = rho Q`` (Q orthogonal) it is ``log rho``.
+    """
+    us, carry0, before, _ = _trajectory(cell, params, xs, carry)
+    flat0, unravel = ravel_pytree(carry0)
+    v0 = jax.random.normal(key, flat0.shape, flat0.dtype)
+
+    def body(v, inputs):
+        c_prev, u = inputs
+        c_flat = ravel_pytree(c_prev)[0]
+        w = jax.jvp(lambda s: ravel_pytree(cell.step(params, unravel(s), u)[0])[0], (c_flat,), (v,))[1]
+        growth = jnp.linalg.norm(w)
+        return w / growth, jnp.log(growth)
+
+    _, logs = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), (before, us))
+    return jnp.mean(logs)
+
+
+def scalar_chain(weights: Array, biases: Array, a0: Array, activation: str = "sigmoid") -> tuple[Array, Array]:
+    """Seed 002's scalar chain ``a_l = phi(w_l a_{l-1} + b_l)``, l = 1..L.
+
+    Returns ``(a_L, closed_form)`` where the closed form of ``d a_L / d w_1`` is
+    ``[prod_{l=2..L} phi'(z_l) w_l] phi'(z_1) a_0``: the product that vanishes
+    ((1/4)^L for the sigmoid at best) or explodes with depth.
+    """
+    phi = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+
+    def body(a, wb):
+        w, b = wb
+        z = w * a + b
+        return phi(z), z
+
+    a_last, zs = jax.lax.scan(body, a0, (weights, biases))
+    slopes = jax.vmap(jax.grad(phi))(zs)
+    closed = jnp.prod(slopes[1:] * weights[1:]) * slopes[0] * a0
+    return a_last, closed

@@ -1,0 +1,115 @@
+"""Diagnostics against naive references and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gated
+from gated import diagnostics
+from tests.conftest import random_params
+
+T, D = 7, 3
+XS = jnp.asarray(np.random.default_rng(0).standard_normal((T, D)))
+CELLS = [gated.cells.rnn(4), gated.cells.lstm(4, peepholes=True), gated.cells.gru(4, reset="before")]
+LOSSES = {
+    "last": lambda ys, final: jnp.sum(jnp.sin(ys[-1])),
+    "sum": lambda ys, final: jnp.sum(jnp.cos(ys)) + sum(jnp.sum(a**2) for a in jax.tree.leaves(final)),
+}
+
+
+def naive_carry_gradients(cell, params, xs, loss_fn):
+    """One backward pass per step k: the loss as a function of carry_k, the rest of the sequence rerun from it."""
+    _, carries = gated.run(cell, params, xs[:, None], return_carries=True)
+    carries = jax.tree.map(lambda a: a[:, 0], carries)
+    _, ys = gated.run(cell, params, xs[:, None])
+    grads = []
+    for k in range(xs.shape[0]):
+
+        def loss_from(c_k, k=k):
+            if k + 1 < xs.shape[0]:
+                final, rest = gated.run(cell, params, xs[k + 1 :, None], carry=jax.tree.map(lambda a: a[None], c_k))
+                final, rest = jax.tree.map(lambda a: a[0], final), rest[:, 0]
+            else:
+                final, rest = c_k, jnp.zeros((0, cell.hidden_size))
+            seq = jnp.concatenate([ys[:k, 0], diagnostics.hidden(c_k)[None], rest])
+            return loss_fn(seq, final)
+
+        grads.append(jax.grad(loss_from)(jax.tree.map(lambda a, k=k: a[k], carries)))
+    return jax.tree.map(lambda *a: jnp.stack(a), *grads)
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_one_pass_gradients_equal_one_backward_pass_per_step(cell, loss):
+    params = random_params(cell, jax.random.key(1), D, jnp.float64)
+    _, one_pass = jax.jit(lambda p: diagnostics.carry_gradients(cell, p, XS, LOSSES[loss]))(params)
+    naive = naive_carry_gradients(cell, params, XS, LOSSES[loss])
+    for a, b in zip(jax.tree.leaves(one_pass), jax.tree.leaves(naive), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    norms = diagnostics.gradient_norms(cell, params, XS, LOSSES[loss])
+    np.testing.assert_allclose(norms["h"], jnp.linalg.norm(diagnostics.hidden(naive), axis=-1), rtol=1e-10)
+    assert ("c" in norms) == (cell.name == "lstm")
+
+
+def _linear_rnn(rho, hidden=5):
+    cell = gated.cells.rnn(hidden, activation="identity")
+    params = cell.init(jax.random.key(0), D, jnp.float64)
+    q = gated.init.orthogonal(jax.random.key(3), hidden, 1, 1.0, jnp.float64)
+    return cell, params._replace(recurrent_kernel=rho * q)
+
+
+@pytest.mark.parametrize("rho", [0.8, 1.0, 1.25])
+def test_linear_rnn_jacobian_norms_are_rho_to_the_lag(rho):
+    cell, params = _linear_rnn(rho)
+    norms = diagnostics.jacobian_norms(cell, params, XS)
+    lags = np.arange(T - 1, -1, -1)
+    np.testing.assert_allclose(norms["spectral"], rho**lags, rtol=1e-10)
+    np.testing.assert_allclose(norms["frobenius"], rho**lags * np.sqrt(5), rtol=1e-10)
+    power = diagnostics.spectral_norms_power(cell, params, XS, jax.random.key(0), iterations=5)
+    np.testing.assert_allclose(power, rho**lags, rtol=1e-10)
+    np.testing.assert_allclose(
+        diagnostics.lyapunov_exponent(cell, params, XS, jax.random.key(1)), np.log(rho), atol=1e-12
+    )
+    assert np.all(diagnostics.rnn_bound(cell, params, T) >= norms["spectral"] * (1 - 1e-12))
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_power_iteration_matches_the_full_jacobian(cell):
+    params = random_params(cell, jax.random.key(2), D, jnp.float64, scale=0.8)
+    exact = diagnostics.jacobian_norms(cell, params, XS)["spectral"]
+    power = diagnostics.spectral_norms_power(cell, params, XS, jax.random.key(0), iterations=200)
+    np.testing.assert_allclose(power, exact, rtol=1e-6)
+
+
+def test_rnn_bound_is_never_below_the_measured_norm():
+    for scale in (0.5, 1.0, 2.0):
+        cell = gated.cells.rnn(6, recurrent_scale=scale)
+        params = random_params(cell, jax.random.key(4), D, jnp.float64)
+        measured = diagnostics.jacobian_norms(cell, params, XS)["spectral"]
+        assert np.all(diagnostics.rnn_bound(cell, params, T) >= measured * (1 - 1e-12))
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
+def test_scalar_chain_closed_form_equals_autodiff(activation):
+    rng = np.random.default_rng(5)
+    w, b = jnp.asarray(rng.uniform(0.5, 2.0, 12)), jnp.asarray(rng.uniform(0.1, 0.5, 12))
+    a0 = jnp.float64(0.7)
+    _, closed = diagnostics.scalar_chain(w, b, a0, activation)
+    autodiff = jax.grad(lambda w1: diagnostics.scalar_chain(w.at[0].set(w1), b, a0, activation)[0])(w[0])
+    np.testing.assert_allclose(closed, autodiff, rtol=1e-12)
+
+
+def test_scalar_chain_reproduces_the_seed_numbers():
+    # ReLU, w = 2, 17 layers: 16 factors of w * relu' = 2 explode to 2^16 = 65536
+    _, grow = diagnostics.scalar_chain(jnp.full(17, 2.0), jnp.zeros(17), jnp.float64(1.0), "relu")
+    assert float(grow) == 65536.0
+    # sigmoid at z = 0 (sigma' = 1/4) with w = 2: 16 factors of 1/2 vanish to (1/2)^16 = 1.5e-5
+    w = jnp.full(17, 2.0)
+    a = [jnp.float64(1.0)]  # a_0
+    b = []
+    for _ in range(17):  # choose each bias so that z_l = w a_{l-1} + b_l = 0
+        b.append(-2.0 * a[-1])
+        a.append(jax.nn.sigmoid(0.0))
+    _, vanish = diagnostics.scalar_chain(w, jnp.asarray(b), jnp.float64(1.0), "sigmoid")
+    np.testing.assert_allclose(vanish, 0.5**16 * 0.25, rtol=1e-12)
