@@ -19,7 +19,7 @@ Sequences::
 """
 
 from gated import cells, init
-from gated.cells import GRUParams, LSTMParams, LSTMState, RNNParams
+from gated.cells import GRUGates, GRUParams, LSTMGates, LSTMParams, LSTMState, RNNParams
 from gated.layers import (
     Bidirectional,
     BidirectionalState,
@@ -37,7 +37,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Bidirectional",
     "BidirectionalState",
+    "GRUGates",
     "GRUParams",
+    "LSTMGates",
     "LSTMParams",
     "LSTMState",
     "RNNParams",

@@ -72,6 +72,24 @@ class LSTMState(NamedTuple):
     c: Array
 
 
+class LSTMGates(NamedTuple):
+    """Gate activations of one LSTM step, ``(H,)`` each, and the new cell state ``c``."""
+
+    i: Array
+    f: Array
+    g: Array
+    o: Array
+    c: Array
+
+
+class GRUGates(NamedTuple):
+    """Reset gate ``r``, update gate ``z`` and candidate ``n`` of one GRU step, ``(H,)`` each."""
+
+    r: Array
+    z: Array
+    n: Array
+
+
 class GRUParams(NamedTuple):
     """GRU parameters, gate blocks in the order r, z, n.
 
@@ -302,33 +320,40 @@ class LSTM(Cell):
         zeros = jnp.zeros((*batch_shape, self.hidden_size), dtype)
         return LSTMState(zeros, zeros)
 
-    def step(self, params: LSTMParams, carry: LSTMState, u: Array) -> tuple[LSTMState, Array]:
+    def gate_activations(self, params: LSTMParams, carry: LSTMState, u: Array) -> LSTMGates:
+        """The gate activations of one step and the new cell state (``step`` is built on this).
+
+        ``f`` is ``1 - i`` for a coupled cell and ones without a forget gate, so
+        that ``c = f * c_prev + i * g`` in every variant.
+        """
         u = self._check_step(carry, u)
         h, c = carry
         z = u + h @ params.recurrent_kernel
+        pre = {name: self.gate(z, name) for name in self.gates}
+        p = {}
         if self.peepholes:
             n = len(self.peephole_gates)
             if params.peepholes is None or params.peepholes.shape != (n * self.hidden_size,):
                 got = None if params.peepholes is None else params.peepholes.shape
                 raise ValueError(f"params.peepholes: expected shape {(n * self.hidden_size,)}, got {got}")
-            peep = params.peepholes.reshape(n, self.hidden_size)
-            p = dict(zip(self.peephole_gates, peep, strict=True))
-            pre = {name: self.gate(z, name) for name in self.gates}
+            p = dict(zip(self.peephole_gates, params.peepholes.reshape(n, self.hidden_size), strict=True))
             pre["i"] = pre["i"] + p["i"] * c
             if "f" in p:
                 pre["f"] = pre["f"] + p["f"] * c
-        else:
-            pre = {name: self.gate(z, name) for name in self.gates}
         i = jax.nn.sigmoid(pre["i"])
         g = jnp.tanh(pre["g"])
         if not self.forget_gate:
-            c_new = c + i * g
+            f = jnp.ones_like(i)
         else:
             f = 1.0 - i if self.coupled else jax.nn.sigmoid(pre["f"])
-            c_new = f * c + i * g
-        pre_o = pre["o"] + p["o"] * c_new if self.peepholes else pre["o"]
-        h_new = jax.nn.sigmoid(pre_o) * jnp.tanh(c_new)
-        return LSTMState(h_new, c_new), h_new
+        c_new = f * c + i * g
+        o = jax.nn.sigmoid(pre["o"] + p["o"] * c_new if self.peepholes else pre["o"])
+        return LSTMGates(i, f, g, o, c_new)
+
+    def step(self, params: LSTMParams, carry: LSTMState, u: Array) -> tuple[LSTMState, Array]:
+        act = self.gate_activations(params, carry, u)
+        h_new = act.o * jnp.tanh(act.c)
+        return LSTMState(h_new, act.c), h_new
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -396,7 +421,8 @@ class GRU(Cell):
         bias = jnp.concatenate([zeros, b_z, zeros])
         return GRUParams(w_x, w_h, bias, zeros if self.reset == "after" else None)
 
-    def step(self, params: GRUParams, carry: Array, u: Array) -> tuple[Array, Array]:
+    def gate_activations(self, params: GRUParams, carry: Array, u: Array) -> GRUGates:
+        """The reset and update gates and the candidate of one step (``step`` is built on this)."""
         u = self._check_step(carry, u)
         h = carry
         hh = self.hidden_size
@@ -415,7 +441,16 @@ class GRU(Cell):
             rz = jax.nn.sigmoid(u[: 2 * hh] + h @ w[:, : 2 * hh])
             r, z = rz[:hh], rz[hh:]
             n = jnp.tanh(u[2 * hh :] + (r * h) @ w[:, 2 * hh :])
-        h_new = z * h + (1.0 - z) * n if self.update == "keep" else (1.0 - z) * h + z * n
+        return GRUGates(r, z, n)
+
+    def keep_fraction(self, z: Array) -> Array:
+        """The share of h_{t-1} kept in h_t: z for update="keep", 1 - z for "write"."""
+        return z if self.update == "keep" else 1.0 - z
+
+    def step(self, params: GRUParams, carry: Array, u: Array) -> tuple[Array, Array]:
+        act = self.gate_activations(params, carry, u)
+        keep = self.keep_fraction(act.z)
+        h_new = keep * carry + (1.0 - keep) * act.n
         return h_new, h_new
 
 

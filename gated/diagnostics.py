@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import RNN, Cell, LSTMState
+from gated.cells import GRU, LSTM, RNN, Cell, LSTMState
 
 Array = jax.Array
 
@@ -166,6 +166,72 @@ def spectral_norms_power(
         return jnp.linalg.norm(jax.jvp(f, (h_k,), (v,))[1])
 
     return jax.vmap(norm_at)(jnp.arange(num_steps), jax.random.split(key, num_steps))
+
+
+def _products_after(factors: Array) -> Array:
+    """``prod_{j=k+1..T-1} factors_j`` for every k, ``(T, H)`` (ones at k = T - 1)."""
+    inclusive = jnp.cumprod(factors[::-1], axis=0)[::-1]  # prod_{j=k..T-1}
+    return jnp.concatenate([inclusive[1:], jnp.ones_like(factors[:1])])
+
+
+def gate_path(cell: LSTM | GRU, params: Any, xs: Array, *, carry: Any = None) -> dict[str, Array]:
+    """The gated path that carries gradients across time, computed from the gates.
+
+    LSTM (the lecture's explicit term t_0): ``dc_{T-1}/dc_k = diag(prod_{j=k+1..T-1} f_j)``
+    and ``dh_{T-1}/dc_k = D(o_{T-1} tanh'(c_{T-1})) diag(prod f_j)``; the
+    gradient vanishes along it only when the forget gates close. GRU: the
+    product of the update gate's keep fractions (z for "keep", 1 - z for
+    "write"), ``dh_{T-1}/dh_k`` along the path that skips the candidate.
+
+    Returns:
+      ``{"product": (T, H), "gates": the per-step gate activations}``, plus
+      ``"dh_dc": (T, H)`` (the diagonal of dh_{T-1}/dc_k) for an LSTM.
+    """
+    us, _, before, _ = _trajectory(cell, params, xs, carry)
+    acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
+    if isinstance(cell, LSTM):
+        product = _products_after(acts.f)
+        dh_dc = (acts.o[-1] * (1.0 - jnp.tanh(acts.c[-1]) ** 2))[None, :] * product
+        return {"product": product, "dh_dc": dh_dc, "gates": acts}
+    if isinstance(cell, GRU):
+        return {"product": _products_after(cell.keep_fraction(acts.z)), "gates": acts}
+    raise TypeError(f"cell: expected an LSTM or GRU cell, got {type(cell).__name__}")
+
+
+def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: Any = None) -> Array:
+    """The same path by autodiff: ``dc_{T-1}/dc_k`` (LSTM) or ``dh_{T-1}/dh_k`` (GRU), ``(T, H, H)``,
+    with every step's gates (and the GRU's candidate) computed from a carry held constant
+    (``jax.lax.stop_gradient``), so that only the gated state update carries the derivative."""
+    if not isinstance(cell, LSTM | GRU):
+        raise TypeError(f"cell: expected an LSTM or GRU cell, got {type(cell).__name__}")
+    us, carry0, _, after = _trajectory(cell, params, xs, carry)
+    num_steps = xs.shape[0]
+
+    def frozen_step(c, u):
+        act = cell.gate_activations(params, jax.lax.stop_gradient(c), u)
+        if isinstance(cell, LSTM):
+            c_new = act.f * c.c + act.i * act.g
+            return LSTMState(act.o * jnp.tanh(c_new), c_new)
+        keep = cell.keep_fraction(act.z)
+        return keep * c + (1.0 - keep) * act.n
+
+    state = (lambda c: c.c) if isinstance(cell, LSTM) else (lambda c: c)
+    inject = (lambda c, s: c._replace(c=s)) if isinstance(cell, LSTM) else (lambda c, s: s)
+
+    def final_state(s_k, k):
+        def body(c, inputs):
+            t, u, c_traj = inputs
+            stepped = frozen_step(c, u)
+            pick = lambda a, b, x: jnp.where(t < k, a, jnp.where(t == k, b, x))
+            return jax.tree.map(pick, c_traj, inject(c_traj, s_k), stepped), None
+
+        final, _ = jax.lax.scan(body, carry0, (jnp.arange(num_steps), us, after))
+        return state(final)
+
+    def jacobian_at(k):
+        return jax.jacfwd(final_state)(state(jax.tree.map(lambda a: a[k], after)), k)
+
+    return jax.vmap(jacobian_at)(jnp.arange(num_steps))
 
 
 MAX_DERIVATIVE = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "identity": 1.0}

@@ -113,3 +113,37 @@ def test_scalar_chain_reproduces_the_seed_numbers():
         a.append(jax.nn.sigmoid(0.0))
     _, vanish = diagnostics.scalar_chain(w, jnp.asarray(b), jnp.float64(1.0), "sigmoid")
     np.testing.assert_allclose(vanish, 0.5**16 * 0.25, rtol=1e-12)
+
+
+GATED = [
+    gated.cells.lstm(4),
+    gated.cells.lstm(4, peepholes=True),
+    gated.cells.lstm(4, coupled=True),
+    gated.cells.lstm(4, forget_gate=False),
+    gated.cells.gru(4),
+    gated.cells.gru(4, update="write", reset="before"),
+]
+
+
+@pytest.mark.parametrize("cell", GATED, ids=lambda c: c.name + "-" + "-".join(f"{v}" for v in vars(c).values())[:40])
+def test_gate_path_from_the_gates_equals_autodiff_with_the_gates_held_constant(cell):
+    params = random_params(cell, jax.random.key(6), D, jnp.float64)
+    path = diagnostics.gate_path(cell, params, XS)
+    jac = diagnostics.gate_path_by_autodiff(cell, params, XS)
+    expected = jax.vmap(jnp.diag)(path["product"])
+    np.testing.assert_allclose(jac, expected, rtol=1e-12, atol=1e-14)
+    if cell.name == "lstm" and not cell.forget_gate:
+        np.testing.assert_array_equal(path["product"], np.ones((T, 4)))  # the 1997 cell: the path never decays
+    if cell.name == "lstm":  # dh_{T-1}/dc_k along the path, against autodiff of h_{T-1} with the gates held
+        np.testing.assert_allclose(path["dh_dc"][-1], path["gates"].o[-1] * (1 - jnp.tanh(path["gates"].c[-1]) ** 2))
+
+
+def test_forget_bias_keeps_the_path_open():
+    """The lecture's claim: the gradient along the cell state vanishes only when the forget gates close."""
+    xs = jnp.asarray(np.random.default_rng(1).standard_normal((40, D)))
+    decay = {}
+    for bias in (-2.0, 5.0):
+        cell = gated.cells.lstm(8, forget_bias=bias)
+        params = cell.init(jax.random.key(0), D, jnp.float64)
+        decay[bias] = float(jnp.mean(diagnostics.gate_path(cell, params, xs)["product"][0]))
+    assert decay[-2.0] < 1e-30 < 0.5 < decay[5.0]

@@ -15,6 +15,7 @@ def test_readme_snippets_run():
     has_torch = importlib.util.find_spec("torch") is not None
     script = "\n".join(b for b in blocks if has_torch or "import torch" not in b)
     script += "\nassert grads.bias.shape == (512,) and logits.shape == (8, 2)\n"
+    script += "assert bool(jnp.all(bound >= spectral * (1 - 1e-6))) and norms.shape == (50,) and rate < 0\n"
     if has_torch:
         script += "assert h_n.shape == (4, 8, 32) and ys.shape == (20, 8, 64)\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent)
