@@ -94,6 +94,25 @@ def _trajectory(cell: Cell, params: Any, xs: Array, carry: Any) -> tuple[Array, 
     return us, carry0, before, after
 
 
+def _flat_step(cell: Cell, params: Any, unravel: Callable) -> Callable[[Array, Array], Array]:
+    """The step as a map of flattened carries: ``(carry_{t-1} flat, u_t) -> carry_t flat``."""
+    return lambda flat, u: ravel_pytree(cell.step(params, unravel(flat), u)[0])[0]
+
+
+def _rerun_from(step: Callable, us: Array, carry0: Any, after: Any, k: Array, carry_k: Any) -> Any:
+    """The final carry when the trajectory is followed up to step k, ``carry_k`` replaces the carry
+    after step k, and ``step`` runs the remaining steps. Differentiable in ``carry_k``."""
+
+    def body(c, inputs):
+        t, u, c_traj = inputs
+        stepped = step(c, u)
+        pick = lambda traj, injected, new: jnp.where(t < k, traj, jnp.where(t == k, injected, new))
+        return jax.tree.map(pick, c_traj, carry_k, stepped), None
+
+    final, _ = jax.lax.scan(body, carry0, (jnp.arange(us.shape[0]), us, after))
+    return final
+
+
 def state_jacobians(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> Array:
     """The full Jacobians ``d carry_{T-1} / d carry_k`` for every k, ``(T, S, S)`` with S the flattened carry size.
 
@@ -103,13 +122,9 @@ def state_jacobians(cell: Cell, params: Any, xs: Array, *, carry: Any = None) ->
     Costs O(T S^3); for large H use :func:`spectral_norms_power`.
     """
     us, carry0, before, _ = _trajectory(cell, params, xs, carry)
-    _, unravel = ravel_pytree(carry0)
-
-    def step_jacobian(c_flat, u):
-        return jax.jacfwd(lambda s: ravel_pytree(cell.step(params, unravel(s), u)[0])[0])(c_flat)
-
+    flat_step = _flat_step(cell, params, ravel_pytree(carry0)[1])
     flat_before = jax.vmap(lambda c: ravel_pytree(c)[0])(before)
-    jacobians = jax.vmap(step_jacobian)(flat_before, us)  # J_t = d carry_t / d carry_{t-1}
+    jacobians = jax.vmap(jax.jacfwd(flat_step))(flat_before, us)  # J_t = d carry_t / d carry_{t-1}
     size = jacobians.shape[-1]
 
     def accumulate(product, j_t):  # reverse scan over t: emits J_{T-1} ... J_{t+1}, then multiplies in J_t
@@ -139,21 +154,12 @@ def spectral_norms_power(
     """
     us, carry0, _, after = _trajectory(cell, params, xs, carry)
     num_steps = xs.shape[0]
-
-    def final_hidden(h_k, k):
-        def body(c, inputs):
-            t, u, c_traj = inputs
-            stepped = cell.step(params, c, u)[0]
-            injected = _with_hidden(c_traj, h_k)
-            pick = lambda a, b, s: jnp.where(t < k, a, jnp.where(t == k, b, s))
-            return jax.tree.map(pick, c_traj, injected, stepped), None
-
-        final, _ = jax.lax.scan(body, carry0, (jnp.arange(num_steps), us, after))
-        return hidden(final)
+    step = lambda c, u: cell.step(params, c, u)[0]
 
     def norm_at(k, key):
-        h_k = hidden(jax.tree.map(lambda a: a[k], after))
-        f = lambda h: final_hidden(h, k)
+        carry_k = jax.tree.map(lambda a: a[k], after)
+        h_k = hidden(carry_k)
+        f = lambda h: hidden(_rerun_from(step, us, carry0, after, k, _with_hidden(carry_k, h)))
         v = jax.random.normal(key, h_k.shape, h_k.dtype)
 
         def iterate(_, v):
@@ -205,7 +211,6 @@ def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: An
     if not isinstance(cell, LSTM | GRU):
         raise TypeError(f"cell: expected an LSTM or GRU cell, got {type(cell).__name__}")
     us, carry0, _, after = _trajectory(cell, params, xs, carry)
-    num_steps = xs.shape[0]
 
     def frozen_step(c, u):
         act = cell.gate_activations(params, jax.lax.stop_gradient(c), u)
@@ -218,20 +223,12 @@ def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: An
     state = (lambda c: c.c) if isinstance(cell, LSTM) else (lambda c: c)
     inject = (lambda c, s: c._replace(c=s)) if isinstance(cell, LSTM) else (lambda c, s: s)
 
-    def final_state(s_k, k):
-        def body(c, inputs):
-            t, u, c_traj = inputs
-            stepped = frozen_step(c, u)
-            pick = lambda a, b, x: jnp.where(t < k, a, jnp.where(t == k, b, x))
-            return jax.tree.map(pick, c_traj, inject(c_traj, s_k), stepped), None
-
-        final, _ = jax.lax.scan(body, carry0, (jnp.arange(num_steps), us, after))
-        return state(final)
-
     def jacobian_at(k):
-        return jax.jacfwd(final_state)(state(jax.tree.map(lambda a: a[k], after)), k)
+        carry_k = jax.tree.map(lambda a: a[k], after)
+        final_state = lambda s: state(_rerun_from(frozen_step, us, carry0, after, k, inject(carry_k, s)))
+        return jax.jacfwd(final_state)(state(carry_k))
 
-    return jax.vmap(jacobian_at)(jnp.arange(num_steps))
+    return jax.vmap(jacobian_at)(jnp.arange(xs.shape[0]))
 
 
 MAX_DERIVATIVE = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "identity": 1.0}
@@ -257,12 +254,12 @@ def lyapunov_exponent(cell: Cell, params: Any, xs: Array, key: Array, *, carry: 
     """
     us, carry0, before, _ = _trajectory(cell, params, xs, carry)
     flat0, unravel = ravel_pytree(carry0)
+    flat_step = _flat_step(cell, params, unravel)
     v0 = jax.random.normal(key, flat0.shape, flat0.dtype)
 
     def body(v, inputs):
         c_prev, u = inputs
-        c_flat = ravel_pytree(c_prev)[0]
-        w = jax.jvp(lambda s: ravel_pytree(cell.step(params, unravel(s), u)[0])[0], (c_flat,), (v,))[1]
+        w = jax.jvp(lambda s: flat_step(s, u), (ravel_pytree(c_prev)[0],), (v,))[1]
         growth = jnp.linalg.norm(w)
         return w / growth, jnp.log(growth)
 
