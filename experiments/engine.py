@@ -23,6 +23,8 @@ Every write is atomic (write to a temporary file, then rename).
 from __future__ import annotations
 
 import copy
+import importlib.util
+import io
 import json
 import os
 import pathlib
@@ -131,6 +133,15 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
     model = train_lib.SequenceModel(layer, task.output_size, task.readout)
     hp = train_lib.Hyperparams(jnp.float32(o.learning_rate), jnp.float32(o.clip_threshold))
     return RunSpec(cell, model, task, optimizer, hp)
+
+
+def load_config_module(path: str | os.PathLike):
+    """Imports a config file (``configs/NAME.py``) by path, for its ``get_config()`` and ``sweep()``."""
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(f"configs_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def override(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:
@@ -309,8 +320,6 @@ def _scalar(value: Any) -> Any:
 
 
 def _npz_bytes(arrays: dict) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -331,11 +340,10 @@ def _plot_curves(run_dir: pathlib.Path, log: list[dict], task: tasks_lib.Task, r
     ax_grad.plot(steps, [r["grad_norm"] for r in log])
     ax_grad.set(xlabel="step", ylabel="global gradient norm (before clipping)", yscale="log", title="gradient norm")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".loss.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, run_dir / "loss.png")
+    _atomic_write(run_dir / "loss.png", buffer.getvalue())
 
 
 def run_report(name: str, result: dict) -> str:

@@ -36,11 +36,7 @@ def main(argv):
 
 
 def _load_sweep(path: str) -> list[dict]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sweep_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = engine.load_config_module(path)
     if not hasattr(module, "sweep"):
         raise app.UsageError(f"--sweep: {path} defines no sweep()")
     return list(module.sweep())

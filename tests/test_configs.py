@@ -1,6 +1,5 @@
 """Every config in configs/ validates, its sweep validates, and it runs end to end at a tiny size."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -10,16 +9,9 @@ from experiments import engine
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("[!_]*.py"))
 
 
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_validates_and_runs_tiny(path, tmp_path):
-    module = load(path)
+    module = engine.load_config_module(path)
     config = module.get_config()
     engine.validate(config)
     assert f"--config=configs/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
