@@ -118,6 +118,17 @@ def test_a_diverging_run_inside_a_group_does_not_stop_the_others(tmp_path):
     assert results[engine.run_name(sweep[0])]["steps"] == 12
 
 
+def _run_on_four_cpu_devices(script, workdir):
+    """Runs ``script`` (given ``workdir`` as argv[1]) in a fresh Python that sees 4 CPU devices."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env["JAX_ENABLE_X64"] = "1"  # as this test process (conftest), so both draw the same random streams
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(workdir)], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 SHARDED = """
 import sys, jax
 assert jax.device_count() == 4, jax.devices()
@@ -131,13 +142,7 @@ engine.train_and_evaluate(tiny_config(), sys.argv[1], [{"seed": s} for s in rang
 def test_sharded_sweep_equals_unsharded(tmp_path):
     sweep = [{"seed": s} for s in range(4)]
     engine.train_and_evaluate(tiny_config(), tmp_path / "one_device", sweep)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    env["JAX_ENABLE_X64"] = "1"  # as this test process (conftest), so both draw the same random streams
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, str(tmp_path / "four")], env=env, cwd=root, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_on_four_cpu_devices(SHARDED, tmp_path / "four")
     for entry in sweep:
         name = engine.run_name(entry)
         _assert_same_run(tmp_path / "one_device" / "runs" / name, tmp_path / "four" / "runs" / name, exact=False)
@@ -155,13 +160,7 @@ engine.train_and_evaluate(tiny_config(), sys.argv[1])
 
 def test_data_parallel_single_run_equals_one_device(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path / "one_device")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    env["JAX_ENABLE_X64"] = "1"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", DATA_PARALLEL, str(tmp_path / "four")], env=env, cwd=root, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_on_four_cpu_devices(DATA_PARALLEL, tmp_path / "four")
     _assert_same_run(tmp_path / "one_device", tmp_path / "four", exact=False)
 
 
