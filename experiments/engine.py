@@ -222,9 +222,11 @@ def _parallelism(num_runs: int, batch_size: int):
     return None, None
 
 
-def train_group(configs: list, run_dirs: list[pathlib.Path], checkpoint: pathlib.Path, label: str = "") -> list[dict]:
-    """Trains runs that share one program, vmapped; resumes from ``checkpoint``; returns each run's result."""
-    specs = [validate(c) for c in configs]
+def train_group(
+    configs: list, specs: list[RunSpec], run_dirs: list[pathlib.Path], checkpoint: pathlib.Path, label: str = ""
+) -> list[dict]:
+    """Trains runs that share one program (``specs``: each config's :func:`validate`), vmapped;
+    resumes from ``checkpoint``; returns each run's result."""
     spec, cfg = specs[0], configs[0]
     num = len(specs)
     task, model = spec.task, spec.model
@@ -374,9 +376,10 @@ def train_and_evaluate(
         entries = [(run_name(u), override(config, u), workdir / "runs" / run_name(u)) for u in sweep]
         if len({n for n, _, _ in entries}) != len(entries):
             raise ValueError("sweep: two entries give the same run name; make the entries distinct")
+    specs = {}
     for name, c, _ in entries:
         try:
-            validate(c)
+            specs[name] = validate(c)
         except ValueError as err:
             raise ValueError(f"{name or 'config'}: {err}") from None
 
@@ -393,7 +396,8 @@ def train_and_evaluate(
             continue
         checkpoint = workdir / ("checkpoint.msgpack" if sweep is None else f"groups/group-{g}.msgpack")
         label = f"[group {g + 1}/{len(groups)}, {len(todo)} run(s)]" if sweep is not None else "[run]"
-        out = train_group([c for _, c, _ in todo], [d for _, _, d in todo], checkpoint, label)
+        configs, dirs = [c for _, c, _ in todo], [d for _, _, d in todo]
+        out = train_group(configs, [specs[name] for name, _, _ in todo], dirs, checkpoint, label)
         results.update({name: r for (name, _, _), r in zip(todo, out, strict=True)})
     if sweep is not None:
         _atomic_write(workdir / "report.md", sweep_report(results))
