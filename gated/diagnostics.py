@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import GRU, LSTM, RNN, Cell, LSTMState
+from gated.cells import GRU, LSTM, RNN, Cell, LSTMParams, LSTMState
 
 Array = jax.Array
 
@@ -231,6 +231,64 @@ def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: An
     return jax.vmap(jacobian_at)(jnp.arange(xs.shape[0]))
 
 
+def _output_gate_step(cell: LSTM, params: LSTMParams) -> Callable[[LSTMState, Array], LSTMState]:
+    """One LSTM step in which ``h_{t-1}`` reaches ``h_t`` only through the output gate:
+    ``h_t = sigma(u_o + h_{t-1} W_o [+ p_o c_t]) tanh(c_t)`` with the cell state and the
+    other gates computed from a carry held constant."""
+    w_o = cell.gate(params.recurrent_kernel, "o")
+
+    def step(c, u):
+        held = cell.gate_activations(params, jax.lax.stop_gradient(c), u)
+        pre_o = cell.gate(u, "o") + c.h @ w_o
+        if cell.peepholes:
+            pre_o = pre_o + params.peepholes.reshape(-1, cell.hidden_size)[cell.peephole_gates.index("o")] * held.c
+        return LSTMState(jax.nn.sigmoid(pre_o) * jnp.tanh(held.c), held.c)
+
+    return step
+
+
+def output_gate_path(cell: LSTM, params: LSTMParams, xs: Array, *, carry: Any = None) -> dict[str, Array]:
+    """The lecture's exploding path ``t_1`` through the output gates, and its bound.
+
+    Along the path, ``dh_t/dh_{t-1} = diag(K_t) W_o^T`` with
+    ``K_t = tanh(c_t) sigma'(a_{o,t})``, so
+
+        ||dh_{T-1}/dh_k||  <=  prod_j ||K_j|| ||W_o||  <=  (||K|| ||W_o||)^(T-1-k),
+
+    ``||K|| = max_j ||diag(K_j)||_2 <= 1/4``. (The lecture's exponent t-k+1 counts the
+    steps from h_{k-1} to h_t; here the lag T-1-k counts those from h_k to h_{T-1}.)
+    Scaling ``W_o`` up makes the bound, and the path, explode.
+
+    Returns:
+      ``{"jacobians": (T, H, H)`` dh_{T-1}/dh_k along the path (by autodiff, the other gates
+      held), ``"spectral": (T,)`` their spectral norms, ``"bound": (T,)``, ``"gain"``:
+      ``||K|| ||W_o||``, ``"k_norm"``: ``||K||``, ``"w_o_norm"``: ``||W_o||_2``}.
+    """
+    if not isinstance(cell, LSTM):
+        raise TypeError(f"cell: expected a gated.cells.lstm cell, got {type(cell).__name__}")
+    us, carry0, before, after = _trajectory(cell, params, xs, carry)
+    acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
+    k_norm = jnp.max(jnp.abs(jnp.tanh(acts.c) * acts.o * (1.0 - acts.o)))
+    w_o_norm = jnp.linalg.norm(cell.gate(params.recurrent_kernel, "o"), 2)
+    step = _output_gate_step(cell, params)
+
+    def jacobian_at(k):
+        carry_k = jax.tree.map(lambda a: a[k], after)
+        return jax.jacfwd(lambda h: _rerun_from(step, us, carry0, after, k, carry_k._replace(h=h)).h)(carry_k.h)
+
+    jacobians = jax.vmap(jacobian_at)(jnp.arange(xs.shape[0]))
+    gain = k_norm * w_o_norm
+    lags = jnp.arange(xs.shape[0] - 1, -1, -1)
+    return {
+        "jacobians": jacobians,
+        "spectral": jnp.linalg.svd(jacobians, compute_uv=False)[:, 0],
+        "bound": gain**lags,
+        "gain": gain,
+        "k_norm": k_norm,
+        "w_o_norm": w_o_norm,
+    }
+
+
 MAX_DERIVATIVE = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "identity": 1.0}
 
 
@@ -285,3 +343,29 @@ def scalar_chain(weights: Array, biases: Array, a0: Array, activation: str = "si
     slopes = jax.vmap(jax.grad(phi))(zs)
     closed = jnp.prod(slopes[1:] * weights[1:]) * slopes[0] * a0
     return a_last, closed
+
+
+def scalar_chain_gradients(
+    weights: Array, biases: Array, a0: Array, activation: str = "sigmoid"
+) -> tuple[Array, Array, Array]:
+    """``d a_l / d w_1`` for EVERY depth l = 1..L of the scalar chain, by the closed form and by autodiff.
+
+    Returns ``(activations (L,), closed_form (L,), autodiff (L,))``; entry ``l - 1`` of the
+    closed form is ``[prod_{m=2..l} phi'(z_m) w_m] phi'(z_1) a_0``, and autodiff is one
+    forward-mode pass (``jax.jvp`` in ``w_1``) through the whole chain.
+    """
+    phi = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+
+    def activations(w1):
+        def body(a, wb):
+            w, b = wb
+            z = w * a + b
+            return phi(z), (phi(z), z)
+
+        _, (acts, zs) = jax.lax.scan(body, a0, (weights.at[0].set(w1), biases))
+        return acts, zs
+
+    (acts, zs), (d_acts, _) = jax.jvp(activations, (weights[0],), (jnp.ones_like(weights[0]),))
+    slopes = jax.vmap(jax.grad(phi))(zs)
+    factors = jnp.concatenate([(slopes[0] * a0)[None], slopes[1:] * weights[1:]])
+    return acts, jnp.cumprod(factors), d_acts

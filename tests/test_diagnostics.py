@@ -147,3 +147,36 @@ def test_forget_bias_keeps_the_path_open():
         params = cell.init(jax.random.key(0), D, jnp.float64)
         decay[bias] = float(jnp.mean(diagnostics.gate_path(cell, params, xs)["product"][0]))
     assert decay[-2.0] < 1e-30 < 0.5 < decay[5.0]
+
+
+@pytest.mark.parametrize("cell", [gated.cells.lstm(4), gated.cells.lstm(4, peepholes=True)], ids=["plain", "peepholes"])
+def test_output_gate_path_is_the_product_of_its_step_jacobians_and_below_its_bound(cell):
+    params = random_params(cell, jax.random.key(7), D, jnp.float64)
+    for w_o_scale in (1.0, 30.0):
+        kernel = params.recurrent_kernel
+        scaled = params._replace(recurrent_kernel=kernel.at[:, 12:].multiply(w_o_scale))  # the o block
+        path = diagnostics.output_gate_path(cell, scaled, XS)
+        # by hand: dh_t/dh_{t-1} = diag(tanh(c_t) sigma'(a_o,t)) W_o^T along the path
+        _, carries = gated.run(cell, scaled, XS[:, None], return_carries=True)
+        acts = jax.vmap(lambda c, x, p=scaled: cell.gate_activations(p, c, cell.project(p, x)))(
+            jax.tree.map(lambda a: jnp.concatenate([jnp.zeros((1, 4)), a[:-1, 0]]), carries), XS
+        )
+        k_diag = jnp.tanh(acts.c) * acts.o * (1 - acts.o)
+        steps = [k_diag[t][:, None] * scaled.recurrent_kernel[:, 12:].T for t in range(T)]
+        product = np.eye(4)
+        for k in range(T - 1, -1, -1):
+            np.testing.assert_allclose(path["jacobians"][k], product, rtol=1e-10, atol=1e-14)
+            product = product @ steps[k]
+        assert np.all(path["bound"] >= path["spectral"] * (1 - 1e-12))
+        assert float(path["k_norm"]) <= 0.25
+        np.testing.assert_allclose(path["w_o_norm"], w_o_scale * np.linalg.norm(params.recurrent_kernel[:, 12:], 2))
+
+
+def test_scalar_chain_gradients_for_every_depth_equal_autodiff_and_the_closed_form():
+    rng = np.random.default_rng(8)
+    w, b = jnp.asarray(rng.uniform(0.5, 3.0, 10)), jnp.asarray(rng.uniform(-0.5, 0.5, 10))
+    acts, closed, autodiff = diagnostics.scalar_chain_gradients(w, b, jnp.float64(0.3), "sigmoid")
+    np.testing.assert_allclose(closed, autodiff, rtol=1e-12)
+    for depth in (1, 4, 10):
+        a_last, last_closed = diagnostics.scalar_chain(w[:depth], b[:depth], jnp.float64(0.3), "sigmoid")
+        np.testing.assert_allclose([acts[depth - 1], closed[depth - 1]], [a_last, last_closed], rtol=1e-12)
