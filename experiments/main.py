@@ -8,12 +8,17 @@ Any field can be overridden (``--config.model.hidden_size=128``); unknown keys,
 wrong types and impossible values are refused before anything compiles.
 ``--sweep`` runs the grid of the config's ``sweep()``. A stopped run or
 sweep started again with the same command resumes where it stopped.
+
+A study config (``configs/studies/``, with a ``study`` key) runs its study:
+
+    python -m experiments.main --config=configs/studies/rnn_lag.py --workdir=runs/studies/rnn_lag
+    python -m experiments.main --config=configs/studies/rnn_lag.py:paper --workdir=runs/studies/rnn_lag_paper
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import engine
+from experiments import engine, studies
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
@@ -23,6 +28,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if "study" in _CONFIG.value:
+        if _SWEEP.value:
+            raise app.UsageError("--sweep: a study config runs its own grid; drop --sweep")
+        result = studies.run(_CONFIG.value, _WORKDIR.value)
+        print(f"{result['title']}: {result['wall_seconds']:.0f} s")
+        for k, v in result["headline"].items():
+            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+        for c in result["claims"]:
+            print(f"  [{'held' if c['held'] else 'DID NOT HOLD'}] {c['claim']} ({c['evidence']})")
+        print(f"report in {_WORKDIR.value}/report.md")
+        return
     sweep = None
     if _SWEEP.value:
         module = config_flags.get_config_filename(flags.FLAGS["config"])

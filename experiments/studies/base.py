@@ -1,0 +1,218 @@
+"""What every study shares: config checks, the report a study writes, training and lag profiles.
+
+A study is ``run(config, report)``: it computes, draws figures into the
+report and states each claim of the lecture notes with the evidence and
+whether it held. :class:`Report` writes ``report.md`` (a section of the
+combined report), ``results.json`` (headline numbers, claims, wall time) and
+the PNGs, all atomically, into the study's workdir.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import gated
+from experiments.engine import _atomic_write
+from gated import diagnostics
+from gated import tasks as tasks_lib
+from gated import train as train_lib
+
+DTYPE = jnp.float32
+
+
+def check_fields(config: ml_collections.ConfigDict, fields: dict[str, type], study: str) -> None:
+    """Refuses unknown and missing keys and values of the wrong type; the message names the key."""
+    given = set(config.keys()) - {"study"}
+    unknown, missing = sorted(given - set(fields)), sorted(set(fields) - given)
+    if unknown:
+        raise ValueError(f"config.{unknown[0]}: unknown key for study {study!r}; valid keys are {sorted(fields)}")
+    if missing:
+        raise ValueError(f"config.{missing[0]}: missing; study {study!r} needs {sorted(fields)}")
+    for key, kind in fields.items():
+        value = config[key]
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind is tuple:
+            ok = isinstance(value, tuple | list) and len(value) > 0
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            what = {int: "a positive int", float: "a number", tuple: "a non-empty list"}.get(kind, kind.__name__)
+            raise ValueError(f"config.{key}: expected {what}, got {value!r}")
+
+
+def resize(config: ml_collections.ConfigDict, size: str, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
+    """Applies one of a config file's sizes ("tiny", "default", "paper") to its default values."""
+    if size not in sizes:
+        raise ValueError(f"size: expected one of {sorted(sizes)}, got {size!r}")
+    config.update(sizes[size])
+    return config
+
+
+class Report:
+    """A study's section of the report: text, figures, tables, numbers and claims."""
+
+    def __init__(self, workdir: pathlib.Path, title: str):
+        self.workdir, self.title = workdir, title
+        self.lines: list[str] = []
+        self.headline: dict[str, float] = {}
+        self.numbers: dict[str, Any] = {}
+        self.claims: list[dict] = []
+
+    def text(self, paragraph: str) -> None:
+        self.lines += [paragraph.strip(), ""]
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=100)
+        plt.close(fig)
+        _atomic_write(self.workdir / f"{name}.png", buffer.getvalue())
+        self.lines += [f"![{name}]({name}.png)", "", f"*{caption.strip()}*", ""]
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        fmt = lambda v: (f"{v:.3g}" if isinstance(v, float) else str(v)).replace("|", "\\|")
+        self.lines += ["| " + " | ".join(map(fmt, header)) + " |", "|" + " --- |" * len(header)]
+        self.lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+        self.lines.append("")
+
+    def claim(self, claim: str, held: bool, evidence: str) -> None:
+        self.claims.append({"claim": claim, "held": bool(held), "evidence": evidence})
+
+    def write(self, config: ml_collections.ConfigDict, seconds: float) -> dict:
+        claims = [
+            f"- **{'held' if c['held'] else 'did not hold'}**: {c['claim']} ({c['evidence']})" for c in self.claims
+        ]
+        headline = [f"- {k}: {_fmt(v)}" for k, v in self.headline.items()]
+        body = [f"## {self.title}", "", f"Study `{config.study}`, {seconds:.0f} s on this machine.", ""]
+        body += ["Headline numbers:", "", *headline, "", "Claims of the notes:", "", *claims, "", *self.lines]
+        _atomic_write(self.workdir / "report.md", "\n".join(body))
+        result = {
+            "study": config.study,
+            "title": self.title,
+            "wall_seconds": seconds,
+            "headline": self.headline,
+            "claims": self.claims,
+            "numbers": self.numbers,
+            "config": json.loads(config.to_json()),
+        }
+        _atomic_write(self.workdir / "results.json", json.dumps(result, indent=2, default=_json_default))
+        return result
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.ndarray | jax.Array):
+        return np.asarray(v).tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def lag_axes(ax, title: str, ylabel: str = "||dL/dh_k|| (median over examples)") -> None:
+    ax.set(xlabel="lag T-1-k (steps back from the loss)", ylabel=ylabel, yscale="log", title=title)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def task_inputs(task_name: str, length: int, batch_size: int, seed: int) -> tuple[tasks_lib.Task, jax.Array]:
+    """A task and a batch of its inputs as single examples, ``(B, T, D)``."""
+    task = tasks_lib.get(task_name, length=length)
+    batch = task.sample(jax.random.key(seed), batch_size, "test")
+    return task, jnp.swapaxes(batch.xs, 0, 1).astype(DTYPE)
+
+
+def lag_norms(cell: Any, params: Any, xs: jax.Array, seed: int) -> dict[str, np.ndarray]:
+    """Median over examples of ``||dL/dh_k||`` (and ``||dL/dc_k||`` for an LSTM), indexed by lag.
+
+    ``params`` are stacked over settings (leading axis S); the loss is ``v . h_{T-1}``
+    with a random unit ``v`` per example, so ``||dL/dh_{T-1}|| = 1`` and the curve is
+    ``||v^T dh_{T-1}/dh_k||``. One backward pass per example and setting, all vmapped.
+    Returns ``{"h": (S, T), "c": (S, T)}`` with index 0 = lag 0.
+    """
+    batch = xs.shape[0]
+    vs = jax.random.normal(jax.random.key(seed), (batch, cell.hidden_size), DTYPE)
+    vs = vs / jnp.linalg.norm(vs, axis=-1, keepdims=True)
+
+    def one(p, x, v):
+        return diagnostics.gradient_norms(cell, p, x, lambda ys, final: jnp.sum(ys[-1] * v))
+
+    norms = jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, None)))(params, xs, vs)
+    return {k: np.median(np.asarray(v), axis=1)[:, ::-1] for k, v in norms.items()}
+
+
+def decay(curve: np.ndarray, lag: int) -> float:
+    """``curve[lag] / curve[0]``: how much of the gradient at lag 0 is left ``lag`` steps back (inf/nan kept)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(curve[min(lag, len(curve) - 1)] / curve[0])
+
+
+def train_runs(
+    cell: Any,
+    task: tasks_lib.Task,
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    batch_size: int,
+    optimizer: train_lib.OptimizerSpec,
+    learning_rate: float,
+    clip_thresholds: Sequence[float] | None = None,
+    init_transform: Callable[[Any], Any] | None = None,
+) -> tuple[train_lib.SequenceModel, train_lib.TrainState, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Trains one run per seed (and clip threshold, paired with the seeds) as ONE vmapped
+    program. ``init_transform`` edits each run's initial :class:`~gated.train.ModelParams`.
+
+    Returns ``(model, final states, per-step metrics (steps, runs), test metrics (runs,))``.
+    """
+    model = train_lib.SequenceModel(gated.recurrent(cell), task.output_size, task.readout)
+    thresholds = [1.0] * len(seeds) if clip_thresholds is None else list(clip_thresholds)
+    hps = train_lib.Hyperparams(jnp.full((len(seeds),), learning_rate, DTYPE), jnp.asarray(thresholds, DTYPE))
+    keys = jnp.stack([jax.random.split(jax.random.key(s), 3) for s in seeds])
+
+    def init(key, hp):
+        params = model.init(key[0], task.input_size, DTYPE)
+        if init_transform is not None:
+            params = init_transform(params)
+        return train_lib.init_state(params, optimizer, hp)
+
+    step = jax.jit(jax.vmap(train_lib.make_train_step(model, task, optimizer, batch_size)), donate_argnums=0)
+    evaluate = jax.jit(jax.vmap(train_lib.make_eval_step(model, task, 512)))
+    # One jitted step per Python iteration, as in the engine: a single lax.scan over every step was
+    # seen to deadlock XLA:CPU now and then (all threads parked on futexes) on this machine.
+    states = jax.jit(jax.vmap(init))(keys, hps)
+    history = []
+    for _ in range(steps):
+        states, m = step(states, hps, keys[:, 1])
+        history.append(m)
+    metrics = jax.tree.map(lambda *a: jnp.stack(a), *history)
+    test = evaluate(states.params, keys[:, 2])
+    return model, states, jax.tree.map(np.asarray, metrics), jax.tree.map(np.asarray, test)

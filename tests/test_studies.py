@@ -1,0 +1,83 @@
+"""Every study config runs end to end at its tiny size; study configs are checked; the report gathers them."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from experiments import engine, report, studies
+
+ROOT = pathlib.Path(__file__).parent.parent
+CONFIGS = sorted((ROOT / "configs" / "studies").glob("[!_]*.py"))
+
+
+def test_every_study_has_a_config():
+    assert sorted(p.stem for p in CONFIGS) == sorted(studies.NAMES)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_study_runs_tiny(path, tmp_path):
+    module = engine.load_config_module(path)
+    assert f"--config=configs/studies/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
+    assert "RESULT" not in module.__doc__, "fill in the measured result"
+    for size in ("default", "paper"):
+        studies.validate(module.get_config(size))
+    config = module.get_config("tiny")
+    result = studies.run(config, tmp_path)
+    assert result["study"] == path.stem and result["claims"] and result["headline"]
+    text = (tmp_path / "report.md").read_text()
+    figures = [line[line.index("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")]
+    assert figures and all((tmp_path / f).stat().st_size > 10_000 for f in figures)
+    assert json.loads((tmp_path / "results.json").read_text())["config"] == json.loads(config.to_json())
+    assert studies.run(config, tmp_path)["wall_seconds"] == result["wall_seconds"]  # finished: not run again
+
+
+def test_study_configs_are_checked():
+    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    with config.unlocked():
+        config.depth = 3
+    with pytest.raises(ValueError, match=r"config\.depth: unknown key for study 'scalar_chain'"):
+        studies.validate(config)
+    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    config.max_depth = -1
+    with pytest.raises(ValueError, match=r"config\.max_depth: expected a positive int, got -1"):
+        studies.validate(config)
+    del config["max_depth"]
+    with pytest.raises(ValueError, match=r"config\.max_depth: missing"):
+        studies.validate(config)
+    config.study = "nope"
+    with pytest.raises(ValueError, match=r"config\.study: expected one of"):
+        studies.validate(config)
+    with pytest.raises(ValueError, match=r"size: expected one of \['default', 'paper', 'tiny'\], got 'huge'"):
+        engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("huge")
+
+
+def test_report_runs_studies_and_gathers_markdown_and_html(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "scalar_chain.py").write_text((ROOT / "configs/studies/scalar_chain.py").read_text())
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.report", f"--run_studies={configs}", f"--workdir={tmp_path / 'runs'}",
+         "--size=tiny", f"--out={tmp_path / 'report'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    markdown = (tmp_path / "report/report.md").read_text()
+    assert "## 1. The scalar chain" in markdown and "| 1. The scalar chain" in markdown  # section and summary
+    assert "](figures/scalar_chain__scalar_chain.png)" in markdown
+    assert (tmp_path / "report/figures/scalar_chain__scalar_chain.png").exists()
+    page = (tmp_path / "report/report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 and "<table>" in page and "<b>held</b>" in page
+    # a finished engine run gathers too
+    run_dir = tmp_path / "runs" / "engine_run"
+    (run_dir).mkdir()
+    (run_dir / "result.json").write_text(json.dumps({
+        "status": "finished", "diverged_at": None, "steps": 3, "test": {"loss": 0.5}, "chance_loss": 1.0,
+        "chance_accuracy": None,
+    }))  # fmt: skip
+    path = report.gather([run_dir], tmp_path / "report2")
+    assert "engine_run" in path.read_text()
+    with pytest.raises(ValueError, match="no results.json or result.json"):
+        report.gather([tmp_path], tmp_path / "report3")
