@@ -1,0 +1,165 @@
+"""Gathers finished workdirs into one report: ``report.md`` and a self-contained ``report.html``.
+
+    python -m experiments.report --out=runs/report runs/studies/*
+    python -m experiments.report --out=runs/report --run_studies=configs/studies --workdir=runs/studies
+
+With ``--run_studies`` every study config in that folder is first run (a
+workdir that already holds its results is skipped), so one command gives
+every study's numbers, plots and the report. A workdir is a study's (its
+``results.json`` has a "study"), an engine sweep's (``results.json`` of runs)
+or a single engine run's (``result.json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import pathlib
+import re
+import shutil
+import time
+
+from absl import app, flags
+
+from experiments import engine, studies
+
+_OUT = flags.DEFINE_string("out", "runs/report", "Folder for report.md, report.html and the figures.")
+_RUN = flags.DEFINE_string("run_studies", None, "Run every study config in this folder first (e.g. configs/studies).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/studies", "Where --run_studies puts each study's workdir.")
+_SIZE = flags.DEFINE_string("size", "default", "With --run_studies: the size of every study (tiny, default, paper).")
+
+
+def run_studies(
+    config_dir: str | pathlib.Path, workdir: str | pathlib.Path, size: str = "default"
+) -> list[pathlib.Path]:
+    """Runs every study config in ``config_dir`` (in the order of :data:`experiments.studies.NAMES`)."""
+    paths = {p.stem: p for p in sorted(pathlib.Path(config_dir).glob("[!_]*.py"))}
+    done = []
+    for name in sorted(paths, key=lambda n: studies.NAMES.index(n) if n in studies.NAMES else len(studies.NAMES)):
+        config = engine.load_config_module(paths[name]).get_config(size)
+        start = time.perf_counter()
+        result = studies.run(config, pathlib.Path(workdir) / name)
+        print(f"{name}: {result['wall_seconds']:.0f} s ({time.perf_counter() - start:.0f} s this call)")
+        done.append(pathlib.Path(workdir) / name)
+    return done
+
+
+def _section(workdir: pathlib.Path, figures: pathlib.Path) -> tuple[str, dict | None]:
+    """A workdir's markdown section (figure links rewritten into ``figures/``) and its study summary, if any."""
+    results = workdir / "results.json"
+    if results.exists() and "study" in (data := json.loads(results.read_text())):
+        text = (workdir / "report.md").read_text()
+        for png in workdir.glob("*.png"):
+            target = f"{workdir.name}__{png.name}"
+            shutil.copyfile(png, figures / target)
+            text = text.replace(f"]({png.name})", f"](figures/{target})")
+        return text, data
+    if results.exists():
+        return f"## Sweep {workdir.name}\n\n" + engine.sweep_report(json.loads(results.read_text())).split("\n", 2)[
+            2
+        ], None
+    if (workdir / "result.json").exists():
+        text = engine.run_report(workdir.name, json.loads((workdir / "result.json").read_text()))
+        if not (workdir / "loss.png").exists():
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("![")) + "\n"
+        else:
+            shutil.copyfile(workdir / "loss.png", figures / f"{workdir.name}__loss.png")
+            text = text.replace("](loss.png)", f"](figures/{workdir.name}__loss.png)")
+        return "#" + text, None
+    raise ValueError(f"workdir {str(workdir)!r}: no results.json or result.json; is the run finished?")
+
+
+def gather(workdirs: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
+    """Writes ``out/report.md``, ``out/report.html`` and ``out/figures/``; returns the markdown path."""
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    sections, summary = [], []
+    for d in workdirs:
+        text, data = _section(pathlib.Path(d), figures)
+        sections.append(text)
+        if data is not None:
+            held = sum(c["held"] for c in data["claims"])
+            head = "; ".join(
+                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in data["headline"].items()
+            )
+            summary.append(
+                f"| {data['title']} | {data['wall_seconds']:.0f} s | {held}/{len(data['claims'])} | {head} |"
+            )
+    top = ["# gated: gradient-flow studies", ""]
+    if summary:
+        top += ["| study | wall time | claims held | headline numbers |", "| --- | --- | --- | --- |", *summary, ""]
+    markdown = "\n".join(top) + "\n" + "\n\n".join(sections)
+    engine._atomic_write(out / "report.md", markdown)
+    engine._atomic_write(out / "report.html", to_html(markdown, out))
+    return out / "report.md"
+
+
+def to_html(markdown: str, root: pathlib.Path) -> str:
+    """The subset of markdown the reports use (headings, tables, lists, images, emphasis) as one HTML page, the
+    images embedded, so the page can be mailed or archived on its own."""
+    body, table = [], []
+
+    def inline(text: str) -> str:
+        text = html.escape(text).replace("\\|", "|")
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        return re.sub(r"\[(.+?)\]\((.+?)\)", r'<a href="\2">\1</a>', text)
+
+    def flush_table():
+        if table:
+            rows = [
+                re.split(r"(?<!\\)\|", r.strip().strip("|"))
+                for r in table
+                if not r.startswith("| ---") and not r.startswith("|---")
+            ]
+            head, *rest = rows
+            body.append("<table><tr>" + "".join(f"<th>{inline(c.strip())}</th>" for c in head) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{inline(c.strip())}</td>" for c in r) + "</tr>" for r in rest)
+            body.append("</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if m := re.match(r"(#+) (.*)", line):
+            level = len(m.group(1))
+            body.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
+        elif m := re.match(r"!\[(.*?)\]\((.+?)\)", line):
+            data = base64.b64encode((root / m.group(2)).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("- "):
+            body.append(f"<ul><li>{inline(line[2:])}</li></ul>")
+        elif line.startswith("*") and line.endswith("*") and len(line) > 2:
+            body.append(f"<p><i>{inline(line[1:-1])}</i></p>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>gated report</title><style>{style}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def main(argv):
+    workdirs = [pathlib.Path(a) for a in argv[1:]]
+    if _RUN.value:
+        workdirs += [d for d in run_studies(_RUN.value, _WORKDIR.value, _SIZE.value) if d not in workdirs]
+    if not workdirs:
+        raise app.UsageError("give the workdirs to gather, or --run_studies=configs/studies")
+    path = gather(workdirs, pathlib.Path(_OUT.value))
+    print(f"report in {path} and {path.with_suffix('.html')}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
