@@ -14,7 +14,15 @@ import ml_collections
 from experiments.studies.base import resize
 
 SIZES = {
-    "tiny": {"hidden_size": 4, "length": 6, "batch_size": 2, "seeds": 1, "chrono": False, "train_steps": 2},
+    "tiny": {
+        "hidden_size": 4,
+        "length": 6,
+        "batch_size": 2,
+        "seeds": 1,
+        "updates": ("keep",),
+        "chrono": False,
+        "train_steps": 2,
+    },
     "default": {},
     "paper": {"hidden_size": 128, "length": 200, "batch_size": 128, "seeds": 8, "train_steps": 5000},
 }

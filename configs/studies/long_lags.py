@@ -25,7 +25,7 @@ SIZES = {
         "hidden_size": 4,
         "steps": 2,
         "batch_size": 4,
-        "variants": ("lstm", "cifg"),
+        "variants": ("cifg",),
         "variant_length": 5,
     },
     "default": {},

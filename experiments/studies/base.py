@@ -9,6 +9,7 @@ the PNGs, all atomically, into the study's workdir.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pathlib
@@ -162,12 +163,18 @@ def lag_norms(cell: Any, params: Any, xs: jax.Array, seed: int) -> dict[str, np.
     batch = xs.shape[0]
     vs = jax.random.normal(jax.random.key(seed), (batch, cell.hidden_size), DTYPE)
     vs = vs / jnp.linalg.norm(vs, axis=-1, keepdims=True)
+    norms = _lag_norms_program(cell)(params, xs, vs)
+    return {k: np.median(np.asarray(v), axis=1)[:, ::-1] for k, v in norms.items()}
+
+
+@functools.cache
+def _lag_norms_program(cell: Any) -> Callable:
+    """One compiled program per cell (cells are hashable), reused by every call of :func:`lag_norms`."""
 
     def one(p, x, v):
         return diagnostics.gradient_norms(cell, p, x, lambda ys, final: jnp.sum(ys[-1] * v))
 
-    norms = jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, None)))(params, xs, vs)
-    return {k: np.median(np.asarray(v), axis=1)[:, ::-1] for k, v in norms.items()}
+    return jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, None)))
 
 
 def decay(curve: np.ndarray, lag: int) -> float:
