@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import engine, studies
+from experiments.studies.base import format_value
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
@@ -34,7 +35,7 @@ def main(argv):
         result = studies.run(_CONFIG.value, _WORKDIR.value)
         print(f"{result['title']}: {result['wall_seconds']:.0f} s")
         for k, v in result["headline"].items():
-            print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+            print(f"  {k}: {format_value(v)}")
         for c in result["claims"]:
             print(f"  [{'held' if c['held'] else 'DID NOT HOLD'}] {c['claim']} ({c['evidence']})")
         print(f"report in {_WORKDIR.value}/report.md")

@@ -45,28 +45,33 @@ def run_studies(
     return done
 
 
+def _with_figures(text: str, workdir: pathlib.Path, figures: pathlib.Path) -> str:
+    """Copies each image ``text`` links to into ``figures/`` (prefixed by the workdir's name) and rewrites the link;
+    the line of an image whose file is missing is dropped."""
+    lines = []
+    for line in text.splitlines():
+        if m := re.fullmatch(r"!\[(.*?)\]\((.+?)\)", line):
+            png = workdir / m.group(2)
+            if not png.exists():
+                continue
+            target = f"{workdir.name}__{png.name}"
+            shutil.copyfile(png, figures / target)
+            line = f"![{m.group(1)}](figures/{target})"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _section(workdir: pathlib.Path, figures: pathlib.Path) -> tuple[str, dict | None]:
     """A workdir's markdown section (figure links rewritten into ``figures/``) and its study summary, if any."""
     results = workdir / "results.json"
     if results.exists() and "study" in (data := json.loads(results.read_text())):
-        text = (workdir / "report.md").read_text()
-        for png in workdir.glob("*.png"):
-            target = f"{workdir.name}__{png.name}"
-            shutil.copyfile(png, figures / target)
-            text = text.replace(f"]({png.name})", f"](figures/{target})")
-        return text, data
+        return _with_figures((workdir / "report.md").read_text(), workdir, figures), data
     if results.exists():
-        return f"## Sweep {workdir.name}\n\n" + engine.sweep_report(json.loads(results.read_text())).split("\n", 2)[
-            2
-        ], None
+        table = engine.sweep_report(json.loads(results.read_text())).split("\n", 2)[2]  # without its title
+        return f"## Sweep {workdir.name}\n\n{table}", None
     if (workdir / "result.json").exists():
         text = engine.run_report(workdir.name, json.loads((workdir / "result.json").read_text()))
-        if not (workdir / "loss.png").exists():
-            text = "\n".join(line for line in text.splitlines() if not line.startswith("![")) + "\n"
-        else:
-            shutil.copyfile(workdir / "loss.png", figures / f"{workdir.name}__loss.png")
-            text = text.replace("](loss.png)", f"](figures/{workdir.name}__loss.png)")
-        return "#" + text, None
+        return "#" + _with_figures(text, workdir, figures), None
     raise ValueError(f"workdir {str(workdir)!r}: no results.json or result.json; is the run finished?")
 
 

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import gated
-from experiments.engine import _atomic_write
+from experiments.engine import _atomic_write, _require
 from gated import diagnostics
 from gated import tasks as tasks_lib
 from gated import train as train_lib
@@ -48,9 +48,8 @@ def check_fields(config: ml_collections.ConfigDict, fields: dict[str, type], stu
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
         else:
             ok = isinstance(value, kind)
-        if not ok:
-            what = {int: "a positive int", float: "a number", tuple: "a non-empty list"}.get(kind, kind.__name__)
-            raise ValueError(f"config.{key}: expected {what}, got {value!r}")
+        what = {int: "a positive int", float: "a number", tuple: "a non-empty list"}.get(kind, kind.__name__)
+        _require(ok, key, what, value)
 
 
 def resize(config: ml_collections.ConfigDict, size: str, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
@@ -97,7 +96,7 @@ class Report:
         claims = [
             f"- **{'held' if c['held'] else 'did not hold'}**: {c['claim']} ({c['evidence']})" for c in self.claims
         ]
-        headline = [f"- {k}: {_fmt(v)}" for k, v in self.headline.items()]
+        headline = [f"- {k}: {format_value(v)}" for k, v in self.headline.items()]
         body = [f"## {self.title}", "", f"Study `{config.study}`, {seconds:.0f} s on this machine.", ""]
         body += ["Headline numbers:", "", *headline, "", "Claims of the notes:", "", *claims, "", *self.lines]
         _atomic_write(self.workdir / "report.md", "\n".join(body))
@@ -114,7 +113,8 @@ class Report:
         return result
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A headline value as the reports and the command line print it."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -181,6 +181,53 @@ def decay(curve: np.ndarray, lag: int) -> float:
     """``curve[lag] / curve[0]``: how much of the gradient at lag 0 is left ``lag`` steps back (inf/nan kept)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(curve[min(lag, len(curve) - 1)] / curve[0])
+
+
+def trained_lag_profile(
+    cell: Any,
+    config: Any,
+    task: tasks_lib.Task,
+    xs: jax.Array,
+    report: Report,
+    *,
+    name: str,
+    title: str,
+    what: str,
+    lag: int,
+) -> np.ndarray:
+    """Trains ``cell`` on ``task`` with Adam (``config.seeds`` seeds, ``config.train_steps`` steps of
+    ``config.train_batch_size`` at ``config.learning_rate``) and draws the lag profile before and after
+    (``||dL/dh_k||``, and ``||dL/dc_k||`` dotted for an LSTM) into the figure ``name``.
+    Returns the trained ``||dL/dh_k||`` curve (median over seeds)."""
+    _, states, _, test = train_runs(
+        cell,
+        task,
+        range(config.seeds),
+        steps=config.train_steps,
+        batch_size=config.train_batch_size,
+        optimizer=train_lib.OptimizerSpec("adam", steps=config.train_steps),
+        learning_rate=config.learning_rate,
+    )
+    init = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
+    before = lag_norms(cell, init, xs, seed=2)
+    after = lag_norms(cell, states.params.recurrent.cell, xs, seed=2)
+    fig, (ax,) = plt_figure(1, width=6)
+    for label, norms in (("at initialisation", before), (f"after {config.train_steps} steps", after)):
+        (line,) = ax.plot(np.median(norms["h"], axis=0), label=f"||dL/dh_k||, {label}")
+        if "c" in norms:
+            ax.plot(np.median(norms["c"], axis=0), ":", color=line.get_color(), label=f"||dL/dc_k||, {label}")
+    lag_axes(ax, title, "gradient norm (median over examples)")
+    ax.legend(fontsize=7)
+    curve_before, curve = np.median(before["h"], axis=0), np.median(after["h"], axis=0)
+    report.figure(
+        fig,
+        name,
+        f"The {what}'s lag profile before and after training on the adding problem (Adam, {config.seeds} seeds, test "
+        f"MSE {np.median(test['loss']):.3g}, chance {task.chance_loss:.3g}): ||dL/dh|| left at lag {lag}: "
+        f"{decay(curve_before, lag):.2g} before, {decay(curve, lag):.2g} after.",
+    )
+    report.numbers["trained_test_mse"] = test["loss"]
+    return curve
 
 
 def train_runs(

@@ -7,9 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import gated
-from experiments.studies.base import DTYPE, decay, lag_axes, lag_norms, plt_figure, stack, task_inputs, train_runs
+from experiments.studies.base import (
+    DTYPE,
+    decay,
+    lag_axes,
+    lag_norms,
+    plt_figure,
+    stack,
+    task_inputs,
+    trained_lag_profile,
+)
 from gated import diagnostics
-from gated import train as train_lib
 
 TITLE = "6. GRU: the update gate plays the forget gate's role"
 FIELDS = {
@@ -47,7 +55,7 @@ def run(config, report) -> None:
         product[name] = np.median(np.asarray(path).mean(axis=-1).reshape(-1, config.length), axis=0)[::-1]
         one = jax.tree.map(lambda a: a[0], params)
         by_autodiff = jax.jit(lambda p, c=cell: diagnostics.gate_path_by_autodiff(c, p, xs[0]))(one)
-        by_gates = jax.vmap(jnp.diag)(diagnostics.gate_path(cell, one, xs[0])["product"])
+        by_gates = jax.vmap(jnp.diag)(path[0, 0])  # the same params and example, from the gates
         path_error = max(path_error, float(jnp.max(jnp.abs(by_autodiff - by_gates))))
         rows.append([name, float(product[name][lag]), decay(grad[name], lag)])
 
@@ -93,37 +101,17 @@ def run(config, report) -> None:
             chrono > plain,
             f"{chrono:.2g} vs {plain:.2g} left at lag {lag}",
         )
-    trained = _trained(config, task, xs, lag, report)
+    trained = trained_lag_profile(
+        gated.cells.gru(config.hidden_size, update=config.updates[0]),
+        config,
+        task,
+        xs,
+        report,
+        name="gru_lag_trained",
+        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}",
+        what="GRU",
+        lag=lag,
+    )
     report.headline[f"gru_init_decay_lag{lag}"] = decay(grad[f"update={config.updates[0]}"], lag)
     report.headline[f"gru_trained_decay_lag{lag}"] = decay(trained, lag)
     report.numbers.update(grad=grad, update_product=product, trained_curve=trained)
-
-
-def _trained(config, task, xs, lag, report) -> np.ndarray:
-    cell = gated.cells.gru(config.hidden_size, update=config.updates[0])
-    _, states, _, test = train_runs(
-        cell,
-        task,
-        range(config.seeds),
-        steps=config.train_steps,
-        batch_size=config.train_batch_size,
-        optimizer=train_lib.OptimizerSpec("adam", steps=config.train_steps),
-        learning_rate=config.learning_rate,
-    )
-    init = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
-    before = np.median(lag_norms(cell, init, xs, seed=2)["h"], axis=0)
-    after = np.median(lag_norms(cell, states.params.recurrent.cell, xs, seed=2)["h"], axis=0)
-    fig, (ax,) = plt_figure(1, width=6)
-    ax.plot(before, label="at initialisation")
-    ax.plot(after, label=f"after {config.train_steps} steps (test MSE {np.median(test['loss']):.3g})")
-    lag_axes(ax, f"GRU (update={config.updates[0]}), adding problem T = {config.length}")
-    ax.legend()
-    report.figure(
-        fig,
-        "gru_lag_trained",
-        f"The GRU's lag profile before and after training on the adding problem (Adam, {config.seeds} seeds, "
-        f"chance MSE {task.chance_loss:.3g}): gradient left at lag {lag}: {decay(before, lag):.2g} before, "
-        f"{decay(after, lag):.2g} after.",
-    )
-    report.numbers["trained_test_mse"] = test["loss"]
-    return after

@@ -7,9 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import gated
-from experiments.studies.base import DTYPE, decay, lag_axes, lag_norms, plt_figure, stack, task_inputs, train_runs
+from experiments.studies.base import (
+    DTYPE,
+    decay,
+    lag_axes,
+    lag_norms,
+    plt_figure,
+    stack,
+    task_inputs,
+    trained_lag_profile,
+)
 from gated import diagnostics
-from gated import train as train_lib
 
 TITLE = "4. LSTM: the forget gates keep the gradient alive along the cell state"
 FIELDS = {
@@ -25,13 +33,14 @@ FIELDS = {
 }
 
 
-def _path_products(cell, params, xs) -> tuple[np.ndarray, np.ndarray]:
-    """Median over examples of the unit-averaged forget-gate product and of dh_{T-1}/dc_k, by lag: (S, T) each."""
+def _path_products(cell, params, xs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median over examples of the unit-averaged forget-gate product and of dh_{T-1}/dc_k, by lag: (S, T) each;
+    and the products themselves, (S, B, T, H) indexed by step."""
     path = jax.jit(jax.vmap(jax.vmap(lambda p, x: diagnostics.gate_path(cell, p, x), (None, 0)), (0, None)))
     out = path(params, xs)
     product = np.median(np.asarray(out["product"]).mean(axis=-1), axis=1)[:, ::-1]
     dh_dc = np.median(np.abs(np.asarray(out["dh_dc"])).mean(axis=-1), axis=1)[:, ::-1]
-    return product, dh_dc
+    return product, dh_dc, out["product"]
 
 
 def run(config, report) -> None:
@@ -53,11 +62,12 @@ def run(config, report) -> None:
     shape = (len(biases), config.seeds, -1)
     grad_h = np.median(norms["h"].reshape(shape), axis=1)
     grad_c = np.median(norms["c"].reshape(shape), axis=1)
-    product, dh_dc = (np.median(a.reshape(shape), axis=1) for a in _path_products(cell, params, xs))
+    product, dh_dc, raw_product = _path_products(cell, params, xs)
+    product, dh_dc = (np.median(a.reshape(shape), axis=1) for a in (product, dh_dc))
 
     # the path from the gates against autodiff with the gates held constant, one example per bias
     first = jax.tree.map(lambda a: a[:: config.seeds], params)
-    by_gates = jax.vmap(lambda p: jax.vmap(jnp.diag)(diagnostics.gate_path(cell, p, xs[0])["product"]))(first)
+    by_gates = jax.vmap(jax.vmap(jnp.diag))(raw_product[:: config.seeds, 0])  # the same params and example
     by_autodiff = jax.jit(jax.vmap(lambda p: diagnostics.gate_path_by_autodiff(cell, p, xs[0])))(first)
     path_error = float(jnp.max(jnp.abs(by_gates - by_autodiff)))
 
@@ -108,41 +118,19 @@ def run(config, report) -> None:
             max(closed) < 1e-3 < 1e-2 < min(open_),
             f"prod f at lag {lag}: {max(closed):.2g} (bias <= 0) vs {min(open_):.2g} (bias >= 3)",
         )
-    trained = _trained(config, task, xs, lag, report)
+    trained = trained_lag_profile(
+        gated.cells.lstm(config.hidden_size),
+        config,
+        task,
+        xs,
+        report,
+        name="lstm_lag_trained",
+        title=f"LSTM (forget bias 1), adding problem T = {config.length}",
+        what="LSTM",
+        lag=lag,
+    )
     report.headline[f"forget_bias1_init_decay_lag{lag}"] = (
         decay(grad_h[biases.index(1.0)], lag) if 1.0 in biases else None
     )
     report.headline[f"lstm_trained_decay_lag{lag}"] = decay(trained, lag)
     report.numbers.update(grad_h=grad_h, grad_c=grad_c, forget_product=product, trained_curve=trained)
-
-
-def _trained(config, task, xs, lag, report) -> np.ndarray:
-    cell = gated.cells.lstm(config.hidden_size)
-    _, states, _, test = train_runs(
-        cell,
-        task,
-        range(config.seeds),
-        steps=config.train_steps,
-        batch_size=config.train_batch_size,
-        optimizer=train_lib.OptimizerSpec("adam", steps=config.train_steps),
-        learning_rate=config.learning_rate,
-    )
-    init = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
-    before = lag_norms(cell, init, xs, seed=2)
-    after = lag_norms(cell, states.params.recurrent.cell, xs, seed=2)
-    fig, (ax,) = plt_figure(1, width=6)
-    for name, norms, style in (("at initialisation", before, "-"), (f"after {config.train_steps} steps", after, "-")):
-        ax.plot(np.median(norms["h"], axis=0), style, label=f"||dL/dh_k||, {name}")
-        ax.plot(np.median(norms["c"], axis=0), ":", label=f"||dL/dc_k||, {name}")
-    lag_axes(ax, f"LSTM (forget bias 1), adding problem T = {config.length}", "gradient norm")
-    ax.legend(fontsize=7)
-    curve = np.median(after["h"], axis=0)
-    report.figure(
-        fig,
-        "lstm_lag_trained",
-        f"The LSTM's lag profile before and after training on the adding problem (Adam, {config.seeds} seeds, test MSE "
-        f"{np.median(test['loss']):.3g}, chance {task.chance_loss:.3g}): ||dL/dh|| left at lag {lag}: "
-        f"{decay(np.median(before['h'], axis=0), lag):.2g} before, {decay(curve, lag):.2g} after.",
-    )
-    report.numbers["trained_test_mse"] = test["loss"]
-    return curve

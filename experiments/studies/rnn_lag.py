@@ -6,9 +6,17 @@ import jax
 import numpy as np
 
 import gated
-from experiments.studies.base import DTYPE, decay, lag_axes, lag_norms, plt_figure, stack, task_inputs, train_runs
+from experiments.studies.base import (
+    DTYPE,
+    decay,
+    lag_axes,
+    lag_norms,
+    plt_figure,
+    stack,
+    task_inputs,
+    trained_lag_profile,
+)
 from gated import diagnostics
-from gated import train as train_lib
 
 TITLE = "3. Vanilla RNN: the gradient against the lag, and the bound (||W_hh|| max|phi'|)^lag"
 FIELDS = {
@@ -77,7 +85,17 @@ def run(config, report) -> None:
         rows,
     )
 
-    trained = _trained(config, task, xs, lag, report)
+    trained = trained_lag_profile(
+        gated.cells.rnn(config.hidden_size, activation="tanh"),
+        config,
+        task,
+        xs,
+        report,
+        name="rnn_lag_trained",
+        title=f"tanh RNN, radius 1, adding problem T = {config.length}",
+        what="tanh RNN",
+        lag=lag,
+    )
     init_curve = curves.get(("tanh", 1.0))
     report.claim(
         "The bound is never below the measured norm",
@@ -100,35 +118,3 @@ def run(config, report) -> None:
     report.headline[f"tanh_trained_decay_lag{lag}"] = decay(trained, lag)
     report.numbers["curves"] = {f"{a}/{r:g}": c for (a, r), c in curves.items()}
     report.numbers["trained_curve"] = trained
-
-
-def _trained(config, task, xs, lag, report) -> np.ndarray:
-    """Trains the tanh RNN at radius 1 on the adding problem and measures the lag profile again."""
-    cell = gated.cells.rnn(config.hidden_size, activation="tanh")
-    optimizer = train_lib.OptimizerSpec("adam", steps=config.train_steps)
-    _, states, metrics, test = train_runs(
-        cell,
-        task,
-        range(config.seeds),
-        steps=config.train_steps,
-        batch_size=config.train_batch_size,
-        optimizer=optimizer,
-        learning_rate=config.learning_rate,
-    )
-    init_params = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
-    before = np.median(lag_norms(cell, init_params, xs, seed=2)["h"], axis=0)
-    after = np.median(lag_norms(cell, states.params.recurrent.cell, xs, seed=2)["h"], axis=0)
-    fig, (ax,) = plt_figure(1, width=6)
-    ax.plot(before, label="at initialisation")
-    ax.plot(after, label=f"after {config.train_steps} steps (test MSE {np.median(test['loss']):.3g})")
-    lag_axes(ax, f"tanh RNN, radius 1, adding problem T = {config.length}")
-    ax.legend()
-    report.figure(
-        fig,
-        "rnn_lag_trained",
-        f"The tanh RNN's lag profile before and after training on the adding problem (Adam, {config.seeds} seeds, "
-        f"chance MSE {task.chance_loss:.3g}): gradient left at lag {lag}: {decay(before, lag):.2g} before, "
-        f"{decay(after, lag):.2g} after.",
-    )
-    report.numbers["trained_test_mse"] = test["loss"]
-    return after
