@@ -1,4 +1,4 @@
-"""gated's reference path against Flax's recurrent cells: one training step and a forward pass, side by side.
+"""gated against Flax, Equinox and PyTorch: one training step and a forward pass, side by side.
 
     python -m benchmarks.training_step                          # every size below
     python -m benchmarks.training_step --sizes 32,100,32,128 --steps 20
@@ -14,18 +14,26 @@ and temporaries). GFLOP/s counts the matmul FLOPs of the step (3x the forward's:
 forward, and two matmuls backward) against a large float32 matmul timed in the
 same run. Writes benchmarks/results/training_step.jsonl and .md.
 
-Equinox is not a dependency and is left out; PyTorch needs a separate process
-(not written yet).
+gated runs twice: the default path (``impl="auto"``, the fused kernels of
+:mod:`gated.fused`) and the reference path (``impl="reference"``). Equinox's
+cells (``eqx.nn.LSTMCell``/``GRUCell`` vmapped over the batch under
+``lax.scan``) are timed when equinox is installed (``pip install equinox``).
+PyTorch's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run in a separate process
+(:mod:`benchmarks.torch_step`, the same sizes, steps and thread count) when
+torch is installed; their rows join the table. Nothing here is a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import pathlib
 import platform
+import subprocess
+import sys
 import time
 
 import flax.linen as nn
@@ -41,17 +49,45 @@ SIZES = ["32,100,32,128", "64,200,64,256", "16,1000,32,128", "16,100,32,1024"]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def gated_model(kind: str, hidden: int):
-    layer = gated.recurrent(gated.cells.get(kind, hidden))
+def _readout_init(key, hidden):
+    return {"w": jax.random.normal(key, (hidden, CLASSES), jnp.float32) / np.sqrt(hidden),
+            "b": jnp.zeros((CLASSES,), jnp.float32)}  # fmt: skip
+
+
+def gated_model(kind: str, hidden: int, impl: str, remat: bool = False):
+    cell = gated.cells.get(kind, hidden)
 
     def init(key, d):
         k1, k2 = jax.random.split(key)
-        readout = jax.random.normal(k2, (hidden, CLASSES), jnp.float32) / np.sqrt(hidden)
-        return {"rnn": layer.init(k1, d), "w": readout, "b": jnp.zeros((CLASSES,), jnp.float32)}
+        return {"rnn": cell.init(k1, d), **_readout_init(k2, hidden)}
 
     def apply(params, xs):  # xs (B, T, D)
-        _, ys = layer(params["rnn"], xs, time_axis=1)
+        _, ys = gated.run(cell, params["rnn"], xs, time_axis=1, impl=impl, remat=remat)
         return ys @ params["w"] + params["b"][None, None, :]
+
+    return init, apply
+
+
+def equinox_model(kind: str, hidden: int):
+    import equinox as eqx
+
+    cls = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[kind]
+
+    def init(key, d):
+        k1, k2 = jax.random.split(key)
+        return {"rnn": cls(d, hidden, key=k1), **_readout_init(k2, hidden)}
+
+    def apply(params, xs):
+        cell = params["rnn"]
+        zeros = jnp.zeros((xs.shape[0], hidden), jnp.float32)
+        carry = (zeros, zeros) if kind == "lstm" else zeros
+
+        def body(carry, x):
+            carry = jax.vmap(cell)(x, carry)
+            return carry, carry[0] if kind == "lstm" else carry
+
+        _, ys = jax.lax.scan(body, carry, jnp.swapaxes(xs, 0, 1))
+        return jnp.swapaxes(ys, 0, 1) @ params["w"] + params["b"][None, None, :]
 
     return init, apply
 
@@ -67,15 +103,21 @@ def flax_model(cell_cls, hidden: int):
 
 
 def implementations(hidden: int) -> dict:
-    return {
-        "gated LSTM": ("lstm", gated_model("lstm", hidden)),
+    impls = {
+        "gated LSTM": ("lstm", gated_model("lstm", hidden, "auto")),
+        "gated LSTM (reference)": ("lstm", gated_model("lstm", hidden, "reference")),
         "flax LSTMCell": ("lstm", flax_model(nn.LSTMCell, hidden)),
         "flax OptimizedLSTMCell": ("lstm", flax_model(nn.OptimizedLSTMCell, hidden)),
-        "gated GRU": ("gru", gated_model("gru", hidden)),
+        "gated GRU": ("gru", gated_model("gru", hidden, "auto")),
+        "gated GRU (reference)": ("gru", gated_model("gru", hidden, "reference")),
         "flax GRUCell": ("gru", flax_model(nn.GRUCell, hidden)),
-        "gated RNN": ("rnn", gated_model("rnn", hidden)),
+        "gated RNN": ("rnn", gated_model("rnn", hidden, "auto")),
         "flax SimpleCell": ("rnn", flax_model(nn.SimpleCell, hidden)),
     }
+    if importlib.util.find_spec("equinox") is not None:
+        impls["equinox LSTMCell"] = ("lstm", equinox_model("lstm", hidden))
+        impls["equinox GRUCell"] = ("gru", equinox_model("gru", hidden))
+    return impls
 
 
 def compile_programs(init, apply, b, t, d):
@@ -134,11 +176,23 @@ def step_flops(kind: str, b: int, t: int, d: int, h: int) -> float:
     return 3 * forward
 
 
+def torch_rows(sizes: list[str], steps: int) -> tuple[list[dict], str]:
+    """PyTorch's rows from :mod:`benchmarks.torch_step` in a separate process; none if torch is missing."""
+    if importlib.util.find_spec("torch") is None:
+        return [], "torch is not installed (pip install torch==2.13.0 gives the CPU build): no PyTorch rows"
+    cmd = [sys.executable, "-m", "benchmarks.torch_step", "--sizes", *sizes, "--steps", str(steps),
+           "--threads", str(os.cpu_count())]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return rows, f"PyTorch {rows[0]['torch'] if rows else '?'} in its own process, {os.cpu_count()} threads"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=SIZES, help="B,T,D,H")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per implementation (after 3 warm-up)")
     parser.add_argument("--out", default="benchmarks/results/training_step")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch process")
     args = parser.parse_args(argv)
     peak_gflops = matmul_gflops()
     meta = {
@@ -164,34 +218,77 @@ def main(argv=None):
                         times[name][what].append(time.perf_counter() - start)
         for name, (kind, _, _, compile_seconds, peak) in programs.items():
             train_s, fwd_s = np.median(times[name]["train"]), np.median(times[name]["forward"])
-            gflops = step_flops(kind, b, t, d, h) / train_s / 1e9
             rows.append({**meta, "size": {"B": b, "T": t, "D": d, "H": h}, "impl": name, "cell": kind,
                          "train_tokens_per_s": b * t / train_s, "forward_tokens_per_s": b * t / fwd_s,
-                         "compile_s": compile_seconds, "peak_bytes": peak, "gflops": gflops,
-                         "matmul_fraction": gflops / peak_gflops})  # fmt: skip
+                         "compile_s": compile_seconds, "peak_bytes": peak})  # fmt: skip
+    torch_note = "PyTorch skipped (--no-torch)"
+    if not args.no_torch:
+        extra, torch_note = torch_rows(args.sizes, args.steps)
+        rows += [{**meta, **r} for r in extra]
+    for r in rows:
+        s = r["size"]
+        steps_per_s = r["train_tokens_per_s"] / (s["B"] * s["T"])
+        r["gflops"] = step_flops(r["cell"], s["B"], s["T"], s["D"], s["H"]) * steps_per_s / 1e9
+        r["matmul_fraction"] = r["gflops"] / peak_gflops
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = markdown(rows, meta)
+    table = markdown(rows, meta, torch_note)
     out.with_suffix(".md").write_text(table)
     print(table)
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+def _best(rows: list[dict], size: dict, cell: str, prefix: str, key: str) -> float | None:
+    values = [r[key] for r in rows if r["size"] == size and r["cell"] == cell and r["impl"].startswith(prefix)]
+    return max(values) if values else None
+
+
+def _ratio(value: float, other: float | None) -> str:
+    return f"{value / other:.2f}x" if other else "-"
+
+
+def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
+    """The full table (every implementation) and the summary of gated's ratios against each peer."""
     lines = [f"{meta['date']}, {meta['machine']}, {meta['device']}, jax {meta['jax']}; a 2048^3 float32 matmul runs at "
-             f"{meta['matmul_gflops']:.0f} GFLOP/s.", "",
-             "| B, T, D, H | implementation | train tokens/s | vs flax best | forward tokens/s | compile s | peak MB "
-             "| % of matmul |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}.", "",
+             "| B, T, D, H | implementation | train tokens/s | vs best flax | vs torch | forward tokens/s "
+             "| fwd vs best flax | compile s | peak MB | % of matmul |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in rows:
-        s = r["size"]
-        same = [x for x in rows if x["size"] == s and x["cell"] == r["cell"] and x["impl"].startswith("flax")]
-        best = max(x["train_tokens_per_s"] for x in same)
+        s, cell = r["size"], r["cell"]
+        flax_train = _best(rows, s, cell, "flax", "train_tokens_per_s")
+        flax_fwd = _best(rows, s, cell, "flax", "forward_tokens_per_s")
+        torch_train = _best(rows, s, cell, "torch", "train_tokens_per_s")
         peak = f"{r['peak_bytes'] / 2**20:.0f}" if r["peak_bytes"] else "-"
-        size, ratio = f"{s['B']}, {s['T']}, {s['D']}, {s['H']}", r["train_tokens_per_s"] / best
-        percent = 100 * r["matmul_fraction"]
+        compile_s = f"{r['compile_s']:.2f}" if r["compile_s"] is not None else "-"
         lines.append(
-            f"| {size} | {r['impl']} | {r['train_tokens_per_s']:,.0f} | {ratio:.2f}x "
-            f"| {r['forward_tokens_per_s']:,.0f} | {r['compile_s']:.2f} | {peak} | {percent:.0f}% |"
+            f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['impl']} | {r['train_tokens_per_s']:,.0f} "
+            f"| {_ratio(r['train_tokens_per_s'], flax_train)} | {_ratio(r['train_tokens_per_s'], torch_train)} "
+            f"| {r['forward_tokens_per_s']:,.0f} | {_ratio(r['forward_tokens_per_s'], flax_fwd)} | {compile_s} "
+            f"| {peak} | {100 * r['matmul_fraction']:.0f}% |"
+        )
+    lines += ["", "gated (default path) against each peer; training unless marked forward:", "",
+              "| B, T, D, H | LSTM vs flax OptimizedLSTMCell | LSTM vs torch | GRU vs flax GRUCell | GRU vs torch "
+              "| forward LSTM / GRU vs fastest flax | compile LSTM / GRU vs flax |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    sizes = []
+    for r in rows:
+        if r["size"] not in sizes:
+            sizes.append(r["size"])
+    for s in sizes:
+        get = {r["impl"]: r for r in rows if r["size"] == s}
+
+        def ratio(a, b, key="train_tokens_per_s", get=get):
+            return _ratio(get[a][key], get[b][key]) if a in get and b in get else "-"
+
+        fwd = [_ratio(get[f"gated {c.upper()}"]["forward_tokens_per_s"],
+                      _best(rows, s, c, "flax", "forward_tokens_per_s")) for c in ("lstm", "gru")]  # fmt: skip
+        comp = [_ratio(get[a]["compile_s"], get[b]["compile_s"])
+                for a, b in (("gated LSTM", "flax OptimizedLSTMCell"), ("gated GRU", "flax GRUCell"))]  # fmt: skip
+        lines.append(
+            f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {ratio('gated LSTM', 'flax OptimizedLSTMCell')} "
+            f"| {ratio('gated LSTM', 'torch nn.LSTM')} | {ratio('gated GRU', 'flax GRUCell')} "
+            f"| {ratio('gated GRU', 'torch nn.GRU')} | {fwd[0]} / {fwd[1]} | {comp[0]} / {comp[1]} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ Every cell splits into
 
 * ``u = cell.project(params, x)``: the input-side affine map ``x W_x + b``
   ``(G*H,)``, which depends on ``x`` only and so is computed for all time steps
-  at once, outside the scan;
+  at once, outside the scan, on :func:`gated.run`'s reference path;
 * ``carry, y = cell.step(params, carry, u)``: the recurrent part, the only
   thing inside the scan;
 * ``carry, y = cell(params, carry, x)``: both.

@@ -62,7 +62,7 @@ class RNN(nn.Module):
       layer: a cell (run by :func:`gated.recurrent` with the options below), or
         a layer: :func:`gated.recurrent`, :func:`gated.bidirectional`,
         :func:`gated.stack`.
-      reverse, learn_initial_carry, unroll, remat: options of the layer made
+      reverse, learn_initial_carry, unroll, remat, impl: options of the layer made
         from a bare cell (see :class:`gated.Recurrent`); set them on the layer
         itself otherwise.
       time_axis: time axis of the inputs and outputs (0: ``(T, *batch, D)``,
@@ -78,6 +78,7 @@ class RNN(nn.Module):
     learn_initial_carry: bool = False
     unroll: int = 1
     remat: bool = False
+    impl: str = "auto"
     time_axis: int = 0
     return_carry: bool = False
     param_dtype: Any = jnp.float32
@@ -86,7 +87,9 @@ class RNN(nn.Module):
     def sequence_layer(self):
         """The :mod:`gated.layers` layer this module runs."""
         if isinstance(self.layer, cells_lib.Cell):
-            return layers_lib.Recurrent(self.layer, self.reverse, self.learn_initial_carry, self.unroll, self.remat)
+            return layers_lib.Recurrent(
+                self.layer, self.reverse, self.learn_initial_carry, self.unroll, self.remat, self.impl
+            )
         return self.layer
 
     @nn.compact

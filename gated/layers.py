@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gated.cells import Cell
-from gated.scan import run
+from gated.scan import IMPLS, run
 
 Array = jax.Array
 
@@ -50,7 +50,10 @@ class Recurrent:
         zeros, one ``(H,)`` per carry leaf, broadcast over the batch) instead
         of zeros; an explicit ``carry`` argument still overrides it.
       unroll: passed to ``jax.lax.scan``.
-      remat: recompute each step in the backward pass (``jax.checkpoint``).
+      remat: recompute in the backward pass instead of storing (see :func:`gated.run`).
+      impl: "auto" (the fused kernels of :mod:`gated.fused` where the cell has
+        one), "fused" or "reference"; see :func:`gated.run`. The fused kernels
+        are reverse-mode only: use "reference" for ``jax.jvp``/``jax.jacfwd``.
     """
 
     cell: Cell
@@ -58,10 +61,13 @@ class Recurrent:
     learn_initial_carry: bool = False
     unroll: int = 1
     remat: bool = False
+    impl: str = "auto"
 
     def __post_init__(self):
         if not isinstance(self.cell, Cell):
             raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl: expected one of {IMPLS}, got {self.impl!r}")
 
     @property
     def output_size(self) -> int:
@@ -90,14 +96,21 @@ class Recurrent:
             time_axis=time_axis,
             unroll=self.unroll,
             remat=self.remat,
+            impl=self.impl,
         )
 
 
 def recurrent(
-    cell: Cell, *, reverse: bool = False, learn_initial_carry: bool = False, unroll: int = 1, remat: bool = False
+    cell: Cell,
+    *,
+    reverse: bool = False,
+    learn_initial_carry: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    impl: str = "auto",
 ) -> Recurrent:
     """Makes a :class:`Recurrent` layer: ``cell`` run over time."""
-    return Recurrent(cell, reverse, learn_initial_carry, unroll, remat)
+    return Recurrent(cell, reverse, learn_initial_carry, unroll, remat, impl)
 
 
 MERGES = ("concat", "sum")
@@ -166,13 +179,14 @@ def bidirectional(
     learn_initial_carry: bool = False,
     unroll: int = 1,
     remat: bool = False,
+    impl: str = "auto",
 ) -> Bidirectional:
     """Makes a :class:`Bidirectional` layer from a forward cell and a backward
     cell (by default one with the same options; the parameters are separate)."""
     backward_cell = cell if backward_cell is None else backward_cell
     return Bidirectional(
-        Recurrent(cell, False, learn_initial_carry, unroll, remat),
-        Recurrent(backward_cell, True, learn_initial_carry, unroll, remat),
+        Recurrent(cell, False, learn_initial_carry, unroll, remat, impl),
+        Recurrent(backward_cell, True, learn_initial_carry, unroll, remat, impl),
         merge,
     )
 

@@ -62,12 +62,13 @@ class RNN(nnx.Module):
         learn_initial_carry: bool = False,
         unroll: int = 1,
         remat: bool = False,
+        impl: str = "auto",
         time_axis: int = 0,
         return_carry: bool = False,
         param_dtype=jnp.float32,
     ):
         if isinstance(layer, cells_lib.Cell):
-            layer = layers_lib.Recurrent(layer, reverse, learn_initial_carry, unroll, remat)
+            layer = layers_lib.Recurrent(layer, reverse, learn_initial_carry, unroll, remat, impl)
         self.layer = layer
         self.time_axis = time_axis
         self.return_carry = return_carry

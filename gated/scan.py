@@ -13,9 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gated import fused
 from gated.cells import Cell
 
 Array = jax.Array
+
+IMPLS = ("auto", "fused", "reference")
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -61,12 +64,15 @@ def run(
     unroll: int = 1,
     remat: bool = False,
     return_carries: bool = False,
+    impl: str = "auto",
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
-    The input projection ``cell.project`` is computed for every time step and
-    batch element at once, as one matmul outside the scan; only
-    ``cell.step`` runs inside it.
+    By default (``impl="auto"``) the LSTM, GRU and RNN run as one fused kernel
+    with a hand-written backward pass (:mod:`gated.fused`). The reference path
+    computes ``cell.project`` for every step and batch element at once, as one
+    matmul outside the scan, and runs ``cell.step`` inside it, vmapped over the
+    batch; JAX differentiates it.
 
     Args:
       cell: a :mod:`gated.cells` cell.
@@ -86,6 +92,13 @@ def run(
         (``jax.checkpoint`` on the scan body), storing only the carries.
       return_carries: return every step's full carry (for an LSTM, the
         ``c_t`` too) in place of the outputs; zero at padded steps.
+      impl: "reference" vmaps ``cell.step`` over the batch and lets JAX
+        differentiate the scan (the transcription of the equations);
+        "fused" runs the cell's kernel in :mod:`gated.fused` (one activation
+        over the fused gate block, a hand-written backward pass that forms the
+        weight gradients as one matmul after the loop; same values and
+        gradients to rounding); "auto" (default) takes "fused" where the cell
+        has a kernel and ``return_carries`` is False, else "reference".
 
     Returns:
       ``(carry, ys)``: the final carry, leaves ``(*batch, H)``, and the outputs
@@ -94,8 +107,11 @@ def run(
 
     Raises:
       TypeError: non-floating ``xs`` or carry, non-integer ``lengths``.
-      ValueError: a rank, shape, input size, time axis or length out of range.
+      ValueError: a rank, shape, input size, time axis or length out of range;
+        ``impl="fused"`` for a cell or option the fused kernels do not cover.
     """
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.inexact):
         raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
@@ -110,14 +126,33 @@ def run(
         raise ValueError(f"xs: expected input size D = {expected} on the last axis, got shape {xs.shape}")
     size = math.prod(batch_shape)
 
-    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs.reshape(num_steps, size, input_size))
+    flat = xs.reshape(num_steps, size, input_size)
+    dtype = jax.eval_shape(lambda x: cell.project(params, x), jax.ShapeDtypeStruct((input_size,), xs.dtype)).dtype
     if carry is None:
-        carry = cell.initial_carry((size,), us.dtype)
+        carry = cell.initial_carry((size,), dtype)
     else:
-        carry = _flatten_carry(cell, carry, batch_shape, us.dtype)
+        carry = _flatten_carry(cell, carry, batch_shape, dtype)
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
 
+    if return_carries:
+        reason = "return_carries=True is served by the reference path"
+    elif num_steps == 0:
+        reason = "an empty sequence (T = 0) is served by the reference path"
+    else:
+        reason = fused.supports(cell, remat)
+    if impl == "fused" and reason is not None:
+        raise ValueError(f"impl: 'fused' is not available here: {reason} (use impl='auto' or 'reference')")
+    if impl != "reference" and reason is None:
+        flat = flat.astype(dtype)
+        mask = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
+        if reverse:
+            flat, mask = flat[::-1], None if mask is None else mask[::-1]
+        carry, ys = fused.sequence(cell, params, flat, carry, mask, remat=remat, unroll=unroll)
+        ys = ys[::-1] if reverse else ys
+        return _unflatten(carry, ys, batch_shape, num_steps, axis)
+
+    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(flat)
     step = jax.vmap(lambda c, u: cell.step(params, c, u))
 
     def body(carry, inputs):
@@ -135,6 +170,11 @@ def run(
     if remat:
         body = jax.checkpoint(body)
     carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
+    return _unflatten(carry, ys, batch_shape, num_steps, axis)
+
+
+def _unflatten(carry: Any, ys: Any, batch_shape: tuple[int, ...], num_steps: int, axis: int) -> tuple[Any, Any]:
+    """Restores the batch axes of the carry and outputs, and puts time back on ``axis``."""
     carry = jax.tree.map(lambda a: a.reshape(*batch_shape, *a.shape[1:]), carry)
     ys = jax.tree.map(lambda a: jnp.moveaxis(a.reshape(num_steps, *batch_shape, *a.shape[2:]), 0, axis), ys)
     return carry, ys
