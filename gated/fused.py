@@ -111,6 +111,15 @@ def sequence(
     return _rnn(cell.activation, unroll, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry, m)
 
 
+def _scan_chunks(chunk, init, scanned):
+    """``lax.scan(chunk, ...)`` backwards over the chunks; a single chunk is called directly (one loop less to
+    compile, which is most of the cost at small T)."""
+    if jax.tree.leaves(scanned)[0].shape[0] > 1:
+        return jax.lax.scan(chunk, init, scanned, reverse=True)
+    carry, out = chunk(init, jax.tree.map(lambda a: a[0], scanned))
+    return carry, jax.tree.map(lambda a: a[None], out)
+
+
 def _flag(on: bool) -> Array | None:
     """A static flag that can travel in custom_vjp residuals: an empty array, or None."""
     return jnp.zeros((0,)) if on else None
@@ -343,7 +352,7 @@ def _lstm_bwd(unroll, feature, res, cotangents):
 
     zeros = (jnp.zeros_like(w), jnp.zeros_like(b))
     scanned = tuple(chunked(a) for a in (xs, _previous(h0, hs), _previous(c0, cs), dys, m))
-    (dh0, dc0, d_w, d_b), d_xs = jax.lax.scan(chunk, (dh_last, dc_last, *zeros), scanned, reverse=True)
+    (dh0, dc0, d_w, d_b), d_xs = _scan_chunks(chunk, (dh_last, dc_last, *zeros), scanned)
     if feature:
         dh0, dc0 = dh0.T, dc0.T
     d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
@@ -460,7 +469,7 @@ def _gru_bwd(keep_z, unroll, res, cotangents):
 
     zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
     scanned = (*(chunked(a) for a in (xs, _previous(h0, hs), dys, m)), tuple(chunked(g) for g in gates))
-    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = jax.lax.scan(chunk, (dh_last, *zeros), scanned, reverse=True)
+    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = _scan_chunks(chunk, (dh_last, *zeros), scanned)
     d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
     return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
 
