@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import pathlib
 import time
 
 import jax
@@ -25,7 +23,7 @@ import numpy as np
 import optax
 
 import gated
-from benchmarks.training_step import CLASSES, compile_programs, gated_model
+from benchmarks.training_step import CLASSES, compile_programs, gated_model, write_results
 from gated import diagnostics
 
 SIZES = ["32,100,32,128", "16,1000,32,128"]
@@ -84,11 +82,7 @@ def main(argv=None):
         lines.append(f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['cell']} | {r['train_s'] * 1e3:.1f} "
                      f"| {r['diagnostics_s'] * 1e3:.1f} | {r['ratio']:.2f}x |")  # fmt: skip
     table = "\n".join(lines) + "\n"
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, rows, table)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import pathlib
 import time
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from benchmarks.training_step import compile_programs, flax_model, gated_model
+from benchmarks.training_step import compile_programs, flax_model, gated_model, write_results
 
 
 def variants(hidden: int) -> dict:
@@ -67,11 +65,7 @@ def main(argv=None):
         cells = [f"{r['peak_bytes'] / 2**20:.0f} MB, {r['step_s']:.2f} s" for r in rows if r["T"] == t]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, rows, table)
 
 
 if __name__ == "__main__":

@@ -230,11 +230,15 @@ def main(argv=None):
         steps_per_s = r["train_tokens_per_s"] / (s["B"] * s["T"])
         r["gflops"] = step_flops(r["cell"], s["B"], s["T"], s["D"], s["H"]) * steps_per_s / 1e9
         r["matmul_fraction"] = r["gflops"] / peak_gflops
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = markdown(rows, meta, torch_note)
-    out.with_suffix(".md").write_text(table)
+    write_results(args.out, rows, markdown(rows, meta, torch_note))
+
+
+def write_results(out: str, rows: list[dict], table: str) -> None:
+    """Writes ``out``.jsonl (one row per line) and ``out``.md (the table), and prints the table."""
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.with_suffix(".md").write_text(table)
     print(table)
 
 

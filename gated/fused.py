@@ -52,7 +52,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated.cells import GRU, LSTM, RNN, Cell, GRUParams, LSTMParams, LSTMState, RNNParams
+from gated.cells import ACTIVATIONS, GRU, LSTM, RNN, Cell, LSTMState
 
 Array = jax.Array
 
@@ -111,13 +111,14 @@ def sequence(
     return _rnn(cell.activation, unroll, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry, m)
 
 
-def _scan_chunks(chunk, init, scanned):
-    """``lax.scan(chunk, ...)`` backwards over the chunks; a single chunk is called directly (one loop less to
-    compile, which is most of the cost at small T)."""
-    if jax.tree.leaves(scanned)[0].shape[0] > 1:
-        return jax.lax.scan(chunk, init, scanned, reverse=True)
-    carry, out = chunk(init, jax.tree.map(lambda a: a[0], scanned))
-    return carry, jax.tree.map(lambda a: a[None], out)
+def _chunked(a: Array | None, k: int) -> Array | None:
+    """``(T, ...)`` as ``(T // k, k, ...)``: the chunks the backward passes walk (None stays None)."""
+    return None if a is None else a.reshape(a.shape[0] // k, k, *a.shape[1:])
+
+
+def _values(*args):
+    """The values of custom_vjp arguments passed with ``symbolic_zeros`` (None stays None)."""
+    return tuple(None if a is None else a.value for a in args)
 
 
 def _flag(on: bool) -> Array | None:
@@ -141,15 +142,6 @@ def _previous(first: Array, stacked: Array) -> Array:
     return jnp.concatenate([first[None], stacked[:-1]], axis=0)
 
 
-def _weight_grads(xs, hprev, dpre_in, dpre_rec, w_x):
-    """The gradients that need no recurrence, each one large matmul over all T*B rows."""
-    d_wx = jnp.einsum("tbd,tbg->dg", xs, dpre_in)
-    d_wh = jnp.einsum("tbh,tbg->hg", hprev, dpre_rec)
-    d_b = dpre_in.sum((0, 1))
-    d_xs = jnp.einsum("tbg,dg->tbd", dpre_in, w_x)
-    return d_wx, d_wh, d_b, d_xs
-
-
 # LSTM: gates i, f, g, o. One tanh over the block z * scale gives tanh(z/2) for
 # i, f, o and tanh(z) for g; sigmoid(z) = (1 + tanh(z/2)) / 2.
 #
@@ -171,13 +163,14 @@ def _lstm_scale(h: int, dtype, feature: bool) -> Array:
     return scale[:, None] if feature else scale[None, :]
 
 
-def _block(a: Array, k: int, h: int, feature: bool) -> Array:
-    """Gate block k of a fused array; gates on the last axis, or the second last when feature-major."""
-    return jax.lax.slice_in_dim(a, k * h, (k + 1) * h, axis=a.ndim - 2 if feature else a.ndim - 1)
-
-
 def _gates_axis(a: Array, feature: bool) -> int:
+    """The gate axis of ``a``: the last, or the second last when feature-major."""
     return a.ndim - 2 if feature else a.ndim - 1
+
+
+def _block(a: Array, k: int, h: int, feature: bool) -> Array:
+    """Gate block k of a fused array."""
+    return jax.lax.slice_in_dim(a, k * h, (k + 1) * h, axis=_gates_axis(a, feature))
 
 
 def _lstm_gates(a: Array, h: int, feature: bool):
@@ -261,7 +254,7 @@ def _lstm_fwd(unroll, feature, w_x, w_h, b, xs, h0, c0, m):
     # symbolic_zeros: each argument comes with whether it is differentiated; the input gradient (one matmul
     # per chunk) is skipped when xs is not, as for the first layer of a model.
     need_dxs = _flag(xs.perturbed)
-    w_x, w_h, b, xs, h0, c0, m = (None if a is None else a.value for a in (w_x, w_h, b, xs, h0, c0, m))
+    w_x, w_h, b, xs, h0, c0, m = _values(w_x, w_h, b, xs, h0, c0, m)
     h0, c0, m = _to_kernel(feature, h0, c0, m)
     (h, c), ys, (hs, cs) = _lstm_forward(feature, unroll, w_x, w_h, b, xs, h0, c0, m, save=True)
     out = (h.T, c.T) if feature else (h, c), _from_kernel(feature, ys)
@@ -325,9 +318,6 @@ def _lstm_bwd(unroll, feature, res, cotangents):
     scale = _lstm_scale(hidden, xs.dtype, feature)[None]
     w = jnp.concatenate([w_x, w_h], axis=0)
 
-    def chunked(a):
-        return None if a is None else a.reshape(num_steps // k, k, *a.shape[1:])
-
     def chunk(carry, inputs_k):
         dh, dc, d_w, d_b = carry
         x_k, hp_k, cp_k, dy_k, m_k = inputs_k
@@ -351,8 +341,8 @@ def _lstm_bwd(unroll, feature, res, cotangents):
         return (dh, dc, d_w, d_b), d_xs
 
     zeros = (jnp.zeros_like(w), jnp.zeros_like(b))
-    scanned = tuple(chunked(a) for a in (xs, _previous(h0, hs), _previous(c0, cs), dys, m))
-    (dh0, dc0, d_w, d_b), d_xs = _scan_chunks(chunk, (dh_last, dc_last, *zeros), scanned)
+    scanned = tuple(_chunked(a, k) for a in (xs, _previous(h0, hs), _previous(c0, cs), dys, m))
+    (dh0, dc0, d_w, d_b), d_xs = jax.lax.scan(chunk, (dh_last, dc_last, *zeros), scanned, reverse=True)
     if feature:
         dh0, dc0 = dh0.T, dc0.T
     d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
@@ -427,7 +417,7 @@ def _gru(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m):
 
 def _gru_fwd(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m):
     need_dxs = _flag(xs.perturbed)  # see _lstm_fwd
-    w_x, w_h, b, b_hn, xs, h0, m = (None if a is None else a.value for a in (w_x, w_h, b, b_hn, xs, h0, m))
+    w_x, w_h, b, b_hn, xs, h0, m = _values(w_x, w_h, b, b_hn, xs, h0, m)
     h, ys, (hs, *gates) = _gru_forward(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m, save=True)
     return (h, ys), (w_x, w_h, b, b_hn, xs, h0, m, hs, gates, need_dxs)
 
@@ -451,9 +441,6 @@ def _gru_bwd(keep_z, unroll, res, cotangents):
             dh_prev = dh_prev + (1 - mt) * dh
         return dh_prev, dh_new
 
-    def chunked(a):
-        return None if a is None else a.reshape(num_steps // k, k, *a.shape[1:])
-
     def chunk(carry, inputs):
         dh, d_wx, d_wh, d_b, d_bhn = carry
         x_k, hp_k, dy_k, m_k, (r, z, n, hn) = inputs
@@ -468,8 +455,8 @@ def _gru_bwd(keep_z, unroll, res, cotangents):
         return (dh, d_wx, d_wh, d_b, d_bhn), d_xs
 
     zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
-    scanned = (*(chunked(a) for a in (xs, _previous(h0, hs), dys, m)), tuple(chunked(g) for g in gates))
-    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = _scan_chunks(chunk, (dh_last, *zeros), scanned)
+    scanned = (*(_chunked(a, k) for a in (xs, _previous(h0, hs), dys, m)), tuple(_chunked(g, k) for g in gates))
+    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = jax.lax.scan(chunk, (dh_last, *zeros), scanned, reverse=True)
     d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
     return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
 
@@ -485,11 +472,10 @@ _DERIVATIVES = {
     "relu": lambda y: (y > 0).astype(y.dtype),
     "identity": jnp.ones_like,
 }
-_ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "identity": lambda z: z}
 
 
 def _rnn_forward(activation, unroll, w_x, w_h, b, xs, h0, m):
-    phi = _ACTIVATIONS[activation]
+    phi = ACTIVATIONS[activation]
     w, bias = jnp.concatenate([w_x, w_h], axis=0), b[None, :]  # the input projection inside the loop, as the LSTM's
 
     def body(h, inputs):
@@ -530,10 +516,13 @@ def _rnn_bwd(activation, unroll, res, cotangents):
         return dpre @ w_ht + (1 - mt) * dh, dpre
 
     dh0, dpre = jax.lax.scan(body, dh_last, (dys, hs if m is None else news, m), reverse=True, unroll=unroll)
-    d_wx, d_wh, d_b, d_xs = _weight_grads(xs, _previous(h0, hs), dpre, dpre, w_x)
-    return d_wx, d_wh, d_b, d_xs, dh0, None if m is None else jnp.zeros_like(m)
+    # The gradients that need no recurrence, each one large matmul over all T*B rows.
+    d_wx = jnp.einsum("tbd,tbg->dg", xs, dpre)
+    d_wh = jnp.einsum("tbh,tbg->hg", _previous(h0, hs), dpre)
+    d_xs = jnp.einsum("tbg,dg->tbd", dpre, w_x)
+    return d_wx, d_wh, dpre.sum((0, 1)), d_xs, dh0, None if m is None else jnp.zeros_like(m)
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
-__all__ = ["supports", "sequence", "check_params", "LSTMParams", "GRUParams", "RNNParams"]
+__all__ = ["supports", "sequence", "check_params"]
