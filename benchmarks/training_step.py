@@ -14,8 +14,10 @@ and temporaries). GFLOP/s counts the matmul FLOPs of the step (3x the forward's:
 forward, and two matmuls backward) against a large float32 matmul timed in the
 same run. Writes benchmarks/results/training_step.jsonl and .md.
 
-gated runs twice: the default path (``impl="auto"``, the fused kernels of
-:mod:`gated.fused`) and the reference path (``impl="reference"``). Equinox's
+gated's LSTM and GRU run three times: the default path (``impl="auto"``: the
+fused kernels of :mod:`gated.fused`, whose loops run in the C++ kernels of
+:mod:`gated.native` on the CPU), the same with XLA's loops instead of the C++
+ones ("XLA loops"), and the reference path (``impl="reference"``). Equinox's
 cells (``eqx.nn.LSTMCell``/``GRUCell`` vmapped over the batch under
 ``lax.scan``) are timed when equinox is installed (``pip install equinox``).
 PyTorch's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run in a separate process
@@ -35,6 +37,7 @@ import platform
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -102,13 +105,26 @@ def flax_model(cell_cls, hidden: int):
     return (lambda key, d: model.init(key, jnp.zeros((1, 1, d), jnp.float32))), model.apply
 
 
+def xla_loops(model):
+    """``model`` traced with gated's C++ loop kernels switched off: :mod:`gated.fused` with XLA's loops."""
+    init, apply = model
+
+    def traced(*args):
+        with mock.patch.object(gated.native, "covers", lambda *_: False):
+            return apply(*args)
+
+    return init, traced
+
+
 def implementations(hidden: int) -> dict:
     impls = {
         "gated LSTM": ("lstm", gated_model("lstm", hidden, "auto")),
+        "gated LSTM (XLA loops)": ("lstm", xla_loops(gated_model("lstm", hidden, "auto"))),
         "gated LSTM (reference)": ("lstm", gated_model("lstm", hidden, "reference")),
         "flax LSTMCell": ("lstm", flax_model(nn.LSTMCell, hidden)),
         "flax OptimizedLSTMCell": ("lstm", flax_model(nn.OptimizedLSTMCell, hidden)),
         "gated GRU": ("gru", gated_model("gru", hidden, "auto")),
+        "gated GRU (XLA loops)": ("gru", xla_loops(gated_model("gru", hidden, "auto"))),
         "gated GRU (reference)": ("gru", gated_model("gru", hidden, "reference")),
         "flax GRUCell": ("gru", flax_model(nn.GRUCell, hidden)),
         "gated RNN": ("rnn", gated_model("rnn", hidden, "auto")),
@@ -194,6 +210,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/training_step")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch process")
     args = parser.parse_args(argv)
+    native = gated.native.unavailable_reason()  # builds the C++ loop kernels now, outside any compile time
     peak_gflops = matmul_gflops()
     meta = {
         "date": datetime.date.today().isoformat(),
@@ -201,6 +218,7 @@ def main(argv=None):
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "jax": jax.__version__,
         "matmul_gflops": peak_gflops,
+        "native_loops": "yes" if native is None else f"no: {native}",
     }
     rows = []
     for size in args.sizes:
@@ -254,7 +272,8 @@ def _ratio(value: float, other: float | None) -> str:
 def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
     """The full table (every implementation) and the summary of gated's ratios against each peer."""
     lines = [f"{meta['date']}, {meta['machine']}, {meta['device']}, jax {meta['jax']}; a 2048^3 float32 matmul runs at "
-             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}.", "",
+             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}. gated's C++ loop kernels: "
+             f"{meta.get('native_loops', '?')}.", "",
              "| B, T, D, H | implementation | train tokens/s | vs best flax | vs torch | forward tokens/s "
              "| fwd vs best flax | compile s | peak MB | % of matmul |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
