@@ -35,8 +35,8 @@ On the CPU, for float32 LSTMs and GRUs with H a multiple of 16 (batch-major
 layout), the loops themselves run in C++ (:mod:`gated.native`): the forward loop
 keeps every step's gates, so the backward pass recomputes nothing, and the
 backward loop forms the pre-activation gradients; the weight gradients remain
-large XLA matmuls over chunks. Against the XLA loops above, that measured 1.2x
-to 1.6x faster per training step (``benchmarks/training_step.py``, "XLA loops"
+large XLA matmuls over chunks. Against the XLA loops above, that measured 1.26x
+to 1.88x faster per training step (``benchmarks/training_step.py``, "XLA loops"
 rows). With ``remat`` those kernels keep no gates and each chunk recomputes
 them. Off the CPU the same contract runs as XLA scans
 (``_lstm_gates_forward``/``_backward``, ``_gru_gates_forward``/``_backward``),
