@@ -15,6 +15,7 @@ import pytest
 import gated
 from gated import fused, native
 from tests.conftest import random_carry, record_error
+from tests.test_fused import _fresh, _values_and_grads
 
 D = 3
 F32 = 1e-5  # the issue's float32 bar
@@ -102,19 +103,6 @@ def test_gru_loops_equal_their_xla_contract(kernel, batch, hidden, update, monke
 NATIVE_CELLS = [gated.cells.lstm(16), gated.cells.gru(16), gated.cells.gru(16, update="write")]
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "reverse", "remat"))
-def _values_and_grads(cell, params, carry, xs, weights, lengths, reverse, remat):
-    def loss(impl, params, carry, xs):
-        final, ys = gated.run(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse, remat=remat, impl=impl)
-        value = jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
-        return value, (final, ys)
-
-    return {
-        impl: jax.value_and_grad(functools.partial(loss, impl), argnums=(0, 1, 2), has_aux=True)(params, carry, xs)
-        for impl in ("auto", "reference")
-    }
-
-
 def _case(cell, dtype, batch=5, steps=6):
     params = cell.init(jax.random.key(0), D, dtype)
     carry = random_carry(cell, jax.random.key(1), (batch,), dtype)
@@ -125,13 +113,13 @@ def _case(cell, dtype, batch=5, steps=6):
 
 @pytest.mark.parametrize("cell", NATIVE_CELLS, ids=lambda c: c.name)
 def test_native_path_equals_reference(kernel, cell):
-    """gated.run's default path on the CPU, float32: values and gradients (params, carry, inputs) against the
-    reference path, with padded sequences, both directions, with and without remat (gates recomputed)."""
+    """gated.run's fused path on the CPU (the default's), float32: values and gradients (params, carry, inputs)
+    against the reference path, with padded sequences, both directions, with and without remat (gates recomputed)."""
     params, carry, xs, weights = _case(cell, jnp.float32)
     lengths = jnp.asarray([6, 2, 0, 4, 6])
     for reverse, remat in ((False, False), (True, True)):
         out = _values_and_grads(cell, params, carry, xs, weights, lengths, reverse, remat)
-        _close(out["auto"], out["reference"], f"{cell.name} reverse={reverse} remat={remat}")
+        _close(out["fused"], out["reference"], f"{cell.name} reverse={reverse} remat={remat}")
 
 
 @pytest.mark.parametrize("cell", NATIVE_CELLS[:2], ids=lambda c: c.name)
@@ -144,9 +132,8 @@ def test_off_cpu_contract_equals_reference_in_float64(cell, monkeypatch):
     lengths = jnp.asarray([6, 2, 0, 4, 6])
     for chunk, remat in ((6, False), (2, True)):
         monkeypatch.setattr(fused, "_chunk_length", lambda num_steps, rows, chunk=chunk: chunk)
-        fresh = jax.jit(_values_and_grads.__wrapped__, static_argnames=("cell", "reverse", "remat"))
-        out = fresh(cell, params, carry, xs, weights, lengths, False, remat)
-        for got, want in zip(jax.tree.leaves(out["auto"]), jax.tree.leaves(out["reference"]), strict=True):
+        out = _fresh()(cell, params, carry, xs, weights, lengths, False, remat)
+        for got, want in zip(jax.tree.leaves(out["fused"]), jax.tree.leaves(out["reference"]), strict=True):
             record_error("native contract vs reference", f"{cell.name} chunk={chunk}", jnp.float64, got, want)
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
