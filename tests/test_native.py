@@ -138,6 +138,17 @@ def test_off_cpu_contract_equals_reference_in_float64(cell, monkeypatch):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", NATIVE_CELLS[:2], ids=lambda c: c.name)
+def test_nan_in_the_weights_comes_out_as_nan(kernel, cell):
+    """The kernels' exp clamps its input to the float range; a NaN must still propagate (divergence detection)."""
+    params, carry, xs, _ = _case(cell, jnp.float32)
+    params = params._replace(recurrent_kernel=params.recurrent_kernel.at[0, 0].set(jnp.nan))
+    _, ys = jax.jit(lambda p: gated.run(cell, p, xs, carry=carry))(params)
+    assert np.isnan(np.asarray(ys[1:, :, 0])).all()  # unit 0 of every step after the first reads the NaN weight
+    _, ys = jax.jit(lambda x: gated.run(cell, cell.init(jax.random.key(0), D), x))(xs.at[2, 1, 0].set(jnp.inf))
+    assert np.isfinite(np.asarray(ys)).all()  # an infinite pre-activation saturates the gates
+
+
 def _lowered(cell, dtype, batch):
     params = cell.init(jax.random.key(0), D, dtype)
     xs = jnp.zeros((4, batch, D), dtype)

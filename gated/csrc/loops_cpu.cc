@@ -31,7 +31,9 @@ namespace ffi = xla::ffi;
 namespace {
 
 inline __m256 Exp(__m256 x) {  // Cephes expf: 2^n e^r, r in [-ln2/2, ln2/2]; relative error about 2e-7.
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  // Clamped to the float range; min/max return their second operand when one is NaN, so a NaN stays NaN (a
+  // diverged run must show as one).
+  x = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
