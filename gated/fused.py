@@ -568,19 +568,29 @@ def _gru_bwd(keep_z, unroll, res, cotangents):
         x_k, hp_k, dy_k, m_k, (r, z, n, hn) = inputs
         a_r, a_z, a_hn, a_n, keep = _gru_coefficients(keep_z, hp_k, r, z, n, hn)
         dh, dhs = jax.lax.scan(body, dh, (dy_k, a_r, a_z, a_hn, keep, m_k), reverse=True, unroll=unroll)
-        d_rec = jnp.concatenate([dhs * a_r, dhs * a_z, dhs * a_hn], axis=-1)
-        d_in = jnp.concatenate([d_rec[..., : 2 * hidden], dhs * a_n], axis=-1)
-        d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
-        d_wh = d_wh + jnp.einsum("tbh,tbg->hg", hp_k, d_rec)
-        d_b, d_bhn = d_b + d_in.sum((0, 1)), d_bhn + d_rec[..., 2 * hidden :].sum((0, 1))
-        d_xs = d_in @ w_x.T if need_dxs is not None else None
-        return (dh, d_wx, d_wh, d_b, d_bhn), d_xs
+        dpre = jnp.concatenate([dhs * a_r, dhs * a_z, dhs * a_hn, dhs * a_n], axis=-1)
+        grads, d_xs = _gru_chunk_grads((d_wx, d_wh, d_b, d_bhn), x_k, hp_k, dpre, w_x, need_dxs)
+        return (dh, *grads), d_xs
 
     zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
     scanned = (*(_chunked(a, k) for a in (xs, _previous(h0, hs), dys, m)), tuple(_chunked(g, k) for g in gates))
     (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = jax.lax.scan(chunk, (dh_last, *zeros), scanned, reverse=True)
     d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
     return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
+
+
+def _gru_chunk_grads(grads, x_k, hp_k, dpre, w_x, need_dxs):
+    """Adds a chunk's share to the weight gradients ``(d_wx, d_wh, d_b, d_bhn)`` from its ``dpre`` ``(k, B, 4H)``
+    (``[d_r, d_z, d_hn, d_n]``: pre-activations of r and z, of ``hn``, of the candidate's input side); also returns
+    the chunk's input gradient when ``need_dxs`` (else None)."""
+    d_wx, d_wh, d_b, d_bhn = grads
+    hidden = hp_k.shape[-1]
+    d_rec = dpre[..., : 3 * hidden]
+    d_in = jnp.concatenate([dpre[..., : 2 * hidden], dpre[..., 3 * hidden :]], axis=-1)
+    d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
+    d_wh = d_wh + jnp.einsum("tbh,tbg->hg", hp_k, d_rec)
+    d_b, d_bhn = d_b + d_in.sum((0, 1)), d_bhn + d_rec[..., 2 * hidden :].sum((0, 1))
+    return (d_wx, d_wh, d_b, d_bhn), d_in @ w_x.T if need_dxs is not None else None
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd, symbolic_zeros=True)
@@ -664,12 +674,8 @@ def _gru_native_bwd(keep_z, unroll, keep, res, cotangents):
             cpu=functools.partial(native.gru_backward, keep_z),
             default=functools.partial(_gru_gates_backward, keep_z, unroll),
         )  # fmt: skip
-        d_rec = dpre[..., : 3 * hidden]
-        d_in = jnp.concatenate([dpre[..., : 2 * hidden], dpre[..., 3 * hidden :]], axis=-1)
-        d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
-        d_wh = d_wh + jnp.einsum("tbh,tbg->hg", hp_k, d_rec)
-        d_b, d_bhn = d_b + d_in.sum((0, 1)), d_bhn + d_rec[..., 2 * hidden :].sum((0, 1))
-        return (dh, d_wx, d_wh, d_b, d_bhn), d_in @ w_x.T if need_dxs is not None else None
+        grads, d_xs = _gru_chunk_grads((d_wx, d_wh, d_b, d_bhn), x_k, hp_k, dpre, w_x, need_dxs)
+        return (dh, *grads), d_xs
 
     zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
     scanned = tuple(_chunked(a, k) for a in (xs, _previous(h0, hs), gates, dys, m))

@@ -26,6 +26,7 @@ process may run on).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -48,7 +49,6 @@ _TARGETS = {
     "gated_gru_forward": "GatedGruForward",
     "gated_gru_backward": "GatedGruBackward",
 }
-_state: dict[str, str | None] = {}
 
 
 def _cache_dir() -> Path:
@@ -90,14 +90,13 @@ def _load() -> str | None:
     return None
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
     """None when the CPU kernel is built and registered (building it on the first call), else the reason it is not."""
-    if "reason" not in _state:
-        _state["reason"] = _load()
-        if _state["reason"] is not None and _state["reason"].startswith("could not build"):
-            message = f"gated: {_state['reason']}\nThe LSTM and GRU run on XLA's loops."
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return _state["reason"]
+    reason = _load()
+    if reason is not None and reason.startswith("could not build"):
+        warnings.warn(f"gated: {reason}\nThe LSTM and GRU run on XLA's loops.", RuntimeWarning, stacklevel=2)
+    return reason
 
 
 def available() -> bool:
@@ -124,9 +123,20 @@ def _require() -> None:
         raise RuntimeError(f"gated.native: the CPU kernel is unavailable: {unavailable_reason()}")
 
 
-def _pack_forward(w_x: Array, w_h: Array, b: Array) -> tuple[Array, Array]:
-    """``[W_x; W_h]`` as ``(H/8, D+H, 32)`` panels, each the gates i, f, g, o of 8 hidden units; bias likewise."""
-    return _panels(jnp.concatenate([w_x, w_h], axis=0), 4), _panels(b[None], 4)[:, 0]
+def _transposed_panels(w_h: Array) -> Array:
+    """``W_h^T`` ``(G*H, H)`` as ``(H/16, G*H, 16)`` panels of 16 output units, for the backward loops' matmul."""
+    hidden = w_h.shape[0]
+    return w_h.reshape(hidden // 16, 16, w_h.shape[1]).transpose(0, 2, 1)
+
+
+def _kernel_mask(m: Array | None, like: Array) -> Array:
+    """The kernels' mask ``(T, B)``: ``m`` ``(T, B, 1)`` without its last axis, or ones."""
+    return jnp.ones(like.shape[:2], like.dtype) if m is None else m[..., 0]
+
+
+def _stacked(like: Array, width: int, keep: bool = True) -> jax.ShapeDtypeStruct:
+    """A kernel output ``(T, B, width)`` shaped after ``like`` ``(T, B, .)``; empty when not ``keep``."""
+    return jax.ShapeDtypeStruct((*like.shape[:2], width) if keep else (0, 0, 0), like.dtype)
 
 
 def lstm_forward(keep: bool, w_x: Array, w_h: Array, b: Array, xs: Array, h0: Array, c0: Array, m: Array | None):
@@ -136,13 +146,11 @@ def lstm_forward(keep: bool, w_x: Array, w_h: Array, b: Array, xs: Array, h0: Ar
     with ``keep`` every step's activated gates ``[i, f, g, o]`` ``(T, B, 4H)`` (else None).
     """
     _require()
-    panels, bias = _pack_forward(w_x, w_h, b)
-    mask = jnp.ones(xs.shape[:2], xs.dtype) if m is None else m[..., 0]
-    (steps, batch), hidden = xs.shape[:2], h0.shape[-1]
-    out = jax.ShapeDtypeStruct((steps, batch, hidden), xs.dtype)
-    gates = jax.ShapeDtypeStruct((steps, batch, 4 * hidden) if keep else (0, 0, 0), xs.dtype)
-    call = jax.ffi.ffi_call("gated_lstm_forward", (out, out, gates), vmap_method="sequential")
-    hs, cs, acts = call(xs, h0, c0, panels, bias, mask, threads=threads())
+    hidden = h0.shape[-1]
+    panels, bias = _panels(jnp.concatenate([w_x, w_h], axis=0), 4), _panels(b[None], 4)[:, 0]
+    out = (_stacked(xs, hidden), _stacked(xs, hidden), _stacked(xs, 4 * hidden, keep))
+    call = jax.ffi.ffi_call("gated_lstm_forward", out, vmap_method="sequential")
+    hs, cs, acts = call(xs, h0, c0, panels, bias, _kernel_mask(m, xs), threads=threads())
     return hs, cs, acts if keep else None
 
 
@@ -153,13 +161,11 @@ def lstm_backward(w_h: Array, dh: Array, dc: Array, dys: Array, acts: Array, cs:
     Returns the carry gradients before the first step and every step's pre-activation gradient ``(T, B, 4H)``.
     """
     _require()
-    hidden = w_h.shape[0]
-    panels = w_h.reshape(hidden // 16, 16, 4 * hidden).transpose(0, 2, 1)  # W_h^T, 16 output units per panel
-    mask = jnp.ones(dys.shape[:2], dys.dtype) if m is None else m[..., 0]
     carry = jax.ShapeDtypeStruct(dh.shape, dh.dtype)
-    call = jax.ffi.ffi_call("gated_lstm_backward", (carry, carry, jax.ShapeDtypeStruct(acts.shape, acts.dtype)),
+    call = jax.ffi.ffi_call("gated_lstm_backward", (carry, carry, _stacked(acts, acts.shape[-1])),
                             vmap_method="sequential")  # fmt: skip
-    dh0, dc0, dpre = call(panels, dh, dc, dys, acts, cs, cps, mask, threads=threads())
+    mask = _kernel_mask(m, dys)
+    dh0, dc0, dpre = call(_transposed_panels(w_h), dh, dc, dys, acts, cs, cps, mask, threads=threads())
     return (dh0, dc0), dpre
 
 
@@ -180,11 +186,9 @@ def gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
     hidden = h0.shape[-1]
     bias_h = jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])
     bias = jnp.concatenate([_panels(b[None], 3), _panels(bias_h[None], 3)], axis=-1)[:, 0]
-    mask = jnp.ones(xs.shape[:2], xs.dtype) if m is None else m[..., 0]
-    (steps, batch) = xs.shape[:2]
-    out = jax.ShapeDtypeStruct((steps, batch, hidden), xs.dtype)
-    gates = jax.ShapeDtypeStruct((steps, batch, 4 * hidden) if keep else (0, 0, 0), xs.dtype)
-    call = jax.ffi.ffi_call("gated_gru_forward", (out, gates), vmap_method="sequential")
+    call = jax.ffi.ffi_call("gated_gru_forward", (_stacked(xs, hidden), _stacked(xs, 4 * hidden, keep)),
+                            vmap_method="sequential")  # fmt: skip
+    mask = _kernel_mask(m, xs)
     hs, g = call(xs, h0, _panels(w_x, 3), _panels(w_h, 3), bias, mask, threads=threads(), keep_z=keep_z)
     return hs, g if keep else None
 
@@ -194,9 +198,7 @@ def gru_backward(keep_z: bool, w_h, dh, dys, gates, hps, m):
     ``gates`` ``[r, z, n, hn]`` ``(T, B, 4H)``. Returns the carry gradient before the first step and every step's
     ``[d_r, d_z, d_hn, d_n]`` ``(T, B, 4H)`` (pre-activations of r, z; hn; the candidate's input side)."""
     _require()
-    hidden = w_h.shape[0]
-    panels = w_h.reshape(hidden // 16, 16, 3 * hidden).transpose(0, 2, 1)  # W_h^T, 16 output units per panel
-    mask = jnp.ones(dys.shape[:2], dys.dtype) if m is None else m[..., 0]
-    out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), jax.ShapeDtypeStruct(gates.shape, gates.dtype))
+    out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), _stacked(gates, gates.shape[-1]))
     call = jax.ffi.ffi_call("gated_gru_backward", out, vmap_method="sequential")
-    return call(panels, dh, dys, gates, hps, mask, threads=threads(), keep_z=keep_z)
+    mask = _kernel_mask(m, dys)
+    return call(_transposed_panels(w_h), dh, dys, gates, hps, mask, threads=threads(), keep_z=keep_z)
