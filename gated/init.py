@@ -6,6 +6,8 @@ kernel is ``(H, G*H)``: G blocks of ``(H, H)``, one per gate, side by side.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import jax
@@ -14,6 +16,24 @@ import jax.numpy as jnp
 RECURRENT_INITS = ("orthogonal", "gaussian", "identity")
 
 
+def _drawn_in_float32(init):
+    """Draws in float32 (or wider) and casts to ``dtype``: the orthogonal initialiser's QR and the truncated normal
+    have no bfloat16 or float16 kernels, and half-precision draws would lose the distribution's tails."""
+
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        dtype = bound.arguments["dtype"]
+        bound.arguments["dtype"] = jnp.promote_types(dtype, jnp.float32)
+        return init(*bound.args, **bound.kwargs).astype(dtype)
+
+    return wrapped
+
+
+@_drawn_in_float32
 def orthogonal(key: jax.Array, hidden_size: int, num_gates: int, scale: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Recurrent kernel whose every ``(H, H)`` gate block is ``scale`` times an orthogonal matrix.
 
@@ -35,6 +55,7 @@ def orthogonal(key: jax.Array, hidden_size: int, num_gates: int, scale: float = 
     return jnp.concatenate([init(k, (hidden_size, hidden_size), dtype) for k in keys], axis=1)
 
 
+@_drawn_in_float32
 def gaussian(key: jax.Array, hidden_size: int, num_gates: int, scale: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Recurrent kernel with i.i.d. entries N(0, (scale / sqrt(H))^2).
 
@@ -48,6 +69,7 @@ def gaussian(key: jax.Array, hidden_size: int, num_gates: int, scale: float = 1.
     return std * jax.random.normal(key, (hidden_size, num_gates * hidden_size), dtype)
 
 
+@_drawn_in_float32
 def identity(key: jax.Array, hidden_size: int, num_gates: int, scale: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Recurrent kernel with each gate block ``scale * I`` (``key`` unused).
 
@@ -69,11 +91,13 @@ def recurrent_kernel(
     return makers[kind](key, hidden_size, num_gates, scale, dtype)
 
 
+@_drawn_in_float32
 def input_kernel(key: jax.Array, input_size: int, width: int, dtype=jnp.float32) -> jax.Array:
     """LeCun-normal input kernel ``(D, width)``: truncated normal with variance 1/D."""
     return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
 
 
+@_drawn_in_float32
 def chrono(key: jax.Array, hidden_size: int, max_timescale: int, dtype=jnp.float32) -> jax.Array:
     """Chrono bias ``log(U[1, T_max - 1])`` of shape ``(H,)``.
 
