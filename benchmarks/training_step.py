@@ -15,9 +15,9 @@ forward, and two matmuls backward) against a large float32 matmul timed in the
 same run. Writes benchmarks/results/training_step.jsonl and .md.
 
 gated's LSTM and GRU run three times: the default path (``impl="auto"``: the
-fused kernels of :mod:`gated.fused`, whose loops run in the C++ kernels of
-:mod:`gated.native` on the CPU), the same with XLA's loops instead of the C++
-ones ("XLA loops"), and the reference path (``impl="reference"``). Equinox's
+fused kernels of :mod:`gated.fused`, pure JAX), the opt-in C++ loops of
+:mod:`gated.native` ("native", when they can be built here), and the reference
+path (``impl="reference"``). Equinox's
 cells (``eqx.nn.LSTMCell``/``GRUCell`` vmapped over the batch under
 ``lax.scan``) are timed when equinox is installed (``pip install equinox``).
 PyTorch's ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run in a separate process
@@ -37,7 +37,6 @@ import platform
 import subprocess
 import sys
 import time
-from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -105,31 +104,33 @@ def flax_model(cell_cls, hidden: int):
     return (lambda key, d: model.init(key, jnp.zeros((1, 1, d), jnp.float32))), model.apply
 
 
-def xla_loops(model):
-    """``model`` traced with gated's C++ loop kernels switched off: :mod:`gated.fused` with XLA's loops."""
-    init, apply = model
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector extensions (from /proc/cpuinfo where there is one)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(vector) or 'no AVX2'})"
 
-    def traced(*args):
-        with mock.patch.object(gated.native, "covers", lambda *_: False):
-            return apply(*args)
 
-    return init, traced
-
-
-def implementations(hidden: int) -> dict:
+def implementations(hidden: int, native: bool) -> dict:
     impls = {
         "gated LSTM": ("lstm", gated_model("lstm", hidden, "auto")),
-        "gated LSTM (XLA loops)": ("lstm", xla_loops(gated_model("lstm", hidden, "auto"))),
         "gated LSTM (reference)": ("lstm", gated_model("lstm", hidden, "reference")),
         "flax LSTMCell": ("lstm", flax_model(nn.LSTMCell, hidden)),
         "flax OptimizedLSTMCell": ("lstm", flax_model(nn.OptimizedLSTMCell, hidden)),
         "gated GRU": ("gru", gated_model("gru", hidden, "auto")),
-        "gated GRU (XLA loops)": ("gru", xla_loops(gated_model("gru", hidden, "auto"))),
         "gated GRU (reference)": ("gru", gated_model("gru", hidden, "reference")),
         "flax GRUCell": ("gru", flax_model(nn.GRUCell, hidden)),
         "gated RNN": ("rnn", gated_model("rnn", hidden, "auto")),
         "flax SimpleCell": ("rnn", flax_model(nn.SimpleCell, hidden)),
     }
+    if native and hidden % 16 == 0:
+        impls["gated LSTM (native)"] = ("lstm", gated_model("lstm", hidden, "native"))
+        impls["gated GRU (native)"] = ("gru", gated_model("gru", hidden, "native"))
     if importlib.util.find_spec("equinox") is not None:
         impls["equinox LSTMCell"] = ("lstm", equinox_model("lstm", hidden))
         impls["equinox GRUCell"] = ("gru", equinox_model("gru", hidden))
@@ -210,21 +211,21 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/training_step")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch process")
     args = parser.parse_args(argv)
-    native = gated.native.unavailable_reason()  # builds the C++ loop kernels now, outside any compile time
+    native = gated.native.unavailable_reason()  # builds the opt-in C++ loops now, outside any compile time
     peak_gflops = matmul_gflops()
     meta = {
         "date": datetime.date.today().isoformat(),
         "device": jax.devices()[0].device_kind,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "jax": jax.__version__,
         "matmul_gflops": peak_gflops,
-        "native_loops": "yes" if native is None else f"no: {native}",
+        "native_loops": "timed" if native is None else f"not timed: {native}",
     }
     rows = []
     for size in args.sizes:
         b, t, d, h = map(int, size.split(","))
         programs = {}
-        for name, (kind, (init, apply)) in implementations(h).items():
+        for name, (kind, (init, apply)) in implementations(h, native is None).items():
             programs[name] = (kind, *compile_programs(init, apply, b, t, d))
         times = {name: {"train": [], "forward": []} for name in programs}
         for i in range(args.steps + 3):  # interleaved: every implementation once per round
@@ -272,7 +273,7 @@ def _ratio(value: float, other: float | None) -> str:
 def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
     """The full table (every implementation) and the summary of gated's ratios against each peer."""
     lines = [f"{meta['date']}, {meta['machine']}, {meta['device']}, jax {meta['jax']}; a 2048^3 float32 matmul runs at "
-             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}. gated's C++ loop kernels: "
+             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}. gated's opt-in C++ loops (native): "
              f"{meta.get('native_loops', '?')}.", "",
              "| B, T, D, H | implementation | train tokens/s | vs best flax | vs torch | forward tokens/s "
              "| fwd vs best flax | compile s | peak MB | % of matmul |",
@@ -290,28 +291,35 @@ def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
             f"| {r['forward_tokens_per_s']:,.0f} | {_ratio(r['forward_tokens_per_s'], flax_fwd)} | {compile_s} "
             f"| {peak} | {100 * r['matmul_fraction']:.0f}% |"
         )
-    lines += ["", "gated (default path) against each peer; training unless marked forward:", "",
-              "| B, T, D, H | LSTM vs flax OptimizedLSTMCell | LSTM vs torch | GRU vs flax GRUCell | GRU vs torch "
-              "| forward LSTM / GRU vs fastest flax | compile LSTM / GRU vs flax |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += ["", "gated's default path against each peer (training step unless marked), its share of the matmul rate, "
+              "and the opt-in native loops against it:", "",
+              "| B, T, D, H | LSTM vs fastest flax | LSTM vs torch | GRU vs flax | GRU vs torch | RNN vs flax "
+              "| RNN vs torch | forward LSTM / GRU vs fastest flax | % of matmul LSTM / GRU | native vs default "
+              "LSTM / GRU |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     sizes = []
     for r in rows:
         if r["size"] not in sizes:
             sizes.append(r["size"])
+    train, fwd = "train_tokens_per_s", "forward_tokens_per_s"
     for s in sizes:
         get = {r["impl"]: r for r in rows if r["size"] == s}
 
-        def ratio(a, b, key="train_tokens_per_s", get=get):
-            return _ratio(get[a][key], get[b][key]) if a in get and b in get else "-"
+        def versus(cell, peer, key=train, get=get, s=s):
+            mine = get.get(f"gated {cell.upper()}")
+            return _ratio(mine[key], _best(rows, s, cell, peer, key)) if mine else "-"
 
-        fwd = [_ratio(get[f"gated {c.upper()}"]["forward_tokens_per_s"],
-                      _best(rows, s, c, "flax", "forward_tokens_per_s")) for c in ("lstm", "gru")]  # fmt: skip
-        comp = [_ratio(get[a]["compile_s"], get[b]["compile_s"])
-                for a, b in (("gated LSTM", "flax OptimizedLSTMCell"), ("gated GRU", "flax GRUCell"))]  # fmt: skip
+        def native(cell, get=get):
+            a, b = get.get(f"gated {cell.upper()} (native)"), get.get(f"gated {cell.upper()}")
+            return _ratio(a[train], b[train]) if a and b else "-"
+
+        share = " / ".join(f"{100 * get[f'gated {c}']['matmul_fraction']:.0f}%" for c in ("LSTM", "GRU"))
         lines.append(
-            f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {ratio('gated LSTM', 'flax OptimizedLSTMCell')} "
-            f"| {ratio('gated LSTM', 'torch nn.LSTM')} | {ratio('gated GRU', 'flax GRUCell')} "
-            f"| {ratio('gated GRU', 'torch nn.GRU')} | {fwd[0]} / {fwd[1]} | {comp[0]} / {comp[1]} |"
+            f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {versus('lstm', 'flax')} | {versus('lstm', 'torch')} "
+            f"| {versus('gru', 'flax')} | {versus('gru', 'torch')} | {versus('rnn', 'flax')} "
+            f"| {versus('rnn', 'torch')} "
+            f"| {versus('lstm', 'flax', fwd)} / {versus('gru', 'flax', fwd)} | {share} "
+            f"| {native('lstm')} / {native('gru')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -52,8 +52,8 @@ class Recurrent:
       unroll: passed to ``jax.lax.scan``.
       remat: recompute in the backward pass instead of storing (see :func:`gated.run`).
       impl: "auto" (the fused kernels of :mod:`gated.fused` where the cell has
-        one), "fused" or "reference"; see :func:`gated.run`. The fused kernels
-        are reverse-mode only: use "reference" for ``jax.jvp``/``jax.jacfwd``.
+        one), "fused", "reference" or the opt-in "native" (CPU, reverse mode
+        only); see :func:`gated.run`.
     """
 
     cell: Cell

@@ -1,26 +1,28 @@
-"""The time loops of the LSTM and the GRU as C++ kernels on the CPU, through the XLA FFI.
+"""Opt-in C++ time loops for the LSTM and the GRU on the CPU, through the XLA FFI: ``gated.run(..., impl="native")``.
 
-XLA:CPU runs a ``lax.scan`` as a loop of separate kernels; at the sizes
-recurrent networks train at, the per-step launches around the one small matmul
-cost as much as the matmul. ``csrc/loops_cpu.cc`` runs the loop in C++ instead:
-each step is a register-blocked AVX2/FMA matmul fused with the gate arithmetic,
-the batch split between threads. :mod:`gated.fused` calls the forward loop
-(which also keeps every step's gates, so nothing is recomputed) and, per chunk
-of steps, the backward loop (which forms the pre-activation gradients); the
-large matmuls of the weight gradients stay with XLA.
+Not the default, and not pure JAX. What it gives up, and what it buys:
 
-The kernels are compiled on first use with the machine's C++ compiler (``c++``,
-or ``$CXX``; about 5 s) against the XLA FFI headers that jaxlib ships, and cached
-in ``$GATED_CACHE`` (default ``~/.cache/gated``) under a name that hashes the
-source, jaxlib's version and the flags. Where they cannot be had (no compiler,
-not x86-64 with AVX2 and FMA, ``GATED_NATIVE=0``) :func:`available` is False,
-:func:`unavailable_reason` says why (a failed build also warns once), and
-:mod:`gated.fused` keeps its XLA loops: same results, slower.
-``tests/test_native.py`` checks the kernels against XLA transcriptions of the
-same loops and the whole path against the reference path.
+* CPU only, float32, H a multiple of 16, x86-64 with AVX2 and FMA, and a C++
+  compiler on the machine: ``csrc/loops_cpu.cc`` is compiled on first use
+  (about 5 s) against the XLA FFI headers that jaxlib ships, and cached in
+  ``~/.cache/gated`` (see :func:`configure`). Nothing is built or loaded until
+  a computation asks for ``impl="native"``.
+* Reverse mode only: ``grad``, ``value_and_grad``, ``vjp``, ``jacrev``. Forward
+  mode and higher orders (``jvp``, ``jacfwd``, ``hessian``, ``grad`` of
+  ``grad``) raise an error that names ``impl="auto"``, which serves them.
+* ``vmap`` runs the batched calls one after another (``vmap_method="sequential"``):
+  a vmapped sweep costs the sum of its runs.
+* Its float32 results differ from the default path's by rounding (its own
+  ``exp``, FMA order), so a trajectory trained with it is not bit-identical
+  to one trained with the default path, or on another CPU.
 
-``GATED_NATIVE_THREADS`` sets the number of threads (default: the CPUs this
-process may run on).
+What it does: each loop step is a register-blocked AVX2/FMA matmul fused with
+the gate arithmetic, the batch split between threads. The forward loop keeps
+every step's gates, so the backward pass recomputes nothing; the backward loop
+forms the pre-activation gradients, and the weight gradients are large XLA
+matmuls over chunks of steps. ``benchmarks/training_step.py`` times it beside
+the default path ("native" rows); ``tests/test_native.py`` checks it against
+the reference path.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ import os
 import platform
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import jaxlib
+
+from gated.cells import GRU, LSTM, Cell, LSTMState
+from gated.fused import chunk_length, previous
 
 Array = jax.Array
 
@@ -49,40 +54,62 @@ _TARGETS = {
     "gated_gru_forward": "GatedGruForward",
     "gated_gru_backward": "GatedGruBackward",
 }
+_SETTINGS: dict[str, Any] = {"cache_dir": None, "compiler": "c++", "threads": None}  # see configure
+_FORWARD_MODE = (
+    "impl='native' serves reverse mode only (grad, vjp, jacrev): its C++ loops have no forward-mode rule. "
+    "Use impl='auto' (the default) for jvp, jacfwd, hessian and grad of grad"
+)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("GATED_CACHE") or Path.home() / ".cache" / "gated")
+def configure(*, cache_dir: str | os.PathLike | None = None, compiler: str | None = None, threads: int | None = None):
+    """Sets where the kernels are built and cached, the C++ compiler, and the number of threads (default: the CPUs
+    this process may run on). Call before the first ``impl="native"`` computation; a later build setting takes
+    effect in a new process."""
+    if cache_dir is not None:
+        _SETTINGS["cache_dir"] = Path(cache_dir)
+    if compiler is not None:
+        _SETTINGS["compiler"] = compiler
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected a positive int, got {threads!r}")
+        _SETTINGS["threads"] = threads
+
+
+def _threads() -> int:
+    if _SETTINGS["threads"] is not None:
+        return _SETTINGS["threads"]
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _build() -> Path:
     """Compiles the kernel into the cache (once per source, jaxlib and flags) and returns the library's path."""
-    compiler = os.environ.get("CXX", "c++")
     key = hashlib.sha256(_SOURCE.read_bytes() + jaxlib.__version__.encode() + " ".join(_FLAGS).encode())
-    library = _cache_dir() / f"loops_cpu-{key.hexdigest()[:16]}.so"
+    library = Path(_SETTINGS["cache_dir"] or Path.home() / ".cache" / "gated") / f"loops_cpu-{key.hexdigest()[:16]}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=library.parent) as tmp:  # compile aside, then rename: safe in parallel
         built = Path(tmp) / library.name
-        command = [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(built)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        command = [_SETTINGS["compiler"], *_FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(built)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except OSError as error:
+            raise RuntimeError(f"{command[0]}: {error}") from None
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
         os.replace(built, library)
     return library
 
 
-def _load() -> str | None:
-    """Builds, loads and registers the kernels; None on success, else why they are unavailable."""
-    if os.environ.get("GATED_NATIVE", "1") == "0":
-        return "disabled by GATED_NATIVE=0"
+@functools.cache
+def unavailable_reason() -> str | None:
+    """None once the kernels are built and registered (building them on the first call), else why they cannot be."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"the kernel is written for x86-64 (AVX2, FMA); this machine is {platform.machine()}"
+        return f"the kernels are written for x86-64 (AVX2, FMA); this machine is {platform.machine()}"
     try:
         library = ctypes.cdll.LoadLibrary(str(_build()))
     except (OSError, RuntimeError) as error:
-        return f"could not build the CPU kernel: {error}"
+        return f"could not build the CPU kernels: {error}"
     if not library.gated_cpu_supported():
         return "this CPU lacks AVX2 or FMA"
     for name, symbol in _TARGETS.items():
@@ -90,37 +117,62 @@ def _load() -> str | None:
     return None
 
 
-@functools.cache
-def unavailable_reason() -> str | None:
-    """None when the CPU kernel is built and registered (building it on the first call), else the reason it is not."""
-    reason = _load()
-    if reason is not None and reason.startswith("could not build"):
-        warnings.warn(f"gated: {reason}\nThe LSTM and GRU run on XLA's loops.", RuntimeWarning, stacklevel=2)
-    return reason
+def supports(cell: Cell, dtype) -> str | None:
+    """None if ``impl="native"`` can run ``cell`` on inputs of ``dtype`` here, else why not (builds the kernels)."""
+    if isinstance(cell, LSTM):
+        if cell.peepholes or cell.coupled or not cell.forget_gate:
+            return "the native LSTM covers the cell with a forget gate, without peepholes or coupling"
+    elif isinstance(cell, GRU):
+        if cell.reset != "after":
+            return "the native GRU covers reset='after' only"
+    else:
+        return f"the native loops cover the LSTM and the GRU, not {type(cell).__name__}"
+    if jnp.dtype(dtype) != jnp.float32:
+        return f"the native loops are float32 only, got {jnp.dtype(dtype).name}"
+    if cell.hidden_size % 16:
+        return f"the native loops need H a multiple of 16, got H = {cell.hidden_size}"
+    if jax.default_backend() != "cpu":
+        return f"the native loops run on the CPU only, and JAX computes on {jax.default_backend()}"
+    return unavailable_reason()
 
 
-def available() -> bool:
-    return unavailable_reason() is None
+def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, *, remat: bool = False):
+    """Runs ``cell`` with the C++ loops: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None.
+
+    Returns ``(carry, ys)``. With ``remat`` the forward loop keeps no gates and each chunk of the backward pass
+    recomputes them with one matmul. Raises ValueError where :func:`supports` gives a reason, and for forward-mode
+    differentiation.
+    """
+    reason = supports(cell, xs.dtype)
+    if reason is not None:
+        raise ValueError(f"impl: 'native' is not available here: {reason} (use impl='auto')")
+    m = None if mask is None else mask.astype(xs.dtype)[:, :, None]
+    w = (params.input_kernel, params.recurrent_kernel, params.bias)
+    try:
+        if isinstance(cell, LSTM):
+            (h, c), ys = _lstm(not remat, *w, xs, carry.h, carry.c, m)
+            return LSTMState(h, c), ys
+        return _gru(cell.update == "keep", not remat, *w, params.candidate_bias, xs, carry, m)
+    except TypeError as error:
+        if "forward-mode" in str(error):
+            raise TypeError(_FORWARD_MODE) from None
+        raise
 
 
-def covers(dtype, hidden: int) -> bool:
-    """Whether the kernels take this LSTM or GRU: float32, H a multiple of 16, JAX computing on the CPU by default,
-    and the kernels available. (A function traced here and run elsewhere still works: :mod:`gated.fused` calls
-    them through ``jax.lax.platform_dependent``, with XLA loops for other platforms.)"""
-    if jnp.dtype(dtype) != jnp.float32 or hidden % 16 or jax.default_backend() != "cpu":
-        return False
-    return available()
+def _ffi_call(name: str, out, *args, **attributes):
+    try:
+        return jax.ffi.ffi_call(name, out, vmap_method="sequential")(*args, threads=_threads(), **attributes)
+    except ValueError as error:  # the FFI call was differentiated in forward mode (e.g. the outer jvp of a hessian)
+        if "cannot be differentiated" in str(error):
+            raise TypeError(_FORWARD_MODE) from None
+        raise
 
 
-def threads() -> int:
-    if "GATED_NATIVE_THREADS" in os.environ:
-        return max(1, int(os.environ["GATED_NATIVE_THREADS"]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _require() -> None:
-    if not available():
-        raise RuntimeError(f"gated.native: the CPU kernel is unavailable: {unavailable_reason()}")
+def _panels(w: Array, gates: int, width: int = 8) -> Array:
+    """A fused ``(rows, gates * H)`` weight as ``(H / width, rows, gates * width)`` panels: for each group of
+    ``width`` hidden units, the columns of every gate, gate after gate."""
+    rows, hidden = w.shape[0], w.shape[1] // gates
+    return w.reshape(rows, gates, hidden // width, width).transpose(2, 0, 1, 3).reshape(hidden // width, rows, -1)
 
 
 def _transposed_panels(w_h: Array) -> Array:
@@ -139,66 +191,159 @@ def _stacked(like: Array, width: int, keep: bool = True) -> jax.ShapeDtypeStruct
     return jax.ShapeDtypeStruct((*like.shape[:2], width) if keep else (0, 0, 0), like.dtype)
 
 
-def lstm_forward(keep: bool, w_x: Array, w_h: Array, b: Array, xs: Array, h0: Array, c0: Array, m: Array | None):
-    """The forward loop: ``xs`` ``(T, B, D)``, carries ``(B, H)``, ``m`` ``(T, B, 1)`` or None.
+def _chunked(a: Array | None, k: int) -> Array | None:
+    """``(T, ...)`` as ``(T // k, k, ...)``: the chunks the backward passes walk (None stays None)."""
+    return None if a is None else a.reshape(a.shape[0] // k, k, *a.shape[1:])
 
-    Returns the carries after every step, ``hs`` and ``cs`` ``(T, B, H)`` (a padded step keeps the carry), and
-    with ``keep`` every step's activated gates ``[i, f, g, o]`` ``(T, B, 4H)`` (else None).
-    """
-    _require()
+
+def _values(*args):
+    """The values of custom_vjp arguments passed with ``symbolic_zeros`` (None stays None)."""
+    return tuple(None if a is None else a.value for a in args)
+
+
+def _dense(cotangent: Any, like: Array) -> Array:
+    """A cotangent as an array: zeros where JAX passed a symbolic zero (an output the loss does not use)."""
+    if isinstance(cotangent, jax.custom_derivatives.SymbolicZero):
+        return jnp.zeros(like.shape, like.dtype)
+    return cotangent
+
+
+# LSTM: the forward loop keeps every step's activated gates [i, f, g, o]; the backward loop forms dpre from them and
+# the cell states.
+
+
+def _lstm_activations(pre: Array, hidden: int) -> Array:
+    """``[sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]`` of a pre-activation block ``(..., 4H)``."""
+    i, f, g, o = (pre[..., k * hidden : (k + 1) * hidden] for k in range(4))
+    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+
+
+def _lstm_forward(keep: bool, w_x, w_h, b, xs, h0, c0, m):
     hidden = h0.shape[-1]
     panels, bias = _panels(jnp.concatenate([w_x, w_h], axis=0), 4), _panels(b[None], 4)[:, 0]
     out = (_stacked(xs, hidden), _stacked(xs, hidden), _stacked(xs, 4 * hidden, keep))
-    call = jax.ffi.ffi_call("gated_lstm_forward", out, vmap_method="sequential")
-    hs, cs, acts = call(xs, h0, c0, panels, bias, _kernel_mask(m, xs), threads=threads())
+    hs, cs, acts = _ffi_call("gated_lstm_forward", out, xs, h0, c0, panels, bias, _kernel_mask(m, xs))
     return hs, cs, acts if keep else None
 
 
-def lstm_backward(w_h: Array, dh: Array, dc: Array, dys: Array, acts: Array, cs: Array, cps: Array, m: Array | None):
-    """The backward loop over a chunk of steps, from the last: ``dys``, ``cs`` (c_t), ``cps`` (c_{t-1})
-    ``(T, B, H)``, ``acts`` ``(T, B, 4H)``, ``m`` ``(T, B, 1)`` or None.
-
-    Returns the carry gradients before the first step and every step's pre-activation gradient ``(T, B, 4H)``.
-    """
-    _require()
-    carry = jax.ShapeDtypeStruct(dh.shape, dh.dtype)
-    call = jax.ffi.ffi_call("gated_lstm_backward", (carry, carry, _stacked(acts, acts.shape[-1])),
-                            vmap_method="sequential")  # fmt: skip
-    mask = _kernel_mask(m, dys)
-    dh0, dc0, dpre = call(_transposed_panels(w_h), dh, dc, dys, acts, cs, cps, mask, threads=threads())
-    return (dh0, dc0), dpre
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm(keep, w_x, w_h, b, xs, h0, c0, m):
+    hs, cs, _ = _lstm_forward(False, w_x, w_h, b, xs, h0, c0, m)
+    return (hs[-1], cs[-1]), hs if m is None else m * hs
 
 
-def _panels(w: Array, gates: int, width: int = 8) -> Array:
-    """A fused ``(rows, gates * H)`` weight as ``(H / width, rows, gates * width)`` panels: for each group of
-    ``width`` hidden units, the columns of every gate, gate after gate."""
-    rows, hidden = w.shape[0], w.shape[1] // gates
-    return w.reshape(rows, gates, hidden // width, width).transpose(2, 0, 1, 3).reshape(hidden // width, rows, -1)
+def _lstm_fwd(keep, w_x, w_h, b, xs, h0, c0, m):
+    need_dxs = xs.perturbed  # the input gradient (one matmul per chunk) is skipped for a model's first layer
+    w_x, w_h, b, xs, h0, c0, m = _values(w_x, w_h, b, xs, h0, c0, m)
+    hs, cs, acts = _lstm_forward(keep, w_x, w_h, b, xs, h0, c0, m)
+    out = (hs[-1], cs[-1]), hs if m is None else m * hs
+    return out, (w_x, w_h, b, xs, h0, c0, m, hs, cs, acts, jnp.zeros((0,)) if need_dxs else None)
 
 
-def gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
-    """The GRU's forward loop (reset="after"; ``keep_z``: the update convention "keep").
+def _lstm_bwd(keep, res, cotangents):
+    """Walks chunks of steps (:func:`gated.fused.chunk_length`) backwards: the loop kernel gives each chunk's
+    ``dpre``, then the chunk's share of the weight gradients (and the input gradient, if needed) is one matmul
+    each. Without kept gates (remat), the chunk's gates are first recomputed with one matmul."""
+    w_x, w_h, b, xs, h0, c0, m, hs, cs, acts, need_dxs = res
+    (dh_last, dc_last), dys = jax.tree.map(_dense, cotangents, ((h0, h0), hs))
+    hidden, inputs = w_h.shape[0], w_x.shape[0]
+    k = chunk_length(xs.shape[0], xs.shape[1] * 4 * hidden)
+    w = jnp.concatenate([w_x, w_h], axis=0)
+    panels = _transposed_panels(w_h)
 
-    Returns every step's carry ``hs`` ``(T, B, H)`` and with ``keep`` its ``[r, z, n, hn]`` ``(T, B, 4H)``
-    (else None), ``hn = h W_hn + b_hn``.
-    """
-    _require()
+    def chunk(carry, inputs_k):
+        dh, dc, d_w, d_b = carry
+        x_k, hp_k, c_k, cp_k, a_k, dy_k, m_k = inputs_k
+        xh = jnp.concatenate([x_k, hp_k], axis=2)
+        if a_k is None:
+            a_k = _lstm_activations(xh @ w + b[None, None], hidden)
+        carry_shape = jax.ShapeDtypeStruct(dh.shape, dh.dtype)
+        out = (carry_shape, carry_shape, _stacked(a_k, a_k.shape[-1]))
+        dh, dc, dpre = _ffi_call("gated_lstm_backward", out, panels, dh, dc, dy_k, a_k, c_k, cp_k,
+                                 _kernel_mask(m_k, dy_k))  # fmt: skip
+        d_w = d_w + jnp.einsum("tbc,tbg->cg", xh, dpre)
+        d_b = d_b + dpre.sum((0, 1))
+        return (dh, dc, d_w, d_b), dpre @ w_x.T if need_dxs is not None else None
+
+    zeros = (jnp.zeros_like(w), jnp.zeros_like(b))
+    scanned = tuple(_chunked(a, k) for a in (xs, previous(h0, hs), cs, previous(c0, cs), acts, dys, m))
+    (dh0, dc0, d_w, d_b), d_xs = jax.lax.scan(chunk, (dh_last, dc_last, *zeros), scanned, reverse=True)
+    d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
+    return d_w[:inputs], d_w[inputs:], d_b, d_xs, dh0, dc0, None if m is None else jnp.zeros_like(m)
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd, symbolic_zeros=True)
+
+
+# GRU, reset="after": the forward loop keeps [r, z, n, hn] per step (hn = h W_hn + b_hn); the backward loop forms
+# [d_r, d_z, d_hn, d_n] (pre-activations of r and z, of hn, and of the candidate's input side).
+
+
+def _gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
     hidden = h0.shape[-1]
     bias_h = jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])
     bias = jnp.concatenate([_panels(b[None], 3), _panels(bias_h[None], 3)], axis=-1)[:, 0]
-    call = jax.ffi.ffi_call("gated_gru_forward", (_stacked(xs, hidden), _stacked(xs, 4 * hidden, keep)),
-                            vmap_method="sequential")  # fmt: skip
-    mask = _kernel_mask(m, xs)
-    hs, g = call(xs, h0, _panels(w_x, 3), _panels(w_h, 3), bias, mask, threads=threads(), keep_z=keep_z)
+    out = (_stacked(xs, hidden), _stacked(xs, 4 * hidden, keep))
+    hs, g = _ffi_call("gated_gru_forward", out, xs, h0, _panels(w_x, 3), _panels(w_h, 3), bias,
+                      _kernel_mask(m, xs), keep_z=keep_z)  # fmt: skip
     return hs, g if keep else None
 
 
-def gru_backward(keep_z: bool, w_h, dh, dys, gates, hps, m):
-    """The GRU's backward loop over a chunk of steps, from the last: ``dys``, ``hps`` (h_{t-1}) ``(T, B, H)``,
-    ``gates`` ``[r, z, n, hn]`` ``(T, B, 4H)``. Returns the carry gradient before the first step and every step's
-    ``[d_r, d_z, d_hn, d_n]`` ``(T, B, 4H)`` (pre-activations of r, z; hn; the candidate's input side)."""
-    _require()
-    out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), _stacked(gates, gates.shape[-1]))
-    call = jax.ffi.ffi_call("gated_gru_backward", out, vmap_method="sequential")
-    mask = _kernel_mask(m, dys)
-    return call(_transposed_panels(w_h), dh, dys, gates, hps, mask, threads=threads(), keep_z=keep_z)
+def _gru_recompute(w_x, w_h, b, b_hn, x, hp):
+    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries (two matmuls)."""
+    hidden = hp.shape[-1]
+    u = x @ w_x + b[None, None]
+    v = hp @ w_h + jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])[None, None]
+    rz = jax.nn.sigmoid(u[..., : 2 * hidden] + v[..., : 2 * hidden])
+    hn = v[..., 2 * hidden :]
+    n = jnp.tanh(u[..., 2 * hidden :] + rz[..., :hidden] * hn)
+    return jnp.concatenate([rz, n, hn], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _gru(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
+    hs, _ = _gru_forward(False, keep_z, w_x, w_h, b, b_hn, xs, h0, m)
+    return hs[-1], hs if m is None else m * hs
+
+
+def _gru_fwd(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
+    need_dxs = xs.perturbed
+    w_x, w_h, b, b_hn, xs, h0, m = _values(w_x, w_h, b, b_hn, xs, h0, m)
+    hs, gates = _gru_forward(keep, keep_z, w_x, w_h, b, b_hn, xs, h0, m)
+    out = hs[-1], hs if m is None else m * hs
+    return out, (w_x, w_h, b, b_hn, xs, h0, m, hs, gates, jnp.zeros((0,)) if need_dxs else None)
+
+
+def _gru_bwd(keep_z, keep, res, cotangents):
+    """As :func:`_lstm_bwd`: per chunk, the loop kernel's ``dpre``, then the weight gradients as matmuls."""
+    w_x, w_h, b, b_hn, xs, h0, m, hs, gates, need_dxs = res
+    dh_last, dys = jax.tree.map(_dense, cotangents, (h0, hs))
+    hidden = h0.shape[-1]
+    k = chunk_length(xs.shape[0], xs.shape[1] * 4 * hidden)
+    panels = _transposed_panels(w_h)
+
+    def chunk(carry, inputs):
+        dh, d_wx, d_wh, d_b, d_bhn = carry
+        x_k, hp_k, g_k, dy_k, m_k = inputs
+        if g_k is None:
+            g_k = _gru_recompute(w_x, w_h, b, b_hn, x_k, hp_k)
+        out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), _stacked(g_k, g_k.shape[-1]))
+        dh, dpre = _ffi_call("gated_gru_backward", out, panels, dh, dy_k, g_k, hp_k, _kernel_mask(m_k, dy_k),
+                             keep_z=keep_z)  # fmt: skip
+        d_rec = dpre[..., : 3 * hidden]
+        d_in = jnp.concatenate([dpre[..., : 2 * hidden], dpre[..., 3 * hidden :]], axis=-1)
+        d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
+        d_wh = d_wh + jnp.einsum("tbh,tbg->hg", hp_k, d_rec)
+        d_b, d_bhn = d_b + d_in.sum((0, 1)), d_bhn + d_rec[..., 2 * hidden :].sum((0, 1))
+        return (dh, d_wx, d_wh, d_b, d_bhn), d_in @ w_x.T if need_dxs is not None else None
+
+    zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
+    scanned = tuple(_chunked(a, k) for a in (xs, previous(h0, hs), gates, dys, m))
+    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = jax.lax.scan(chunk, (dh_last, *zeros), scanned, reverse=True)
+    d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
+    return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd, symbolic_zeros=True)
+
+__all__ = ["configure", "sequence", "supports", "unavailable_reason"]

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated import fused
+from gated import fused, native
 from gated.cells import Cell
 
 Array = jax.Array
 
-IMPLS = ("auto", "fused", "reference")
+IMPLS = ("auto", "fused", "reference", "native")
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -45,7 +45,7 @@ def check_lengths(lengths: Any, batch_shape: tuple[int, ...], num_steps: int) ->
     if lengths_arr.shape != batch_shape:
         raise ValueError(f"lengths: expected shape {batch_shape} (the batch axes of xs), got {lengths_arr.shape}")
     if not isinstance(lengths, jax.core.Tracer) and lengths_arr.size:
-        values = np.asarray(lengths_arr)
+        values = np.asarray(lengths)  # not lengths_arr: under jit, jnp.asarray makes even a NumPy constant a tracer
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi > num_steps:
             raise ValueError(f"lengths: expected values in [0, T] = [0, {num_steps}], got values in [{lo}, {hi}]")
@@ -69,10 +69,12 @@ def run(
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
     By default (``impl="auto"``) the LSTM, GRU and RNN run as one fused kernel
-    with a hand-written backward pass (:mod:`gated.fused`). The reference path
-    computes ``cell.project`` for every step and batch element at once, as one
-    matmul outside the scan, and runs ``cell.step`` inside it, vmapped over the
-    batch; JAX differentiates it.
+    whose derivative is a linear tangent recurrence (:mod:`gated.fused`); every
+    other cell takes the reference path, which computes ``cell.project`` for
+    every step and batch element at once, as one matmul outside the scan, and
+    runs ``cell.step`` inside it, vmapped over the batch. Both are pure JAX:
+    ``grad``, ``jvp``, ``jacfwd``, ``jacrev``, ``hessian``, ``vmap``, ``remat``
+    and ``jit`` work on them, and they give the same program on every machine.
 
     Args:
       cell: a :mod:`gated.cells` cell.
@@ -89,16 +91,18 @@ def run(
       time_axis: the time axis of ``xs`` (and of the outputs).
       unroll: passed to ``jax.lax.scan``.
       remat: recompute each step's internals in the backward pass
-        (``jax.checkpoint`` on the scan body), storing only the carries.
+        (``jax.checkpoint`` on the scan body), storing only the carries. The
+        fused kernels store only the carries anyway.
       return_carries: return every step's full carry (for an LSTM, the
         ``c_t`` too) in place of the outputs; zero at padded steps.
-      impl: "reference" vmaps ``cell.step`` over the batch and lets JAX
-        differentiate the scan (the transcription of the equations);
-        "fused" runs the cell's kernel in :mod:`gated.fused` (one activation
-        over the fused gate block, a hand-written backward pass that forms the
-        weight gradients as one matmul after the loop; same values and
-        gradients to rounding); "auto" (default) takes "fused" where the cell
-        has a kernel and ``return_carries`` is False, else "reference".
+      impl: "auto" (default) takes "fused" where the cell has a kernel and
+        ``return_carries`` is False, else "reference". "reference" vmaps
+        ``cell.step`` over the batch and lets JAX differentiate the scan (the
+        transcription of the equations). "fused" runs the cell's kernel in
+        :mod:`gated.fused` (same values and derivatives to rounding, every
+        transform). "native" (opt-in, CPU only, float32, LSTM and GRU) runs
+        the C++ loops of :mod:`gated.native`: reverse-mode differentiation
+        only, and ``vmap`` runs its batch one after another.
 
     Returns:
       ``(carry, ys)``: the final carry, leaves ``(*batch, H)``, and the outputs
@@ -108,7 +112,8 @@ def run(
     Raises:
       TypeError: non-floating ``xs`` or carry, non-integer ``lengths``.
       ValueError: a rank, shape, input size, time axis or length out of range;
-        ``impl="fused"`` for a cell or option the fused kernels do not cover.
+        ``impl="fused"`` or ``"native"`` for a cell, option, dtype or machine
+        the kernels do not cover.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
@@ -139,16 +144,21 @@ def run(
         reason = "return_carries=True is served by the reference path"
     elif num_steps == 0:
         reason = "an empty sequence (T = 0) is served by the reference path"
+    elif impl == "native":
+        reason = native.supports(cell, dtype)
     else:
-        reason = fused.supports(cell, remat)
-    if impl == "fused" and reason is not None:
-        raise ValueError(f"impl: 'fused' is not available here: {reason} (use impl='auto' or 'reference')")
+        reason = fused.supports(cell)
+    if impl in ("fused", "native") and reason is not None:
+        raise ValueError(f"impl: {impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
     if impl != "reference" and reason is None:
         flat = flat.astype(dtype)
         mask = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
         if reverse:
             flat, mask = flat[::-1], None if mask is None else mask[::-1]
-        carry, ys = fused.sequence(cell, params, flat, carry, mask, remat=remat, unroll=unroll)
+        if impl == "native":
+            carry, ys = native.sequence(cell, params, flat, carry, mask, remat=remat)
+        else:
+            carry, ys = fused.sequence(cell, params, flat, carry, mask, unroll=unroll)
         ys = ys[::-1] if reverse else ys
         return _unflatten(carry, ys, batch_shape, num_steps, axis)
 

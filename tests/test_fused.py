@@ -1,4 +1,10 @@
-"""The fused kernels (gated.fused, gated.run(impl="fused")) against the reference path: values and gradients."""
+"""The default path (gated.run, impl="auto"): every JAX transform, for every cell and variant, against the reference.
+
+For the cells with a fused kernel (gated.fused) the default path is that kernel, a custom_jvp whose tangent rule is a
+linear recurrence; each quantity below is compared with the reference path's (the cell's step under lax.scan,
+differentiated by JAX) in float64 to 1e-10. For the other cells the default path is the reference path itself; there
+the quantities are checked against each other: forward against reverse mode, and second derivatives in both orders.
+"""
 
 import functools
 
@@ -9,21 +15,12 @@ import pytest
 from jax.test_util import check_grads
 
 import gated
-from tests.conftest import random_carry, random_params, record_error
+from tests.conftest import CELL_CONFIGS, config_id, make_cell, random_carry, random_params, record_error
 
 T, D, H = 6, 3, 4
 LENGTHS = np.array([6, 2, 0, 4, 6])
-FUSED_CELLS = [
-    gated.cells.lstm(H),
-    gated.cells.gru(H),
-    gated.cells.gru(H, update="write"),
-    gated.cells.rnn(H),
-    gated.cells.rnn(H, activation="relu"),
-    gated.cells.rnn(H, activation="sigmoid"),
-    gated.cells.rnn(H, activation="identity"),
-]
-# (float64 tolerance, float32 tolerance): the issue's bar, 1e-10 and 1e-5.
-TOLERANCE = {jnp.float64: 1e-10, jnp.float32: 1e-5}
+RUNS = 3  # runs in the vmapped sweep
+TOL = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 
 
 def _case(cell, dtype, batch=(5,)):
@@ -35,112 +32,152 @@ def _case(cell, dtype, batch=(5,)):
     return params, carry, xs, weights
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "reverse", "remat"))
-def _values_and_grads(cell, params, carry, xs, weights, lengths, reverse, remat):
-    """Outputs and gradients (params, carry, xs) of both paths, in one compiled program."""
+def _direction(tree, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), tree)
 
-    def loss(impl, params, carry, xs):
-        final, ys = gated.run(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse, remat=remat, impl=impl)
-        value = jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
-        return value, (final, ys)
 
-    out = {}
-    for impl in ("fused", "reference"):
-        (_, aux), grads = jax.value_and_grad(functools.partial(loss, impl), argnums=(0, 1, 2), has_aux=True)(
-            params, carry, xs
-        )
-        out[impl] = (aux, grads)
+def _dot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "impl", "reverse"))
+def _transforms(cell, impl, reverse, params, carry, xs, weights, lengths):
+    """Every transform of one loss through gated.run, in one compiled program (under jit, as a user would)."""
+
+    def run(p, c, x):
+        return gated.run(cell, p, x, carry=c, lengths=lengths, reverse=reverse, impl=impl)
+
+    def loss(p, c, x):
+        final, ys = run(p, c, x)
+        return jnp.sum(weights * jnp.tanh(ys)) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
+
+    args = (params, carry, xs)
+    u = _direction(args, 4)
+    value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(*args)
+    out = {"value": value, "grad": grads, "outputs": run(*args)}
+    out["jvp"] = jax.jvp(loss, args, u)[1]
+    out["jvp outputs"] = jax.jvp(run, args, u)[1]
+    out["jacfwd"] = jax.jacfwd(lambda x: run(params, carry, x)[1])(xs)
+    out["jacrev"] = jax.jacrev(lambda x: run(params, carry, x)[1])(xs)
+    out["hessian"] = jax.hessian(lambda c: loss(params, c, xs))(carry)
+    # Hessian-vector products: forward over reverse, and reverse over reverse (grad of grad).
+    out["hvp"] = jax.jvp(jax.grad(loss, argnums=(0, 1, 2)), args, u)[1]
+    out["grad of grad"] = jax.grad(lambda *a: _dot(jax.grad(loss, argnums=(0, 1, 2))(*a), u), argnums=(0, 1, 2))(*args)
+    # A sweep: vmap over RUNS parameter sets against a Python loop over them.
+    sweep = jax.tree.map(lambda a: jnp.stack([a * (1 + 0.1 * r) for r in range(RUNS)]), params)
+    out["vmap"] = jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None))(sweep, carry, xs)
+    out["loop"] = jax.tree.map(
+        lambda *a: jnp.stack(a),
+        *[jax.value_and_grad(loss)(jax.tree.map(lambda a, r=r: a[r], sweep), carry, xs) for r in range(RUNS)],
+    )
+    out["consistency"] = (out["jvp"], _dot(grads, u))  # forward mode = reverse mode along u
     return out
 
 
-def _fresh():
-    """``_values_and_grads`` with an empty compilation cache, for tests that patch what the kernels trace."""
-    return jax.jit(_values_and_grads.__wrapped__, static_argnames=("cell", "reverse", "remat"))
+def _close(got, want, case, dtype=jnp.float64):
+    tol = TOL[dtype]
+    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got) == len(want), case
+    for g, w in zip(got, want, strict=True):
+        record_error("default vs reference", case, dtype, g, w)
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=case)
 
 
-def _compare(out, dtype, case):
-    tol = TOLERANCE[dtype]
-    fused, reference = jax.tree.leaves(out["fused"]), jax.tree.leaves(out["reference"])
-    assert len(fused) == len(reference)
-    for got, want in zip(fused, reference, strict=True):
-        record_error("fused vs reference", case, dtype, got, want)
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-
-
-CASES = [(cell, jnp.float64) for cell in FUSED_CELLS] + [(cell, jnp.float32) for cell in FUSED_CELLS[:4]]
-
-
-@pytest.mark.parametrize(("cell", "dtype"), CASES, ids=lambda c: getattr(c, "name", None) or jnp.dtype(c).name)
-def test_fused_equals_reference_with_lengths(cell, dtype):
-    """Values and gradients, with padded sequences, read forwards and backwards."""
-    params, carry, xs, weights = _case(cell, dtype)
-    directions = (False, True) if dtype == jnp.float64 and cell in FUSED_CELLS[:3] else (False,)
-    for reverse in directions:
-        out = _values_and_grads(cell, params, carry, xs, weights, jnp.asarray(LENGTHS), reverse, False)
-        _compare(out, dtype, f"{cell.name} lengths reverse={reverse}")
-
-
-@pytest.mark.parametrize("chunk", [1, 2])  # and 6, one chunk, in the tests above
-def test_fused_lstm_backward_in_chunks_equals_reference(chunk, monkeypatch):
-    """The LSTM backward recomputes the gates chunk by chunk; every chunk length gives the reference's gradients."""
-    monkeypatch.setattr(gated.fused, "_chunk_length", lambda num_steps, rows: chunk)
-    cell = gated.cells.lstm(H)
+@pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
+def test_every_transform_of_the_default_path(config):
+    """jvp, jacfwd, jacrev, hessian, Hessian-vector products (forward-over-reverse and grad of grad), a vmapped sweep
+    against a loop, all under jit, with padded sequences; read backwards for every other variant."""
+    cell = make_cell(config, H)
     params, carry, xs, weights = _case(cell, jnp.float64)
-    for lengths in (None, jnp.asarray(LENGTHS)):
-        out = _fresh()(cell, params, carry, xs, weights, lengths, False, False)
-        _compare(out, jnp.float64, f"lstm chunk={chunk}")
+    reverse = CELL_CONFIGS.index(config) % 2 == 1
+    args = (params, carry, xs, weights, jnp.asarray(LENGTHS))
+    got = _transforms(cell, "auto", reverse, *args)
+    case = f"{config_id(config)} reverse={reverse}"
+    _close(got["vmap"], got["loop"], case + " vmap")
+    _close(*got["consistency"], case + " jvp vs grad")
+    _close(got["hvp"], got["grad of grad"], case + " hvp both orders")
+    if gated.fused.supports(cell) is None:  # a fused kernel: every quantity against the reference path's
+        want = _transforms(cell, "reference", reverse, *args)
+        for key in got:
+            _close(got[key], want[key], f"{case} {key}")
+
+
+def test_fused_in_float32_equals_reference():
+    for cell in (gated.cells.lstm(H), gated.cells.gru(H, update="write"), gated.cells.rnn(H)):
+        params, carry, xs, weights = _case(cell, jnp.float32)
+
+        @jax.jit
+        def both(p, c, x, cell=cell, weights=weights):
+            def loss(impl, p, c, x):
+                return jnp.sum(weights * gated.run(cell, p, x, carry=c, impl=impl)[1])
+
+            return {impl: jax.value_and_grad(functools.partial(loss, impl), argnums=(0, 1, 2))(p, c, x)
+                    for impl in ("fused", "reference")}  # fmt: skip
+
+        out = both(params, carry, xs)
+        _close(out["fused"], out["reference"], f"{cell.name} float32", jnp.float32)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])  # and 3 or 6, the chunk_length of these sizes, in the tests above
+def test_tangent_rule_over_chunks_equals_reference(chunk, monkeypatch):
+    """The tangent rule walks chunks of steps; every chunk length gives the reference's derivatives."""
+    monkeypatch.setattr(gated.fused, "chunk_length", lambda num_steps, rows: chunk)
+    for cell in (gated.cells.lstm(H), gated.cells.gru(H)):
+        params, carry, xs, weights = _case(cell, jnp.float64)
+
+        @jax.jit  # traced anew for each chunk length
+        def derivatives(params, carry, xs, cell=cell, weights=weights):
+            def loss(impl, p, c, x):
+                return jnp.sum(weights * gated.run(cell, p, x, carry=c, lengths=LENGTHS, impl=impl)[1])
+
+            args, u = (params, carry, xs), _direction((params, carry, xs), 5)
+            return {
+                impl: (jax.grad(functools.partial(loss, impl), argnums=(0, 1, 2))(*args),
+                       jax.jvp(functools.partial(loss, impl), args, u)[1])
+                for impl in ("fused", "reference")
+            }  # fmt: skip
+
+        out = derivatives(params, carry, xs)
+        _close(out["fused"], out["reference"], f"{cell.name} chunk={chunk}")
 
 
 def test_chunk_length_divides_time():
-    assert [gated.fused._chunk_length(t, b * 512) for t, b in ((100, 32), (1000, 16), (7, 32))] == [25, 50, 7]
-    assert gated.fused._chunk_length(200, 64 * 1024) == 8
+    assert [gated.fused.chunk_length(t, b * 512) for t, b in ((100, 32), (1000, 16), (7, 32))] == [25, 50, 7]
+    assert gated.fused.chunk_length(200, 64 * 1024) == 8
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_fused_lstm_feature_major_equals_reference(remat, monkeypatch):
-    """H >= 32 B: the LSTM kernel keeps activations (features, batch); same values and gradients."""
-    monkeypatch.setattr(gated.fused, "_chunk_length", lambda num_steps, rows: 3)
-    cell = gated.cells.lstm(32)
-    assert gated.fused._feature_major(1, 32) and not gated.fused._feature_major(2, 32)
-    params = random_params(cell, jax.random.key(0), D, jnp.float64)
-    carry = random_carry(cell, jax.random.key(1), (1,), jnp.float64)
-    xs = jnp.asarray(np.random.default_rng(2).standard_normal((T, 1, D)))
-    weights = jnp.asarray(np.random.default_rng(3).standard_normal((T, 1, 32)))
-    for lengths in (None, jnp.asarray([4])):
-        out = _fresh()(cell, params, carry, xs, weights, lengths, True, remat)
-        _compare(out, jnp.float64, f"lstm feature-major remat={remat}")
-
-
-def test_fused_kernel_gradients_match_finite_differences():
+def test_fused_gradients_match_finite_differences():
     cell = gated.cells.lstm(H)
     params, carry, xs, _ = _case(cell, jnp.float64, batch=(2,))
     f = jax.jit(lambda p, c, x: gated.run(cell, p, x, carry=c, lengths=jnp.array([6, 3]), impl="fused"))
-    check_grads(f, (params, carry, xs), order=1, modes=("rev",))
-
-    def loss(p, impl):  # the parameters only: the kernel then skips the input gradient
-        return jnp.sum(jnp.sin(gated.run(cell, p, xs, impl=impl)[1]))
-
-    fused, reference = (jax.jit(jax.grad(loss), static_argnums=1)(params, impl) for impl in ("fused", "reference"))
-    for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(reference), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    check_grads(f, (params, carry, xs), order=2, modes=("fwd", "rev"))
 
 
-def test_auto_takes_the_fused_kernel_where_one_exists():
+def _lowered(cell, **kwargs):
+    params = cell.init(jax.random.key(0), D)
     xs = jnp.zeros((T, 2, D))
+    loss = jax.grad(lambda p: sum(jnp.sum(y) for y in jax.tree.leaves(gated.run(cell, p, xs, **kwargs)[1])))
+    return jax.make_jaxpr(loss)(params), jax.jit(loss).lower(params).as_text()
 
+
+@pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
+def test_default_path_is_pure_jax(config):
+    """No custom call (an FFI kernel, opaque to JAX's transforms and to other platforms) in the default path's
+    program; the fused kernel is taken exactly where the cell has one."""
+    cell = make_cell(config, 16)
+    jaxpr, text = _lowered(cell)
+    assert "custom_call" not in text
+    assert ("custom_jvp_call" in str(jaxpr)) == (gated.fused.supports(cell) is None)
+
+
+def test_auto_takes_the_reference_path_for_what_the_kernels_do_not_cover():
     def uses_fused(cell, **kwargs):
-        params = cell.init(jax.random.key(0), D)
-        text = str(jax.make_jaxpr(lambda p, x: gated.run(cell, p, x, **kwargs))(params, xs))
-        return "custom_vjp_call" in text
+        return "custom_jvp_call" in str(_lowered(cell, **kwargs)[0])
 
-    assert uses_fused(gated.cells.lstm(H))
-    assert uses_fused(gated.cells.gru(H))
-    assert not uses_fused(gated.cells.lstm(H, peepholes=True))
-    assert not uses_fused(gated.cells.gru(H, reset="before"))
+    assert uses_fused(gated.cells.lstm(H), remat=True)
     assert not uses_fused(gated.cells.lstm(H), return_carries=True)
     assert not uses_fused(gated.cells.lstm(H), impl="reference")
-    assert uses_fused(gated.cells.lstm(H), remat=True)  # the LSTM kernel always recomputes
-    assert uses_fused(gated.cells.gru(H), remat=True)
 
 
 def test_fused_refuses_what_it_does_not_cover():
