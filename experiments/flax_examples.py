@@ -25,11 +25,12 @@ import gated.nnx
 
 
 def make_batch(key, batch_size: int = 32, max_length: int = 12, features: int = 4):
-    """``xs`` (T, B, D), ``lengths`` (B,), ``labels`` (B,): the sign of ``xs[0, b, 0]``."""
+    """``xs`` (B, T, D), batch-major as Flax's ``nn.RNN`` takes it, ``lengths`` (B,), ``labels`` (B,): the sign of
+    ``xs[b, 0, 0]``."""
     k_x, k_len = jax.random.split(key)
-    xs = jax.random.normal(k_x, (max_length, batch_size, features), jnp.float32)
+    xs = jax.random.normal(k_x, (batch_size, max_length, features), jnp.float32)
     lengths = jax.random.randint(k_len, (batch_size,), 2, max_length + 1)
-    return xs, lengths, (xs[0, :, 0] > 0).astype(jnp.int32)
+    return xs, lengths, (xs[:, 0, 0] > 0).astype(jnp.int32)
 
 
 def optimizer(learning_rate: float = 1e-2) -> optax.GradientTransformation:

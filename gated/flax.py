@@ -4,9 +4,10 @@ The modules own parameters and nothing else: each declares its parameters
 with the cell's (or layer's) own ``init`` and calls the pure functions, so a
 module's output equals ``cell(params, ...)`` / ``gated.run`` exactly.
 
-    model = gated.flax.RNN(gated.cells.lstm(64))                 # xs (T, B, D) -> ys (T, B, 64)
+    model = gated.flax.RNN(gated.cells.lstm(64))                 # xs (B, T, D) -> ys (B, T, 64), as nn.RNN
     variables = model.init(key, xs)                              # {'params': {'layer': RecurrentParams(...)}}
     ys = model.apply(variables, xs, lengths=lengths)
+    flax_rnn = nn.RNN(gated.flax.Cell(gated.cells.gru(64)))      # a gated cell inside Flax's own nn.RNN
 
 Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.
 """
@@ -25,18 +26,20 @@ from gated import layers as layers_lib
 Array = jax.Array
 
 
-def _over_batch(fn, num_batch_axes: int):
+def over_batch(fn, num_batch_axes: int):
+    """``fn`` vmapped over ``num_batch_axes`` leading axes of every argument."""
     for _ in range(num_batch_axes):
         fn = jax.vmap(fn)
     return fn
 
 
-class Cell(nn.Module):
-    """One time step of a gated cell, for inputs ``(*batch, D)``.
+class Cell(nn.RNNCellBase):
+    """One time step of a gated cell, for inputs ``(*batch, D)``: a Flax ``nn.RNNCellBase``, so it also runs
+    inside Flax's own ``nn.RNN``.
 
     Attributes:
       cell: a :mod:`gated.cells` cell.
-      param_dtype: dtype of the parameters.
+      param_dtype: dtype of the parameters (and of the carry ``initialize_carry`` makes).
 
     The parameters are one entry, ``'cell'``, holding the cell's NamedTuple.
     """
@@ -47,12 +50,35 @@ class Cell(nn.Module):
     @nn.compact
     def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
         params = self.param("cell", lambda key: self.cell.init(key, x.shape[-1], self.param_dtype))
-        return _over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
+        return over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
 
     @nn.nowrap
-    def initialize_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
-        """Zero carry with leaves ``(*batch, H)``."""
-        return self.cell.initial_carry(batch_shape, dtype)
+    def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> Any:
+        """Zero carry for inputs of shape ``input_shape`` ``(*batch, D)``: leaves ``(*batch, H)`` (``rng`` unused,
+        as for Flax's cells with their default zero carry)."""
+        del rng
+        return self.cell.initial_carry(tuple(input_shape[:-1]), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+_LAYER_OPTIONS = {"reverse": False, "learn_initial_carry": False, "unroll": 1, "remat": False, "impl": "auto"}
+
+
+def sequence_layer(layer: Any, **options) -> Any:
+    """The :mod:`gated.layers` layer for ``layer``: a cell is run by :class:`gated.Recurrent` with ``options``; a
+    layer is returned as it is, and then ``options`` must be left at their defaults (set them on the layer)."""
+    if isinstance(layer, cells_lib.Cell):
+        return layers_lib.Recurrent(layer, **options)
+    changed = sorted(k for k, v in options.items() if v != _LAYER_OPTIONS[k])
+    if changed:
+        raise ValueError(
+            f"{', '.join(changed)}: options of the layer made from a bare cell; got a {type(layer).__name__} layer, "
+            f"which has its own: set them on it (e.g. gated.recurrent(cell, {changed[0]}=...))"
+        )
+    return layer
 
 
 class RNN(nn.Module):
@@ -63,10 +89,12 @@ class RNN(nn.Module):
         a layer: :func:`gated.recurrent`, :func:`gated.bidirectional`,
         :func:`gated.stack`.
       reverse, learn_initial_carry, unroll, remat, impl: options of the layer made
-        from a bare cell (see :class:`gated.Recurrent`); set them on the layer
-        itself otherwise.
-      time_axis: time axis of the inputs and outputs (0: ``(T, *batch, D)``,
-        as ``gated.run``; 1 for batch-major ``(B, T, D)`` as Flax's ``nn.RNN``).
+        from a bare cell (see :class:`gated.Recurrent`); with a layer they must
+        stay at their defaults (set them on the layer itself): a changed one is
+        refused.
+      time_axis: time axis of the inputs and outputs. The default, -2 (the axis
+        before the features), is Flax's ``nn.RNN`` batch-major layout
+        ``(*batch, T, D)``; 0 is ``gated.run``'s time-major ``(T, *batch, D)``.
       return_carry: return ``(carry, ys)`` instead of ``ys``.
       param_dtype: dtype of the parameters.
 
@@ -79,18 +107,14 @@ class RNN(nn.Module):
     unroll: int = 1
     remat: bool = False
     impl: str = "auto"
-    time_axis: int = 0
+    time_axis: int = -2
     return_carry: bool = False
     param_dtype: Any = jnp.float32
 
     @nn.nowrap
     def sequence_layer(self):
         """The :mod:`gated.layers` layer this module runs."""
-        if isinstance(self.layer, cells_lib.Cell):
-            return layers_lib.Recurrent(
-                self.layer, self.reverse, self.learn_initial_carry, self.unroll, self.remat, self.impl
-            )
-        return self.layer
+        return sequence_layer(self.layer, **{k: getattr(self, k) for k in _LAYER_OPTIONS})
 
     @nn.compact
     def __call__(self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None):

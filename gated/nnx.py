@@ -5,7 +5,7 @@ cell's (or layer's) own ``init``, each array an ``nnx.Param`` in the same
 pytree layout as the pure functions use, and the call is the pure function.
 
     model = gated.nnx.RNN(gated.cells.gru(64), input_size=32, rngs=nnx.Rngs(0))
-    ys = model(xs, lengths=lengths)                               # xs (T, B, 32) -> ys (T, B, 64)
+    ys = model(xs, lengths=lengths)                               # xs (B, T, 32) -> ys (B, T, 64), as nnx.RNN
 
 Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.
 """
@@ -19,8 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gated import cells as cells_lib
-from gated import layers as layers_lib
-from gated.flax import _over_batch
+from gated.flax import over_batch, sequence_layer
 
 Array = jax.Array
 
@@ -33,24 +32,34 @@ def _values(params: Any) -> Any:
     return jax.tree.map(lambda v: v[...], params, is_leaf=lambda a: isinstance(a, nnx.Variable))
 
 
-class Cell(nnx.Module):
-    """One time step of a gated cell, for inputs ``(*batch, D)``; ``self.params`` is the cell's NamedTuple of Params."""
+class Cell(nnx.RNNCellBase):
+    """One time step of a gated cell, for inputs ``(*batch, D)``; ``self.params`` is the cell's NamedTuple of Params.
+    An ``nnx.RNNCellBase``, so it also runs inside Flax's own ``nnx.RNN``."""
 
     def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         self.cell = cell
+        self.param_dtype = param_dtype
         self.params = _wrap(cell.init(rngs.params(), input_size, param_dtype))
 
     def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
         params = _values(self.params)
-        return _over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
+        return over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
 
-    def initialize_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
-        """Zero carry with leaves ``(*batch, H)``."""
-        return self.cell.initial_carry(batch_shape, dtype)
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None, carry_init: Any = None) -> Any:
+        """Zero carry for inputs of shape ``input_shape`` ``(*batch, D)``: leaves ``(*batch, H)`` of the parameters'
+        dtype. ``rngs`` is unused; a ``carry_init`` other than None (zeros) is refused."""
+        if carry_init is not None:
+            raise ValueError("carry_init: gated cells start from zeros (pass initial_carry to run from another)")
+        return self.cell.initial_carry(tuple(input_shape[:-1]), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
 
 
 class RNN(nnx.Module):
-    """A gated cell or layer over a sequence; the options are those of :class:`gated.flax.RNN`."""
+    """A gated cell or layer over a sequence; the options are those of :class:`gated.flax.RNN` (batch-major
+    ``(*batch, T, D)`` by default, as Flax's ``nnx.RNN``; a layer's own options are set on the layer)."""
 
     def __init__(
         self,
@@ -63,12 +72,12 @@ class RNN(nnx.Module):
         unroll: int = 1,
         remat: bool = False,
         impl: str = "auto",
-        time_axis: int = 0,
+        time_axis: int = -2,
         return_carry: bool = False,
         param_dtype=jnp.float32,
     ):
-        if isinstance(layer, cells_lib.Cell):
-            layer = layers_lib.Recurrent(layer, reverse, learn_initial_carry, unroll, remat, impl)
+        options = {"reverse": reverse, "learn_initial_carry": learn_initial_carry, "unroll": unroll, "remat": remat}
+        layer = sequence_layer(layer, **options, impl=impl)
         self.layer = layer
         self.time_axis = time_axis
         self.return_carry = return_carry

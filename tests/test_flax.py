@@ -37,7 +37,8 @@ def test_linen_and_nnx_cells_equal_the_pure_cell(cell):
     nnx_cell = gated.nnx.Cell(cell, 4, rngs=nnx.Rngs(0))
     nnx_params = jax.tree.map(lambda v: v[...], nnx_cell.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
     expected = jax.vmap(jax.vmap(lambda c, x: cell(nnx_params, c, x)))(carry, xs)
-    _equal(nnx_cell(nnx_cell.initialize_carry((2, 3)), xs), expected)
+    _equal(nnx_cell(nnx_cell.initialize_carry(xs.shape), xs), expected)
+    _equal(module.initialize_carry(jax.random.key(0), xs.shape), carry)
 
 
 @pytest.mark.parametrize(
@@ -48,21 +49,21 @@ def test_linen_and_nnx_cells_equal_the_pure_cell(cell):
 def test_linen_and_nnx_sequence_modules_equal_gated_run(options):
     cell = gated.cells.lstm(5)
     layer = gated.Recurrent(cell, **options)
-    xs_bm = jnp.swapaxes(XS, 0, 1)
-    module = gated.flax.RNN(cell, **options, time_axis=1, return_carry=True)
+    xs_bm = jnp.swapaxes(XS, 0, 1)  # batch-major (B, T, D): the modules' default, as Flax's nn.RNN
+    module = gated.flax.RNN(cell, **options, return_carry=True)
     variables = module.init(jax.random.key(0), xs_bm, lengths=LENGTHS)
     params = variables["params"]["layer"]
     carry, ys = jax.jit(lambda v: module.apply(v, xs_bm, lengths=LENGTHS))(variables)
     _equal((carry, ys), layer(params, xs_bm, lengths=LENGTHS, time_axis=1))
 
-    nnx_module = gated.nnx.RNN(cell, 4, **options, time_axis=1, return_carry=True, rngs=nnx.Rngs(0))
+    nnx_module = gated.nnx.RNN(cell, 4, **options, return_carry=True, rngs=nnx.Rngs(0))
     nnx_params = jax.tree.map(lambda v: v[...], nnx_module.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
     _equal(nnx_module(xs_bm, lengths=LENGTHS), layer(nnx_params, xs_bm, lengths=LENGTHS, time_axis=1))
 
 
 def test_bidirectional_and_stacked_modules_with_initial_carry():
     layer = gated.stack([gated.bidirectional(gated.cells.gru(3)), gated.bidirectional(gated.cells.lstm(4))])
-    module = gated.flax.RNN(layer, return_carry=True)
+    module = gated.flax.RNN(layer, time_axis=0, return_carry=True)
     variables = module.init(jax.random.key(0), XS)
     params = variables["params"]["layer"]
     carry0 = jax.tree.map(jnp.ones_like, layer(params, XS)[0])
@@ -70,8 +71,34 @@ def test_bidirectional_and_stacked_modules_with_initial_carry():
         module.apply(variables, XS, initial_carry=carry0, lengths=LENGTHS),
         layer(params, XS, carry=carry0, lengths=LENGTHS),
     )
-    nnx_module = gated.nnx.RNN(layer, 4, rngs=nnx.Rngs(1))
+    nnx_module = gated.nnx.RNN(layer, 4, time_axis=0, rngs=nnx.Rngs(1))
     assert nnx_module(XS, initial_carry=carry0, lengths=LENGTHS).shape == (6, 3, 8)
+
+
+def test_options_beside_a_layer_are_refused():
+    layer = gated.recurrent(gated.cells.gru(3))
+    for options in ({"reverse": True}, {"unroll": 2}, {"remat": True}, {"impl": "reference"}):
+        name = next(iter(options))
+        with pytest.raises(ValueError, match=f"{name}: options of the layer made from a bare cell; got a Recurrent"):
+            gated.flax.RNN(layer, **options).init(jax.random.key(0), XS)
+        with pytest.raises(ValueError, match=f"{name}: options of the layer made from a bare cell"):
+            gated.nnx.RNN(layer, 4, **options, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cell", [gated.cells.lstm(5), gated.cells.gru(5, reset="before")], ids=lambda c: c.name)
+def test_gated_cells_inside_flax_own_rnn(cell):
+    """gated.flax.Cell is an nn.RNNCellBase (gated.nnx.Cell an nnx.RNNCellBase): Flax's own nn.RNN runs it, with
+    initialize_carry(rng, input_shape), and gives gated.run's outputs."""
+    xs_bm = jnp.swapaxes(XS, 0, 1)
+    flax_rnn = nn.RNN(gated.flax.Cell(cell))
+    variables = flax_rnn.init(jax.random.key(0), xs_bm)
+    params = variables["params"]["cell"]["cell"]
+    np.testing.assert_allclose(flax_rnn.apply(variables, xs_bm), gated.run(cell, params, xs_bm, time_axis=1)[1],
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    nnx_cell = gated.nnx.Cell(cell, 4, rngs=nnx.Rngs(0))
+    nnx_params = jax.tree.map(lambda v: v[...], nnx_cell.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+    np.testing.assert_allclose(nnx.RNN(nnx_cell)(xs_bm), gated.run(cell, nnx_params, xs_bm, time_axis=1)[1],
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
 
 
 FLAX_PARITY = [
@@ -131,3 +158,18 @@ def test_serialisation_round_trip():
 def test_examples_learn(train):
     losses = train(steps=80, hidden_size=16)
     assert np.mean(losses[-10:]) < 0.5 < losses[0]  # chance is log 2 = 0.69
+
+
+def test_modules_with_bfloat16_parameters():
+    xs_bm = jnp.swapaxes(XS, 0, 1).astype(jnp.bfloat16)
+    module = gated.flax.RNN(gated.cells.lstm(8), param_dtype=jnp.bfloat16)
+    variables = module.init(jax.random.key(0), xs_bm)
+    assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(variables))
+    assert module.apply(variables, xs_bm).dtype == jnp.bfloat16
+    cell_module = gated.flax.Cell(gated.cells.gru(8), param_dtype=jnp.bfloat16)
+    carry = cell_module.initialize_carry(jax.random.key(0), xs_bm[:, 0].shape)
+    assert carry.dtype == jnp.bfloat16
+    variables = cell_module.init(jax.random.key(0), carry, xs_bm[:, 0])
+    assert cell_module.apply(variables, carry, xs_bm[:, 0])[1].dtype == jnp.bfloat16
+    nnx_module = gated.nnx.RNN(gated.cells.gru(8), 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    assert nnx_module(xs_bm).dtype == jnp.bfloat16
