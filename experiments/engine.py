@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.model = ml_collections.ConfigDict(
-        dict(cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, residual=False, options={})
+        dict(cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, residual=False, impl="auto", options={})
     )
     c.task = ml_collections.ConfigDict(dict(name="adding", length=100))
     c.optimizer = ml_collections.ConfigDict(
@@ -114,6 +114,7 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
     for key in ("steps", "batch_size", "log_every", "eval_batch_size", "checkpoint_every"):
         _require(isinstance(t[key], int) and t[key] > 0, f"train.{key}", "a positive int", t[key])
     _require(isinstance(t.eval_every, int) and t.eval_every >= 0, "train.eval_every", "an int >= 0", t.eval_every)
+    _require(m.impl in gated.scan.IMPLS, "model.impl", f"one of {gated.scan.IMPLS} (see gated.run)", m.impl)
     _require(o.learning_rate > 0, "optimizer.learning_rate", "a positive number", o.learning_rate)
     _require(o.clip_threshold > 0, "optimizer.clip_threshold", "a positive number", o.clip_threshold)
     try:
@@ -126,7 +127,7 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
         optimizer = train_lib.OptimizerSpec(
             o.name, o.momentum, o.weight_decay, o.clip, o.schedule, o.warmup_steps, t.steps
         )
-        layer = train_lib.build_layer(cell, m.num_layers, m.bidirectional, m.residual)
+        layer = train_lib.build_layer(cell, m.num_layers, m.bidirectional, m.residual, m.impl)
     except ValueError as err:
         prefix = "config." if str(err).startswith(("task", "optimizer")) else "config.model: "
         raise ValueError(f"{prefix}{err}") from None

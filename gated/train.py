@@ -236,9 +236,10 @@ def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
     return eval_step
 
 
-def build_layer(cell, num_layers: int = 1, bidirectional: bool = False, residual: bool = False):
-    """A recurrent layer of ``num_layers`` cells, optionally bidirectional and residual."""
+def build_layer(cell, num_layers: int = 1, bidirectional: bool = False, residual: bool = False, impl: str = "auto"):
+    """A recurrent layer of ``num_layers`` cells, optionally bidirectional and residual, run by ``impl`` (see
+    :func:`gated.run`)."""
     make = layers_lib.bidirectional if bidirectional else layers_lib.recurrent
     if num_layers == 1:
-        return make(cell)
-    return layers_lib.stack([make(cell) for _ in range(num_layers)], residual=residual)
+        return make(cell, impl=impl)
+    return layers_lib.stack([make(cell, impl=impl) for _ in range(num_layers)], residual=residual)
