@@ -174,12 +174,18 @@ def test_data_parallel_single_run_equals_one_device(tmp_path):
         ({"optimizer.name": "rmsprop"}, r"config.optimizer.name: expected one of \('sgd', 'adam', 'adamw'\)"),
         ({"optimizer.learning_rate": 0.0}, r"config.optimizer.learning_rate: expected a positive number"),
         ({"train.steps": 0}, r"config.train.steps: expected a positive int"),
+        ({"model.impl": "fast"}, r"config.model.impl: expected one of \('auto', 'fused', 'reference', 'native'\)"),
     ],
 )
 def test_impossible_configs_are_refused_with_the_key_named(tmp_path, updates, message):
     with pytest.raises(ValueError, match=message):
         engine.train_and_evaluate(tiny_config(**updates), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything ran or was written
+
+
+def test_model_impl_reaches_the_layer():
+    assert engine.validate(tiny_config()).model.layer.impl == "auto"
+    assert engine.validate(tiny_config(**{"model.impl": "native"})).model.layer.impl == "native"
 
 
 def test_unknown_keys_are_refused(tmp_path):
