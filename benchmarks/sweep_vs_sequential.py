@@ -1,4 +1,5 @@
-"""Time a vmapped sweep of N seeds against the same N runs one after another, in one process.
+"""Time a sweep of N seeds trained as one program (the engine's group, :func:`experiments.engine.over_runs`) against
+the same N runs one after another, in one process.
 
     python -m benchmarks.sweep_vs_sequential                  # N = 16, adding problem T = 100, 200 steps
     python -m benchmarks.sweep_vs_sequential --seeds 4 --steps 50
@@ -63,7 +64,8 @@ def main(argv=None):
     out.write_text(json.dumps(result, indent=2) + "\n")
     size = f"adding T={args.length}, H={args.hidden_size}, B={args.batch_size}, {args.steps} steps"
     print(f"| {args.seeds} seeds, {size} | seconds |\n| --- | --- |")
-    print(f"| one vmapped program | {vmapped:.1f} |\n| {args.seeds} runs one after another | {sequential:.1f} |")
+    print(f"| one program (engine.over_runs) | {vmapped:.1f} |")
+    print(f"| {args.seeds} runs one after another | {sequential:.1f} |")
     print(f"| speed-up | {sequential / vmapped:.2f}x |")
     print(f"wrote {out}")
 

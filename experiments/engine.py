@@ -8,7 +8,8 @@ under ``workdir/runs/``, and a ``report.md`` with a table of all of them.
 
 Runs of a sweep that differ only in numbers that keep shapes equal (seed,
 learning rate, clip threshold, forget bias, recurrent scale) form a group
-trained as ONE compiled program, ``jax.vmap`` over the runs; with several
+trained as ONE compiled program: on one CPU device a ``jax.lax.map`` over the
+runs, elsewhere ``jax.vmap`` (:func:`over_runs`); with several
 devices the run axis is sharded over them (``jax.sharding``), or, when the
 runs do not divide over the devices, each run's batch is (data parallelism). A run that
 diverges inside a group is frozen and recorded, and the others go on.
@@ -223,10 +224,24 @@ def _parallelism(num_runs: int, batch_size: int):
     return None, None
 
 
+def over_runs(fn):
+    """``fn`` over the leading run axis of every argument, in the way that is faster on the platform at hand.
+
+    On one CPU device, ``jax.lax.map``: the runs one after another inside one compiled program. Elsewhere (an
+    accelerator, or runs sharded over several devices), ``jax.vmap``. Measured by ``benchmarks/transforms.py``
+    on 2 CPU cores: 16 runs under ``lax.map`` trained at 0.98x to 1.08x the throughput of 16 single runs, under
+    ``vmap`` at 0.56x to 0.96x (XLA:CPU runs a batched matmul per step no faster per FLOP than single ones, and
+    the vmapped scans' stacked outputs are transposed for the weight gradients).
+    """
+    if jax.default_backend() == "cpu" and jax.device_count() == 1:
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+    return jax.vmap(fn)
+
+
 def train_group(
     configs: list, specs: list[RunSpec], run_dirs: list[pathlib.Path], checkpoint: pathlib.Path, label: str = ""
 ) -> list[dict]:
-    """Trains runs that share one program (``specs``: each config's :func:`validate`), vmapped;
+    """Trains runs that share one program (``specs``: each config's :func:`validate`; see :func:`over_runs`);
     resumes from ``checkpoint``; returns each run's result."""
     spec, cfg = specs[0], configs[0]
     num = len(specs)
@@ -242,8 +257,8 @@ def train_group(
         states, hps, data_keys, eval_keys = jax.device_put((states, hps, data_keys, eval_keys), sharding)
 
     train_step = train_lib.make_train_step(model, task, spec.optimizer, cfg.train.batch_size, data_mesh)
-    step_fn = jax.jit(jax.vmap(train_step))
-    eval_fn = jax.jit(jax.vmap(train_lib.make_eval_step(model, task, cfg.train.eval_batch_size)))
+    step_fn = jax.jit(over_runs(train_step))
+    eval_fn = jax.jit(over_runs(train_lib.make_eval_step(model, task, cfg.train.eval_batch_size)))
 
     logs: list[list[dict]] = [[] for _ in range(num)]
     if checkpoint.exists():

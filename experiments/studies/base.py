@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import gated
-from experiments.engine import _atomic_write, _require
+from experiments.engine import _atomic_write, _require, over_runs
 from gated import diagnostics
 from gated import tasks as tasks_lib
 from gated import train as train_lib
@@ -242,8 +242,9 @@ def train_runs(
     clip_thresholds: Sequence[float] | None = None,
     init_transform: Callable[[Any], Any] | None = None,
 ) -> tuple[train_lib.SequenceModel, train_lib.TrainState, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Trains one run per seed (and clip threshold, paired with the seeds) as ONE vmapped
-    program. ``init_transform`` edits each run's initial :class:`~gated.train.ModelParams`.
+    """Trains one run per seed (and clip threshold, paired with the seeds) as ONE program
+    (:func:`experiments.engine.over_runs`). ``init_transform`` edits each run's initial
+    :class:`~gated.train.ModelParams`.
 
     Returns ``(model, final states, per-step metrics (steps, runs), test metrics (runs,))``.
     """
@@ -258,8 +259,8 @@ def train_runs(
             params = init_transform(params)
         return train_lib.init_state(params, optimizer, hp)
 
-    step = jax.jit(jax.vmap(train_lib.make_train_step(model, task, optimizer, batch_size)), donate_argnums=0)
-    evaluate = jax.jit(jax.vmap(train_lib.make_eval_step(model, task, 512)))
+    step = jax.jit(over_runs(train_lib.make_train_step(model, task, optimizer, batch_size)), donate_argnums=0)
+    evaluate = jax.jit(over_runs(train_lib.make_eval_step(model, task, 512)))
     # One jitted step per Python iteration, as in the engine: a single lax.scan over every step was
     # seen to deadlock XLA:CPU now and then (all threads parked on futexes) on this machine.
     states = jax.jit(jax.vmap(init))(keys, hps)
