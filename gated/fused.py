@@ -123,13 +123,10 @@ def _masked(m: Array | None, new: Array, old: Array) -> Array:
     return new if m is None else jnp.where(m > 0, new, old)
 
 
-def _is_zero(t: Any) -> bool:
-    return t is None or isinstance(t, SymbolicZero)
-
-
 def _nonzero(tangents) -> list:
-    """The tangents with symbolic zeros as None (which ``jax.checkpoint`` passes through as an empty pytree)."""
-    return [None if _is_zero(t) else t for t in tangents]
+    """The tangents with symbolic zeros as None: the tangent rules skip their terms (a model's first layer has no
+    input tangent), and ``jax.checkpoint`` passes None through as an empty pytree."""
+    return [None if isinstance(t, SymbolicZero) else t for t in tangents]
 
 
 def _matmul(a: Array, w: Array) -> Array:
@@ -138,19 +135,19 @@ def _matmul(a: Array, w: Array) -> Array:
     return (a.reshape(-1, a.shape[-1]) @ w).reshape(*a.shape[:-1], w.shape[-1])
 
 
-def _input_tangent(w_x, w_h, b, xs, hprev, dw_x, dw_h, db, dxs):
+def _input_tangent(w_x, xs, hprev, dw_x, dw_h, db, dxs):
     """``e = dx W_x + x dW_x + h_{t-1} dW_h + db``, ``(T, B, G*H)``: the tangent the loop receives at each step
-    from everything but the carry, as matmuls over all T*B rows. Symbolic zeros are skipped (a model's first layer
-    has no input tangent); None if every term is zero."""
+    from everything but the carry, as matmuls over all T*B rows. Zero tangents (None) are skipped; None if every
+    term is zero."""
     terms = []
-    if not _is_zero(dxs):
+    if dxs is not None:
         terms.append(_matmul(dxs, w_x))
-    if not _is_zero(dw_x):
+    if dw_x is not None:
         terms.append(_matmul(xs, dw_x))
-    if not _is_zero(dw_h):
+    if dw_h is not None:
         terms.append(_matmul(hprev, dw_h))
-    if not _is_zero(db):
-        terms.append(jnp.broadcast_to(db, (*xs.shape[:2], b.shape[0])))
+    if db is not None:
+        terms.append(jnp.broadcast_to(db, (*xs.shape[:2], db.shape[0])))
     return functools.reduce(jnp.add, terms) if terms else None
 
 
@@ -159,8 +156,8 @@ def _block_sum(a: Array, hidden: int) -> Array:
     return functools.reduce(jnp.add, (a[..., j * hidden : (j + 1) * hidden] for j in range(a.shape[-1] // hidden)))
 
 
-def _dense(t: Any, like: Array) -> Array:
-    return jnp.zeros_like(like) if _is_zero(t) else t
+def _dense(t: Array | None, like: Array) -> Array:
+    return jnp.zeros_like(like) if t is None else t
 
 
 def chunk_length(num_steps: int, rows: int) -> int:
@@ -244,7 +241,7 @@ def _rnn_jvp(activation, unroll, primals, tangents):
         x, hp, h, mt, dx = inputs
         a = _DERIVATIVES[activation](h)  # phi'(pre_t) from h_t; at padded steps the mask zeroes it
         a = a if mt is None else mt * a
-        e = _input_tangent(w_x, w_h, b, x, hp, dw_x, dw_h, db, dx)
+        e = _input_tangent(w_x, x, hp, dw_x, dw_h, db, dx)
         return _carry_tangent(w_h, None if mt is None else 1 - mt, a, None if e is None else a * e, dh, unroll)
 
     per_step = (xs, previous(h0, hs), hs, m, dxs)
@@ -317,7 +314,7 @@ def _lstm_jvp(unroll, primals, tangents):
         i, f, g, o = _lstm_gates(a, hidden)
         tc = jnp.tanh(c)  # c_t at every valid step; the mask keeps the carry at padded ones
         s = jnp.concatenate([0.25 * g, 0.25 * cp, i, 0.25 * tc], axis=-1) * (1 - a * a)  # (1 - a^2) / 4 = sigma'
-        e = _input_tangent(w_x, w_h, b, x, hp, dw_x, dw_h, db, dx)
+        e = _input_tangent(w_x, x, hp, dw_x, dw_h, db, dx)
         e = jnp.zeros_like(s) if e is None else e
 
         def body(carry, inputs):
@@ -382,6 +379,7 @@ def _gru_jvp(keep_z, unroll, primals, tangents):
     hs = _gru(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m)
     hidden = h0.shape[-1]
     zeros = jnp.zeros((2 * hidden,), b.dtype)
+    db_h = None if db_hn is None else jnp.concatenate([zeros, db_hn])  # b_hn's tangent, on the recurrent side
 
     def chunk(dh, inputs):
         x, hp, mk, dx = inputs
@@ -396,11 +394,8 @@ def _gru_jvp(keep_z, unroll, primals, tangents):
         a = jnp.concatenate([c_n * hn * r * (1 - r), a_z if keep_z else -a_z, c_n * r], axis=-1)
         # The input side: dx W_x + x dW_x + db enters r and z through a_r, a_z and the candidate through c_n;
         # h_{t-1} dW_h + db_hn enters r, z and hn through a.
-        e_x = _input_tangent(w_x, w_h, b, x, hp, dw_x, None, db, dx)
-        e_h = _input_tangent(w_x, w_h, b, x, hp, None, dw_h, None, None)
-        if db_hn is not None:
-            bias = jnp.concatenate([zeros, db_hn])
-            e_h = jnp.broadcast_to(bias, a.shape) if e_h is None else e_h + bias[None, None]
+        e_x = _input_tangent(w_x, x, hp, dw_x, None, db, dx)
+        e_h = _input_tangent(w_x, x, hp, None, dw_h, db_h, None)
         terms = []
         if e_x is not None:
             terms.append(_block_sum(jnp.concatenate([a[..., : 2 * hidden], c_n], axis=-1) * e_x, hidden))
