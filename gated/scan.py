@@ -137,6 +137,7 @@ def run(
         carry = cell.initial_carry((size,), dtype)
     else:
         carry = _flatten_carry(cell, carry, batch_shape, dtype)
+    carry = _varying_like(flat, carry)
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
 
@@ -181,6 +182,26 @@ def run(
         body = jax.checkpoint(body)
     carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
     return _unflatten(carry, ys, batch_shape, num_steps, axis)
+
+
+def _varying_axes(x: Array) -> frozenset:
+    """The mesh axes ``x`` varies over inside ``jax.shard_map`` (empty outside one)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)  # jax >= 0.9; earlier versions call it aval.vma
+    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+
+def _varying_like(xs: Array, carry: Any) -> Any:
+    """The carry marked as varying over every mesh axis the inputs vary over (inside ``jax.shard_map``): a zero
+    carry is the same on every device, while the scan's new carry depends on each device's inputs, and the scan
+    needs both of one type."""
+    axes = _varying_axes(xs)
+
+    def cast(leaf):
+        missing = tuple(sorted(axes - _varying_axes(leaf)))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree.map(cast, carry) if axes else carry
 
 
 def _unflatten(carry: Any, ys: Any, batch_shape: tuple[int, ...], num_steps: int, axis: int) -> tuple[Any, Any]:
