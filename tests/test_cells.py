@@ -51,7 +51,8 @@ def test_gradients_match_finite_differences(cell_config):
     if cell_config == ("rnn", {"activation": "relu"}):
         # keep every pre-activation away from the kink at 0, where finite differences are meaningless
         params = params._replace(bias=params.bias + 2.0)
-    check_grads(jax.jit(cell), (params, carry, x), order=2, modes=("fwd", "rev"))
+    # Eagerly: check_grads calls the cell in a dozen transformed forms, and jit would compile each one.
+    check_grads(cell, (params, carry, x), order=2, modes=("fwd", "rev"))
 
 
 def test_gate_layout():
@@ -152,6 +153,7 @@ HALF = [jnp.bfloat16, jnp.float16]
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.slow
 def test_half_precision_init_and_run(dtype):
     """Every initialiser draws in float32 and casts; gated.run takes half-precision parameters and inputs, on the
     fused and the reference paths, and stays close to the float32 run from the same (rounded) parameters."""

@@ -10,6 +10,7 @@ CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("[!_]*.
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_config_validates_and_runs_tiny(path, tmp_path):
     module = engine.load_config_module(path)
     config = module.get_config()

@@ -93,6 +93,7 @@ def test_divergence_is_recorded_and_nothing_else_is_lost(tmp_path):
     assert all(np.isfinite(v).all() for v in _final(tmp_path).values())  # the last finite parameters are kept
 
 
+@pytest.mark.slow
 def test_vmapped_sweep_equals_runs_one_by_one_and_is_skipped_when_finished(tmp_path, monkeypatch):
     sweep = [{"seed": s, "optimizer.learning_rate": lr} for s, lr in ((0, 1e-2), (1, 3e-2), (2, 1e-2))]
     results = engine.train_and_evaluate(tiny_config(), tmp_path / "sweep", sweep)
@@ -139,6 +140,7 @@ engine.train_and_evaluate(tiny_config(), sys.argv[1], [{"seed": s} for s in rang
 """
 
 
+@pytest.mark.slow
 def test_sharded_sweep_equals_unsharded(tmp_path):
     sweep = [{"seed": s} for s in range(4)]
     engine.train_and_evaluate(tiny_config(), tmp_path / "one_device", sweep)
@@ -158,6 +160,7 @@ engine.train_and_evaluate(tiny_config(), sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_single_run_equals_one_device(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path / "one_device")
     _run_on_four_cpu_devices(DATA_PARALLEL, tmp_path / "four")
@@ -198,6 +201,7 @@ def test_unknown_keys_are_refused(tmp_path):
         engine.override(tiny_config(), {"model.hiden_size": 3})
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base = [sys.executable, "-m", "experiments.main", "--config=configs/adding.py", f"--workdir={tmp_path}"]

@@ -155,6 +155,7 @@ def test_serialisation_round_trip():
 
 
 @pytest.mark.parametrize("train", [flax_examples.train_linen, flax_examples.train_nnx], ids=["linen", "nnx"])
+@pytest.mark.slow
 def test_examples_learn(train):
     losses = train(steps=80, hidden_size=16)
     assert np.mean(losses[-10:]) < 0.5 < losses[0]  # chance is log 2 = 0.69

@@ -87,7 +87,14 @@ def _close(got, want, case, dtype=jnp.float64):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=case)
 
 
-@pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
+# The fast tier (pytest -m "not slow") keeps the fused kernels of the LSTM, both GRU conventions and the tanh RNN.
+FAST = [("lstm", {}), ("gru", {"update": "keep", "reset": "after"}), ("gru", {"update": "write", "reset": "after"}),
+        ("rnn", {"activation": "tanh"})]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config", [pytest.param(c, marks=() if c in FAST else pytest.mark.slow) for c in CELL_CONFIGS], ids=config_id
+)
 def test_every_transform_of_the_default_path(config):
     """jvp, jacfwd, jacrev, hessian, Hessian-vector products (forward-over-reverse and grad of grad), a vmapped sweep
     against a loop, all under jit, with padded sequences; read backwards for every other variant."""
@@ -150,6 +157,7 @@ def test_chunk_length_divides_time():
     assert gated.fused.chunk_length(200, 64 * 1024) == 8
 
 
+@pytest.mark.slow
 def test_fused_gradients_match_finite_differences():
     cell = gated.cells.lstm(H)
     params, carry, xs, _ = _case(cell, jnp.float64, batch=(2,))
@@ -228,6 +236,7 @@ for cell in (gated.cells.lstm(4), gated.cells.gru(4), gated.cells.rnn(4), gated.
 """
 
 
+@pytest.mark.slow
 def test_transforms_under_shard_map():
     """The default path (fused kernels, and the reference path for the GRU with reset="before") inside shard_map
     over 4 CPU devices, the batch split between them: the gradient, a jvp and a Hessian-vector product equal the

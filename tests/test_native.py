@@ -57,6 +57,7 @@ CELLS = [gated.cells.lstm(16), gated.cells.lstm(48), gated.cells.gru(16), gated.
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"{c.name}-{c.hidden_size}")
 @pytest.mark.parametrize("batch", [1, 6, 9])
+@pytest.mark.slow
 def test_native_equals_reference(kernel, cell, batch):
     """Values and gradients (params, carry, inputs), with padded sequences, in both directions, with the gates kept
     and (remat) recomputed."""

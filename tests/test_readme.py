@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_snippets_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 3

@@ -18,6 +18,7 @@ def test_every_study_has_a_config():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_study_runs_tiny(path, tmp_path):
     module = engine.load_config_module(path)
     assert f"--config=configs/studies/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
@@ -54,6 +55,7 @@ def test_study_configs_are_checked():
         engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("huge")
 
 
+@pytest.mark.slow
 def test_report_runs_studies_and_gathers_markdown_and_html(tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
