@@ -228,10 +228,10 @@ def over_runs(fn):
     """``fn`` over the leading run axis of every argument, in the way that is faster on the platform at hand.
 
     On one CPU device, ``jax.lax.map``: the runs one after another inside one compiled program. Elsewhere (an
-    accelerator, or runs sharded over several devices), ``jax.vmap``. Measured by ``benchmarks/transforms.py``
-    on 2 CPU cores: 16 runs under ``lax.map`` trained at 0.98x to 1.08x the throughput of 16 single runs, under
-    ``vmap`` at 0.56x to 0.96x (XLA:CPU runs a batched matmul per step no faster per FLOP than single ones, and
-    the vmapped scans' stacked outputs are transposed for the weight gradients).
+    accelerator, or runs sharded over several devices), ``jax.vmap``. On XLA:CPU a vmapped group trains slower than
+    its runs one by one, and ``lax.map`` about as fast as them (``benchmarks/results/transforms.md``): a batched
+    matmul per step runs no faster per FLOP than single ones, and the vmapped scans' stacked outputs are transposed
+    for the weight gradients.
     """
     if jax.default_backend() == "cpu" and jax.device_count() == 1:
         return lambda *args: jax.lax.map(lambda a: fn(*a), args)

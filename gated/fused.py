@@ -131,7 +131,7 @@ def _nonzero(tangents) -> list:
 
 def _matmul(a: Array, w: Array) -> Array:
     """``(T, B, K) @ (K, N)`` as one 2-D matmul over all T*B rows. Its transpose (the weight gradient in reverse
-    mode) is then one 2-D matmul too, which XLA:CPU ran 2x faster than the 3-D contraction's transpose."""
+    mode) is then one 2-D matmul too, which XLA:CPU runs faster than the 3-D contraction's transpose."""
     return (a.reshape(-1, a.shape[-1]) @ w).reshape(*a.shape[:-1], w.shape[-1])
 
 
@@ -163,8 +163,8 @@ def _dense(t: Array | None, like: Array) -> Array:
 def chunk_length(num_steps: int, rows: int) -> int:
     """The divisor of T nearest the chunk length whose gate block, ``(k * rows)`` numbers, holds about 2**19.
 
-    Measured on XLA:CPU (``benchmarks/training_step.py``): chunks of that size keep a chunk's recomputed gates,
-    tangents and cotangents in cache, and were 1.1 to 1.35x faster than one pass over all T steps.
+    Chunks of that size keep a chunk's recomputed gates, tangents and cotangents in cache: faster on XLA:CPU than
+    one pass over all T steps (``benchmarks/training_step.py``).
     """
     target = max(1, round(2**19 / rows))
     divisors = [k for k in range(1, num_steps + 1) if num_steps % k == 0]
@@ -304,7 +304,7 @@ def _lstm_jvp(unroll, primals, tangents):
     hidden = w_h.shape[0]
     w, scale = jnp.concatenate([w_x, w_h], axis=0), _lstm_scale(hidden, xs.dtype)[None, None]
     # Which gate blocks of s * dpre sum into dc (i, f, g) and which into dh (o). A masked sum rather than slices:
-    # its transpose is a broadcast, where that of slices is pads that XLA:CPU ran 2x slower in the reverse loop.
+    # its transpose is a broadcast, where that of slices is pads, which XLA:CPU runs slower in the reverse loop.
     to_c = jnp.array([1, 1, 1, 0], xs.dtype)[None, :, None]
     to_h = jnp.array([0, 0, 0, 1], xs.dtype)[None, :, None]
 

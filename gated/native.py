@@ -4,7 +4,7 @@ Not the default, and not pure JAX. What it gives up, and what it buys:
 
 * CPU only, float32, H a multiple of 16, x86-64 with AVX2 and FMA, and a C++
   compiler on the machine: ``csrc/loops_cpu.cc`` is compiled on first use
-  (about 5 s) against the XLA FFI headers that jaxlib ships, and cached in
+  (seconds) against the XLA FFI headers that jaxlib ships, and cached in
   ``~/.cache/gated`` (see :func:`configure`). Nothing is built or loaded until
   a computation asks for ``impl="native"``.
 * Reverse mode only: ``grad``, ``value_and_grad``, ``vjp``, ``jacrev``. Forward
