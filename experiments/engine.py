@@ -1,24 +1,27 @@
-"""From a config to a finished workdir: validation, vmapped sweeps, checkpoints, resume, results.
+"""From a config to a finished workdir: validation, groups of runs as one program, checkpoints, resume, results.
 
-A run is ``config -> workdir``. The workdir holds ``config.json``, ``metrics.jsonl``
-(one JSON line per logged step), ``final.npz`` (parameters and curves),
-``result.json`` (status, diverged step, test metrics, chance level), a
-``loss.png`` plot and ``report.md``. A sweep puts one such folder per run
-under ``workdir/runs/``, and a ``report.md`` with a table of all of them.
+A run is ``config -> workdir``:
 
-Runs of a sweep that differ only in numbers that keep shapes equal (seed,
-learning rate, clip threshold, forget bias, recurrent scale) form a group
-trained as ONE compiled program: on one CPU device a ``jax.lax.map`` over the
-runs, elsewhere ``jax.vmap`` (:func:`over_runs`); with several
-devices the run axis is sharded over them (``jax.sharding``), or, when the
-runs do not divide over the devices, each run's batch is (data parallelism). A run that
-diverges inside a group is frozen and recorded, and the others go on.
+- ``config.json``: the config and a hash of everything that changes the result, written first. The workdir is bound
+  to it (:mod:`experiments.workdir`): a rerun with another config is refused, naming the keys that differ, unless
+  ``overwrite=True`` (``--overwrite``); and a lock refuses a second process.
+- ``checkpoint.msgpack``: the one file a resume reads, holding the training state AND the metrics so far, written
+  atomically every ``train.checkpoint_every`` steps and at the end. Everything else is derived from it, so a run
+  killed at any point resumes to exactly the files of an uninterrupted run.
+- ``metrics.jsonl`` (one strict-JSON line per logged step; test metrics every ``train.eval_every`` steps and at the
+  end), TensorBoard event files beside it, ``final.npz`` (parameters and curves), ``loss.png`` (train and test
+  loss, gradient norm), ``report.md``, and last ``result.json``: status, the step it diverged at, the final and
+  the best test metrics with their steps, the chance levels.
 
-Checkpoints use ``flax.serialization`` (one msgpack file per group, written
-atomically): the state is a small pytree on one host, and a file that
-restores bit for bit with no extra machinery is all resuming needs; orbax's
-asynchronous, multi-host machinery would add weight without use here.
-Every write is atomic (write to a temporary file, then rename).
+A sweep (a config's ``sweep()``) puts one such folder per run under ``workdir/runs/``, and a ``report.md`` and
+``results.json`` over all of them. Runs that differ only in numbers that keep shapes equal (seed, learning rate,
+clip threshold, forget bias, recurrent scale) form a group trained as ONE compiled program
+(:func:`experiments.loop.over_runs`); with several devices the run axis is sharded over them, or, when the runs do
+not divide over the devices, each run's batch is (data parallelism). A run gives the same numbers alone and inside
+a group. A run that diverges inside a group is frozen and recorded, and the others go on.
+
+Checkpoints use ``flax.serialization`` (msgpack): the state is a small pytree, and a file that restores bit for bit
+is all resuming needs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import copy
 import importlib.util
 import io
 import json
+import math
 import os
 import pathlib
 import sys
@@ -35,27 +39,39 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import serialization
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from ml_collections import config_dict
 
 import gated
-from gated import tasks as tasks_lib
-from gated import train as train_lib
+from experiments import loop
+from experiments import report as report_lib
+from experiments import tasks as tasks_lib
+from experiments import train as train_lib
+from experiments import workdir as workdir_lib
 
 # Keys whose values may differ between the runs of one compiled program.
 VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "model.options.forget_bias",
              "model.options.recurrent_scale")  # fmt: skip
 
+# Every option of every cell, unset (None: the cell's default). Setting one the chosen cell lacks is refused.
+CELL_OPTIONS = {"recurrent_init": str, "recurrent_scale": float, "activation": str, "forget_bias": float,
+                "peepholes": bool, "coupled": bool, "forget_gate": bool, "chrono_init": int, "update": str,
+                "reset": str}  # fmt: skip
+
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every known key with its default. Configs in ``configs/`` start from this."""
+    """Every known key with its default: the schema a config is checked against."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    options = {k: config_dict.placeholder(t) for k, t in CELL_OPTIONS.items()}
     c.model = ml_collections.ConfigDict(
-        dict(cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, residual=False, impl="auto", options={})
+        dict(
+            cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, residual=False, impl="auto", options=options
+        )  # fmt: skip
     )
     c.task = ml_collections.ConfigDict(dict(name="adding", length=100))
     c.optimizer = ml_collections.ConfigDict(
@@ -83,45 +99,70 @@ class RunSpec(NamedTuple):
     model: train_lib.SequenceModel
     task: tasks_lib.Task
     optimizer: train_lib.OptimizerSpec
-    hp: train_lib.Hyperparams
+    learning_rate: float
+    clip_threshold: float
+
+
+class ConfigError(ValueError):
+    """A config that can't run; the message names the key, what it got and what was expected."""
 
 
 def _check_keys(section: Any, schema: Any, path: str) -> None:
     unknown = sorted(set(section.keys()) - set(schema.keys()))
     if unknown:
-        raise ValueError(f"config.{path}{unknown[0]}: unknown key; valid keys here are {sorted(schema.keys())}")
+        raise ConfigError(f"config.{path}{unknown[0]}: unknown key; valid keys here are {sorted(schema.keys())}")
+    missing = sorted(set(schema.keys()) - set(section.keys()))
+    if missing:
+        raise ConfigError(f"config.{path}{missing[0]}: missing; every config gives {sorted(schema.keys())}")
 
 
-def _require(condition: bool, key: str, expected: str, got: Any) -> None:
+def require(condition: bool, key: str, expected: str, got: Any) -> None:
+    """Raises :class:`ConfigError` ``config.KEY: expected EXPECTED, got GOT`` unless ``condition``."""
     if not condition:
-        raise ValueError(f"config.{key}: expected {expected}, got {got!r}")
+        raise ConfigError(f"config.{key}: expected {expected}, got {got!r}")
+
+
+def is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_number(value: Any, minimum: float, strict: bool = True, maximum: float = math.inf) -> bool:
+    """A finite real number above ``minimum`` (or at it, unless ``strict``) and below ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (value > minimum if strict else value >= minimum) and value < maximum
 
 
 def validate(config: ml_collections.ConfigDict) -> RunSpec:
     """Checks every key and value and builds the run's objects, before anything is compiled.
 
     Raises:
-      ValueError: an unknown key, an impossible value, or an unknown cell,
-        task or optimiser name; the message names the key.
+      ConfigError: an unknown or missing key, an impossible value (negative, zero, infinite or NaN where that is
+        meaningless), or an unknown cell, task or optimiser name; the message names the key.
     """
     schema = base_config()
     _check_keys(config, schema, "")
     for section in ("model", "optimizer", "train"):
         _check_keys(config[section], schema[section], f"{section}.")
+    _check_keys(config.model.options, schema.model.options, "model.options.")
     m, o, t = config.model, config.optimizer, config.train
-    _require(isinstance(config.seed, int) and config.seed >= 0, "seed", "an int >= 0", config.seed)
+    require(is_int(config.seed, 0), "seed", "an int >= 0", config.seed)
     for key in ("hidden_size", "num_layers"):
-        _require(isinstance(m[key], int) and m[key] > 0, f"model.{key}", "a positive int", m[key])
+        require(is_int(m[key], 1), f"model.{key}", "a positive int", m[key])
     for key in ("steps", "batch_size", "log_every", "eval_batch_size", "checkpoint_every"):
-        _require(isinstance(t[key], int) and t[key] > 0, f"train.{key}", "a positive int", t[key])
-    _require(isinstance(t.eval_every, int) and t.eval_every >= 0, "train.eval_every", "an int >= 0", t.eval_every)
-    _require(m.impl in gated.scan.IMPLS, "model.impl", f"one of {gated.scan.IMPLS} (see gated.run)", m.impl)
-    _require(o.learning_rate > 0, "optimizer.learning_rate", "a positive number", o.learning_rate)
-    _require(o.clip_threshold > 0, "optimizer.clip_threshold", "a positive number", o.clip_threshold)
+        require(is_int(t[key], 1), f"train.{key}", "a positive int", t[key])
+    require(is_int(t.eval_every, 0), "train.eval_every", "an int >= 0 (0: only at the end)", t.eval_every)
+    require(m.impl in gated.scan.IMPLS, "model.impl", f"one of {gated.scan.IMPLS} (see gated.run)", m.impl)
+    require(is_number(o.learning_rate, 0), "optimizer.learning_rate", "a finite number > 0", o.learning_rate)
+    require(is_number(o.clip_threshold, 0), "optimizer.clip_threshold", "a finite number > 0", o.clip_threshold)
+    require(is_number(o.momentum, 0, False, 1), "optimizer.momentum", "a number in [0, 1)", o.momentum)
+    require(is_number(o.weight_decay, 0, False), "optimizer.weight_decay", "a finite number >= 0", o.weight_decay)
+    require(is_int(o.warmup_steps, 0), "optimizer.warmup_steps", "an int >= 0", o.warmup_steps)
+    options = {k: v for k, v in m.options.items() if v is not None}
     try:
-        cell = gated.cells.get(m.cell, m.hidden_size, **m.options.to_dict())
+        cell = gated.cells.get(m.cell, m.hidden_size, **options)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"config.model: {err}") from None
+        raise ConfigError(f"config.model: {err}") from None
     task_options = {k: v for k, v in config.task.items() if k != "name"}
     try:
         task = tasks_lib.get(config.task.get("name"), **task_options)
@@ -131,10 +172,9 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
         layer = train_lib.build_layer(cell, m.num_layers, m.bidirectional, m.residual, m.impl)
     except ValueError as err:
         prefix = "config." if str(err).startswith(("task", "optimizer")) else "config.model: "
-        raise ValueError(f"{prefix}{err}") from None
+        raise ConfigError(f"{prefix}{err}") from None
     model = train_lib.SequenceModel(layer, task.output_size, task.readout)
-    hp = train_lib.Hyperparams(jnp.float32(o.learning_rate), jnp.float32(o.clip_threshold))
-    return RunSpec(cell, model, task, optimizer, hp)
+    return RunSpec(cell, model, task, optimizer, float(o.learning_rate), float(o.clip_threshold))
 
 
 def load_config_module(path: str | os.PathLike):
@@ -147,17 +187,21 @@ def load_config_module(path: str | os.PathLike):
 
 
 def override(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with dotted keys (``"model.cell"``) set; unknown keys are refused."""
+    """A copy of ``config`` with dotted keys (``"model.cell"``) set; unknown keys are refused. A dict value sets
+    each of its keys (``{"model.options": {"forget_bias": 2.0}}``), not the whole section."""
     config = copy.deepcopy(config)
     for dotted, value in updates.items():
         *parents, leaf = dotted.split(".")
         node = config
         for p in parents:
             if p not in node:
-                raise ValueError(f"sweep key {dotted!r}: config has no section {p!r}")
+                raise ConfigError(f"sweep key {dotted!r}: config has no section {p!r}")
             node = node[p]
-        if leaf not in node and not (parents and parents[-1] in ("options", "task")):
-            raise ValueError(f"sweep key {dotted!r}: unknown key {leaf!r}")
+        if isinstance(value, dict) and isinstance(node.get(leaf), ml_collections.ConfigDict):
+            config = override(config, {f"{dotted}.{k}": v for k, v in value.items()})
+            continue
+        if leaf not in node and not (parents and parents[-1] == "task"):
+            raise ConfigError(f"sweep key {dotted!r}: unknown key {leaf!r}")
         with node.unlocked():
             node[leaf] = value
     return config
@@ -169,7 +213,7 @@ def run_name(updates: dict) -> str:
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
-    """Configs with equal keys compile to the same program and are vmapped together."""
+    """Configs with equal keys compile to the same program and are trained together."""
     flat = json.loads(config.to_json())
     for dotted in VMAPPABLE:
         *parents, leaf = dotted.split(".")
@@ -180,34 +224,34 @@ def group_key(config: ml_collections.ConfigDict) -> str:
     return json.dumps(flat, sort_keys=True)
 
 
-def _atomic_write(path: pathlib.Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-class Progress:
-    """One status line on stderr (step, loss, gradient norm, ETA); silent when stderr is not a terminal."""
+class Reporter:
+    """Progress of a group: a status line on a terminal; otherwise (a batch job) an absl log line at every logged
+    step, with the step, loss, gradient norm and speed."""
 
     def __init__(self, label: str, total: int, start: int = 0):
-        self.label, self.total, self.start, self.t0 = label, total, start, time.perf_counter()
-        self.enabled = sys.stderr.isatty()
+        self.label, self.total = label, total
+        self.last_step, self.last_time = start, time.perf_counter()
+        self.tty = sys.stderr.isatty()
 
-    def update(self, step: int, loss: float, grad_norm: float) -> None:
-        if not self.enabled:
-            return
-        done = max(step - self.start, 1)
-        eta = (time.perf_counter() - self.t0) / done * (self.total - step)
-        sys.stderr.write(
-            f"\r{self.label} step {step}/{self.total}  loss {loss:.4g}  grad norm {grad_norm:.3g}  ETA {eta:5.0f}s "
-        )
-        sys.stderr.flush()
+    def __call__(self, step: int, values: dict[str, np.ndarray]) -> None:
+        now = time.perf_counter()
+        speed = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        finite = np.asarray(values["finite"])
+        loss = float(np.mean(values["loss"][finite])) if finite.any() else float("nan")
+        grad_norm = float(np.median(values["grad_norm"]))
+        eta = (self.total - step) / max(speed, 1e-9)
+        text = f"{self.label} step {step}/{self.total}  loss {loss:.4g}  grad norm {grad_norm:.3g}  {speed:.1f} steps/s"
+        if self.tty:
+            width = 20
+            done = int(width * step / self.total)
+            sys.stderr.write(f"\r{text}  [{'#' * done}{'.' * (width - done)}] ETA {eta:4.0f} s ")
+            sys.stderr.flush()
+        else:
+            logging.info("%s", text)
 
     def close(self) -> None:
-        if self.enabled:
+        if self.tty:
             sys.stderr.write("\n")
 
 
@@ -224,112 +268,86 @@ def _parallelism(num_runs: int, batch_size: int):
     return None, None
 
 
-def over_runs(fn):
-    """``fn`` over the leading run axis of every argument, in the way that is faster on the platform at hand.
+def _is_writer() -> bool:
+    return jax.process_index() == 0
 
-    On one CPU device, ``jax.lax.map``: the runs one after another inside one compiled program. Elsewhere (an
-    accelerator, or runs sharded over several devices), ``jax.vmap``. On XLA:CPU a vmapped group trains slower than
-    its runs one by one, and ``lax.map`` about as fast as them (``benchmarks/results/transforms.md``): a batched
-    matmul per step runs no faster per FLOP than single ones, and the vmapped scans' stacked outputs are transposed
-    for the weight gradients.
-    """
-    if jax.default_backend() == "cpu" and jax.device_count() == 1:
-        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-    return jax.vmap(fn)
+
+def _save(path: pathlib.Path, progress: loop.Progress) -> None:
+    """The checkpoint: state and metrics in one file, so that no crash can leave them out of step."""
+    state = serialization.to_state_dict(loop.fetch(progress.states))
+    data = serialization.msgpack_serialize(
+        {"state": state, "history": progress.history, "evaluations": progress.evaluations}
+    )
+    if _is_writer():
+        workdir_lib.write(path, data)
+
+
+def _restore(path: pathlib.Path, template: loop.Progress, sharding) -> loop.Progress:
+    data = serialization.msgpack_restore(path.read_bytes())
+    states = serialization.from_state_dict(loop.fetch(template.states), data["state"])
+    states = jax.device_put(states, sharding) if sharding is not None else jax.tree.map(jax.numpy.asarray, states)
+    as_arrays = lambda table: {k: np.asarray(v) for k, v in table.items()}
+    return loop.Progress(states, as_arrays(data["history"]), as_arrays(data["evaluations"]))
 
 
 def train_group(
     configs: list, specs: list[RunSpec], run_dirs: list[pathlib.Path], checkpoint: pathlib.Path, label: str = ""
 ) -> list[dict]:
-    """Trains runs that share one program (``specs``: each config's :func:`validate`; see :func:`over_runs`);
-    resumes from ``checkpoint``; returns each run's result."""
-    spec, cfg = specs[0], configs[0]
+    """Trains runs that share one program (``specs``: each config's :func:`validate`) from their initial state or
+    from ``checkpoint``, and writes each run's outputs into ``run_dirs``; returns each run's result."""
+    spec, t = specs[0], configs[0].train
     num = len(specs)
-    task, model = spec.task, spec.model
-    keys = [jax.random.split(jax.random.key(c.seed), 3) for c in configs]
-    params = [s.model.init(k[0], task.input_size) for s, k in zip(specs, keys, strict=True)]
-    states = [train_lib.init_state(p, s.optimizer, s.hp) for p, s in zip(params, specs, strict=True)]
-    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
-    states, hps = stack(states), stack([s.hp for s in specs])
-    data_keys, eval_keys = jnp.stack([k[1] for k in keys]), jnp.stack([k[2] for k in keys])
-    sharding, data_mesh = _parallelism(num, cfg.train.batch_size)
+    sharding, data_mesh = _parallelism(num, t.batch_size)
+    states, data_keys, eval_keys = loop.init_states(
+        [s.model for s in specs], spec.task, spec.optimizer, [c.seed for c in configs],
+        [s.learning_rate for s in specs], [s.clip_threshold for s in specs],
+    )  # fmt: skip
     if sharding is not None:
-        states, hps, data_keys, eval_keys = jax.device_put((states, hps, data_keys, eval_keys), sharding)
-
-    train_step = train_lib.make_train_step(model, task, spec.optimizer, cfg.train.batch_size, data_mesh)
-    step_fn = jax.jit(over_runs(train_step))
-    eval_fn = jax.jit(over_runs(train_lib.make_eval_step(model, task, cfg.train.eval_batch_size)))
-
-    logs: list[list[dict]] = [[] for _ in range(num)]
+        states, data_keys, eval_keys = jax.device_put((states, data_keys, eval_keys), sharding)
+    progress = loop.Progress(states, {}, {})
     if checkpoint.exists():
-        states = serialization.from_bytes(states, checkpoint.read_bytes())
-        if sharding is not None:
-            states = jax.device_put(states, sharding)
-        done = int(states.step[0])
-        for i, d in enumerate(run_dirs):
-            path = d / "metrics.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            logs[i] = [r for r in map(json.loads, lines) if r["step"] <= done]
-    for c, d in zip(configs, run_dirs, strict=True):
-        _atomic_write(d / "config.json", c.to_json(indent=2))
+        progress = _restore(checkpoint, progress, sharding)
+    programs = loop.programs(spec.model, spec.task, spec.optimizer, t.batch_size, t.eval_batch_size, data_mesh)
 
-    def save(states):
-        for log, d in zip(logs, run_dirs, strict=True):
-            _atomic_write(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-        _atomic_write(checkpoint, serialization.to_bytes(jax.device_get(states)))
+    def save(p: loop.Progress) -> None:
+        _save(checkpoint, p)
+        if _is_writer():
+            for i, d in enumerate(run_dirs):
+                rows = metric_rows(p, i)
+                workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(r, None) + "\n" for r in rows))
 
-    t = cfg.train
-    start = int(states.step[0])
-    progress = Progress(label, t.steps, start)
-    start_time = time.perf_counter()
-    for step in range(start + 1, t.steps + 1):
-        states, metrics = step_fn(states, hps, data_keys)
-        last = step == t.steps
-        if step % t.log_every == 0 or last or (t.eval_every and step % t.eval_every == 0):
-            m = jax.device_get(metrics)
-            diverged_at = np.asarray(states.diverged_at)
-            evals = (
-                jax.device_get(eval_fn(states.params, eval_keys)) if t.eval_every and step % t.eval_every == 0 else {}
-            )
-            for i in range(num):
-                row = {"step": step, **{k: _scalar(v[i]) for k, v in m.items()}}
-                row.update({f"test_{k}": _scalar(v[i]) for k, v in evals.items()})
-                row["diverged"] = bool(diverged_at[i] >= 0)
-                logs[i].append(row)
-            finite_losses = np.asarray(m["loss"])[np.asarray(m["finite"])]
-            mean_loss = float(finite_losses.mean()) if finite_losses.size else float("nan")
-            progress.update(step, mean_loss, float(m["grad_norm"][0]))
-            if bool(np.all(diverged_at >= 0)):
-                break
-        if step % t.checkpoint_every == 0 and not last:
-            save(states)
-    progress.close()
-    seconds = time.perf_counter() - start_time
-    save(states)
-    final = jax.device_get(eval_fn(states.params, eval_keys))
+    reporter = Reporter(label, t.steps, int(loop.fetch(progress.states.step)[0]))
+    progress = loop.train(
+        programs, progress, data_keys, eval_keys, steps=t.steps, log_every=t.log_every, eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every, save=save, on_log=reporter, stop_when_all_diverged=True,
+    )  # fmt: skip
+    reporter.close()
+    final = loop.fetch(progress.states)
     results = []
     for i, (d, c) in enumerate(zip(run_dirs, configs, strict=True)):
-        diverged_at = int(states.diverged_at[i])
-        result = {
-            "status": "diverged" if diverged_at >= 0 else "finished",
-            "diverged_at": diverged_at if diverged_at >= 0 else None,
-            "steps": int(states.step[i]),
-            "test": {k: _scalar(v[i]) for k, v in final.items()},
-            "chance_loss": task.chance_loss,
-            "chance_accuracy": task.chance_accuracy,
-            "train_seconds_this_session": seconds,
-            "config": json.loads(c.to_json()),
-        }
-        params_i = jax.tree.map(lambda a, i=i: np.asarray(a[i]), states.params)
-        arrays = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params_i)}
-        arrays.update({f"curve/{k}": np.array([r[k] for r in logs[i]]) for k in ("step", "loss", "grad_norm")})
-        buffer = _npz_bytes(arrays)
-        _atomic_write(d / "final.npz", buffer)
-        _plot_curves(d, logs[i], task, result)
-        _atomic_write(d / "report.md", run_report(d.name, result))
-        _atomic_write(d / "result.json", json.dumps(result, indent=2))
+        rows = metric_rows(progress, i)
+        result = run_result(final, progress, i, spec.task, c)
+        if _is_writer():
+            _write_run(d, c, rows, result, jax.tree.map(lambda a, i=i: np.asarray(a[i]), final.params), spec.task)
         results.append(result)
     return results
+
+
+def metric_rows(progress: loop.Progress, run: int) -> list[dict]:
+    """Run ``run``'s rows for metrics.jsonl: ``{"step", metrics..., "test_<metric>"...}`` by step; a non-finite
+    value is ``null`` and named in the row's ``"nonfinite"`` list."""
+    by_step: dict[int, dict] = {}
+    for table, prefix in ((progress.history, ""), (progress.evaluations, "test_")):
+        for j, step in enumerate(table.get("step", np.zeros((0, run + 1)))[:, run]):
+            row = by_step.setdefault(int(step), {"step": int(step)})
+            row.update({prefix + k: _scalar(table[k][j, run]) for k in sorted(table) if k != "step"})
+    rows = []
+    for step in sorted(by_step):
+        row = by_step[step]
+        nonfinite = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        row = {k: (None if k in nonfinite else v) for k, v in row.items()}
+        rows.append({**row, "nonfinite": nonfinite} if nonfinite else row)
+    return rows
 
 
 def _scalar(value: Any) -> Any:
@@ -337,52 +355,106 @@ def _scalar(value: Any) -> Any:
     return bool(value) if value.dtype == bool else float(value)
 
 
-def _npz_bytes(arrays: dict) -> bytes:
+def run_result(final: train_lib.TrainState, progress: loop.Progress, run: int, task, config) -> dict:
+    """A run's result.json: status, diverged step, final and best test metrics with their steps, chance levels."""
+    diverged_at = int(final.diverged_at[run])
+    evaluations = progress.evaluations
+    steps = evaluations["step"][:, run]
+    metrics = {k: v[:, run].astype(float) for k, v in evaluations.items() if k != "step"}
+    best = {}
+    for name, values in metrics.items():
+        if not np.isfinite(values).any():
+            best[name] = {"step": None, "value": None}
+            continue
+        pick = np.nanargmax if name == "accuracy" else np.nanargmin
+        j = int(pick(np.where(np.isfinite(values), values, np.nan)))
+        best[name] = {"step": int(steps[j]), "value": float(values[j])}
+    return {
+        "status": "diverged" if diverged_at >= 0 else "finished",
+        "diverged_at": diverged_at if diverged_at >= 0 else None,
+        "steps": int(final.step[run]),
+        "final": {"step": int(steps[-1]), **{k: workdir_lib.finite_or_none(float(v[-1])) for k, v in metrics.items()}},
+        "best": best,
+        "chance_loss": task.chance_loss,
+        "chance_accuracy": task.chance_accuracy,
+        "config": json.loads(config.to_json()),
+    }
+
+
+def _write_run(d: pathlib.Path, config, rows: list[dict], result: dict, params: Any, task) -> None:
+    """A finished run's files, result.json last (its presence says the run's outputs are complete)."""
+    workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(r, None) + "\n" for r in rows))
+    _write_events(d, rows)
+    arrays = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)}
+    curve = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows if key in r], float)
+    arrays.update({f"curve/{k}": curve(k) for k in ("loss", "grad_norm", "test_loss")})
+    arrays["curve/step"] = np.array([r["step"] for r in rows if "loss" in r])
+    arrays["curve/test_step"] = np.array([r["step"] for r in rows if "test_loss" in r])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    workdir_lib.write(d / "final.npz", buffer.getvalue())
+    _plot_curves(d, rows, task, result)
+    workdir_lib.write(d / "report.md", report_lib.run_report(d.name or "run", result))
+    workdir_lib.write(d / "result.json", workdir_lib.to_json(result))
 
 
-def _plot_curves(run_dir: pathlib.Path, log: list[dict], task: tasks_lib.Task, result: dict) -> None:
+EVENTS_FILE = "events.out.tfevents.gated"
+
+
+def _write_events(d: pathlib.Path, rows: list[dict]) -> None:
+    """TensorBoard event files (``tensorboard --logdir WORKDIR`` shows every run of a sweep), written by
+    tensorboardX into a temporary folder, then moved beside metrics.jsonl in one atomic write."""
+    from tensorboardX import SummaryWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SummaryWriter(tmp, flush_secs=3600)
+        for r in rows:
+            for k, v in r.items():
+                if k != "step" and isinstance(v, float):
+                    writer.add_scalar(k.replace("test_", "test/") if k.startswith("test_") else f"train/{k}", v,
+                                      r["step"])  # fmt: skip
+        writer.close()
+        (event_file,) = pathlib.Path(tmp).glob("events.out.tfevents.*")
+        workdir_lib.write(d / EVENTS_FILE, event_file.read_bytes())
+
+
+def _plot_curves(run_dir: pathlib.Path, rows: list[dict], task: tasks_lib.Task, result: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in log]
+    train = [(r["step"], r["loss"], r["grad_norm"]) for r in rows if r.get("loss") is not None]
+    test = [(r["step"], r["test_loss"]) for r in rows if r.get("test_loss") is not None]
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(steps, [r["loss"] for r in log], label="train loss")
+    if train:
+        ax_loss.plot([s for s, _, _ in train], [v for _, v, _ in train], label="train loss (one batch)")
+        ax_grad.plot([s for s, _, _ in train], [g for _, _, g in train])
+    if test:
+        ax_loss.plot([s for s, _ in test], [v for _, v in test], "o-", label="test loss")
     ax_loss.axhline(task.chance_loss, color="gray", linestyle="--", label="chance")
-    ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"{run_dir.name}: loss ({result['status']})")
+    title = run_dir.name or "run"
+    ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"{title}: loss ({result['status']})")
     ax_loss.legend()
-    ax_grad.plot(steps, [r["grad_norm"] for r in log])
     ax_grad.set(xlabel="step", ylabel="global gradient norm (before clipping)", yscale="log", title="gradient norm")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    _atomic_write(run_dir / "loss.png", buffer.getvalue())
-
-
-def run_report(name: str, result: dict) -> str:
-    test = ", ".join(f"{k} {v:.4g}" for k, v in result["test"].items())
-    chance = f"chance loss {result['chance_loss']:.4g}"
-    if result["chance_accuracy"] is not None:
-        chance += f", chance accuracy {result['chance_accuracy']:.4g}"
-    status = result["status"] + (f" at step {result['diverged_at']}" if result["diverged_at"] is not None else "")
-    return (
-        f"# {name}\n\n- status: {status} after {result['steps']} steps\n- test: {test}\n- {chance}\n\n"
-        f"![loss and gradient norm](loss.png)\n"
-    )
+    workdir_lib.write(run_dir / "loss.png", buffer.getvalue())
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | os.PathLike, sweep: list[dict] | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    sweep: list[dict] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, dict]:
     """Runs ``config`` (or each entry of ``sweep`` applied to it) to a finished workdir.
 
-    Every config is validated before anything compiles. Runs whose
-    ``result.json`` exists are skipped; a group with a checkpoint resumes.
+    Every config is validated before anything is written or compiled. The workdir is bound to the config (and
+    sweep) and locked while this runs (:class:`experiments.workdir.Workdir`); ``overwrite`` deletes what it held.
+    A group whose runs all have their ``result.json`` is skipped; any other resumes from its checkpoint.
     Returns ``{run name: result}``.
     """
     workdir = pathlib.Path(workdir)
@@ -391,47 +463,35 @@ def train_and_evaluate(
     else:
         entries = [(run_name(u), override(config, u), workdir / "runs" / run_name(u)) for u in sweep]
         if len({n for n, _, _ in entries}) != len(entries):
-            raise ValueError("sweep: two entries give the same run name; make the entries distinct")
+            raise ConfigError("sweep: two entries give the same run name; make the entries distinct")
     specs = {}
     for name, c, _ in entries:
         try:
             specs[name] = validate(c)
-        except ValueError as err:
-            raise ValueError(f"{name or 'config'}: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"{name}: {err}" if name else str(err)) from None
 
+    bound = workdir_lib.binding(json.loads(config.to_json()), {"sweep": sweep} if sweep is not None else None)
     groups: dict[str, list] = {}
     for entry in entries:
         groups.setdefault(group_key(entry[1]), []).append(entry)
     results = {}
-    for g, members in enumerate(groups.values()):
-        todo = [e for e in members if not (e[2] / "result.json").exists()]
-        for name, _, d in members:
-            if (d / "result.json").exists():
-                results[name] = json.loads((d / "result.json").read_text())
-        if not todo:
-            continue
-        checkpoint = workdir / ("checkpoint.msgpack" if sweep is None else f"groups/group-{g}.msgpack")
-        label = f"[group {g + 1}/{len(groups)}, {len(todo)} run(s)]" if sweep is not None else "[run]"
-        configs, dirs = [c for _, c, _ in todo], [d for _, _, d in todo]
-        out = train_group(configs, [specs[name] for name, _, _ in todo], dirs, checkpoint, label)
-        results.update({name: r for (name, _, _), r in zip(todo, out, strict=True)})
-    if sweep is not None:
-        _atomic_write(workdir / "report.md", sweep_report(results))
-        _atomic_write(workdir / "results.json", json.dumps(results, indent=2))
+    with workdir_lib.Workdir(workdir, bound, overwrite, writer=_is_writer()):
+        for g, members in enumerate(groups.values()):
+            if all((d / "result.json").exists() for _, _, d in members):
+                results.update({name: json.loads((d / "result.json").read_text()) for name, _, d in members})
+                continue
+            checkpoint = workdir / ("checkpoint.msgpack" if sweep is None else f"groups/group-{g}.msgpack")
+            label = f"[group {g + 1}/{len(groups)}, {len(members)} run(s)]" if sweep is not None else "[run]"
+            if _is_writer() and sweep is not None:
+                for _, c, d in members:
+                    workdir_lib.write(d / "config.json", c.to_json(indent=2))
+            configs, dirs = [c for _, c, _ in members], [d for _, _, d in members]
+            start = time.perf_counter()
+            out = train_group(configs, [specs[name] for name, _, _ in members], dirs, checkpoint, label)
+            logging.info("%s done in %.0f s", label, time.perf_counter() - start)
+            results.update({name: r for (name, _, _), r in zip(members, out, strict=True)})
+        if sweep is not None and _is_writer():
+            workdir_lib.write(workdir / "results.json", workdir_lib.to_json(results))
+            workdir_lib.write(workdir / "report.md", report_lib.sweep_report(results))
     return results
-
-
-def sweep_report(results: dict[str, dict]) -> str:
-    rows = [
-        "| run | status | steps | test loss | test accuracy | chance loss |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results.items():
-        acc = r["test"].get("accuracy")
-        status = r["status"] + (f" at {r['diverged_at']}" if r["diverged_at"] is not None else "")
-        acc_text = "" if acc is None else f"{acc:.3f}"
-        rows.append(
-            f"| [{name}](runs/{name}/report.md) | {status} | {r['steps']} | {r['test']['loss']:.4g} | {acc_text} "
-            f"| {r['chance_loss']:.4g} |"
-        )
-    return "# Sweep results\n\n" + "\n".join(rows) + "\n"

@@ -4,63 +4,114 @@
     python -m experiments.main --config=configs/adding.py --workdir=runs/adding_rnn --config.model.cell=rnn
     python -m experiments.main --config=configs/adding.py --workdir=runs/adding_sweep --sweep
 
-Any field can be overridden (``--config.model.hidden_size=128``); unknown keys,
-wrong types and impossible values are refused before anything compiles.
-``--sweep`` runs the grid of the config's ``sweep()``. A stopped run or
-sweep started again with the same command resumes where it stopped.
+Any field can be overridden (``--config.model.hidden_size=128``, ``--config.model.options.forget_bias=2.0``);
+unknown keys, wrong types and impossible values are refused before anything compiles, in one line, with exit
+code 2. ``--sweep`` runs the grid of the config's ``sweep()``. A stopped run or sweep started again with the same
+command resumes where it stopped; the same workdir with another config is refused unless ``--overwrite``.
 
 A study config (``configs/studies/``, with a ``study`` key) runs its study:
 
     python -m experiments.main --config=configs/studies/rnn_lag.py --workdir=runs/studies/rnn_lag
     python -m experiments.main --config=configs/studies/rnn_lag.py:paper --workdir=runs/studies/rnn_lag_paper
+
+Several processes (``jax.distributed``; e.g. one per SLURM task, or by hand) share one run or sweep: pass
+``--coordinator=HOST:PORT --num_processes=N --process_id=I`` (or nothing under SLURM, where JAX finds them). The
+runs of a sweep, or a single run's batch, are sharded over every process's devices; process 0 writes the workdir.
 """
+
+import logging as std_logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import engine, studies
-from experiments.studies.base import format_value
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Run the config's sweep() grid instead of a single run.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete what the workdir holds and start afresh.")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with what the cluster "
+                                 "(e.g. SLURM) tells it.")  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Loggers whose INFO lines are noise in a run's log (JAX's search for a TPU, matplotlib's font cache).
+QUIET_LOGGERS = ("jax._src.xla_bridge", "jax._src.distributed", "matplotlib", "matplotlib.font_manager")
+
+
+def fail(message: str) -> None:
+    """A usage or config error: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a flag or config override error as one line and exit code 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        fail(" ".join(str(err).split()))
 
 
 def main(argv):
     del argv
-    if "study" in _CONFIG.value:
+    for name in QUIET_LOGGERS:
+        std_logging.getLogger(name).setLevel(std_logging.WARNING)
+    from experiments import engine, studies, workdir  # after the flags, so --help and flag errors are fast
+
+    if _COORDINATOR.value or _DISTRIBUTED.value:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    config = _CONFIG.value
+    try:
+        if "study" in config:
+            if _SWEEP.value:
+                raise engine.ConfigError("--sweep: a study config runs its own grid; drop --sweep")
+            result = studies.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+            print(f"{result['title']}: {result['wall_seconds']:.0f} s")
+            for k, v in result["headline"].items():
+                print(f"  {k}: {studies.format_value(v)}")
+            for c in result["claims"]:
+                print(f"  [{'held' if c['held'] else 'DID NOT HOLD'}] {c['claim']} ({c['evidence']})")
+            print(f"report in {_WORKDIR.value}/report.md")
+            return
+        sweep = None
         if _SWEEP.value:
-            raise app.UsageError("--sweep: a study config runs its own grid; drop --sweep")
-        result = studies.run(_CONFIG.value, _WORKDIR.value)
-        print(f"{result['title']}: {result['wall_seconds']:.0f} s")
-        for k, v in result["headline"].items():
-            print(f"  {k}: {format_value(v)}")
-        for c in result["claims"]:
-            print(f"  [{'held' if c['held'] else 'DID NOT HOLD'}] {c['claim']} ({c['evidence']})")
-        print(f"report in {_WORKDIR.value}/report.md")
-        return
-    sweep = None
-    if _SWEEP.value:
-        module = config_flags.get_config_filename(flags.FLAGS["config"])
-        sweep = _load_sweep(module)
-    results = engine.train_and_evaluate(_CONFIG.value, _WORKDIR.value, sweep)
+            sweep = _load_sweep(config_flags.get_config_filename(flags.FLAGS["config"]))
+        results = engine.train_and_evaluate(config, _WORKDIR.value, sweep, overwrite=_OVERWRITE.value)
+    except (engine.ConfigError, workdir.WorkdirError) as err:
+        fail(str(err))
     for name, r in results.items():
-        test = "  ".join(f"{k} {v:.4g}" for k, v in r["test"].items())
-        status = r["status"] + (f" at step {r['diverged_at']}" if r["diverged_at"] is not None else "")
-        print(f"{name or 'run'}: {status}; test {test}; chance loss {r['chance_loss']:.4g}")
+        print(f"{name or 'run'}: {summary(r)}")
     print(f"results in {_WORKDIR.value}")
 
 
+def summary(result: dict) -> str:
+    """One line: status, final and best test loss with their steps, chance loss."""
+    status = result["status"] + (f" at step {result['diverged_at']}" if result["diverged_at"] is not None else "")
+    final, best = result["final"], result["best"]["loss"]
+    number = lambda v: "-" if v is None else f"{v:.4g}"
+    text = f"{status}; final test loss {number(final['loss'])} (step {final['step']})"
+    text += f"; best {number(best['value'])} (step {best['step']})"
+    if "accuracy" in final:
+        text += f"; final test accuracy {number(final['accuracy'])}"
+    return text + f"; chance loss {result['chance_loss']:.4g}"
+
+
 def _load_sweep(path: str) -> list[dict]:
+    from experiments import engine
+
     module = engine.load_config_module(path)
     if not hasattr(module, "sweep"):
-        raise app.UsageError(f"--sweep: {path} defines no sweep()")
+        raise engine.ConfigError(f"--sweep: {path} defines no sweep()")
     return list(module.sweep())
 
 
 def run():
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,25 +15,25 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import pathlib
 import re
 import shutil
+import sys
+import tempfile
 import time
 
 from absl import app, flags
 
-from experiments import engine, studies
-
-_OUT = flags.DEFINE_string("out", "runs/report", "Folder for report.md, report.html and the figures.")
-_RUN = flags.DEFINE_string("run_studies", None, "Run every study config in this folder first (e.g. configs/studies).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/studies", "Where --run_studies puts each study's workdir.")
-_SIZE = flags.DEFINE_string("size", "default", "With --run_studies: the size of every study (tiny, default, paper).")
+from experiments import workdir as workdir_lib
 
 
 def run_studies(
     config_dir: str | pathlib.Path, workdir: str | pathlib.Path, size: str = "default"
 ) -> list[pathlib.Path]:
     """Runs every study config in ``config_dir`` (in the order of :data:`experiments.studies.NAMES`)."""
+    from experiments import engine, studies
+
     paths = {p.stem: p for p in sorted(pathlib.Path(config_dir).glob("[!_]*.py"))}
     done = []
     for name in sorted(paths, key=lambda n: studies.NAMES.index(n) if n in studies.NAMES else len(studies.NAMES)):
@@ -43,6 +43,52 @@ def run_studies(
         print(f"{name}: {result['wall_seconds']:.0f} s ({time.perf_counter() - start:.0f} s this call)")
         done.append(pathlib.Path(workdir) / name)
     return done
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def escape(text: object) -> str:
+    """``text`` as literal Markdown: every character Markdown would read as syntax (``|``, ``*``, ``_``, ``[``,
+    ``#``, ...) backslash-escaped, and line breaks as spaces, so a name or title can't break a table or a heading."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _number(value, fmt: str = ".4g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def run_report(name: str, result: dict) -> str:
+    """A run's report.md: status, final and best test metrics with their steps, chance levels, the loss plot."""
+    final = result["final"]
+    test = ", ".join(f"{k} {_number(v)}" for k, v in final.items() if k != "step")
+    best = ", ".join(f"{k} {_number(b['value'])} (step {b['step']})" for k, b in result["best"].items())
+    chance = f"chance loss {result['chance_loss']:.4g}"
+    if result["chance_accuracy"] is not None:
+        chance += f", chance accuracy {result['chance_accuracy']:.4g}"
+    status = result["status"] + (f" at step {result['diverged_at']}" if result["diverged_at"] is not None else "")
+    return (
+        f"# {escape(name)}\n\n- status: {status} after {result['steps']} steps\n"
+        f"- final test (step {final['step']}): {test}\n- best test: {best}\n- {chance}\n\n"
+        f"![loss and gradient norm](loss.png)\n"
+    )
+
+
+def sweep_report(results: dict[str, dict]) -> str:
+    """A sweep's report.md: one table row per run, linking its report."""
+    rows = [
+        "| run | status | steps | final test loss | best test loss (step) | final test accuracy | chance loss |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        status = r["status"] + (f" at {r['diverged_at']}" if r["diverged_at"] is not None else "")
+        best = r["best"]["loss"]
+        rows.append(
+            f"| [{escape(name)}](runs/{name}/report.md) | {status} | {r['steps']} | {_number(r['final']['loss'])} "
+            f"| {_number(best['value'])} ({best['step']}) | {_number(r['final'].get('accuracy'), '.3f')} "
+            f"| {r['chance_loss']:.4g} |"
+        )
+    return "# Sweep results\n\n" + "\n".join(rows) + "\n"
 
 
 def _with_figures(text: str, workdir: pathlib.Path, figures: pathlib.Path) -> str:
@@ -67,37 +113,76 @@ def _section(workdir: pathlib.Path, figures: pathlib.Path) -> tuple[str, dict | 
     if results.exists() and "study" in (data := json.loads(results.read_text())):
         return _with_figures((workdir / "report.md").read_text(), workdir, figures), data
     if results.exists():
-        table = engine.sweep_report(json.loads(results.read_text())).split("\n", 2)[2]  # without its title
-        return f"## Sweep {workdir.name}\n\n{table}", None
+        table = sweep_report(json.loads(results.read_text())).split("\n", 2)[2]  # without its title
+        table = table.replace("](runs/", f"]({workdir.name}/runs/")
+        return f"## Sweep {escape(workdir.name)}\n\n{table}", None
     if (workdir / "result.json").exists():
-        text = engine.run_report(workdir.name, json.loads((workdir / "result.json").read_text()))
+        text = run_report(workdir.name, json.loads((workdir / "result.json").read_text()))
         return "#" + _with_figures(text, workdir, figures), None
     raise ValueError(f"workdir {str(workdir)!r}: no results.json or result.json; is the run finished?")
 
 
 def gather(workdirs: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
-    """Writes ``out/report.md``, ``out/report.html`` and ``out/figures/``; returns the markdown path."""
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    sections, summary = [], []
+    """Writes ``out/report.md``, ``out/report.html`` and ``out/figures/``; returns the markdown path.
+
+    The report is built in a temporary folder beside ``out`` and renamed into place, so ``out`` holds a whole
+    report (the earlier one, or the new one), never half of one: a workdir that is missing or unfinished is
+    refused before anything is written.
+    """
+    workdirs = [pathlib.Path(d) for d in workdirs]
     for d in workdirs:
-        text, data = _section(pathlib.Path(d), figures)
-        sections.append(text)
-        if data is not None:
-            held = sum(c["held"] for c in data["claims"])
-            head = "; ".join(
-                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in data["headline"].items()
-            )
-            summary.append(
-                f"| {data['title']} | {data['wall_seconds']:.0f} s | {held}/{len(data['claims'])} | {head} |"
-            )
-    top = ["# gated: gradient-flow studies", ""]
-    if summary:
-        top += ["| study | wall time | claims held | headline numbers |", "| --- | --- | --- | --- |", *summary, ""]
-    markdown = "\n".join(top) + "\n" + "\n\n".join(sections)
-    engine._atomic_write(out / "report.md", markdown)
-    engine._atomic_write(out / "report.html", to_html(markdown, out))
+        if not ((d / "results.json").exists() or (d / "result.json").exists()):
+            raise ValueError(f"workdir {str(d)!r}: no results.json or result.json; is the run finished?")
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        figures = staging / "figures"
+        figures.mkdir()
+        sections, summary = [], []
+        for d in workdirs:
+            text, data = _section(d, figures)
+            sections.append(text)
+            if data is not None:
+                held = sum(c["held"] for c in data["claims"])
+                head = "; ".join(
+                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in data["headline"].items()
+                )
+                summary.append(
+                    f"| {escape(data['title'])} | {data['wall_seconds']:.0f} s | {held}/{len(data['claims'])} "
+                    f"| {escape(head)} |"
+                )
+        top = ["# gated: gradient-flow studies", ""]
+        if summary:
+            top += ["| study | wall time | claims held | headline numbers |", "| --- | --- | --- | --- |", *summary, ""]
+        markdown = "\n".join(top) + "\n" + "\n\n".join(sections)
+        workdir_lib.write(staging / "report.md", markdown)
+        workdir_lib.write(staging / "report.html", to_html(markdown, staging))
+        os.chmod(staging, 0o777 & ~_umask())
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out / "report.md"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _swap_into_place(staging: pathlib.Path, out: pathlib.Path) -> None:
+    """Renames the finished ``staging`` folder to ``out``, replacing an earlier report (renamed aside first, then
+    deleted)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
 
 
 def to_html(markdown: str, root: pathlib.Path) -> str:
@@ -106,10 +191,11 @@ def to_html(markdown: str, root: pathlib.Path) -> str:
     body, table = [], []
 
     def inline(text: str) -> str:
-        text = html.escape(text).replace("\\|", "|")
+        text = html.escape(re.sub(r"\\([\\`*_{}\[\]<>()#+!|~])", lambda m: f"\x00{ord(m.group(1))}\x00", text))
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
         text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-        return re.sub(r"\[(.+?)\]\((.+?)\)", r'<a href="\2">\1</a>', text)
+        text = re.sub(r"\[(.+?)\]\((.+?)\)", r'<a href="\2">\1</a>', text)
+        return re.sub("\x00(\\d+)\x00", lambda m: html.escape(chr(int(m.group(1)))), text)  # the escaped characters
 
     def flush_table():
         if table:
@@ -153,16 +239,26 @@ def to_html(markdown: str, root: pathlib.Path) -> str:
 
 
 def main(argv):
+    f = flags.FLAGS
     workdirs = [pathlib.Path(a) for a in argv[1:]]
-    if _RUN.value:
-        workdirs += [d for d in run_studies(_RUN.value, _WORKDIR.value, _SIZE.value) if d not in workdirs]
+    if f.run_studies:
+        workdirs += [d for d in run_studies(f.run_studies, f.workdir, f.size) if d not in workdirs]
     if not workdirs:
         raise app.UsageError("give the workdirs to gather, or --run_studies=configs/studies")
-    path = gather(workdirs, pathlib.Path(_OUT.value))
+    try:
+        path = gather(workdirs, pathlib.Path(f.out))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"report in {path} and {path.with_suffix('.html')}")
 
 
 def run():
+    """The command line (flags defined here, so importing this module for its functions defines none)."""
+    flags.DEFINE_string("out", "runs/report", "Folder for report.md, report.html and the figures.")
+    flags.DEFINE_string("run_studies", None, "Run every study config in this folder first (e.g. configs/studies).")
+    flags.DEFINE_string("workdir", "runs/studies", "Where --run_studies puts each study's workdir.")
+    flags.DEFINE_string("size", "default", "With --run_studies: the size of every study (tiny, default, paper).")
     app.run(main)
 
 

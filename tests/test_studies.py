@@ -1,13 +1,14 @@
 """Every study config runs end to end at its tiny size; study configs are checked; the report gathers them."""
 
 import json
+import re
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from experiments import engine, report, studies
+from experiments import engine, report, studies, workdir
 
 ROOT = pathlib.Path(__file__).parent.parent
 CONFIGS = sorted((ROOT / "configs" / "studies").glob("[!_]*.py"))
@@ -31,7 +32,9 @@ def test_study_runs_tiny(path, tmp_path):
     text = (tmp_path / "report.md").read_text()
     figures = [line[line.index("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")]
     assert figures and all((tmp_path / f).stat().st_size > 10_000 for f in figures)
-    assert json.loads((tmp_path / "results.json").read_text())["config"] == json.loads(config.to_json())
+    assert json.loads((tmp_path / "results.json").read_text())["config"] == workdir.spelled(
+        json.loads(config.to_json())
+    )
     assert studies.run(config, tmp_path)["wall_seconds"] == result["wall_seconds"]  # finished: not run again
 
 
@@ -76,10 +79,33 @@ def test_report_runs_studies_and_gathers_markdown_and_html(tmp_path):
     run_dir = tmp_path / "runs" / "engine_run"
     (run_dir).mkdir()
     (run_dir / "result.json").write_text(json.dumps({
-        "status": "finished", "diverged_at": None, "steps": 3, "test": {"loss": 0.5}, "chance_loss": 1.0,
-        "chance_accuracy": None,
+        "status": "finished", "diverged_at": None, "steps": 3, "final": {"step": 3, "loss": 0.5},
+        "best": {"loss": {"step": 3, "value": 0.5}}, "chance_loss": 1.0, "chance_accuracy": None,
     }))  # fmt: skip
     path = report.gather([run_dir], tmp_path / "report2")
-    assert "engine_run" in path.read_text()
+    assert "## engine\\_run" in path.read_text()  # escaped Markdown
     with pytest.raises(ValueError, match="no results.json or result.json"):
         report.gather([tmp_path], tmp_path / "report3")
+
+
+def _fake_study(workdir, title):
+    workdir.mkdir(parents=True)
+    data = {"study": "x", "title": title, "wall_seconds": 1.0, "headline": {"a|b": 0.5},
+            "claims": [{"claim": "c", "held": True, "evidence": "e"}]}  # fmt: skip
+    (workdir / "results.json").write_text(json.dumps(data))
+    (workdir / "report.md").write_text(f"## {report.escape(title)}\n\ntext\n")
+
+
+def test_gathered_report_escapes_markdown_and_is_written_whole_or_not_at_all(tmp_path):
+    _fake_study(tmp_path / "s", "Clipping | or not *at all* [1]")
+    path = report.gather([tmp_path / "s"], tmp_path / "out")
+    rows = [line for line in path.read_text().splitlines() if line.startswith("| Clipping")]
+    assert len(rows) == 1 and len(re.split(r"(?<!\\)\|", rows[0])) == 6  # 4 cells, not broken by the title's |
+    page = (tmp_path / "out/report.html").read_text()
+    assert "<td>Clipping | or not *at all* [1]</td>" in page  # shown as written
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="missing.*no results.json or result.json"):
+        report.gather([tmp_path / "s", tmp_path / "missing"], tmp_path / "out")
+    with pytest.raises(ValueError, match="no results.json or result.json"):
+        report.gather([tmp_path / "missing"], tmp_path / "new")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing half-written

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gated import tasks
+from experiments import tasks
 
 KEY = jax.random.key(0)
 

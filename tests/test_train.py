@@ -6,8 +6,8 @@ import numpy as np
 import optax
 
 import gated
-from gated import tasks
-from gated import train as train_lib
+from experiments import tasks
+from experiments import train as train_lib
 
 TASK = tasks.get("delayed_recall", length=8, delay=2, classes=3)
 
@@ -18,7 +18,7 @@ ADAM, LSTM = train_lib.OptimizerSpec(), gated.cells.lstm(4)
 def _setup(optimizer=ADAM, lr=1e-2, clip=1.0, cell=LSTM):
     model = train_lib.SequenceModel(gated.recurrent(cell), TASK.output_size, TASK.readout)
     params = model.init(jax.random.key(0), TASK.input_size)
-    hp = train_lib.Hyperparams(jnp.float32(lr), jnp.float32(clip))
+    hp = (lr, clip)
     step = jax.jit(train_lib.make_train_step(model, TASK, optimizer, 5))
     return model, params, hp, step
 
@@ -26,9 +26,9 @@ def _setup(optimizer=ADAM, lr=1e-2, clip=1.0, cell=LSTM):
 def test_metrics_are_measured_before_clipping():
     optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="global_norm")
     model, params, hp, step = _setup(optimizer, lr=1.0, clip=1e-3)
-    state = train_lib.init_state(params, optimizer, hp)
+    state = train_lib.init_state(params, optimizer, *hp)
     key = jax.random.key(1)
-    new, m = step(state, hp, key)
+    new, m = step(state, key)
 
     batch = TASK.sample(jax.random.fold_in(key, 0), 5)
     (loss, extra), grads = jax.value_and_grad(
@@ -67,12 +67,31 @@ def test_divergence_freezes_the_state_and_records_the_step():
     optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="none")
     _, params, hp, step = _setup(optimizer, lr=1.0, cell=gated.cells.rnn(4, activation="identity"))
     params = params._replace(readout_kernel=params.readout_kernel.at[0, 0].set(jnp.inf))
-    state = train_lib.init_state(params, optimizer, hp)
-    state, _ = step(state, hp, jax.random.key(0))  # step 0 is fine: the inf only reaches the loss through logits
-    for _ in range(3):
+    state = train_lib.init_state(params, optimizer, *hp)
+    finite = []
+    for _ in range(4):
         before = state
-        state, m = step(state, hp, jax.random.key(0))
-        assert not bool(m["finite"])
-        for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(state.params), strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert int(state.diverged_at) in (0, 1) and int(state.step) == 4
+        state, m = step(state, jax.random.key(0))
+        finite.append(bool(m["finite"]))
+        if not finite[-1]:
+            for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(state.params), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert not all(finite) and int(state.step) == 4
+    assert int(state.diverged_at) == finite.index(False) + 1  # the step number, counting from 1 as the logs do
+
+
+def test_hyperparameters_live_in_the_optimizer_state_and_the_schedule_ends_small():
+    optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="none", schedule="warmup_cosine",
+                                        warmup_steps=2, steps=10)  # fmt: skip
+    _, params, _, step = _setup(optimizer)
+    state = train_lib.init_state(params, optimizer, 0.5, 1.0)
+    assert float(state.opt_state.hyperparams["learning_rate"]) == 0.5
+    lrs = []
+    for _ in range(10):
+        before = state.params
+        state, m = step(state, jax.random.key(3))
+        grads_norm = float(m["grad_norm"])
+        lrs.append(float(m["update_norm"]) / grads_norm)  # sgd: |update| = lr |g|
+        del before
+    np.testing.assert_allclose(lrs[:3], [0.0, 0.25, 0.5], atol=1e-6)  # warm-up to the peak from the state
+    assert lrs[-1] < 0.05 * 0.5  # the cosine ends near 0

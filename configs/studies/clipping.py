@@ -12,8 +12,6 @@ clipped 0.05.
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {
         "hidden_size": 4,
@@ -52,4 +50,7 @@ def get_config(size="default"):
             cliff_descent_steps=40,
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

@@ -11,8 +11,6 @@ the plain sigmoid MLP, 7.6 with residual and 0.26 with dense connections.
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {"depths": (2, 4), "width": 8, "batch_size": 8, "seeds": 2},
     "default": {},
@@ -32,4 +30,7 @@ def get_config(size="default"):
             architectures=("plain", "residual", "dense"),
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

@@ -14,8 +14,6 @@ T = 100 in 800 steps). LSTM variants on adding T = 50: success 1 (plain, CIFG, p
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {
         "cells": ("rnn", "lstm"),
@@ -61,4 +59,7 @@ def get_config(size="default"):
             variant_length=50,
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

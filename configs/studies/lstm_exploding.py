@@ -12,8 +12,6 @@ needed here did not hold).
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {
         "hidden_size": 4,
@@ -50,4 +48,7 @@ def get_config(size="default"):
             clip_threshold=1.0,
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

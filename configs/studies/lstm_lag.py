@@ -12,8 +12,6 @@ after 1000 Adam steps on the adding problem (test MSE 0.0019).
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {
         "hidden_size": 4,
@@ -44,4 +42,7 @@ def get_config(size="default"):
             learning_rate=3e-3,
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

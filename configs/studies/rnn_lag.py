@@ -11,8 +11,6 @@ gradient at lag 75 (6.1e-11 after 1000 Adam steps on the adding problem); radius
 
 import ml_collections
 
-from experiments.studies.base import resize
-
 SIZES = {
     "tiny": {
         "hidden_size": 4,
@@ -45,4 +43,7 @@ def get_config(size="default"):
             learning_rate=1e-3,
         )
     )
-    return resize(config, size, SIZES)
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
+    config.update(SIZES[size])
+    return config

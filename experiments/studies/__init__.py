@@ -16,8 +16,10 @@ import time
 
 import ml_collections
 
-from experiments.engine import _atomic_write
-from experiments.studies.base import Report, check_fields
+from experiments import workdir as workdir_lib
+from experiments.studies.base import Report, check_fields, format_value
+
+__all__ = ["NAMES", "format_value", "get", "run", "validate"]
 
 NAMES = ("scalar_chain", "deep_mlp", "rnn_lag", "lstm_lag", "lstm_exploding", "gru_lag", "clipping", "long_lags")
 
@@ -38,19 +40,18 @@ def validate(config: ml_collections.ConfigDict):
     return module
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Runs a study into ``workdir`` (report.md, results.json, PNGs). A workdir that already holds
-    the results of the same config is not run again."""
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Runs a study into ``workdir`` (report.md, results.json, PNGs). The workdir is bound to the config and locked
+    (:class:`experiments.workdir.Workdir`): a workdir that holds the results of the same config is not run again,
+    one that holds another config's is refused unless ``overwrite``."""
     module = validate(config)
     workdir = pathlib.Path(workdir)
-    done = workdir / "results.json"
-    if done.exists():
-        previous = json.loads(done.read_text())
-        if previous.get("config") == json.loads(config.to_json()):
-            return previous
-    workdir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(workdir / "config.json", config.to_json(indent=2))
-    report = Report(workdir, module.TITLE)
-    start = time.perf_counter()
-    module.run(config, report)
-    return report.write(config, time.perf_counter() - start)
+    bound = workdir_lib.binding(json.loads(config.to_json()))
+    with workdir_lib.Workdir(workdir, bound, overwrite):
+        done = workdir / "results.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        report = Report(workdir, module.TITLE)
+        start = time.perf_counter()
+        module.run(config, report)
+        return report.write(config, time.perf_counter() - start)

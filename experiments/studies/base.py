@@ -22,10 +22,12 @@ import ml_collections
 import numpy as np
 
 import gated
-from experiments.engine import _atomic_write, _require, over_runs
+from experiments import loop
+from experiments import tasks as tasks_lib
+from experiments import train as train_lib
+from experiments.engine import require
+from experiments.workdir import spelled, to_json, write
 from gated import diagnostics
-from gated import tasks as tasks_lib
-from gated import train as train_lib
 
 DTYPE = jnp.float32
 
@@ -49,15 +51,7 @@ def check_fields(config: ml_collections.ConfigDict, fields: dict[str, type], stu
         else:
             ok = isinstance(value, kind)
         what = {int: "a positive int", float: "a number", tuple: "a non-empty list"}.get(kind, kind.__name__)
-        _require(ok, key, what, value)
-
-
-def resize(config: ml_collections.ConfigDict, size: str, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
-    """Applies one of a config file's sizes ("tiny", "default", "paper") to its default values."""
-    if size not in sizes:
-        raise ValueError(f"size: expected one of {sorted(sizes)}, got {size!r}")
-    config.update(sizes[size])
-    return config
+        require(ok, key, what, value)
 
 
 class Report:
@@ -80,7 +74,7 @@ class Report:
         fig.tight_layout()
         fig.savefig(buffer, format="png", dpi=100)
         plt.close(fig)
-        _atomic_write(self.workdir / f"{name}.png", buffer.getvalue())
+        write(self.workdir / f"{name}.png", buffer.getvalue())
         self.lines += [f"![{name}]({name}.png)", "", f"*{caption.strip()}*", ""]
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -99,7 +93,7 @@ class Report:
         headline = [f"- {k}: {format_value(v)}" for k, v in self.headline.items()]
         body = [f"## {self.title}", "", f"Study `{config.study}`, {seconds:.0f} s on this machine.", ""]
         body += ["Headline numbers:", "", *headline, "", "Claims of the notes:", "", *claims, "", *self.lines]
-        _atomic_write(self.workdir / "report.md", "\n".join(body))
+        write(self.workdir / "report.md", "\n".join(body))
         result = {
             "study": config.study,
             "title": self.title,
@@ -107,9 +101,9 @@ class Report:
             "headline": self.headline,
             "claims": self.claims,
             "numbers": self.numbers,
-            "config": json.loads(config.to_json()),
+            "config": spelled(json.loads(config.to_json())),
         }
-        _atomic_write(self.workdir / "results.json", json.dumps(result, indent=2, default=_json_default))
+        write(self.workdir / "results.json", to_json(_plain(result)))
         return result
 
 
@@ -118,12 +112,17 @@ def format_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _json_default(v: Any) -> Any:
+def _plain(v: Any) -> Any:
+    """Arrays and NumPy scalars as lists and Python numbers, for strict JSON."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
     if isinstance(v, np.ndarray | jax.Array):
         return np.asarray(v).tolist()
     if isinstance(v, np.generic):
         return v.item()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+    return v
 
 
 def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
@@ -242,32 +241,19 @@ def train_runs(
     clip_thresholds: Sequence[float] | None = None,
     init_transform: Callable[[Any], Any] | None = None,
 ) -> tuple[train_lib.SequenceModel, train_lib.TrainState, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Trains one run per seed (and clip threshold, paired with the seeds) as ONE program
-    (:func:`experiments.engine.over_runs`). ``init_transform`` edits each run's initial
-    :class:`~gated.train.ModelParams`.
+    """Trains one run per seed (and clip threshold, paired with the seeds) as ONE program, in the engine's loop
+    (:mod:`experiments.loop`). ``init_transform`` edits each run's initial :class:`~experiments.train.ModelParams`.
 
     Returns ``(model, final states, per-step metrics (steps, runs), test metrics (runs,))``.
     """
     model = train_lib.SequenceModel(gated.recurrent(cell), task.output_size, task.readout)
     thresholds = [1.0] * len(seeds) if clip_thresholds is None else list(clip_thresholds)
-    hps = train_lib.Hyperparams(jnp.full((len(seeds),), learning_rate, DTYPE), jnp.asarray(thresholds, DTYPE))
-    keys = jnp.stack([jax.random.split(jax.random.key(s), 3) for s in seeds])
-
-    def init(key, hp):
-        params = model.init(key[0], task.input_size, DTYPE)
-        if init_transform is not None:
-            params = init_transform(params)
-        return train_lib.init_state(params, optimizer, hp)
-
-    step = jax.jit(over_runs(train_lib.make_train_step(model, task, optimizer, batch_size)), donate_argnums=0)
-    evaluate = jax.jit(over_runs(train_lib.make_eval_step(model, task, 512)))
-    # One jitted step per Python iteration, as in the engine: a single lax.scan over every step was
-    # seen to deadlock XLA:CPU now and then (all threads parked on futexes) on this machine.
-    states = jax.jit(jax.vmap(init))(keys, hps)
-    history = []
-    for _ in range(steps):
-        states, m = step(states, hps, keys[:, 1])
-        history.append(m)
-    metrics = jax.tree.map(lambda *a: jnp.stack(a), *history)
-    test = evaluate(states.params, keys[:, 2])
-    return model, states, jax.tree.map(np.asarray, metrics), jax.tree.map(np.asarray, test)
+    states, data_keys, eval_keys = loop.init_states(
+        [model] * len(seeds), task, optimizer, list(seeds), [learning_rate] * len(seeds), thresholds,
+        init_transform, DTYPE,
+    )  # fmt: skip
+    programs = loop.programs(model, task, optimizer, batch_size, 512)
+    progress = loop.train(programs, loop.Progress(states, {}, {}), data_keys, eval_keys, steps=steps)
+    history = {k: v for k, v in progress.history.items() if k not in ("step", "diverged")}
+    test = {k: v[-1] for k, v in progress.evaluations.items() if k != "step"}
+    return model, progress.states, history, test

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import gated
+from experiments import tasks as tasks_lib
+from experiments import train as train_lib
 from experiments.studies.base import DTYPE, plt_figure, train_runs
-from gated import train as train_lib
 
 TITLE = "7. Clipping: clip_by_global_norm rescues training when gradients explode"
 FIELDS = {
@@ -39,7 +40,7 @@ def run(config, report) -> None:
 def _training(config, report) -> None:
     """An IRNN (ReLU, identity W_hh; Le et al. 2015) on the adding problem with SGD: one vmapped program over every
     (threshold, seed); no clipping is the threshold +inf, which clip_by_global_norm never reaches."""
-    task = gated.tasks.get("adding", length=config.length)
+    task = tasks_lib.get("adding", length=config.length)
     cell = gated.cells.rnn(config.hidden_size, activation="relu", recurrent_init="identity")
     thresholds = [float(t) for t in config.thresholds]
     n = config.seeds
@@ -64,7 +65,7 @@ def _training(config, report) -> None:
     for i, t in enumerate(thresholds):
         for s in range(n):
             kw = {"label": name(t)} if s == 0 else {}
-            alive = steps <= (diverged_at[i, s] if diverged_at[i, s] >= 0 else config.train_steps)
+            alive = steps < (diverged_at[i, s] if diverged_at[i, s] >= 0 else config.train_steps + 1)
             axes[0].plot(steps[alive], loss[alive, i, s], color=colors[i], alpha=0.5, **kw)
             axes[1].plot(steps[alive], grad_norm[alive, i, s], color=colors[i], alpha=0.5, **kw)
     axes[0].axhline(task.chance_loss, color="gray", linestyle="--", label="chance")

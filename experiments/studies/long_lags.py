@@ -54,9 +54,9 @@ def success(config, result: dict) -> bool:
     ``success_accuracy``."""
     if result["status"] != "finished":
         return False
-    if "accuracy" in result["test"]:
-        return result["test"]["accuracy"] >= config.success_accuracy
-    return result["test"]["loss"] < config.success_mse_fraction * result["chance_loss"]
+    if "accuracy" in result["final"]:
+        return result["final"]["accuracy"] >= config.success_accuracy
+    return result["final"]["loss"] < config.success_mse_fraction * result["chance_loss"]
 
 
 def run(config, report) -> None:
@@ -147,7 +147,7 @@ def run(config, report) -> None:
     variant_rows = []
     for v, entries in variant_runs.items():
         runs = [results[name(e)] for e in entries]
-        metric = [r["test"].get("accuracy", r["test"]["loss"]) for r in runs]
+        metric = [r["final"].get("accuracy", r["final"]["loss"]) for r in runs]
         variant_rows.append([v, float(np.mean([success(config, r) for r in runs])), float(np.median(metric))])
     if variant_rows:
         metric_name = "accuracy" if config.variant_task == "temporal_order" else "MSE"

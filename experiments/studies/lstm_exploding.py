@@ -6,9 +6,10 @@ import jax
 import numpy as np
 
 import gated
+from experiments import tasks as tasks_lib
+from experiments import train as train_lib
 from experiments.studies.base import DTYPE, decay, lag_axes, lag_norms, plt_figure, stack, task_inputs, train_runs
 from gated import diagnostics
-from gated import train as train_lib
 
 TITLE = "5. LSTM: the output-gate path explodes when W_o is large; clipping keeps training alive"
 FIELDS = {
@@ -93,7 +94,7 @@ def run(config, report) -> None:
 
 def _train(config, report) -> None:
     """SGD on the adding problem from an LSTM whose W_o is scaled, without and with clip_by_global_norm."""
-    task = gated.tasks.get("adding", length=config.train_length)
+    task = tasks_lib.get("adding", length=config.train_length)
     cell = gated.cells.lstm(config.hidden_size)
 
     def transform(p):

@@ -1,9 +1,10 @@
 """Training pieces as pure functions: a sequence model, its loss, an optax
 optimiser with gradient clipping, and a jittable ``train_step``.
 
-Numeric hyperparameters (learning rate, clip threshold) are arrays passed to
-the step, not Python constants, so that several runs that differ only in
-them are ONE compiled program under ``jax.vmap``.
+The optimiser is built once (:meth:`OptimizerSpec.make`). Its numeric
+hyperparameters (peak learning rate, clip threshold) live in its state
+(``optax.inject_hyperparams``), not in the program, so that several runs that
+differ only in them are ONE compiled program over stacked states.
 
 Notation: T time, B batch, D input size, H hidden size, C outputs.
 """
@@ -17,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from experiments import tasks as tasks_lib
 from gated import layers as layers_lib
-from gated import tasks as tasks_lib
 
 Array = jax.Array
 
@@ -86,7 +87,7 @@ def loss_and_metrics(model: SequenceModel, kind: str, params: ModelParams, batch
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
-    """The static part of an optimiser; learning rate and clip threshold are passed as arrays.
+    """The static part of an optimiser; the peak learning rate and clip threshold are values in its state.
 
     Attributes:
       name: "sgd" (with ``momentum``), "adam" or "adamw" (with ``weight_decay``).
@@ -110,28 +111,44 @@ class OptimizerSpec:
                 raise ValueError(f"optimizer.{field}: expected one of {valid}, got {getattr(self, field)!r}")
 
     def learning_rate(self, peak: Array) -> optax.Schedule:
+        """The schedule: ``peak`` (which may be traced: it lives in the optimiser state) times its shape."""
         if self.schedule == "constant":
             return lambda count: peak
         if self.schedule == "cosine":
-            return optax.cosine_decay_schedule(peak, max(self.steps, 1))
-        return optax.warmup_cosine_decay_schedule(0.0, peak, max(self.warmup_steps, 1), max(self.steps, 2))
+            shape = optax.cosine_decay_schedule(1.0, max(self.steps, 1))
+        else:
+            warmup = max(self.warmup_steps, 1)
+            shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(self.steps, warmup + 1))
+        return lambda count: peak * shape(count)
 
-    def make(self, learning_rate: Array, clip_threshold: Array) -> optax.GradientTransformation:
-        """``optax.chain(clip, base optimiser)``; the arguments may be traced arrays."""
-        lr = self.learning_rate(learning_rate)
-        if self.name == "sgd":
-            base = optax.sgd(lr, momentum=self.momentum)
-        elif self.name == "adam":
-            base = optax.adam(lr)
-        else:
-            base = optax.adamw(lr, weight_decay=self.weight_decay)
-        if self.clip == "global_norm":
-            clip = optax.clip_by_global_norm(clip_threshold)
-        elif self.clip == "value":
-            clip = optax.clip(clip_threshold)
-        else:
-            clip = optax.identity()
-        return optax.chain(clip, base)
+    def make(self) -> optax.GradientTransformation:
+        """``optax.chain(clip, base optimiser)`` under ``optax.inject_hyperparams``: one transformation for every
+        run; each run's ``learning_rate`` (the schedule's peak) and ``clip_threshold`` are in the state that
+        :meth:`init` returns."""
+
+        def build(learning_rate, clip_threshold):
+            lr = self.learning_rate(learning_rate)
+            if self.name == "sgd":
+                base = optax.sgd(lr, momentum=self.momentum)
+            elif self.name == "adam":
+                base = optax.adam(lr)
+            else:
+                base = optax.adamw(lr, weight_decay=self.weight_decay)
+            if self.clip == "global_norm":
+                clip = optax.clip_by_global_norm(clip_threshold)
+            elif self.clip == "value":
+                clip = optax.clip(clip_threshold)
+            else:
+                clip = optax.identity()
+            return optax.chain(clip, base)
+
+        return optax.inject_hyperparams(build, hyperparam_dtype=jnp.float32)(learning_rate=1.0, clip_threshold=1.0)
+
+    def init(self, params: Any, learning_rate: float | Array, clip_threshold: float | Array) -> Any:
+        """The optimiser state of one run, holding its hyperparameters."""
+        state = self.make().init(params)
+        hyperparams = {"learning_rate": learning_rate, "clip_threshold": clip_threshold}
+        return state._replace(hyperparams={k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()})
 
     def is_clipped(self, grads: Any, grad_norm: Array, clip_threshold: Array) -> Array:
         if self.clip == "global_norm":
@@ -141,16 +158,10 @@ class OptimizerSpec:
         return jnp.array(False)
 
 
-class Hyperparams(NamedTuple):
-    """The numeric hyperparameters of a run that may differ within one compiled program."""
-
-    learning_rate: Array
-    clip_threshold: Array
-
-
 class TrainState(NamedTuple):
-    """``step``, ``params``, ``opt_state`` and ``diverged_at`` (-1, or the first step whose loss,
-    gradients or parameters were not finite; from then on the state is frozen)."""
+    """``step`` (steps done), ``params``, ``opt_state`` and ``diverged_at``: -1, or the number (counting from 1, as
+    the logs do) of the first step whose loss, gradients or parameters were not finite; from then on the state is
+    frozen."""
 
     step: Array
     params: Any
@@ -158,8 +169,10 @@ class TrainState(NamedTuple):
     diverged_at: Array
 
 
-def init_state(params: Any, optimizer: OptimizerSpec, hp: Hyperparams) -> TrainState:
-    opt_state = optimizer.make(hp.learning_rate, hp.clip_threshold).init(params)
+def init_state(
+    params: Any, optimizer: OptimizerSpec, learning_rate: float | Array = 1e-3, clip_threshold: float | Array = 1.0
+) -> TrainState:
+    opt_state = optimizer.init(params, learning_rate, clip_threshold)
     return TrainState(jnp.array(0, jnp.int32), params, opt_state, jnp.array(-1, jnp.int32))
 
 
@@ -180,7 +193,7 @@ def shard_batch(batch: tasks_lib.Batch, mesh: jax.sharding.Mesh | None, axis: st
 
 
 def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int, mesh=None):
-    """``train_step(state, hp, data_key) -> (state, metrics)``, pure; jit (and vmap) it once.
+    """``train_step(state, data_key) -> (state, metrics)``, pure; jit it (over runs) once.
 
     The batch is ``task.sample(fold_in(data_key, state.step), batch_size)``, so a
     run's data depend only on its key and step. The metrics come from inside
@@ -191,7 +204,9 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
     ``mesh`` (axis "data"), the batch is split over its devices.
     """
 
-    def train_step(state: TrainState, hp: Hyperparams, data_key: Array):
+    tx = optimizer.make()
+
+    def train_step(state: TrainState, data_key: Array):
         batch = shard_batch(task.sample(jax.random.fold_in(data_key, state.step), batch_size), mesh)
 
         def loss_fn(params):
@@ -199,7 +214,6 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
 
         (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
-        tx = optimizer.make(hp.learning_rate, hp.clip_threshold)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         param_norm = optax.tree.norm(params)
@@ -210,13 +224,13 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
             state.step + 1,
             jax.tree.map(lambda old, n: jnp.where(keep, old, n), state.params, params),
             jax.tree.map(lambda old, n: jnp.where(keep, old, n), state.opt_state, opt_state),
-            jnp.where(frozen | finite, state.diverged_at, state.step),
+            jnp.where(frozen | finite, state.diverged_at, state.step + 1),
         )
         metrics = {
             "loss": loss,
             **extra,
             "grad_norm": grad_norm,
-            "clipped": optimizer.is_clipped(grads, grad_norm, hp.clip_threshold),
+            "clipped": optimizer.is_clipped(grads, grad_norm, state.opt_state.hyperparams["clip_threshold"]),
             "update_norm": optax.tree.norm(updates),
             "param_norm": param_norm,
             "finite": finite,

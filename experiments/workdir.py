@@ -1,0 +1,204 @@
+"""A workdir bound to its config, held by one process, written crash-consistently.
+
+- :func:`write` writes a file atomically (a temporary file in the same folder, then ``os.replace``), with the
+  permissions the user's umask gives (``0644`` under the usual ``022``), never the ``0600`` of a bare temporary.
+- :func:`to_json` writes strict JSON: a non-finite float becomes ``null`` (the caller keeps a flag beside it), and
+  anything else that JSON can't hold is an error rather than ``NaN``/``Infinity``.
+- :class:`Workdir` takes an exclusive ``fcntl.flock`` on ``workdir/.lock`` (a second process is refused with the
+  pid and host of the holder) and binds the folder to a config: ``config.json``, with a hash of everything that
+  changes the result, is written before anything else, and a later run with another config is refused, naming the
+  keys that differ, unless it passes ``overwrite=True``.
+
+Only the coordinating process (``jax.process_index() == 0``) of a multi-process run writes or locks; the others
+only read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import pathlib
+import shutil
+import socket
+import tempfile
+from typing import Any
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+# Keys that change no number of the result (only how often the state is saved), left out of the hash.
+NOT_HASHED = ("train.checkpoint_every",)
+
+_umask: int | None = None
+
+
+def _file_mode() -> int:
+    global _umask
+    if _umask is None:
+        _umask = os.umask(0o022)
+        os.umask(_umask)
+    return 0o666 & ~_umask
+
+
+def _replace(source: str, target: pathlib.Path) -> None:
+    """``os.replace``: the one point where a written file appears (the fault-injection tests stop here)."""
+    os.replace(source, target)
+
+
+def write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` atomically: a reader (or a rerun after a crash) sees the old file or the new one."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def to_json(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): non-finite floats become ``null``; the caller records which were not finite."""
+
+    def clean(v):
+        if isinstance(v, float):
+            return finite_or_none(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), indent=indent, allow_nan=False)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def spelled(v: Any) -> Any:
+    """Non-finite floats as the strings "inf", "-inf", "nan" (a study may sweep ``inf`` as "no clipping")."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: spelled(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [spelled(x) for x in v]
+    return v
+
+
+def binding(config: dict, extra: dict | None = None) -> dict:
+    """What ``config.json`` holds: the config (and e.g. a sweep's entries) and the hash of what changes the result.
+    Non-finite numbers in them are spelled as strings."""
+    config, extra = spelled(config), spelled(extra or {})
+    hashed = {k: v for k, v in flatten(config).items() if k not in NOT_HASHED}
+    payload = json.dumps({"config": hashed, **extra}, sort_keys=True, allow_nan=False)
+    return {"hash": hashlib.sha256(payload.encode()).hexdigest(), "config": config, **extra}
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two bindings, as ``key: old -> new``."""
+    a = {k: v for k, v in flatten(old).items() if k != "hash" and k.removeprefix("config.") not in NOT_HASHED}
+    b = {k: v for k, v in flatten(new).items() if k != "hash" and k.removeprefix("config.") not in NOT_HASHED}
+    return [f"{k.removeprefix('config.')}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]  # fmt: skip
+
+
+class WorkdirError(RuntimeError):
+    """A workdir that is held by another process or bound to another config."""
+
+
+class Workdir:
+    """``with Workdir(path, binding(...), overwrite=...) as w:`` holds ``path`` for one run or sweep.
+
+    Args:
+      path: the folder (created if missing).
+      bound: :func:`binding` of the config about to run.
+      overwrite: start afresh: delete what the folder holds (under the lock) before binding it.
+      writer: whether this process writes (the coordinating process of a multi-process run); the others neither lock
+        nor write, and only check the binding.
+    """
+
+    def __init__(self, path: str | os.PathLike, bound: dict, overwrite: bool = False, writer: bool = True):
+        self.path, self.bound, self.overwrite, self.writer = pathlib.Path(path), bound, overwrite, writer
+        self._lock = None
+
+    def __enter__(self) -> Workdir:
+        if not self.writer:
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._acquire()
+        try:
+            if self.overwrite:
+                for p in self.path.iterdir():
+                    if p.name != LOCK_FILE:
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            self._bind()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+    def _acquire(self) -> None:
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, _file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise WorkdirError(
+                    f"workdir {str(self.path)!r} is in use by {holder}; wait for it to finish or stop it"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started})\n".encode(), 0)
+        self._lock = fd
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.ftruncate(self._lock, 0)
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def _bind(self) -> None:
+        path = self.path / CONFIG_FILE
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("hash") != self.bound["hash"]:
+                diff = differences(old, self.bound) if "hash" in old else ["(written without a hash by older code)"]
+                raise WorkdirError(
+                    f"workdir {str(self.path)!r} holds a run of another config ({'; '.join(diff)}); "
+                    "choose a new workdir, or pass --overwrite to delete it and start afresh"
+                )
+            return
+        if any(not p.name.startswith(".") for p in self.path.iterdir()):  # a crash's leftover temporaries are hidden
+            raise WorkdirError(
+                f"workdir {str(self.path)!r} is not empty and has no {CONFIG_FILE}; choose a new workdir, or pass "
+                "--overwrite to delete what it holds"
+            )
+        write(path, to_json(self.bound))
