@@ -52,6 +52,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as err:
         fail(" ".join(str(err).split()))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # raised by config_flags for an override
+        text = " ".join(str(err).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+        fail(f"a --config override: unknown key or bad value: {text}")
 
 
 def main(argv):

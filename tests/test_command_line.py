@@ -1,0 +1,66 @@
+"""The command line as a batch job sees it: overrides, one-line errors with exit code 2, log lines, no noise."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = ["--config.train.steps=4", "--config.task.length=10", "--config.model.hidden_size=4",
+        "--config.train.log_every=2", "--config.train.eval_batch_size=8", "--config.train.eval_every=2"]  # fmt: skip
+
+
+def _run(*args, module="experiments.main"):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )  # stderr is a pipe, not a terminal: a batch job
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.model.hidden_size=-3", "config.model.hidden_size: expected a positive int, got -3"),
+        ("--config.optimizer.learning_rate=inf", "config.optimizer.learning_rate: expected a finite number > 0"),
+        ("--config.optimizer.momentum=-0.9", "config.optimizer.momentum: expected a number in [0, 1)"),
+        ("--config.model.hiden_size=3", "hiden_size"),
+        ("--config.train.steps=abc", "train.steps"),
+        ("--config.model.options.activation=relu", "lstm cell: unknown option(s) ['activation']"),
+    ],
+)
+def test_a_bad_config_is_one_line_and_exit_code_2(tmp_path, flag, message):
+    out = _run("--config=configs/adding.py", f"--workdir={tmp_path / 'w'}", flag)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_run_from_the_command_line_logs_overrides_and_refuses_another_config(tmp_path):
+    workdir = tmp_path / "w"
+    base = ["--config=configs/adding.py", f"--workdir={workdir}", *TINY]
+    out = _run(*base, "--config.model.options.forget_bias=2.0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((workdir / "result.json").read_text())["config"]["model"]["options"]["forget_bias"] == 2.0
+    assert "run: finished; final test loss" in out.stdout
+    log = [line for line in out.stderr.splitlines() if "[run] step " in line]
+    assert len(log) == 2 and "loss" in log[0] and "grad norm" in log[0] and "steps/s" in log[0]  # absl lines
+    assert "libtpu" not in out.stderr and "backend" not in out.stderr and "font" not in out.stderr.lower()
+    again = _run(*base, "--config.model.options.forget_bias=3.0")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "model.options.forget_bias: 2.0 -> 3.0" in again.stderr and "--overwrite" in again.stderr
+    assert _run(*base, "--config.model.options.forget_bias=3.0", "--overwrite").returncode == 0
+
+
+def test_configs_import_only_ml_collections():
+    code = (
+        "import importlib.util, pathlib, sys\n"
+        "for p in sorted(pathlib.Path('configs').rglob('[!_]*.py')):\n"
+        "    spec = importlib.util.spec_from_file_location(p.stem, p)\n"
+        "    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.get_config()\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('jax', 'experiments', 'gated', 'flax', 'numpy'))\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
