@@ -285,7 +285,7 @@ def _save(path: pathlib.Path, progress: loop.Progress) -> None:
 def _restore(path: pathlib.Path, template: loop.Progress, sharding) -> loop.Progress:
     data = serialization.msgpack_restore(path.read_bytes())
     states = serialization.from_state_dict(loop.fetch(template.states), data["state"])
-    states = jax.device_put(states, sharding) if sharding is not None else jax.tree.map(jax.numpy.asarray, states)
+    states = loop.to_global(states, sharding) if sharding is not None else jax.tree.map(jax.numpy.asarray, states)
     as_arrays = lambda table: {k: np.asarray(v) for k, v in table.items()}
     return loop.Progress(states, as_arrays(data["history"]), as_arrays(data["evaluations"]))
 
@@ -302,8 +302,10 @@ def train_group(
         [s.model for s in specs], spec.task, spec.optimizer, [c.seed for c in configs],
         [s.learning_rate for s in specs], [s.clip_threshold for s in specs],
     )  # fmt: skip
+    if data_mesh is not None:  # every run whole on every device; its batch is split
+        sharding = NamedSharding(data_mesh, PartitionSpec())
     if sharding is not None:
-        states, data_keys, eval_keys = jax.device_put((states, data_keys, eval_keys), sharding)
+        states, data_keys, eval_keys = loop.to_global((states, data_keys, eval_keys), sharding)
     progress = loop.Progress(states, {}, {})
     if checkpoint.exists():
         progress = _restore(checkpoint, progress, sharding)

@@ -106,6 +106,21 @@ def fetch(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
+def to_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """``tree`` (the same values on every process) placed with ``sharding``, which may span several processes'
+    devices (``jax.distributed``): each process gives its devices their part."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def place(a):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
+
+
 class Progress(NamedTuple):
     """Where a group of runs stands: the stacked state, the metrics recorded so far (``history``: name ->
     ``(records, runs)``, with ``"step"``) and the test metrics (``evaluations``, likewise)."""

@@ -7,9 +7,6 @@ the quantities are checked against each other: forward against reverse mode, and
 """
 
 import functools
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -205,44 +202,3 @@ def test_fused_refuses_what_it_does_not_cover():
     params = gru.init(jax.random.key(0), D)._replace(candidate_bias=None)
     with pytest.raises(ValueError, match=r"params.candidate_bias: expected shape \(4,\)"):
         gated.run(gru, params, xs, impl="fused")
-
-
-SHARD_MAP = """
-import jax, jax.numpy as jnp, numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
-import gated
-assert jax.device_count() == 4, jax.devices()
-mesh = Mesh(np.array(jax.devices()), ("batch",))
-for cell in (gated.cells.lstm(4), gated.cells.gru(4), gated.cells.rnn(4), gated.cells.gru(4, reset="before")):
-    params = cell.init(jax.random.key(0), 3, jnp.float64)
-    xs = jax.random.normal(jax.random.key(1), (6, 8, 3), jnp.float64)
-    lengths = jnp.array([6, 2, 0, 4, 6, 5, 1, 3])
-
-    def derivatives(p, x, n):  # the gradient, a jvp and a Hessian-vector product of the summed loss
-        loss = lambda q: jnp.sum(jnp.tanh(gated.run(cell, q, x, lengths=n)[1]))
-        v = jax.tree.map(jnp.ones_like, p)
-        return jax.grad(loss)(p), jax.jvp(loss, (p,), (v,))[1], jax.jvp(jax.grad(loss), (p,), (v,))[1]
-
-    def per_shard(p, x, n):  # each device its share of the batch
-        grad, jvp, hvp = derivatives(p, x, n)
-        # The parameters are the same on every device, so reverse mode sums their cotangents over the devices
-        # already; the jvp, a tangent of each device's share of the loss, is summed here.
-        return grad, jax.lax.psum(jvp, "batch"), hvp
-
-    sharded = jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(None, "batch"), P("batch")), out_specs=P())
-    got, want = jax.jit(sharded)(params, xs, lengths), jax.jit(derivatives)(params, xs, lengths)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
-"""
-
-
-@pytest.mark.slow
-def test_transforms_under_shard_map():
-    """The default path (fused kernels, and the reference path for the GRU with reset="before") inside shard_map
-    over 4 CPU devices, the batch split between them: the gradient, a jvp and a Hessian-vector product equal the
-    unsharded ones. A zero initial carry, the same on every device, is marked varying by gated.run."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    env["JAX_ENABLE_X64"] = "1"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", SHARD_MAP], env=env, cwd=root, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,8 +1,8 @@
 """Every study config runs end to end at its tiny size; study configs are checked; the report gathers them."""
 
 import json
-import re
 import pathlib
+import re
 import subprocess
 import sys
 
