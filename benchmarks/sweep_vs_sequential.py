@@ -1,4 +1,4 @@
-"""Time a sweep of N seeds trained as one program (the engine's group, :func:`experiments.engine.over_runs`) against
+"""Time a sweep of N seeds trained as one program (the engine's group, :func:`experiments.loop.over_runs`) against
 the same N runs one after another, in one process.
 
     python -m benchmarks.sweep_vs_sequential                  # N = 16, adding problem T = 100, 200 steps
@@ -64,7 +64,7 @@ def main(argv=None):
     out.write_text(json.dumps(result, indent=2) + "\n")
     size = f"adding T={args.length}, H={args.hidden_size}, B={args.batch_size}, {args.steps} steps"
     print(f"| {args.seeds} seeds, {size} | seconds |\n| --- | --- |")
-    print(f"| one program (engine.over_runs) | {vmapped:.1f} |")
+    print(f"| one program (loop.over_runs) | {vmapped:.1f} |")
     print(f"| {args.seeds} runs one after another | {sequential:.1f} |")
     print(f"| speed-up | {sequential / vmapped:.2f}x |")
     print(f"wrote {out}")

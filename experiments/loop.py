@@ -2,8 +2,8 @@
 
 ``init or restore -> a pure step (over the runs of a group) -> periodic evaluation and checkpoints -> outputs``:
 
-- :func:`programs` compiles a group's step and evaluation once (cached per model, task, optimiser and sizes);
-  each is one program over the leading run axis (:func:`over_runs`).
+- :func:`programs` compiles a group's step and evaluation once (cached per model, task, optimiser and sizes),
+  over the leading run axis (:func:`over_runs`).
 - :func:`init_states` gives each run's initial state, its hyperparameters (peak learning rate, clip threshold) in
   its optimiser state, stacked over the runs.
 - :func:`train` steps the stacked states, records the metrics every ``log_every`` steps and the test metrics every
@@ -27,16 +27,27 @@ from experiments import tasks as tasks_lib
 from experiments import train as train_lib
 
 
-def over_runs(fn):
-    """``fn`` over the leading run axis of every argument, in the way that is faster on the platform at hand.
+def over_runs(fn, donate_first: bool = False) -> Callable:
+    """A compiled program that applies ``fn`` to each run, over the leading run axis of every argument.
 
-    On one CPU device, ``jax.lax.map``: the runs one after another inside one compiled program. Elsewhere (an
-    accelerator, or runs sharded over several devices), ``jax.vmap``. On XLA:CPU a vmapped group trains slower than
-    its runs one by one, and ``lax.map`` about as fast as them (``benchmarks/results/transforms.md``).
+    On one CPU device, run by run: ``fn`` compiled for ONE run and called once per run, so a run gives the same
+    numbers, to the bit, alone and inside a group (a ``lax.map`` over the runs compiles differently for one run than
+    for several, and its float32 results drift apart in the last bits), and as fast: on XLA:CPU a vmapped group
+    trains slower than its runs one by one (``benchmarks/results/transforms.md``). Elsewhere (an accelerator, or
+    runs sharded over several devices), ``jax.jit(jax.vmap(fn))``.
     """
-    if jax.default_backend() == "cpu" and jax.device_count() == 1:
-        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-    return jax.vmap(fn)
+    donate = (0,) if donate_first else ()
+    if not (jax.default_backend() == "cpu" and jax.device_count() == 1):
+        return jax.jit(jax.vmap(fn), donate_argnums=donate)
+    single = jax.jit(fn, donate_argnums=donate)
+
+    @jax.jit
+    def unstack(args):
+        runs = jax.tree.leaves(args)[0].shape[0]
+        return [jax.tree.map(lambda a, i=i: a[i], args) for i in range(runs)]
+
+    stack = jax.jit(lambda outs: jax.tree.map(lambda *a: jnp.stack(a), *outs))
+    return lambda *args: stack([single(*a) for a in unstack(args)])
 
 
 class Programs(NamedTuple):
@@ -51,7 +62,7 @@ class Programs(NamedTuple):
 def _programs(model, task, optimizer, batch_size, eval_batch_size, mesh) -> Programs:
     step = train_lib.make_train_step(model, task, optimizer, batch_size, mesh)
     evaluate = train_lib.make_eval_step(model, task, eval_batch_size)
-    return Programs(jax.jit(over_runs(step), donate_argnums=0), jax.jit(over_runs(evaluate)))
+    return Programs(over_runs(step, donate_first=True), over_runs(evaluate))
 
 
 def programs(

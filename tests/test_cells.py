@@ -33,16 +33,6 @@ def test_cell_matches_numpy_reference(cell_config, dtype):
             record_error("numpy", config_id(cell_config), dtype, got, want)
 
 
-def test_project_then_step_equals_call(cell_config):
-    cell = make_cell(cell_config, 6)
-    params = random_params(cell, jax.random.key(0), 4, jnp.float64)
-    carry = random_carry(cell, jax.random.key(1), (), jnp.float64)
-    x = jax.random.normal(jax.random.key(2), (4,), jnp.float64)
-    u = cell.project(params, x)
-    assert u.shape == (cell.num_gates * 6,)
-    np.testing.assert_array_equal(cell.step(params, carry, u)[1], cell(params, carry, x)[1])
-
-
 def test_gradients_match_finite_differences(cell_config):
     cell = make_cell(cell_config, 3)
     params = random_params(cell, jax.random.key(3), 2, jnp.float64)

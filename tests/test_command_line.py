@@ -64,3 +64,17 @@ def test_configs_import_only_ml_collections():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_run_gives_the_same_bits_alone_and_inside_its_sweep(tmp_path):
+    """As a user runs it (float32, JAX's default settings): the sweep's lstm seed-0 run equals the single run."""
+    import numpy as np
+
+    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'alone'}", *TINY).returncode == 0
+    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'sweep'}", *TINY, "--sweep").returncode == 0
+    alone = np.load(tmp_path / "alone" / "final.npz")
+    inside = np.load(tmp_path / "sweep" / "runs" / "cell-lstm_seed-0" / "final.npz")
+    assert alone.files == inside.files
+    for k in alone.files:
+        np.testing.assert_array_equal(alone[k], inside[k], err_msg=k)

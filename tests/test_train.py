@@ -31,8 +31,8 @@ def test_metrics_are_measured_before_clipping():
     new, m = step(state, key)
 
     batch = TASK.sample(jax.random.fold_in(key, 0), 5)
-    (loss, extra), grads = jax.value_and_grad(
-        lambda p: train_lib.loss_and_metrics(model, TASK.kind, p, batch), has_aux=True
+    (loss, extra), grads = jax.jit(
+        jax.value_and_grad(lambda p: train_lib.loss_and_metrics(model, TASK.kind, p, batch), has_aux=True)
     )(params)
     np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
     np.testing.assert_allclose(m["accuracy"], extra["accuracy"], rtol=1e-6)
