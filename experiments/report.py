@@ -5,7 +5,11 @@
 
 With ``--run_studies`` every study config in that folder is first run (a
 workdir that already holds its results is skipped), so one command gives
-every study's numbers, plots and the report. A workdir is a study's (its
+every study's numbers, plots and the report. ``--redraw`` draws each study's
+figures and report again from its stored results (``computed.json``) without
+computing anything:
+
+    python -m experiments.report --redraw --out=runs/report runs/studies/* A workdir is a study's (its
 ``results.json`` has a "study"), an engine sweep's (``results.json`` of runs)
 or a single engine run's (``result.json``).
 """
@@ -245,6 +249,12 @@ def main(argv):
         workdirs += [d for d in run_studies(f.run_studies, f.workdir, f.size) if d not in workdirs]
     if not workdirs:
         raise app.UsageError("give the workdirs to gather, or --run_studies=configs/studies")
+    if f.redraw:
+        from experiments import studies
+
+        for d in workdirs:
+            if (d / studies.COMPUTED).exists():
+                studies.redraw(d)
     try:
         path = gather(workdirs, pathlib.Path(f.out))
     except ValueError as err:
@@ -259,6 +269,7 @@ def run():
     flags.DEFINE_string("run_studies", None, "Run every study config in this folder first (e.g. configs/studies).")
     flags.DEFINE_string("workdir", "runs/studies", "Where --run_studies puts each study's workdir.")
     flags.DEFINE_string("size", "default", "With --run_studies: the size of every study (tiny, default, paper).")
+    flags.DEFINE_bool("redraw", False, "Redraw each study's figures and report from its stored results first.")
     app.run(main)
 
 

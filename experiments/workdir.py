@@ -107,6 +107,17 @@ def spelled(v: Any) -> Any:
     return v
 
 
+def unspelled(v: Any) -> Any:
+    """The inverse of :func:`spelled`: the strings "inf", "-inf" and "nan" as floats."""
+    if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+        return float(v)
+    if isinstance(v, dict):
+        return {k: unspelled(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [unspelled(x) for x in v]
+    return v
+
+
 def binding(config: dict, extra: dict | None = None) -> dict:
     """What ``config.json`` holds: the config (and e.g. a sweep's entries) and the hash of what changes the result.
     Non-finite numbers in them are spelled as strings."""

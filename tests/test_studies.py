@@ -109,3 +109,20 @@ def test_gathered_report_escapes_markdown_and_is_written_whole_or_not_at_all(tmp
     with pytest.raises(ValueError, match="no results.json or result.json"):
         report.gather([tmp_path / "missing"], tmp_path / "new")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing half-written
+
+
+def test_a_study_is_computed_once_then_drawn_from_its_stored_results(tmp_path, monkeypatch):
+    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    first = studies.run(config, tmp_path)
+    report_md = (tmp_path / "report.md").read_text()
+    module = studies.get("scalar_chain")
+    monkeypatch.setattr(module, "compute", lambda *a: pytest.fail("the stored results must be used"))
+    for name in ("report.md", "results.json", "scalar_chain.png"):
+        (tmp_path / name).unlink()
+    assert studies.redraw(tmp_path) == first  # figures and claims from computed.json alone
+    assert (tmp_path / "report.md").read_text() == report_md and (tmp_path / "scalar_chain.png").exists()
+    (tmp_path / "results.json").unlink()  # stopped after computing: the same command only draws
+    assert studies.run(config, tmp_path) == first
+    other = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("default")
+    with pytest.raises(workdir.WorkdirError, match="max_depth"):
+        studies.run(other, tmp_path)

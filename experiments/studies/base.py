@@ -1,8 +1,8 @@
 """What every study shares: config checks, the report a study writes, training and lag profiles.
 
-A study is ``run(config, report)``: it computes, draws figures into the
-report and states each claim of the lecture notes with the evidence and
-whether it held. :class:`Report` writes ``report.md`` (a section of the
+A study computes its results (``compute``), then draws figures into the
+report (``plot``) and states each claim of the lecture notes with the evidence
+and whether it held (``claims``), from the stored results alone. :class:`Report` writes ``report.md`` (a section of the
 combined report), ``results.json`` (headline numbers, claims, wall time) and
 the PNGs, all atomically, into the study's workdir.
 """
@@ -55,13 +55,13 @@ def check_fields(config: ml_collections.ConfigDict, fields: dict[str, type], stu
 
 
 class Report:
-    """A study's section of the report: text, figures, tables, numbers and claims."""
+    """A study's section of the report: text, figures, tables, headline numbers and claims (its computed results
+    are in ``computed.json``)."""
 
     def __init__(self, workdir: pathlib.Path, title: str):
         self.workdir, self.title = workdir, title
         self.lines: list[str] = []
         self.headline: dict[str, float] = {}
-        self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
 
     def text(self, paragraph: str) -> None:
@@ -100,10 +100,9 @@ class Report:
             "wall_seconds": seconds,
             "headline": self.headline,
             "claims": self.claims,
-            "numbers": self.numbers,
             "config": spelled(json.loads(config.to_json())),
         }
-        write(self.workdir / "results.json", to_json(_plain(result)))
+        write(self.workdir / "results.json", to_json(plain(result)))
         return result
 
 
@@ -112,12 +111,12 @@ def format_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """Arrays and NumPy scalars as lists and Python numbers, for strict JSON."""
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, np.ndarray | jax.Array):
         return np.asarray(v).tolist()
     if isinstance(v, np.generic):
@@ -182,22 +181,13 @@ def decay(curve: np.ndarray, lag: int) -> float:
         return float(curve[min(lag, len(curve) - 1)] / curve[0])
 
 
-def trained_lag_profile(
-    cell: Any,
-    config: Any,
-    task: tasks_lib.Task,
-    xs: jax.Array,
-    report: Report,
-    *,
-    name: str,
-    title: str,
-    what: str,
-    lag: int,
-) -> np.ndarray:
+def trained_lag_profile(cell: Any, config: Any, task: tasks_lib.Task, xs: jax.Array) -> dict:
     """Trains ``cell`` on ``task`` with Adam (``config.seeds`` seeds, ``config.train_steps`` steps of
-    ``config.train_batch_size`` at ``config.learning_rate``) and draws the lag profile before and after
-    (``||dL/dh_k||``, and ``||dL/dc_k||`` dotted for an LSTM) into the figure ``name``.
-    Returns the trained ``||dL/dh_k||`` curve (median over seeds)."""
+    ``config.train_batch_size`` at ``config.learning_rate``) and measures the lag profile before and after.
+
+    Returns ``{"before": {"h": curve, "c": curve (LSTM)}, "after": {...}, "test_mse": per seed, "chance": ...}``,
+    each curve ``||dL/dh_k||`` (or ``||dL/dc_k||``) by lag, median over examples and seeds.
+    """
     _, states, _, test = train_runs(
         cell,
         task,
@@ -210,23 +200,30 @@ def trained_lag_profile(
     init = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
     before = lag_norms(cell, init, xs, seed=2)
     after = lag_norms(cell, states.params.recurrent.cell, xs, seed=2)
+    median = lambda norms: {k: np.median(v, axis=0) for k, v in norms.items()}
+    return {"before": median(before), "after": median(after), "test_mse": test["loss"], "chance": task.chance_loss}
+
+
+def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name: str, title: str, what: str,
+                             lag: int) -> None:  # fmt: skip
+    """The figure ``name`` of :func:`trained_lag_profile`'s results: ``||dL/dh_k||`` (and ``||dL/dc_k||``
+    dotted for an LSTM) before and after training."""
     fig, (ax,) = plt_figure(1, width=6)
-    for label, norms in (("at initialisation", before), (f"after {config.train_steps} steps", after)):
-        (line,) = ax.plot(np.median(norms["h"], axis=0), label=f"||dL/dh_k||, {label}")
+    for label, norms in (("at initialisation", profile["before"]), (f"after {config.train_steps} steps",
+                                                                    profile["after"])):  # fmt: skip
+        (line,) = ax.plot(norms["h"], label=f"||dL/dh_k||, {label}")
         if "c" in norms:
-            ax.plot(np.median(norms["c"], axis=0), ":", color=line.get_color(), label=f"||dL/dc_k||, {label}")
+            ax.plot(norms["c"], ":", color=line.get_color(), label=f"||dL/dc_k||, {label}")
     lag_axes(ax, title, "gradient norm (median over examples)")
-    ax.legend(fontsize=7)
-    curve_before, curve = np.median(before["h"], axis=0), np.median(after["h"], axis=0)
+    ax.legend(fontsize=8)
+    before, after = np.asarray(profile["before"]["h"]), np.asarray(profile["after"]["h"])
     report.figure(
         fig,
         name,
         f"The {what}'s lag profile before and after training on the adding problem (Adam, {config.seeds} seeds, test "
-        f"MSE {np.median(test['loss']):.3g}, chance {task.chance_loss:.3g}): ||dL/dh|| left at lag {lag}: "
-        f"{decay(curve_before, lag):.2g} before, {decay(curve, lag):.2g} after.",
+        f"MSE {np.median(profile['test_mse']):.3g}, chance {profile['chance']:.3g}): ||dL/dh|| left at lag {lag}: "
+        f"{decay(before, lag):.2g} before, {decay(after, lag):.2g} after.",
     )
-    report.numbers["trained_test_mse"] = test["loss"]
-    return curve
 
 
 def train_runs(

@@ -32,13 +32,18 @@ FIELDS = {
 }
 
 
-def run(config, report) -> None:
-    _training(config, report)
-    _cliff(config, report)
+def compute(config, workdir) -> dict:
+    """The IRNN trained with SGD per (threshold, seed), and Pascanu et al.'s cliff: surface, gradient norm, and
+    gradient descent without and with clipping."""
+    return {"training": _training(config), "cliff": _cliff(config)}
 
 
-def _training(config, report) -> None:
-    """An IRNN (ReLU, identity W_hh; Le et al. 2015) on the adding problem with SGD: one vmapped program over every
+def _name(t: float) -> str:
+    return "no clipping" if np.isinf(t) else f"clip {t:g}"
+
+
+def _training(config) -> dict:
+    """An IRNN (ReLU, identity W_hh; Le et al. 2015) on the adding problem with SGD: one program over every
     (threshold, seed); no clipping is the threshold +inf, which clip_by_global_norm never reaches."""
     task = tasks_lib.get("adding", length=config.length)
     cell = gated.cells.rnn(config.hidden_size, activation="relu", recurrent_init="identity")
@@ -54,51 +59,109 @@ def _training(config, report) -> None:
         learning_rate=config.learning_rate,
         clip_thresholds=[t for t in thresholds for _ in range(n)],
     )
-    diverged_at = np.asarray(states.diverged_at).reshape(len(thresholds), n)
-    test_loss = np.asarray(test["loss"]).reshape(len(thresholds), n)
-    loss = metrics["loss"].reshape(config.train_steps, len(thresholds), n)
-    grad_norm = metrics["grad_norm"].reshape(config.train_steps, len(thresholds), n)
-    name = lambda t: "no clipping" if np.isinf(t) else f"clip {t:g}"
+    return {
+        "thresholds": thresholds,
+        "diverged_at": np.asarray(states.diverged_at).reshape(len(thresholds), n),  # -1: never; else the step (from 1)
+        "test_mse": np.asarray(test["loss"]).reshape(len(thresholds), n),
+        "loss": metrics["loss"].reshape(config.train_steps, len(thresholds), n),
+        "grad_norm": metrics["grad_norm"].reshape(config.train_steps, len(thresholds), n),
+        "chance": task.chance_loss,
+    }
+
+
+def _cliff(config) -> dict:
+    ws = np.linspace(*config.cliff_w, config.cliff_grid, dtype=np.float32)
+    bs = np.linspace(*config.cliff_b, config.cliff_grid, dtype=np.float32)
+    loss = lambda w, b: cliff_loss(w, b, config.cliff_steps, config.cliff_target)
+    surface = jax.jit(jax.vmap(jax.vmap(loss, (None, 0)), (0, None)))(ws, bs)
+    grads = jax.jit(jax.vmap(jax.vmap(jax.grad(loss, (0, 1)), (None, 0)), (0, None)))(ws, bs)
+    return {
+        "surface": np.asarray(surface),
+        "grad_norm": np.hypot(np.asarray(grads[0]), np.asarray(grads[1])),
+        "descent_unclipped": _descent(config, np.inf),
+        "descent_clipped": _descent(config, config.cliff_threshold),
+    }
+
+
+def _jumps(path) -> np.ndarray:
+    return np.linalg.norm(np.diff(np.asarray(path, float), axis=0), axis=1)
+
+
+def plot(results, config, report) -> None:
+    t = results["training"]
+    thresholds, n = t["thresholds"], config.seeds
+    diverged_at, test_mse = np.asarray(t["diverged_at"]), np.asarray(t["test_mse"], float)
+    loss, grad_norm = np.asarray(t["loss"], float), np.asarray(t["grad_norm"], float)
     fig, axes = plt_figure(3, width=4.4)
     steps = np.arange(1, config.train_steps + 1)
     colors = [f"C{i}" for i in range(len(thresholds))]
-    for i, t in enumerate(thresholds):
+    for i, th in enumerate(thresholds):
         for s in range(n):
-            kw = {"label": name(t)} if s == 0 else {}
+            kw = {"label": _name(th)} if s == 0 else {}
             alive = steps < (diverged_at[i, s] if diverged_at[i, s] >= 0 else config.train_steps + 1)
             axes[0].plot(steps[alive], loss[alive, i, s], color=colors[i], alpha=0.5, **kw)
             axes[1].plot(steps[alive], grad_norm[alive, i, s], color=colors[i], alpha=0.5, **kw)
-    axes[0].axhline(task.chance_loss, color="gray", linestyle="--", label="chance")
+    axes[0].axhline(t["chance"], color="gray", linestyle="--", label="chance")
     axes[0].set(xlabel="step", ylabel="train MSE", yscale="log", title=f"IRNN, adding T = {config.length}, SGD")
     axes[1].set(xlabel="step", ylabel="global gradient norm before clipping", yscale="log", title="gradient norm")
     counts = (diverged_at >= 0).sum(axis=1)
-    axes[2].bar([name(t) for t in thresholds], counts, color=colors)
+    axes[2].bar([_name(th) for th in thresholds], counts, color=colors)
     axes[2].set(ylabel=f"diverged runs (NaN/Inf) of {n}", title="divergence", ylim=(0, n))
     axes[2].tick_params(axis="x", labelrotation=30)
     for ax in axes[:2]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     report.figure(
         fig,
         "clipping_training",
         f"An IRNN (ReLU, W_hh = I) trained with SGD (lr {config.learning_rate:g}, momentum 0.9) on the adding problem "
-        f"T = {config.length}, {n} seeds per threshold, all {n * len(thresholds)} runs one vmapped program. Curves end "
+        f"T = {config.length}, {n} seeds per threshold, all {n * len(thresholds)} runs one program. Curves end "
         "where a run diverged (its state is frozen and the step recorded). Right: diverged runs per threshold.",
     )
     rows = []
-    for i, t in enumerate(thresholds):
+    for i, th in enumerate(thresholds):
         steps_at = [int(d) for d in diverged_at[i] if d >= 0]
-        finite = test_loss[i][diverged_at[i] < 0]
-        rows.append(
-            [
-                name(t),
-                f"{counts[i]}/{n}",
-                ", ".join(map(str, steps_at)) or "-",
-                float(np.median(finite)) if finite.size else float("nan"),
-            ]
-        )
+        finite = test_mse[i][diverged_at[i] < 0]
+        rows.append([_name(th), f"{counts[i]}/{n}", ", ".join(map(str, steps_at)) or "-",
+                     float(np.median(finite)) if finite.size else float("nan")])  # fmt: skip
     report.table(["threshold", "diverged", "at steps", "median test MSE of the others"], rows)
-    unclipped = [i for i, t in enumerate(thresholds) if np.isinf(t)]
-    clipped = [i for i, t in enumerate(thresholds) if not np.isinf(t)]
+
+    c = results["cliff"]
+    surface, cliff_grad = np.asarray(c["surface"], float), np.asarray(c["grad_norm"], float)
+    plain, clipped = np.asarray(c["descent_unclipped"], float), np.asarray(c["descent_clipped"], float)
+    fig, axes = plt_figure(2, width=5.2, height=4.4)
+    extent = (*config.cliff_b, *config.cliff_w)
+    image = axes[0].imshow(np.log10(surface + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="viridis")
+    fig.colorbar(image, ax=axes[0], label="log10 error")
+    for path, color, label in (
+        (plain, "red", "no clipping"),
+        (clipped, "white", f"clipped at {config.cliff_threshold:g}"),
+    ):
+        axes[0].plot(path[:, 1], path[:, 0], "o-", color=color, markersize=2.5, linewidth=1, label=label)
+    axes[0].set(xlabel="b", ylabel="w", title=f"error (x_{config.cliff_steps} - {config.cliff_target:g})^2",
+                xlim=config.cliff_b, ylim=config.cliff_w)  # fmt: skip
+    axes[0].legend(fontsize=8, loc="lower left")
+    image = axes[1].imshow(np.log10(cliff_grad + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="magma")
+    fig.colorbar(image, ax=axes[1], label="log10 ||grad||")
+    axes[1].set(xlabel="b", ylabel="w", title="gradient norm: the wall")
+    report.figure(
+        fig,
+        "clipping_cliff",
+        "Pascanu et al.'s cliff: the error of the one-unit RNN x_t = w sigmoid(x_(t-1)) + b after "
+        f"{config.cliff_steps} "
+        "steps from x_0 = 0.5, over a (w, b) grid (left), and its gradient norm (right): where the recurrence "
+        "bifurcates, the error jumps across a narrow wall on which the gradient is huge. Gradient descent from the "
+        f"same start with lr {config.cliff_lr:g}: unclipped (red) the largest step is {_jumps(plain).max():.3g}; "
+        f"clipped at {config.cliff_threshold:g} (white) it is {_jumps(clipped).max():.3g}.",
+    )
+
+
+def claims(results, config, report) -> None:
+    t = results["training"]
+    thresholds, n = t["thresholds"], config.seeds
+    diverged_at, test_mse = np.asarray(t["diverged_at"]), np.asarray(t["test_mse"], float)
+    counts = (diverged_at >= 0).sum(axis=1)
+    unclipped = [i for i, th in enumerate(thresholds) if np.isinf(th)]
+    clipped = [i for i, th in enumerate(thresholds) if not np.isinf(th)]
     if unclipped and clipped:
         report.claim(
             "Without clipping, training in the exploding regime diverges (NaN/Inf); "
@@ -109,10 +172,20 @@ def _training(config, report) -> None:
         )
         report.headline["diverged_without_clipping"] = f"{counts[unclipped].sum()}/{n}"
         report.headline["diverged_with_clipping"] = f"{counts[clipped].sum()}/{n * len(clipped)}"
-        best = min(clipped, key=lambda i: np.nanmedian(np.where(diverged_at[i] < 0, test_loss[i], np.nan)))
+        best = min(clipped, key=lambda i: np.nanmedian(np.where(diverged_at[i] < 0, test_mse[i], np.nan)))
         report.headline["best_clip_threshold"] = thresholds[best]
-        report.headline["best_clip_median_test_mse"] = float(np.nanmedian(test_loss[best]))
-    report.numbers.update(diverged_at=diverged_at, test_loss=test_loss)
+        report.headline["best_clip_median_test_mse"] = float(np.nanmedian(test_mse[best]))
+    c = results["cliff"]
+    plain, clipped_path = _jumps(c["descent_unclipped"]), _jumps(c["descent_clipped"])
+    grad_norm = np.asarray(c["grad_norm"], float)
+    report.claim(
+        "On the cliff, an unclipped step is thrown far; a clipped one stays at most lr * threshold",
+        clipped_path.max() <= config.cliff_lr * config.cliff_threshold * (1 + 1e-4) < plain.max(),
+        f"largest step {plain.max():.3g} unclipped, {clipped_path.max():.3g} clipped; largest gradient "
+        f"norm on the grid {grad_norm.max():.3g}, median {np.median(grad_norm):.3g}",
+    )
+    report.headline["cliff_largest_step_unclipped"] = float(plain.max())
+    report.headline["cliff_largest_step_clipped"] = float(clipped_path.max())
 
 
 def cliff_loss(w, b, steps: int, target: float):
@@ -134,62 +207,3 @@ def _descent(config, threshold: float) -> np.ndarray:
     start = jnp.asarray(config.cliff_start, DTYPE)
     _, path = jax.jit(lambda s: jax.lax.scan(step, s, None, length=config.cliff_descent_steps))(start)
     return np.concatenate([np.asarray(start)[None], np.asarray(path)])
-
-
-def _cliff(config, report) -> None:
-    ws = np.linspace(*config.cliff_w, config.cliff_grid, dtype=np.float32)
-    bs = np.linspace(*config.cliff_b, config.cliff_grid, dtype=np.float32)
-    surface = jax.jit(
-        jax.vmap(jax.vmap(lambda w, b: cliff_loss(w, b, config.cliff_steps, config.cliff_target), (None, 0)), (0, None))
-    )(ws, bs)
-    grads = jax.jit(
-        jax.vmap(
-            jax.vmap(
-                jax.grad(lambda w, b: cliff_loss(w, b, config.cliff_steps, config.cliff_target), (0, 1)), (None, 0)
-            ),
-            (0, None),
-        )
-    )(ws, bs)
-    grad_norm = np.hypot(np.asarray(grads[0]), np.asarray(grads[1]))
-    plain, clipped = _descent(config, np.inf), _descent(config, config.cliff_threshold)
-    fig, axes = plt_figure(2, width=5.2, height=4.4)
-    extent = (*config.cliff_b, *config.cliff_w)
-    image = axes[0].imshow(
-        np.log10(np.asarray(surface) + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="viridis"
-    )
-    fig.colorbar(image, ax=axes[0], label="log10 error")
-    for path, color, label in (
-        (plain, "red", "no clipping"),
-        (clipped, "white", f"clipped at {config.cliff_threshold:g}"),
-    ):
-        axes[0].plot(path[:, 1], path[:, 0], "o-", color=color, markersize=2.5, linewidth=1, label=label)
-    axes[0].set(
-        xlabel="b",
-        ylabel="w",
-        title=f"error (x_{config.cliff_steps} - {config.cliff_target:g})^2",
-        xlim=config.cliff_b,
-        ylim=config.cliff_w,
-    )
-    axes[0].legend(fontsize=7, loc="lower left")
-    image = axes[1].imshow(np.log10(grad_norm + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="magma")
-    fig.colorbar(image, ax=axes[1], label="log10 ||grad||")
-    axes[1].set(xlabel="b", ylabel="w", title="gradient norm: the wall")
-    jumps = lambda path: np.linalg.norm(np.diff(path, axis=0), axis=1)
-    report.figure(
-        fig,
-        "clipping_cliff",
-        "Pascanu et al.'s cliff: the error of the one-unit RNN x_t = w sigmoid(x_(t-1)) + b after "
-        f"{config.cliff_steps} "
-        "steps from x_0 = 0.5, over a (w, b) grid (left), and its gradient norm (right): where the recurrence "
-        "bifurcates, the error jumps across a narrow wall on which the gradient is huge. Gradient descent from the "
-        f"same start with lr {config.cliff_lr:g}: unclipped (red) the largest step is {jumps(plain).max():.3g}; "
-        f"clipped at {config.cliff_threshold:g} (white) it is {jumps(clipped).max():.3g}.",
-    )
-    report.claim(
-        "On the cliff, an unclipped step is thrown far; a clipped one stays at most lr * threshold",
-        jumps(clipped).max() <= config.cliff_lr * config.cliff_threshold * (1 + 1e-4) < jumps(plain).max(),
-        f"largest step {jumps(plain).max():.3g} unclipped, {jumps(clipped).max():.3g} clipped; largest gradient "
-        f"norm on the grid {grad_norm.max():.3g}, median {np.median(grad_norm):.3g}",
-    )
-    report.headline["cliff_largest_step_unclipped"] = float(jumps(plain).max())
-    report.headline["cliff_largest_step_clipped"] = float(jumps(clipped).max())

@@ -70,7 +70,8 @@ def init_kernels(key, depth, max_depth: int, width: int, architecture: str):
     return first, middle, readout
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """The first layer's gradient norm (geometric mean over seeds) per architecture and depth."""
     for a in config.architectures:
         if a not in ARCHITECTURES:
             raise ValueError(f"config.architectures: expected entries of {ARCHITECTURES}, got {a!r}")
@@ -97,6 +98,11 @@ def run(config, report) -> None:
             per_seed = np.maximum(per_seed, np.finfo(np.float32).tiny)  # float32 underflow shows as 1.2e-38
             norms[architecture].append(float(np.exp(np.mean(np.log(per_seed)))))
 
+    return {"first_layer_norms": norms}
+
+
+def plot(results, config, report) -> None:
+    norms = results["first_layer_norms"]
     fig, (ax,) = plt_figure(1, width=6)
     for architecture, values in norms.items():
         ax.plot(config.depths, values, "o-", label=architecture)
@@ -118,11 +124,15 @@ def run(config, report) -> None:
         "by W^T diag(phi'); shortcuts (residual) and dense connections give the first layer paths that skip layers.",
     )
     shallow, deep = config.depths[0], config.depths[-1]
-    ratio = {a: v[-1] / v[0] for a, v in norms.items()}
     report.table(
         ["architecture", *[f"depth {d}" for d in config.depths], f"ratio {deep}/{shallow}"],
-        [[a, *v, ratio[a]] for a, v in norms.items()],
+        [[a, *v, v[-1] / v[0]] for a, v in norms.items()],
     )
+
+
+def claims(results, config, report) -> None:
+    shallow, deep = config.depths[0], config.depths[-1]
+    ratio = {a: v[-1] / v[0] for a, v in results["first_layer_norms"].items()}
     report.headline.update({f"{a}_ratio_depth_{deep}_vs_{shallow}": r for a, r in ratio.items()})
     if "plain" in ratio:
         report.claim(
@@ -137,4 +147,3 @@ def run(config, report) -> None:
                     ratio[a] > 1e-2 and ratio[a] > 100 * ratio["plain"],
                     f"depth {deep} keeps {ratio[a]:.2g}, plain {ratio['plain']:.2g}",
                 )
-    report.numbers["first_layer_norms"] = norms

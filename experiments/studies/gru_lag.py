@@ -10,6 +10,7 @@ import gated
 from experiments.studies.base import (
     DTYPE,
     decay,
+    draw_trained_lag_profile,
     lag_axes,
     lag_norms,
     plt_figure,
@@ -41,12 +42,13 @@ def _settings(config) -> list[tuple[str, dict]]:
     return settings
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """Per GRU setting: ||dL/dh_k|| and the update-gate product by lag (medians); the gate path against autodiff;
+    and the trained profile."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
-    lag, h = min(config.report_lag, config.length - 1), config.hidden_size
-    grad, product, path_error, rows = {}, {}, 0.0, []
+    grad, product, path_error = {}, {}, 0.0
     for name, options in _settings(config):
-        cell = gated.cells.gru(h, **options)
+        cell = gated.cells.gru(config.hidden_size, **options)
         params = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
         grad[name] = np.median(lag_norms(cell, params, xs, seed=2)["h"], axis=0)
         path = jax.jit(
@@ -57,16 +59,21 @@ def run(config, report) -> None:
         by_autodiff = jax.jit(lambda p, c=cell: diagnostics.gate_path_by_autodiff(c, p, xs[0]))(one)
         by_gates = jax.vmap(jnp.diag)(path[0, 0])  # the same params and example, from the gates
         path_error = max(path_error, float(jnp.max(jnp.abs(by_autodiff - by_gates))))
-        rows.append([name, float(product[name][lag]), decay(grad[name], lag)])
+    trained = trained_lag_profile(gated.cells.gru(config.hidden_size, update=config.updates[0]), config, task, xs)
+    return {"grad": grad, "update_product": product, "path_error": path_error, "trained": trained}
 
+
+def plot(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    grad, product = results["grad"], results["update_product"]
     fig, axes = plt_figure(2, width=5)
     for name in grad:
         (line,) = axes[0].plot(grad[name], label=name)
         axes[1].plot(product[name], color=line.get_color(), label=name)
-    lag_axes(axes[0], f"GRU ||dL/dh_k||, H = {h}, T = {config.length}")
+    lag_axes(axes[0], f"GRU ||dL/dh_k||, H = {config.hidden_size}, T = {config.length}")
     lag_axes(axes[1], "update-gate path", "mean over units of prod_{j>k} keep_j")
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     report.figure(
         fig,
         "gru_lag",
@@ -78,40 +85,36 @@ def run(config, report) -> None:
         "averaged over units. With zero biases the two conventions are the same model up to the sign of z's "
         "parameters, so their curves coincide in distribution; chrono init opens the path.",
     )
+    rows = [[name, float(product[name][lag]), decay(np.asarray(grad[name]), lag)] for name in grad]
     report.table(["GRU", f"prod keep at lag {lag}", f"||dL/dh|| left at lag {lag}"], rows)
+    draw_trained_lag_profile(
+        results["trained"], config, report, name="gru_lag_trained",
+        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}", what="GRU", lag=lag,
+    )  # fmt: skip
+
+
+def claims(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    left = {name: decay(np.asarray(curve), lag) for name, curve in results["grad"].items()}
     report.claim(
         "The update-gate product from the gates equals autodiff with the gates and candidate held constant",
-        path_error < 1e-5,
-        f"largest difference {path_error:.2g}",
+        results["path_error"] < 1e-5,
+        f"largest difference {results['path_error']:.2g}",
     )
     if len(config.updates) == 2 and set(config.updates) == {"keep", "write"}:
-        a, b = decay(grad["update=keep"], lag), decay(grad["update=write"], lag)
+        a, b = left["update=keep"], left["update=write"]
         report.claim(
             "Both update conventions give the same lag profile at zero bias (within a factor 3)",
             1 / 3 < a / b < 3,
             f"keep {a:.2g}, write {b:.2g} left at lag {lag}",
         )
+    first = f"update={config.updates[0]}"
     if config.chrono:
-        plain, chrono = (
-            decay(grad[f"update={config.updates[0]}"], lag),
-            decay(grad[f"update={config.updates[0]}, chrono init"], lag),
-        )
+        plain, chrono = left[first], left[f"{first}, chrono init"]
         report.claim(
             "An update gate biased to keep the state (chrono init) keeps more gradient",
             chrono > plain,
             f"{chrono:.2g} vs {plain:.2g} left at lag {lag}",
         )
-    trained = trained_lag_profile(
-        gated.cells.gru(config.hidden_size, update=config.updates[0]),
-        config,
-        task,
-        xs,
-        report,
-        name="gru_lag_trained",
-        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}",
-        what="GRU",
-        lag=lag,
-    )
-    report.headline[f"gru_init_decay_lag{lag}"] = decay(grad[f"update={config.updates[0]}"], lag)
-    report.headline[f"gru_trained_decay_lag{lag}"] = decay(trained, lag)
-    report.numbers.update(grad=grad, update_product=product, trained_curve=trained)
+    report.headline[f"gru_init_decay_lag{lag}"] = left[first]
+    report.headline[f"gru_trained_decay_lag{lag}"] = decay(np.asarray(results["trained"]["after"]["h"]), lag)

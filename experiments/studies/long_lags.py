@@ -59,7 +59,9 @@ def success(config, result: dict) -> bool:
     return result["final"]["loss"] < config.success_mse_fraction * result["chance_loss"]
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """Every (task, length, cell, seed) run and every LSTM variant, through the experiments engine into
+    ``workdir/training`` (resumable); returns each run's status and final test metrics by run name."""
     for t in (*config.tasks, config.variant_task):
         if t not in TASKS:
             raise ValueError(f"config.tasks: expected entries of {TASKS}, got {t!r}")
@@ -92,22 +94,37 @@ def run(config, report) -> None:
         for e in entries:
             e.pop("variant")
     all_entries = sweep + [e for entries in variant_runs.values() for e in entries if e not in sweep]
-    results = engine.train_and_evaluate(_base(config), report.workdir / "training", all_entries)
-    name = engine.run_name
+    results = engine.train_and_evaluate(_base(config), workdir / "training", all_entries)
+    keep = ("status", "final", "chance_loss")
+    return {
+        "runs": {n: {k: r[k] for k in keep} for n, r in results.items()},
+        "variants": {v: [engine.run_name(e) for e in entries] for v, entries in variant_runs.items()},
+    }
 
+
+def _rates(results, config) -> dict[tuple[str, str], list[float]]:
+    """Success rate per (task, cell), one per length."""
+    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
+    runs = results["runs"]
+    return {
+        (t, cell): [
+            float(np.mean([success(config, runs[engine.run_name({"model.cell": cell, "task.name": t,
+                                                                  "task.length": length, "seed": s})])
+                           for s in range(config.seeds)]))
+            for length in lengths[t]
+        ]
+        for t in config.tasks
+        for cell in config.cells
+    }  # fmt: skip
+
+
+def plot(results, config, report) -> None:
+    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
+    rates = _rates(results, config)
     fig, axes = plt_figure(len(config.tasks), width=4.6)
-    rates = {}
     for ax, t in zip(axes, config.tasks, strict=True):
         for cell in config.cells:
-            rate = []
-            for length in lengths[t]:
-                runs = [
-                    results[name({"model.cell": cell, "task.name": t, "task.length": length, "seed": s})]
-                    for s in range(config.seeds)
-                ]
-                rate.append(float(np.mean([success(config, r) for r in runs])))
-            rates[(t, cell)] = rate
-            ax.plot(lengths[t], rate, "o-", label=cell)
+            ax.plot(lengths[t], rates[(t, cell)], "o-", label=cell)
         criterion = (
             f"test MSE < {config.success_mse_fraction:g} x chance"
             if t == "adding"
@@ -132,6 +149,20 @@ def run(config, report) -> None:
         by_length = dict(zip([f"T = {length}" for length in lengths[t]], rate, strict=True))
         rows.append([t, cell, *[f"{by_length[h]:.2f}" if h in by_length else "-" for h in all_lengths]])
     report.table(header, rows)
+    variant_rows = []
+    for v, names in results["variants"].items():
+        runs = [results["runs"][n] for n in names]
+        metric = [r["final"].get("accuracy", r["final"]["loss"]) for r in runs]
+        variant_rows.append([v, float(np.mean([success(config, r) for r in runs])), float(np.median(metric))])
+    if variant_rows:
+        metric_name = "accuracy" if config.variant_task == "temporal_order" else "MSE"
+        report.text(f"LSTM variants on {config.variant_task}, T = {config.variant_length}, {config.seeds} seeds:")
+        report.table(["variant", "success rate", f"median test {metric_name}"], variant_rows)
+
+
+def claims(results, config, report) -> None:
+    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
+    rates = _rates(results, config)
     longest = {t: lengths[t][-1] for t in config.tasks}
     for t in config.tasks:
         gated_best = max(rates.get((t, c), [0.0])[-1] for c in ("lstm", "gru") if c in config.cells)
@@ -143,15 +174,3 @@ def run(config, report) -> None:
             )
         for c in config.cells:
             report.headline[f"{t}_T{longest[t]}_{c}_success"] = rates[(t, c)][-1]
-
-    variant_rows = []
-    for v, entries in variant_runs.items():
-        runs = [results[name(e)] for e in entries]
-        metric = [r["final"].get("accuracy", r["final"]["loss"]) for r in runs]
-        variant_rows.append([v, float(np.mean([success(config, r) for r in runs])), float(np.median(metric))])
-    if variant_rows:
-        metric_name = "accuracy" if config.variant_task == "temporal_order" else "MSE"
-        report.text(f"LSTM variants on {config.variant_task}, T = {config.variant_length}, {config.seeds} seeds:")
-        report.table(["variant", "success rate", f"median test {metric_name}"], variant_rows)
-        report.numbers["variants"] = variant_rows
-    report.numbers["success_rates"] = {f"{t}/{c}": r for (t, c), r in rates.items()}

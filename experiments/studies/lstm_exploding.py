@@ -36,9 +36,11 @@ def scale_w_o(cell, params, scale: float):
     return params._replace(recurrent_kernel=params.recurrent_kernel.at[:, k * h : (k + 1) * h].multiply(scale))
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """Per W_o scale: ||dL/dh_k|| by lag, the output-gate path and its bound, the gain; then SGD training from the
+    exploding initialisation without and with clipping (per-step loss and pre-clip gradient norm, test MSE)."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
-    lag, scales = min(config.report_lag, config.length - 1), [float(s) for s in config.w_o_scales]
+    scales = [float(s) for s in config.w_o_scales]
     cell = gated.cells.lstm(config.hidden_size)
     base = [cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)]
     params = stack([scale_w_o(cell, p, s) for s in scales for p in base])
@@ -54,45 +56,11 @@ def run(config, report) -> None:
         path_norm.append(np.median(spectral, axis=0))
         bound.append(np.max(b, axis=0))
         gains.append(float(np.max(np.asarray(out["gain"]))))
-
-    fig, axes = plt_figure(2, width=5)
-    for i, s in enumerate(scales):
-        axes[0].plot(grad[i], label=f"W_o x {s:g}")
-        (line,) = axes[1].plot(path_norm[i], label=f"W_o x {s:g} (||K|| ||W_o|| = {gains[i]:.2g})")
-        axes[1].plot(bound[i], "--", color=line.get_color(), linewidth=0.8)
-    lag_axes(axes[0], f"full ||dL/dh_k||, LSTM H = {config.hidden_size}, T = {config.length}")
-    lag_axes(axes[1], "output-gate path t_1 and its bound", "||dh_{T-1}/dh_k|| along the o path")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    report.figure(
-        fig,
-        "lstm_exploding",
-        "Left: the LSTM's full ||dL/dh_k|| against the lag at initialisation with the output gate's recurrent block "
-        "W_o scaled (median over adding-problem sequences and seeds). Right: the lecture's path t_1 through the "
-        "output gates alone (dh_t/dh_{t-1} = diag(tanh(c_t) sigma'(a_o)) W_o^T, the other gates held), by autodiff "
-        "(solid, median over examples), and the bound (||K|| ||W_o||)^lag (dashed). The forget gates protect the "
-        "cell-state path from vanishing but nothing stops this one from exploding once ||K|| ||W_o|| > 1.",
-    )
-    rows = [[s, gains[i], float(path_norm[i][lag]), decay(grad[i], lag)] for i, s in enumerate(scales)]
-    report.table(["W_o scale", "||K|| ||W_o||", f"o-path norm at lag {lag}", f"||dL/dh|| at lag {lag} / lag 0"], rows)
-    report.claim(
-        "The bound (||K|| ||W_o||)^lag is never below the output-gate path",
-        bound_ok,
-        f"{config.path_examples} examples per scale, every lag",
-    )
-    largest = int(np.argmax(scales))
-    report.claim(
-        f"Scaling W_o up makes the gradient explode with the lag (W_o x {scales[largest]:g})",
-        decay(grad[largest], lag) > 1,
-        f"||dL/dh|| at lag {lag} is {decay(grad[largest], lag):.3g} times its value at lag 0, against "
-        f"{decay(grad[int(np.argmin(scales))], lag):.3g} for W_o x {min(scales):g}",
-    )
-    report.headline[f"w_o_x{scales[largest]:g}_gradient_growth_lag{lag}"] = decay(grad[largest], lag)
-    report.numbers.update(grad=grad, path_norm=path_norm, gains=gains)
-    _train(config, report)
+    return {"scales": scales, "grad": grad, "path_norm": path_norm, "bound": bound, "gains": gains,
+            "bound_holds": bound_ok, "training": _train(config)}  # fmt: skip
 
 
-def _train(config, report) -> None:
+def _train(config) -> dict:
     """SGD on the adding problem from an LSTM whose W_o is scaled, without and with clip_by_global_norm."""
     task = tasks_lib.get("adding", length=config.train_length)
     cell = gated.cells.lstm(config.hidden_size)
@@ -115,8 +83,37 @@ def _train(config, report) -> None:
         clip_thresholds=thresholds,
         init_transform=transform,
     )
-    n = len(seeds)
-    diverged = np.asarray(states.diverged_at) >= 0
+    return {"diverged": np.asarray(states.diverged_at) >= 0, "loss": metrics["loss"],
+            "grad_norm": metrics["grad_norm"], "test_mse": test["loss"], "chance": task.chance_loss}  # fmt: skip
+
+
+def plot(results, config, report) -> None:
+    lag, scales, gains = min(config.report_lag, config.length - 1), results["scales"], results["gains"]
+    grad, path_norm, bound = (np.asarray(results[k]) for k in ("grad", "path_norm", "bound"))
+    fig, axes = plt_figure(2, width=5)
+    for i, s in enumerate(scales):
+        axes[0].plot(grad[i], label=f"W_o x {s:g}")
+        (line,) = axes[1].plot(path_norm[i], label=f"W_o x {s:g} (||K|| ||W_o|| = {gains[i]:.2g})")
+        axes[1].plot(bound[i], "--", color=line.get_color(), linewidth=0.8)
+    lag_axes(axes[0], f"full ||dL/dh_k||, LSTM H = {config.hidden_size}, T = {config.length}")
+    lag_axes(axes[1], "output-gate path t_1 and its bound", "||dh_{T-1}/dh_k|| along the o path")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    report.figure(
+        fig,
+        "lstm_exploding",
+        "Left: the LSTM's full ||dL/dh_k|| against the lag at initialisation with the output gate's recurrent block "
+        "W_o scaled (median over adding-problem sequences and seeds). Right: the lecture's path t_1 through the "
+        "output gates alone (dh_t/dh_{t-1} = diag(tanh(c_t) sigma'(a_o)) W_o^T, the other gates held), by autodiff "
+        "(solid, median over examples), and the bound (||K|| ||W_o||)^lag (dashed). The forget gates protect the "
+        "cell-state path from vanishing but nothing stops this one from exploding once ||K|| ||W_o|| > 1.",
+    )
+    rows = [[s, gains[i], float(path_norm[i][lag]), decay(grad[i], lag)] for i, s in enumerate(scales)]
+    report.table(["W_o scale", "||K|| ||W_o||", f"o-path norm at lag {lag}", f"||dL/dh|| at lag {lag} / lag 0"], rows)
+
+    t = results["training"]
+    loss, grad_norm, diverged = np.asarray(t["loss"], float), np.asarray(t["grad_norm"], float), t["diverged"]
+    n = config.seeds
     fig, axes = plt_figure(2, width=5)
     steps = np.arange(1, config.train_steps + 1)
     for run in range(2 * n):
@@ -125,29 +122,49 @@ def _train(config, report) -> None:
         label = (
             (f"clip_by_global_norm({config.clip_threshold:g})" if clipped else "no clipping") if run % n == 0 else None
         )
-        axes[0].plot(steps, metrics["loss"][:, run], color=color, alpha=0.6, label=label)
-        axes[1].plot(steps, metrics["grad_norm"][:, run], color=color, alpha=0.6, label=label)
-    axes[0].axhline(task.chance_loss, color="gray", linestyle="--", label="chance")
+        axes[0].plot(steps, loss[:, run], color=color, alpha=0.6, label=label)
+        axes[1].plot(steps, grad_norm[:, run], color=color, alpha=0.6, label=label)
+    axes[0].axhline(t["chance"], color="gray", linestyle="--", label="chance")
     axes[0].set(xlabel="step", ylabel="train MSE", yscale="log", title=f"LSTM, W_o x {config.train_w_o_scale:g}, SGD")
     axes[1].set(xlabel="step", ylabel="global gradient norm before clipping", yscale="log", title="gradient norm")
     for ax in axes:
-        ax.legend(fontsize=7)
-    unclipped, clipped = test["loss"][:n], test["loss"][n:]
+        ax.legend(fontsize=8)
+    test = np.asarray(t["test_mse"], float)
     report.figure(
         fig,
         "lstm_exploding_training",
         f"Training from the exploding initialisation (W_o x {config.train_w_o_scale:g}) on the adding problem "
         f"T = {config.train_length} with SGD (lr {config.learning_rate:g}, momentum 0.9), {n} seeds, without "
         f"clipping (red) and with clip_by_global_norm({config.clip_threshold:g}) (blue). Diverged (NaN/Inf) runs: "
-        f"{int(diverged[:n].sum())}/{n} without, {int(diverged[n:].sum())}/{n} with. Median test MSE "
-        f"{np.nanmedian(unclipped):.3g} without, {np.nanmedian(clipped):.3g} with (chance {task.chance_loss:.3g}).",
+        f"{int(np.sum(diverged[:n]))}/{n} without, {int(np.sum(diverged[n:]))}/{n} with. Median test MSE "
+        f"{np.nanmedian(test[:n]):.3g} without, {np.nanmedian(test[n:]):.3g} with (chance {t['chance']:.3g}).",
     )
+
+
+def claims(results, config, report) -> None:
+    lag, scales = min(config.report_lag, config.length - 1), results["scales"]
+    grad = np.asarray(results["grad"])
+    report.claim(
+        "The bound (||K|| ||W_o||)^lag is never below the output-gate path",
+        results["bound_holds"],
+        f"{config.path_examples} examples per scale, every lag",
+    )
+    largest = int(np.argmax(scales))
+    report.claim(
+        f"Scaling W_o up makes the gradient explode with the lag (W_o x {scales[largest]:g})",
+        decay(grad[largest], lag) > 1,
+        f"||dL/dh|| at lag {lag} is {decay(grad[largest], lag):.3g} times its value at lag 0, against "
+        f"{decay(grad[int(np.argmin(scales))], lag):.3g} for W_o x {min(scales):g}",
+    )
+    report.headline[f"w_o_x{scales[largest]:g}_gradient_growth_lag{lag}"] = decay(grad[largest], lag)
+    t, n = results["training"], config.seeds
+    diverged, test = np.asarray(t["diverged"]), np.asarray(t["test_mse"], float)
+    unclipped, clipped = test[:n], test[n:]
     report.claim(
         "With clipping, training from the exploding initialisation survives (no run diverges, and the median test "
         "loss is no worse than without clipping)",
         (not diverged[n:].any()) and np.nanmedian(clipped) <= np.nanmedian(np.where(diverged[:n], np.inf, unclipped)),
         f"diverged {int(diverged[:n].sum())}/{n} vs {int(diverged[n:].sum())}/{n}; median test MSE "
         f"{np.nanmedian(unclipped):.3g} vs {np.nanmedian(clipped):.3g}; largest pre-clip gradient norm "
-        f"{np.nanmax(metrics['grad_norm']):.3g}",
+        f"{np.nanmax(np.asarray(t['grad_norm'], float)):.3g}",
     )
-    report.numbers.update(train_test_unclipped=unclipped, train_test_clipped=clipped)

@@ -10,6 +10,7 @@ import gated
 from experiments.studies.base import (
     DTYPE,
     decay,
+    draw_trained_lag_profile,
     lag_axes,
     lag_norms,
     plt_figure,
@@ -43,13 +44,11 @@ def _path_products(cell, params, xs) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return product, dh_dc, out["product"]
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """Per forget bias: ||dL/dh_k||, ||dL/dc_k||, the forget-gate product and dh/dc by lag (medians over examples
+    and seeds); the gate path against autodiff; and the trained profile."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
-    lag, biases, h = (
-        min(config.report_lag, config.length - 1),
-        [float(b) for b in config.forget_biases],
-        config.hidden_size,
-    )
+    biases, h = [float(b) for b in config.forget_biases], config.hidden_size
     cell = gated.cells.lstm(h)  # the forget bias only sets the initial b_f; the step is the same
     params = stack(
         [
@@ -64,24 +63,32 @@ def run(config, report) -> None:
     grad_c = np.median(norms["c"].reshape(shape), axis=1)
     product, dh_dc, raw_product = _path_products(cell, params, xs)
     product, dh_dc = (np.median(a.reshape(shape), axis=1) for a in (product, dh_dc))
-
     # the path from the gates against autodiff with the gates held constant, one example per bias
     first = jax.tree.map(lambda a: a[:: config.seeds], params)
     by_gates = jax.vmap(jax.vmap(jnp.diag))(raw_product[:: config.seeds, 0])  # the same params and example
     by_autodiff = jax.jit(jax.vmap(lambda p: diagnostics.gate_path_by_autodiff(cell, p, xs[0])))(first)
-    path_error = float(jnp.max(jnp.abs(by_gates - by_autodiff)))
+    trained = trained_lag_profile(gated.cells.lstm(config.hidden_size), config, task, xs)
+    return {
+        "biases": biases, "grad_h": grad_h, "grad_c": grad_c, "forget_product": product, "dh_dc": dh_dc,
+        "path_error": float(jnp.max(jnp.abs(by_gates - by_autodiff))), "trained": trained,
+    }  # fmt: skip
 
+
+def plot(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    biases = results["biases"]
+    grad_h, grad_c, product, dh_dc = (np.asarray(results[k]) for k in ("grad_h", "grad_c", "forget_product", "dh_dc"))
     fig, axes = plt_figure(3, width=4.3)
     for i, b in enumerate(biases):
         axes[0].plot(grad_h[i], label=f"forget bias {b:g}")
         axes[1].plot(np.arange(1, grad_c.shape[1]), grad_c[i][1:], label=f"forget bias {b:g}")
         (line,) = axes[2].plot(product[i], label=f"forget bias {b:g}")
         axes[2].plot(dh_dc[i], ":", color=line.get_color())
-    lag_axes(axes[0], f"||dL/dh_k||, LSTM H = {h}, T = {config.length}")
+    lag_axes(axes[0], f"||dL/dh_k||, LSTM H = {config.hidden_size}, T = {config.length}")
     lag_axes(axes[1], "||dL/dc_k||", "||dL/dc_k|| (median over examples)")
     lag_axes(axes[2], "cell-state path", "mean over units of prod_{j>k} f_j")
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     report.figure(
         fig,
         "lstm_lag",
@@ -93,16 +100,32 @@ def run(config, report) -> None:
         "the loss on h_{T-1}, so dL/dc starts at lag 1. The gradient along the cell state "
         "vanishes only as fast as the forget gates close.",
     )
-    # c_{T-1} feeds nothing after the loss on h_{T-1}, so ||dL/dc|| is measured from lag 1
-    left = [decay(grad_c[i][1:], lag - 1) for i in range(len(biases))]
-    rows = [[b, float(product[i][lag]), left[i], decay(grad_h[i], lag)] for i, b in enumerate(biases)]
+    rows = [
+        [b, float(product[i][lag]), _left_on_c(grad_c[i], lag), decay(grad_h[i], lag)] for i, b in enumerate(biases)
+    ]
     report.table(
         ["forget bias", f"prod f at lag {lag}", f"||dL/dc|| at lag {lag} / lag 1", f"||dL/dh|| left at lag {lag}"], rows
     )
+    draw_trained_lag_profile(
+        results["trained"], config, report, name="lstm_lag_trained",
+        title=f"LSTM (forget bias 1), adding problem T = {config.length}", what="LSTM", lag=lag,
+    )  # fmt: skip
+
+
+def _left_on_c(curve: np.ndarray, lag: int) -> float:
+    """c_{T-1} feeds nothing after the loss on h_{T-1}, so ||dL/dc|| is measured from lag 1."""
+    return decay(np.asarray(curve)[1:], lag - 1)
+
+
+def claims(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    biases = results["biases"]
+    grad_h, grad_c, product = (np.asarray(results[k]) for k in ("grad_h", "grad_c", "forget_product"))
+    left = [_left_on_c(grad_c[i], lag) for i in range(len(biases))]
     report.claim(
         "The cell-state path from the gates equals autodiff with the gates held constant",
-        path_error < 1e-5,
-        f"largest difference {path_error:.2g} over {len(biases)} biases, every lag and unit",
+        results["path_error"] < 1e-5,
+        f"largest difference {results['path_error']:.2g} over {len(biases)} biases, every lag and unit",
     )
     order = np.argsort(biases)
     report.claim(
@@ -118,19 +141,7 @@ def run(config, report) -> None:
             max(closed) < 1e-3 < 1e-2 < min(open_),
             f"prod f at lag {lag}: {max(closed):.2g} (bias <= 0) vs {min(open_):.2g} (bias >= 3)",
         )
-    trained = trained_lag_profile(
-        gated.cells.lstm(config.hidden_size),
-        config,
-        task,
-        xs,
-        report,
-        name="lstm_lag_trained",
-        title=f"LSTM (forget bias 1), adding problem T = {config.length}",
-        what="LSTM",
-        lag=lag,
-    )
     report.headline[f"forget_bias1_init_decay_lag{lag}"] = (
         decay(grad_h[biases.index(1.0)], lag) if 1.0 in biases else None
     )
-    report.headline[f"lstm_trained_decay_lag{lag}"] = decay(trained, lag)
-    report.numbers.update(grad_h=grad_h, grad_c=grad_c, forget_product=product, trained_curve=trained)
+    report.headline[f"lstm_trained_decay_lag{lag}"] = decay(np.asarray(results["trained"]["after"]["h"]), lag)

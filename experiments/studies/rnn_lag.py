@@ -9,6 +9,7 @@ import gated
 from experiments.studies.base import (
     DTYPE,
     decay,
+    draw_trained_lag_profile,
     lag_axes,
     lag_norms,
     plt_figure,
@@ -33,13 +34,12 @@ FIELDS = {
 }
 
 
-def run(config, report) -> None:
+def compute(config, workdir) -> dict:
+    """Per activation and radius: the lag profile (median over examples and seeds), every example's norms and bound
+    where both are finite (for the bound check), the gain and the Lyapunov exponent; and the trained profile."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
-    lag = min(config.report_lag, config.length - 1)
-    seeds = range(config.seeds)
-    curves, rows, bound_ok, vanished, exploded, overflowed = {}, [], True, [], [], 0
-    fig, axes = plt_figure(len(config.activations), width=4.2)
-    for ax, activation in zip(axes, config.activations, strict=True):
+    settings = {}
+    for activation in config.activations:
         cell = gated.cells.rnn(config.hidden_size, activation=activation)
         params = stack(
             [
@@ -47,7 +47,7 @@ def run(config, report) -> None:
                     jax.random.key(s), task.input_size, DTYPE
                 )
                 for rho in config.radii
-                for s in seeds
+                for s in range(config.seeds)
             ]
         )
         norms = lag_norms(cell, params, xs, seed=2)["h"].reshape(len(config.radii), config.seeds, -1)
@@ -57,22 +57,34 @@ def run(config, report) -> None:
         lyapunov = jax.jit(jax.vmap(jax.vmap(exponent, (None, 0)), (0, None)))(params, xs[:8])
         lyapunov = np.asarray(lyapunov).mean(axis=1).reshape(len(config.radii), config.seeds).mean(axis=1)
         for r, rho in enumerate(config.radii):
-            curve = np.median(norms[r], axis=0)
             finite = np.isfinite(norms[r]) & np.isfinite(bounds[r])  # float32 overflows past ~3e38
-            bound_ok &= bool(np.all(norms[r][finite] <= bounds[r][finite] * (1 + 1e-4)))
-            overflowed += int(np.sum(~finite))
-            gain = float(bounds[r, 0, 1])
-            (line,) = ax.plot(curve, label=f"radius {rho:g} (gain {gain:.2g})")
-            ax.plot(bounds[r, 0], "--", color=line.get_color(), linewidth=0.8)
-            d = decay(curve, lag)
-            curves[(activation, float(rho))] = curve
-            rows.append([activation, float(rho), gain, float(lyapunov[r]), d])
-            if gain < 1:
-                vanished.append((activation, rho, d))
-            elif d > 1:
-                exploded.append((activation, rho, d))
+            settings[f"{activation}/{float(rho):g}"] = {
+                "activation": activation,
+                "radius": float(rho),
+                "curve": np.median(norms[r], axis=0),
+                "bound": bounds[r, 0],
+                "gain": float(bounds[r, 0, 1]),
+                "lyapunov": float(lyapunov[r]),
+                "bound_holds": bool(np.all(norms[r][finite] <= bounds[r][finite] * (1 + 1e-4))),
+                "overflowed": int(np.sum(~finite)),
+            }
+    trained = trained_lag_profile(gated.cells.rnn(config.hidden_size, activation="tanh"), config, task, xs)
+    return {"settings": settings, "trained": trained}
+
+
+def plot(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    fig, axes = plt_figure(len(config.activations), width=4.2)
+    rows = []
+    for ax, activation in zip(axes, config.activations, strict=True):
+        for s in results["settings"].values():
+            if s["activation"] != activation:
+                continue
+            (line,) = ax.plot(s["curve"], label=f"radius {s['radius']:g} (gain {s['gain']:.2g})")
+            ax.plot(s["bound"], "--", color=line.get_color(), linewidth=0.8)
+            rows.append([activation, s["radius"], s["gain"], s["lyapunov"], decay(np.asarray(s["curve"]), lag)])
         lag_axes(ax, f"{activation} RNN, H = {config.hidden_size}, T = {config.length}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     report.figure(
         fig,
         "rnn_lag",
@@ -84,23 +96,23 @@ def run(config, report) -> None:
         ["activation", "spectral radius", "gain ||W|| max|phi'|", "Lyapunov exponent", f"gradient left at lag {lag}"],
         rows,
     )
+    draw_trained_lag_profile(
+        results["trained"], config, report, name="rnn_lag_trained",
+        title=f"tanh RNN, radius 1, adding problem T = {config.length}", what="tanh RNN", lag=lag,
+    )  # fmt: skip
 
-    trained = trained_lag_profile(
-        gated.cells.rnn(config.hidden_size, activation="tanh"),
-        config,
-        task,
-        xs,
-        report,
-        name="rnn_lag_trained",
-        title=f"tanh RNN, radius 1, adding problem T = {config.length}",
-        what="tanh RNN",
-        lag=lag,
-    )
-    init_curve = curves.get(("tanh", 1.0))
+
+def claims(results, config, report) -> None:
+    lag = min(config.report_lag, config.length - 1)
+    settings = results["settings"].values()
+    left = lambda s: decay(np.asarray(s["curve"]), lag)
+    vanished = [(s["activation"], s["radius"], left(s)) for s in settings if s["gain"] < 1]
+    exploded = [(s["activation"], s["radius"], left(s)) for s in settings if s["gain"] >= 1 and left(s) > 1]
     report.claim(
         "The bound is never below the measured norm",
-        bound_ok,
-        f"every example, setting and lag where both are finite; {overflowed} values overflowed float32",
+        all(s["bound_holds"] for s in settings),
+        f"every example, setting and lag where both are finite; {sum(s['overflowed'] for s in settings)} values "
+        "overflowed float32",
     )
     report.claim(
         "A gain ||W_hh|| max|phi'| below 1 makes the gradient vanish (sufficient condition)",
@@ -113,8 +125,6 @@ def run(config, report) -> None:
         "A saturating activation (tanh) driven by inputs spends time where phi' < 1, which can keep the product "
         "bounded even when the radius is above 1."
     )
-    if init_curve is not None:
-        report.headline[f"tanh_radius1_init_decay_lag{lag}"] = decay(init_curve, lag)
-    report.headline[f"tanh_trained_decay_lag{lag}"] = decay(trained, lag)
-    report.numbers["curves"] = {f"{a}/{r:g}": c for (a, r), c in curves.items()}
-    report.numbers["trained_curve"] = trained
+    if "tanh/1" in results["settings"]:
+        report.headline[f"tanh_radius1_init_decay_lag{lag}"] = left(results["settings"]["tanh/1"])
+    report.headline[f"tanh_trained_decay_lag{lag}"] = decay(np.asarray(results["trained"]["after"]["h"]), lag)

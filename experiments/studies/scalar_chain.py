@@ -18,29 +18,39 @@ def _zero_preactivation_biases(w: float, a0: float, depth: int) -> np.ndarray:
     return np.array([-w * a0] + [-w * 0.5] * (depth - 1))
 
 
-def run(config, report) -> None:
+def _key(activation: str, w: float, bias_kind: str) -> str:
+    return f"{activation}, w = {w:g}, {bias_kind}"
+
+
+def compute(config, workdir) -> dict:
+    """The closed form and forward-mode autodiff of d a_L / d w_1 for every chain, L = 1 .. max_depth."""
     depth = config.max_depth
     cases = [("sigmoid", float(w), "b = 0") for w in config.sigmoid_weights]
     cases += [("sigmoid", 2.0, "z = 0"), *[("relu", float(w), "b = 0") for w in config.relu_weights]]
     gradients = jax.jit(diagnostics.scalar_chain_gradients, static_argnums=3)
     a0 = jnp.asarray(config.a0, DTYPE)
-    curves, worst = {}, 0.0
+    chains = {}
     for activation, w, bias_kind in cases:
         biases = np.zeros(depth) if bias_kind == "b = 0" else _zero_preactivation_biases(w, config.a0, depth)
         _, closed, auto = gradients(jnp.full(depth, w, DTYPE), jnp.asarray(biases, DTYPE), a0, activation)
-        closed, auto = np.asarray(closed, np.float64), np.asarray(auto, np.float64)
-        worst = max(worst, float(np.max(np.abs(closed - auto) / np.maximum(np.abs(auto), 1e-30))))
-        curves[(activation, w, bias_kind)] = (closed, auto)
+        chains[_key(activation, w, bias_kind)] = {
+            "activation": activation, "w": w, "bias": bias_kind,
+            "closed": np.asarray(closed, np.float64), "autodiff": np.asarray(auto, np.float64),
+        }  # fmt: skip
+    return {"chains": chains}
 
+
+def plot(results, config, report) -> None:
+    depth = config.max_depth
     fig, axes = plt_figure(2)
     layers = np.arange(1, depth + 1)
     for ax, activation in zip(axes, ("sigmoid", "relu"), strict=True):
-        for (act, w, bias_kind), (closed, auto) in curves.items():
-            if act != activation:
+        for c in results["chains"].values():
+            if c["activation"] != activation:
                 continue
-            (line,) = ax.plot(layers, np.abs(closed), label=f"w = {w:g}, {bias_kind}")
-            ax.plot(layers, np.abs(auto), "o", markersize=3, color=line.get_color(), alpha=0.6)
-        ax.set(xlabel="depth L", ylabel="|d a_L / d w_1|", yscale="log", title=f"{activation} chain")
+            (line,) = ax.plot(layers, np.abs(c["closed"]), label=f"w = {c['w']:g}, {c['bias']}")
+            ax.plot(layers, np.abs(c["autodiff"]), "o", markersize=3, color=line.get_color(), alpha=0.6)
+        ax.set(xlabel="depth L (layers)", ylabel="|d a_L / d w_1|", yscale="log", title=f"{activation} chain")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     report.figure(
@@ -50,15 +60,24 @@ def run(config, report) -> None:
         "[prod phi'(z_l) w_l] phi'(z_1) a_0; dots: forward-mode autodiff). The sigmoid factors are at most w/4, so "
         "the chain vanishes unless w > 4; ReLU multiplies by w at every layer.",
     )
+    n = min(16, depth - 1)
+    rows = [[k, float(c["closed"][-1]), float(c["closed"][n] / c["closed"][0])] for k, c in results["chains"].items()]
+    report.table(["chain", f"d a_L/d w_1 at L = {depth}", f"product of the {n} factors, L = 1 to {n + 1}"], rows)
 
+
+def claims(results, config, report) -> None:
+    depth, chains = config.max_depth, results["chains"]
+    closed = {k: np.asarray(c["closed"]) for k, c in chains.items()}
+    worst = max(
+        float(np.max(np.abs(closed[k] - np.asarray(c["autodiff"])) / np.maximum(np.abs(c["autodiff"]), 1e-30)))
+        for k, c in chains.items()
+    )
     # the seed's numbers: 16 factors (from depth 1 to depth 17) of 2 and of 1/2
     n = min(16, depth - 1)
-    factor = lambda key: float(curves[key][0][n] / curves[key][0][0])
-    relu_up = factor(("relu", 2.0, "b = 0")) if 2.0 in map(float, config.relu_weights) else None
-    relu_down = factor(("relu", 0.5, "b = 0")) if 0.5 in map(float, config.relu_weights) else None
-    sigmoid_half = factor(("sigmoid", 2.0, "z = 0"))
-    rows = [[f"{a}, w = {w:g}, {b}", float(c[0][-1]), float(c[0][n] / c[0][0])] for (a, w, b), c in curves.items()]
-    report.table(["chain", f"d a_L/d w_1 at L = {depth}", f"product of the {n} factors, L = 1 to {n + 1}"], rows)
+    factor = lambda key: float(closed[key][n] / closed[key][0])
+    relu_up = factor(_key("relu", 2.0, "b = 0")) if _key("relu", 2.0, "b = 0") in closed else None
+    relu_down = factor(_key("relu", 0.5, "b = 0")) if _key("relu", 0.5, "b = 0") in closed else None
+    sigmoid_half = factor(_key("sigmoid", 2.0, "z = 0"))
     report.headline.update({"closed_form_vs_autodiff_max_rel_error": worst, "sigmoid_z0_w2_16_factors": sigmoid_half})
     report.claim("The closed form equals autodiff", worst < 1e-5, f"largest relative difference {worst:.2g}")
     report.claim(
@@ -73,10 +92,10 @@ def run(config, report) -> None:
         report.headline["relu_w0.5_16_factors"] = relu_down
         report.claim(f"ReLU with w = 1/2 vanishes as (1/2)^{n}", relu_down == 0.5**n, f"measured {relu_down:.4g}")
     for w in config.sigmoid_weights:
-        closed = curves[("sigmoid", float(w), "b = 0")][0]
-        bound = (float(w) / 4) ** np.arange(depth) * abs(closed[0])
+        curve = closed[_key("sigmoid", float(w), "b = 0")]
+        bound = (float(w) / 4) ** np.arange(depth) * abs(curve[0])
         report.claim(
             f"Sigmoid factors are at most w/4 (w = {w:g}): |d a_L/d w_1| <= (w/4)^(L-1) |d a_1/d w_1|",
-            bool(np.all(np.abs(closed) <= bound * (1 + 1e-5))),
-            f"at L = {depth}: {abs(closed[-1]):.3g} <= {bound[-1]:.3g}",
+            bool(np.all(np.abs(curve) <= bound * (1 + 1e-5))),
+            f"at L = {depth}: {abs(curve[-1]):.3g} <= {bound[-1]:.3g}",
         )
