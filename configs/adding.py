@@ -6,11 +6,11 @@
 
 Expected: the LSTM's test MSE falls far below the chance level 1/6 = 0.167;
 the tanh RNN stays near it. The sweep runs both cells over 4 seeds (each cell
-one compiled program). Measured on 2 CPU cores (Intel Xeon, 2026-11-27): the
-single LSTM run took about 60 s, test MSE 0.000331, the same to every digit
-with and without a C++ compiler on the machine (the default path is pure JAX);
-earlier, the sweep took 8 min, LSTM test MSE 0.0003 to 0.0019, tanh RNN 0.156
-to 0.174.
+one compiled program). Measured on 2 CPU cores (Intel Xeon, 2026-11-28, with
+the warm-up and cosine decay): the single LSTM run trains in about 50 s to a
+final test MSE of 0.0005939 at step 2000, also its best; the sweep takes about
+4 minutes, LSTM final test MSE 0.00044 to 0.0010 (seed 0 the same bits as the
+single run), tanh RNN 0.036 to 0.168.
 """
 
 import ml_collections
