@@ -234,6 +234,8 @@ class Reporter:
         self.tty = sys.stderr.isatty()
 
     def __call__(self, step: int, values: dict[str, np.ndarray]) -> None:
+        if not _is_writer():
+            return  # one log for a multi-process run: process 0's
         now = time.perf_counter()
         speed = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_step, self.last_time = step, now

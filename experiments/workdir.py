@@ -146,8 +146,8 @@ class Workdir:
       path: the folder (created if missing).
       bound: :func:`binding` of the config about to run.
       overwrite: start afresh: delete what the folder holds (under the lock) before binding it.
-      writer: whether this process writes (the coordinating process of a multi-process run); the others neither lock
-        nor write, and only check the binding.
+      writer: whether this process writes (process 0 of a multi-process run); the others neither lock, bind nor
+        write.
     """
 
     def __init__(self, path: str | os.PathLike, bound: dict, overwrite: bool = False, writer: bool = True):

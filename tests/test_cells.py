@@ -45,14 +45,6 @@ def test_gradients_match_finite_differences(cell_config):
     check_grads(cell, (params, carry, x), order=2, modes=("fwd", "rev"))
 
 
-def test_gate_layout():
-    assert gated.cells.lstm(2).gates == ("i", "f", "g", "o")
-    assert gated.cells.lstm(2, coupled=True).gates == ("i", "g", "o")
-    assert gated.cells.lstm(2, forget_gate=False, peepholes=True).peephole_gates == ("i", "o")
-    assert gated.cells.gru(2).gates == ("r", "z", "n")
-    assert gated.cells.rnn(2).num_gates == 1
-
-
 def test_init_shapes_and_biases():
     key = jax.random.key(0)
     p = gated.cells.lstm(4, forget_bias=2.5, peepholes=True).init(key, 3)

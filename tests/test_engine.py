@@ -296,3 +296,19 @@ def test_unknown_and_missing_keys_are_refused():
         del config.train["eval_every"]
     with pytest.raises(engine.ConfigError, match=r"config.train.eval_every: missing"):
         engine.validate(config)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_a_batch_job(monkeypatch, capsys, caplog):
+    values = {"loss": np.array([0.5, 0.7]), "finite": np.array([True, True]), "grad_norm": np.array([1.0, 3.0])}
+    monkeypatch.setattr(engine.sys.stderr, "isatty", lambda: True, raising=False)
+    reporter = engine.Reporter("[run]", 100)
+    reporter(50, values)
+    reporter.close()
+    bar = capsys.readouterr().err
+    assert bar.startswith("\r[run] step 50/100  loss 0.6  grad norm 2") and "[##########..........]" in bar
+    monkeypatch.setattr(engine.sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level("INFO"):
+        reporter = engine.Reporter("[run]", 100)
+        reporter(50, values)
+    assert capsys.readouterr().err == ""
+    assert re.search(r"\[run\] step 50/100  loss 0.6  grad norm 2  [0-9.]+ steps/s", caplog.text)
