@@ -3,9 +3,10 @@
     python -m experiments.main --config=configs/copy_memory.py --workdir=runs/copy_memory
     python -m experiments.main --config=configs/copy_memory.py --workdir=runs/copy_memory_sweep --sweep
 
-Expected (measured on 2 CPU cores, seed 0): within 2000 steps (30 s) the LSTM stays at the
-memoryless baseline: test loss 0.2975 (baseline 0.2971), accuracy 0.875 (baseline
-0.875). Copying 10 symbols across 50 steps needs far longer training here.
+Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
+decay): in 2000 steps (22 s) the LSTM barely leaves the memoryless baseline: final test loss
+0.2908 (baseline 0.2971), accuracy 0.883 (baseline 0.875). Copying 10 symbols across 50 steps
+needs far longer training here.
 """
 
 import ml_collections

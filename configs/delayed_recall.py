@@ -3,8 +3,9 @@
     python -m experiments.main --config=configs/delayed_recall.py --workdir=runs/delayed_recall
     python -m experiments.main --config=configs/delayed_recall.py --workdir=runs/delayed_recall_sweep --sweep
 
-Expected (measured on 2 CPU cores, seed 0): the LSTM reaches test accuracy 0.31
-(chance 0.125, loss 1.73 against 2.08) in 1500 steps, 27 s.
+Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
+decay): the LSTM reaches final test accuracy 0.31 (chance 0.125; loss 1.77 against 2.08) in 1500
+steps, 18 s.
 """
 
 import ml_collections

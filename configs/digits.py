@@ -3,8 +3,9 @@
     python -m experiments.main --config=configs/digits.py --workdir=runs/digits
     python -m experiments.main --config=configs/digits.py --workdir=runs/digits_sweep --sweep
 
-Expected (measured on 2 CPU cores, seed 0): the LSTM reaches test accuracy 0.951 on the
-held-out 360 images (chance 0.1) in 1500 steps, 35 s.
+Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
+decay): the LSTM reaches final test accuracy 0.949 on the held-out 360 images (chance 0.1) in
+1500 steps, 24 s; the best test loss, 0.197, was at step 750 (final 0.216).
 """
 
 import ml_collections

@@ -3,8 +3,8 @@
     python -m experiments.main --config=configs/review.py --workdir=runs/review
     python -m experiments.main --config=configs/review.py --workdir=runs/review_sweep --sweep
 
-Expected (measured on 2 CPU cores, seed 0): the LSTM reaches test accuracy 0.994 (chance 0.5)
-in 1500 steps, 31 s.
+Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
+decay): the LSTM reaches final test accuracy 1.0 (chance 0.5; loss 0.0087) in 1500 steps, 24 s.
 """
 
 import ml_collections

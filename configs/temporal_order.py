@@ -3,9 +3,9 @@
     python -m experiments.main --config=configs/temporal_order.py --workdir=runs/temporal_order
     python -m experiments.main --config=configs/temporal_order.py --workdir=runs/temporal_order_sweep --sweep
 
-Expected (measured on 2 CPU cores, seed 0): within 2000 steps (38 s) the LSTM has NOT
-learned 6a at T = 100: test accuracy 0.256, loss 1.387 (chance 0.25, 1.386). Longer
-training or a higher learning rate is needed; this budget is a smoke-sized default.
+Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28): with the warm-up and cosine
+decay the LSTM solves 6a at T = 100 in 2000 steps (25 s): final test accuracy 1.0, loss 0.00015
+(chance 0.25, 1.386). With a constant learning rate it had stayed at chance (0.256).
 """
 
 import ml_collections
