@@ -162,30 +162,15 @@ def test_fused_gradients_match_finite_differences():
     check_grads(f, (params, carry, xs), order=2, modes=("fwd", "rev"))
 
 
-def _lowered(cell, **kwargs):
-    params = cell.init(jax.random.key(0), D)
-    xs = jnp.zeros((T, 2, D))
-    loss = jax.grad(lambda p: sum(jnp.sum(y) for y in jax.tree.leaves(gated.run(cell, p, xs, **kwargs)[1])))
-    return jax.make_jaxpr(loss)(params), jax.jit(loss).lower(params).as_text()
-
-
 @pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
 def test_default_path_is_pure_jax(config):
     """No custom call (an FFI kernel, opaque to JAX's transforms and to other platforms) in the default path's
-    program; the fused kernel is taken exactly where the cell has one."""
+    program: the contract, not which of its pure-JAX forms it takes."""
     cell = make_cell(config, 16)
-    jaxpr, text = _lowered(cell)
-    assert "custom_call" not in text
-    assert ("custom_jvp_call" in str(jaxpr)) == (gated.fused.supports(cell) is None)
-
-
-def test_auto_takes_the_reference_path_for_what_the_kernels_do_not_cover():
-    def uses_fused(cell, **kwargs):
-        return "custom_jvp_call" in str(_lowered(cell, **kwargs)[0])
-
-    assert uses_fused(gated.cells.lstm(H), remat=True)
-    assert not uses_fused(gated.cells.lstm(H), return_carries=True)
-    assert not uses_fused(gated.cells.lstm(H), impl="reference")
+    params = cell.init(jax.random.key(0), D)
+    xs = jnp.zeros((T, 2, D))
+    loss = jax.grad(lambda p: sum(jnp.sum(y) for y in jax.tree.leaves(gated.run(cell, p, xs)[1])))
+    assert "custom_call" not in jax.jit(loss).lower(params).as_text()
 
 
 def test_fused_refuses_what_it_does_not_cover():
