@@ -319,6 +319,7 @@ def train_group(
             for i, d in enumerate(run_dirs):
                 rows = metric_rows(p, i)
                 workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(r, None) + "\n" for r in rows))
+                _write_events(d, rows)  # TensorBoard follows a run at its checkpoints
 
     reporter = Reporter(label, t.steps, int(loop.fetch(progress.states.step)[0]))
     progress = loop.train(
