@@ -454,7 +454,280 @@ class GRU(Cell):
         return h_new, h_new
 
 
-CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+class LinearParams(NamedTuple):
+    """Parameters of a gated linear recurrence whose gates read only the input: ``input_kernel`` (D, G*H) and
+    ``bias`` (G*H,), gate blocks in the order ``cell.gates``; plus, per cell, the recurrence's own vectors
+    (``recurrence``: the RG-LRU's Lambda (H,), or None)."""
+
+    input_kernel: Array
+    bias: Array
+    recurrence: Array | None = None
+
+
+class LRUParams(NamedTuple):
+    """LRU parameters (Orvieto et al. 2023).
+
+    ``input_kernel`` (D, 3H): B's real and imaginary parts and the skip D, side by side; ``bias`` (3H,);
+    ``nu_log``, ``theta_log``, ``gamma_log`` (H,): lambda = exp(-exp(nu_log) + i exp(theta_log)) and the input
+    normalisation gamma = exp(gamma_log); ``output_real``, ``output_imag`` (H, H): C's real and imaginary parts.
+    """
+
+    input_kernel: Array
+    bias: Array
+    nu_log: Array
+    theta_log: Array
+    gamma_log: Array
+    output_real: Array
+    output_imag: Array
+
+
+class LRUState(NamedTuple):
+    """LRU carry: the real and imaginary parts of the complex state, ``(H,)`` each."""
+
+    real: Array
+    imag: Array
+
+
+def positive(z: Array) -> Array:
+    """Feng et al.'s g: ``z + 1/2`` for ``z >= 0``, ``sigmoid(z)`` below: positive and continuous, so that the
+    state stays positive and the recurrence can run in log space."""
+    return jnp.where(z >= 0, z + 0.5, jax.nn.sigmoid(z))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LinearCell(Cell):
+    r"""A gated linear recurrence: elementwise and linear in the state, its gates functions of the input only,
+
+    .. math::
+        s_t = a_t \odot s_{t-1} + b_t, \qquad (a_t, b_t) = \text{coefficients}(x_t), \qquad
+        y_t = \text{output}(s_t, x_t)
+
+    so that a whole sequence can also be computed with a parallel (associative) scan
+    (:mod:`gated.parallel`), and the state Jacobian ``ds_t/ds_{t-1} = diag(a_t)`` is diagonal. The state ``s`` is
+    the carry, or (LRU) a complex number made of it. ``recurrent_init`` and ``recurrent_scale`` do not apply
+    (there is no recurrent matrix).
+    """
+
+    log_space: ClassVar[bool] = False
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
+            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        w_x = initializers.input_kernel(key, input_size, self.num_gates * self.hidden_size, dtype)
+        return LinearParams(w_x, self._bias(dtype), None)
+
+    def _bias(self, dtype) -> Array:
+        return jnp.zeros((self.num_gates * self.hidden_size,), dtype)
+
+    def coefficients(self, params, u: Array) -> tuple[Array, Array]:
+        """``(a_t, b_t)`` of one step from ``u = project(params, x)``, each shaped like the state."""
+        raise NotImplementedError
+
+    def to_state(self, carry) -> Array:
+        """The state ``s`` the recurrence is linear in, from a carry (the carry itself, but for the LRU)."""
+        return carry
+
+    def from_state(self, state: Array):
+        """The carry of a state (the inverse of :meth:`to_state`)."""
+        return state
+
+    def output(self, params, state: Array, u: Array) -> Array:
+        """``y_t`` from the new state (the state itself, but for the LRU)."""
+        return state
+
+    def step(self, params, carry, u: Array):
+        u = self._check_step(carry, u)
+        a, b = self.coefficients(params, u)
+        state = a * self.to_state(carry) + b
+        return self.from_state(state), self.output(params, state, u)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MinGRU(LinearCell):
+    r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"): a GRU whose gate and candidate read only the input.
+
+    .. math::
+        z_t &= \sigma(x_t W_z + b_z), \qquad \tilde h_t = g(x_t W_h + b_h)\\
+        h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+
+    with ``g`` the identity, or with ``log_space=True`` Feng et al.'s positive ``g`` (:func:`positive`), which
+    keeps ``h`` positive (from a non-negative initial carry) so that the parallel forms run in log space, stable
+    over long sequences. Gates ``("z", "h")``.
+    """
+
+    log_space: bool = False
+
+    name: ClassVar[str] = "mingru"
+    gates: ClassVar[tuple[str, ...]] = ("z", "h")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.log_space, bool):
+            raise TypeError(f"log_space: expected a bool, got {self.log_space!r}")
+
+    def coefficients(self, params, u):
+        z = jax.nn.sigmoid(self.gate(u, "z"))
+        candidate = self.gate(u, "h")
+        candidate = positive(candidate) if self.log_space else candidate
+        return 1.0 - z, z * candidate
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MinLSTM(LinearCell):
+    r"""minLSTM (Feng et al. 2024): an LSTM without the output gate and cell/hidden split, gates from the input only,
+    forget and input gates normalised to sum to one (their time-independent form).
+
+    .. math::
+        f_t &= \sigma(x_t W_f + b_f), \quad i_t = \sigma(x_t W_i + b_i), \quad \tilde h_t = g(x_t W_h + b_h)\\
+        h_t &= \frac{f_t}{f_t + i_t} \odot h_{t-1} + \frac{i_t}{f_t + i_t} \odot \tilde h_t
+
+    ``g`` as in :class:`MinGRU` (``log_space``). Gates ``("f", "i", "h")``.
+
+    Attributes:
+      forget_bias: the initial forget-gate bias (default 1.0, as the LSTM's).
+    """
+
+    log_space: bool = False
+    forget_bias: float = 1.0
+
+    name: ClassVar[str] = "minlstm"
+    gates: ClassVar[tuple[str, ...]] = ("f", "i", "h")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.log_space, bool):
+            raise TypeError(f"log_space: expected a bool, got {self.log_space!r}")
+
+    def _bias(self, dtype):
+        h = self.hidden_size
+        return jnp.concatenate([jnp.full((h,), self.forget_bias, dtype), jnp.zeros((2 * h,), dtype)])
+
+    def coefficients(self, params, u):
+        # f / (f + i) = sigmoid(softplus(-a_i) - softplus(-a_f)) with f = sigmoid(a_f), i = sigmoid(a_i): stable
+        log_f, log_i = -jax.nn.softplus(-self.gate(u, "f")), -jax.nn.softplus(-self.gate(u, "i"))
+        keep = jax.nn.sigmoid(log_f - log_i)
+        candidate = self.gate(u, "h")
+        candidate = positive(candidate) if self.log_space else candidate
+        return keep, (1.0 - keep) * candidate
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LRU(LinearCell):
+    r"""Linear recurrent unit (Orvieto et al. 2023, "Resurrecting recurrent neural networks for long sequences").
+
+    .. math::
+        \lambda &= \exp(-\exp(\nu) + i \exp(\theta)), \qquad \gamma = \sqrt{1 - |\lambda|^2}\ \text{(at init)}\\
+        h_t &= \lambda \odot h_{t-1} + \gamma \odot (x_t B), \qquad y_t = \mathrm{Re}(h_t C) + x_t D
+
+    A complex diagonal recurrence with the stable ``exp(-exp(nu))`` magnitude, eigenvalues initialised uniformly
+    on the ring ``r_min <= |lambda| <= r_max`` with phases in ``[0, max_phase]``, and the input normalised by
+    ``gamma = exp(gamma_log)``, initialised to ``sqrt(1 - |lambda|^2)`` and trained. The carry is
+    :class:`LRUState` (real and imaginary parts); ``y`` has size H. Gates (input blocks) ``("re", "im", "skip")``.
+    """
+
+    r_min: float = 0.9
+    r_max: float = 0.999
+    max_phase: float = 2 * math.pi
+
+    name: ClassVar[str] = "lru"
+    gates: ClassVar[tuple[str, ...]] = ("re", "im", "skip")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.r_min < self.r_max < 1.0:
+            raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max < 1, got {self.r_min!r}, {self.r_max!r}")
+        if not 0.0 < self.max_phase <= 2 * math.pi:
+            raise ValueError(f"max_phase: expected a number in (0, 2 pi], got {self.max_phase!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LRUParams:
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
+            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        h = self.hidden_size
+        k_b, k_d, k_r, k_p, k_c = jax.random.split(key, 5)
+        f32 = jnp.float32
+        b = jax.random.normal(k_b, (input_size, 2 * h), f32) / math.sqrt(2 * input_size)
+        skip = jax.random.normal(k_d, (input_size, h), f32) / math.sqrt(input_size)
+        radius_sq = jax.random.uniform(k_r, (h,), f32, self.r_min**2, self.r_max**2)
+        nu_log = jnp.log(-0.5 * jnp.log(radius_sq))
+        theta_log = jnp.log(jax.random.uniform(k_p, (h,), f32, 1e-3 * self.max_phase, self.max_phase))
+        gamma_log = 0.5 * jnp.log1p(-radius_sq)
+        c = jax.random.normal(k_c, (h, 2 * h), f32) / math.sqrt(2 * h)
+        cast = lambda a: a.astype(dtype)
+        return LRUParams(
+            cast(jnp.concatenate([b, skip], axis=1)), jnp.zeros((3 * h,), dtype), cast(nu_log), cast(theta_log),
+            cast(gamma_log), cast(c[:, :h]), cast(c[:, h:]),
+        )  # fmt: skip
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LRUState:
+        zeros = jnp.zeros((*batch_shape, self.hidden_size), dtype)
+        return LRUState(zeros, zeros)
+
+    def eigenvalues(self, params: LRUParams) -> Array:
+        """lambda, complex (H,)."""
+        return jnp.exp(-jnp.exp(params.nu_log) + 1j * jnp.exp(params.theta_log))
+
+    def coefficients(self, params, u):
+        gamma = jnp.exp(params.gamma_log)
+        return self.eigenvalues(params), gamma * (self.gate(u, "re") + 1j * self.gate(u, "im"))
+
+    def to_state(self, carry):
+        return carry.real + 1j * carry.imag
+
+    def from_state(self, state):
+        return LRUState(jnp.real(state), jnp.imag(state))
+
+    def output(self, params, state, u):
+        return jnp.real(state) @ params.output_real - jnp.imag(state) @ params.output_imag + self.gate(u, "skip")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RGLRU(LinearCell):
+    r"""Real-gated linear recurrent unit (De et al. 2024, Hawk and Griffin).
+
+    .. math::
+        r_t &= \sigma(x_t W_a + b_a), \qquad i_t = \sigma(x_t W_x + b_x), \qquad v_t = x_t W_v + b_v\\
+        a_t &= \sigma(\Lambda)^{c\, r_t}, \qquad
+        h_t = a_t \odot h_{t-1} + \sqrt{1 - a_t^2} \odot (i_t \odot v_t)
+
+    with ``c = 8``; ``log a_t = -c r_t softplus(-Lambda)`` is computed in log space. ``Lambda`` is initialised so
+    that ``a^c = sigma(Lambda)^c`` is uniform in ``[a_min, a_max]``. In Griffin the input ``v`` is the block's
+    own branch of width H; here it is the projection ``x W_v``. Gates ``("a", "x", "v")``.
+    """
+
+    c: float = 8.0
+    a_min: float = 0.9
+    a_max: float = 0.999
+
+    name: ClassVar[str] = "rglru"
+    gates: ClassVar[tuple[str, ...]] = ("a", "x", "v")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 < self.a_min < self.a_max < 1.0:
+            raise ValueError(f"a_min, a_max: expected 0 < a_min < a_max < 1, got {self.a_min!r}, {self.a_max!r}")
+        if not (isinstance(self.c, int | float) and self.c > 0):
+            raise ValueError(f"c: expected a positive number, got {self.c!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
+        k_x, k_a = jax.random.split(key)
+        params = super().init(k_x, input_size, dtype)
+        a_c = jax.random.uniform(k_a, (self.hidden_size,), jnp.float32, self.a_min, self.a_max)
+        a = a_c ** (1.0 / self.c)
+        return params._replace(recurrence=jnp.log(a / (1.0 - a)).astype(dtype))  # Lambda = logit(a)
+
+    def coefficients(self, params, u):
+        if params.recurrence is None or params.recurrence.shape != (self.hidden_size,):
+            got = None if params.recurrence is None else params.recurrence.shape
+            raise ValueError(f"params.recurrence: expected Lambda of shape {(self.hidden_size,)}, got {got}")
+        r = jax.nn.sigmoid(self.gate(u, "a"))
+        log_a = -self.c * r * jax.nn.softplus(-params.recurrence)
+        a = jnp.exp(log_a)
+        scale = jnp.sqrt(-jnp.expm1(2.0 * log_a))  # sqrt(1 - a^2), accurate as a -> 1
+        return a, scale * jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
+
+
+CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
+                                "lru": LRU, "rglru": RGLRU}  # fmt: skip
 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
@@ -462,7 +735,8 @@ def _options(cls: type[Cell]) -> tuple[str, ...]:
 
 
 def get(name: str, hidden_size: int, **options) -> Cell:
-    """Makes a cell by name ("rnn", "lstm", "gru"), for configs.
+    """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``),
+    for configs.
 
     Raises:
       ValueError: unknown cell name.
@@ -490,3 +764,7 @@ def _factory(cls: type[Cell]) -> Callable[..., Cell]:
 rnn = _factory(RNN)
 lstm = _factory(LSTM)
 gru = _factory(GRU)
+mingru = _factory(MinGRU)
+minlstm = _factory(MinLSTM)
+lru = _factory(LRU)
+rglru = _factory(RGLRU)

@@ -13,12 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated import fused, native
-from gated.cells import Cell
+from gated import fused, native, parallel
+from gated.cells import Cell, LinearCell
 
 Array = jax.Array
 
-IMPLS = ("auto", "fused", "reference", "native")
+IMPLS = ("auto", "fused", "reference", "native", "associative", "chunked")
+# What impl="auto" runs a gated linear recurrence with, per platform: the fastest training step measured by
+# benchmarks/linear_forms.py (benchmarks/results/linear_forms.md). Platforms not measured take "associative".
+LINEAR_AUTO = {"cpu": "reference"}
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -65,6 +68,8 @@ def run(
     remat: bool = False,
     return_carries: bool = False,
     impl: str = "auto",
+    resets: Array | None = None,
+    chunk: int = 64,
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -96,13 +101,27 @@ def run(
       return_carries: return every step's full carry (for an LSTM, the
         ``c_t`` too) in place of the outputs; zero at padded steps.
       impl: "auto" (default) takes "fused" where the cell has a kernel and
-        ``return_carries`` is False, else "reference". "reference" vmaps
+        ``return_carries`` is False and there are no ``resets``; for a gated
+        linear recurrence (``mingru``, ``minlstm``, ``lru``, ``rglru``) the
+        form :data:`LINEAR_AUTO` names for the platform; else "reference".
+        "associative" and "chunked" (gated linear recurrences only) run the
+        parallel forms of :mod:`gated.parallel`: one associative scan over
+        time, or one inside each chunk of ``chunk`` steps and a sequential
+        scan across the chunks. "reference" vmaps
         ``cell.step`` over the batch and lets JAX differentiate the scan (the
         transcription of the equations). "fused" runs the cell's kernel in
         :mod:`gated.fused` (same values and derivatives to rounding, every
         transform). "native" (opt-in, CPU only, float32, LSTM and GRU) runs
         the C++ loops of :mod:`gated.native`: reverse-mode differentiation
         only, and ``vmap`` runs its batch one after another.
+
+      resets: optional booleans shaped like ``xs`` without its feature axis
+        (``(T, *batch)`` time-major): True where a new segment starts, so
+        the initial ``carry`` is restored before that step (packed sequences,
+        episode boundaries of RL rollouts). Reading backwards
+        (``reverse=True``), each segment is read backwards from its own last
+        step. Resets at padded steps are ignored.
+      chunk: the chunk length of ``impl="chunked"``.
 
     Returns:
       ``(carry, ys)``: the final carry, leaves ``(*batch, H)``, and the outputs
@@ -140,11 +159,43 @@ def run(
     carry = _varying_like(flat, carry)
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
+    if resets is not None:
+        resets = _check_resets(resets, axis, (num_steps, *batch_shape)).reshape(num_steps, size)
+        if lengths is not None:
+            resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])  # none at padded steps
+        if reverse:  # read backwards, a segment starts at the step before the next one's start
+            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
+        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+
+    if impl in parallel.FORMS or (impl == "auto" and isinstance(cell, LinearCell)):
+        form = impl if impl != "auto" else LINEAR_AUTO.get(jax.default_backend(), "associative")
+        reason = parallel.supports(cell)
+        if reason is None and return_carries:
+            reason = "return_carries=True is served by the reference path"
+        if impl != "auto" and reason is not None:
+            raise ValueError(f"impl: {impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
+        if reason is None and form in parallel.FORMS and num_steps > 0:
+            mask = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
+            us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(flat)
+            if reverse:
+                us, mask = us[::-1], None if mask is None else mask[::-1]
+                resets = None if resets is None else resets[::-1]
+
+            def forms(us, carry, mask, resets):
+                return parallel.sequence(cell, params, us, carry, mask, resets, form=form, chunk=chunk)
+
+            carry, ys = (jax.checkpoint(forms) if remat else forms)(us, carry, mask, resets)
+            ys = ys[::-1] if reverse else ys
+            return _unflatten(carry, ys, batch_shape, num_steps, axis)
+        impl = "reference"
 
     if return_carries:
         reason = "return_carries=True is served by the reference path"
     elif num_steps == 0:
         reason = "an empty sequence (T = 0) is served by the reference path"
+    elif resets is not None:
+        reason = "resets are served by the reference path"
     elif impl == "native":
         reason = native.supports(cell, dtype)
     else:
@@ -166,8 +217,13 @@ def run(
     us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(flat)
     step = jax.vmap(lambda c, u: cell.step(params, c, u))
 
+    initial = carry
+
     def body(carry, inputs):
         t, u = inputs
+        if resets is not None:
+            start = resets[t][:, None]
+            carry = jax.tree.map(lambda c, c0: jnp.where(start, c0, c), carry, initial)
         new, y = step(carry, u)
         if lengths is not None:
             valid = (t < lengths)[:, None]
@@ -182,6 +238,18 @@ def run(
         body = jax.checkpoint(body)
     carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
     return _unflatten(carry, ys, batch_shape, num_steps, axis)
+
+
+def _check_resets(resets: Any, axis: int, shape: tuple[int, ...]) -> Array:
+    """Checks ``resets`` is boolean and shaped like ``xs`` without its feature axis; returns it time-major."""
+    resets = jnp.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets: expected a boolean array, got dtype {resets.dtype}")
+    resets = jnp.moveaxis(resets, axis, 0) if resets.ndim == len(shape) else resets
+    if resets.shape != shape:
+        raise ValueError(f"resets: expected the shape of xs without its feature axis, (T, *batch) = {shape} "
+                         f"time-major, got {resets.shape} (after moving time_axis to the front)")  # fmt: skip
+    return resets
 
 
 def _varying_axes(x: Array) -> frozenset:

@@ -75,9 +75,68 @@ def gru_step(cell, p, h, x):
     return h_new, h_new
 
 
+def positive(z):
+    """Feng et al.'s g: z + 1/2 for z >= 0, sigmoid(z) below."""
+    return np.where(z >= 0, z + 0.5, sigmoid(z))
+
+
+def mingru_step(cell, p, h, x):
+    """z = sigmoid(x W_z + b_z), h~ = g(x W_h + b_h), h_t = (1 - z) h + z h~."""
+    hs = cell.hidden_size
+    wx, b = _blocks(p.input_kernel, ("z", "h"), hs), _blocks(p.bias, ("z", "h"), hs)
+    x = f64(x)
+    z = sigmoid(x @ wx["z"] + b["z"])
+    cand = x @ wx["h"] + b["h"]
+    cand = positive(cand) if cell.log_space else cand
+    h_new = (1 - z) * f64(h) + z * cand
+    return h_new, h_new
+
+
+def minlstm_step(cell, p, h, x):
+    """f, i = sigmoid(.), h_t = f/(f+i) h + i/(f+i) h~."""
+    hs = cell.hidden_size
+    wx, b = _blocks(p.input_kernel, ("f", "i", "h"), hs), _blocks(p.bias, ("f", "i", "h"), hs)
+    x = f64(x)
+    f, i = sigmoid(x @ wx["f"] + b["f"]), sigmoid(x @ wx["i"] + b["i"])
+    cand = x @ wx["h"] + b["h"]
+    cand = positive(cand) if cell.log_space else cand
+    h_new = f / (f + i) * f64(h) + i / (f + i) * cand
+    return h_new, h_new
+
+
+def lru_step(cell, p, carry, x):
+    """lambda = exp(-exp(nu) + i exp(theta)), h_t = lambda h + gamma (x B), y = Re(h C) + x D."""
+    hs = cell.hidden_size
+    wx, b = _blocks(p.input_kernel, ("re", "im", "skip"), hs), _blocks(p.bias, ("re", "im", "skip"), hs)
+    x = f64(x)
+    lam = np.exp(-np.exp(f64(p.nu_log)) + 1j * np.exp(f64(p.theta_log)))
+    h = f64(carry[0]) + 1j * f64(carry[1])
+    bx = (x @ wx["re"] + b["re"]) + 1j * (x @ wx["im"] + b["im"])
+    h_new = lam * h + np.exp(f64(p.gamma_log)) * bx
+    c = f64(p.output_real) + 1j * f64(p.output_imag)
+    y = np.real(h_new @ c) + x @ wx["skip"] + b["skip"]
+    return (h_new.real, h_new.imag), y
+
+
+def rglru_step(cell, p, h, x):
+    """r, i = sigmoid(.), a = sigmoid(Lambda)^(c r), h_t = a h + sqrt(1 - a^2) (i v)."""
+    hs = cell.hidden_size
+    wx, b = _blocks(p.input_kernel, ("a", "x", "v"), hs), _blocks(p.bias, ("a", "x", "v"), hs)
+    x = f64(x)
+    r, i = sigmoid(x @ wx["a"] + b["a"]), sigmoid(x @ wx["x"] + b["x"])
+    v = x @ wx["v"] + b["v"]
+    a = sigmoid(f64(p.recurrence)) ** (cell.c * r)
+    h_new = a * f64(h) + np.sqrt(1 - a**2) * (i * v)
+    return h_new, h_new
+
+
+STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
+         "lru": lru_step, "rglru": rglru_step}  # fmt: skip
+
+
 def step(cell, p, carry, x):
     """One reference step of any gated cell."""
-    return {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}[cell.name](cell, p, carry, x)
+    return STEPS[cell.name](cell, p, carry, x)
 
 
 def run(cell, p, xs, carry, length=None, reverse=False):

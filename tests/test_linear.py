@@ -1,0 +1,175 @@
+"""The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU): each step against a float64 NumPy transcription,
+the parallel forms (associative, chunked) against the sequential reference in values and derivatives, and resets
+inside a sequence, for every cell, against splitting the sequence by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import gated
+from tests import reference
+from tests.conftest import random_carry, random_params
+
+LINEAR_CONFIGS = [
+    ("mingru", {}),
+    ("mingru", {"log_space": True}),
+    ("minlstm", {}),
+    ("minlstm", {"log_space": True}),
+    ("lru", {}),
+    ("rglru", {}),
+]
+IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LINEAR_CONFIGS]
+T, B, D, H = 13, 3, 4, 5
+F64 = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def _case(name, options, dtype=jnp.float64, seed=0):
+    cell = gated.cells.get(name, H, **options)
+    params = random_params(cell, jax.random.key(seed), D, dtype)
+    carry = random_carry(cell, jax.random.key(seed + 1), (B,), dtype)
+    if getattr(cell, "log_space", False):
+        carry = jnp.abs(carry)  # the log-space forms need a non-negative state
+    xs = jax.random.normal(jax.random.key(seed + 2), (T, B, D), dtype)
+    return cell, params, carry, xs
+
+
+def _close(a, b, **tol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), **(tol or F64))
+
+
+@pytest.mark.parametrize("config", LINEAR_CONFIGS, ids=IDS)
+def test_step_equals_the_numpy_transcription(config):
+    cell, params, carry, xs = _case(*config)
+    one = jax.tree.map(lambda a: a[0], carry)
+    new, y = jax.jit(cell)(params, one, xs[0, 0])
+    ref_new, ref_y = reference.step(cell, params, one, xs[0, 0])
+    _close(new, ref_new)
+    _close(y, ref_y)
+
+
+@pytest.mark.parametrize("config", LINEAR_CONFIGS, ids=IDS)
+def test_parallel_forms_equal_the_sequential_reference(config):
+    """Values and gradients, float64 to 1e-10, with lengths, resets, both directions, remat, and chunks that do
+    and do not divide T."""
+    cell, params, carry, xs = _case(*config)
+    lengths = jnp.array([T, 7, 0])
+    resets = jnp.zeros((T, B), bool).at[4, 0].set(True).at[9, 0].set(True).at[3, 1].set(True)
+
+    def loss(impl, reverse, chunk, remat):
+        def f(p, c, x):
+            kw = dict(carry=c, lengths=lengths, resets=resets, reverse=reverse, impl=impl, chunk=chunk, remat=remat)
+            final, ys = gated.run(cell, p, x, **kw)
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final))
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+    forward, backward = (loss("reference", r, 64, False)(params, carry, xs) for r in (False, True))
+    _close(loss("associative", False, 64, False)(params, carry, xs), forward)
+    _close(loss("chunked", True, 4, True)(params, carry, xs), backward)  # 4 does not divide T = 13
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl, chunk, remat", [("associative", 64, True), ("chunked", 1, False),
+                                                ("chunked", 13, False), ("chunked", 64, False)])  # fmt: skip
+def test_every_chunk_length_and_remat(impl, chunk, remat):
+    for name, options in LINEAR_CONFIGS:
+        cell, params, carry, xs = _case(name, options)
+        for reverse in (False, True):
+            kw = dict(carry=carry, lengths=jnp.array([T, 7, 0]), resets=xs[..., 0] > 1.0, reverse=reverse)
+
+            def f(p, x, impl, chunk, remat, kw=kw, cell=cell):
+                return jnp.sum(jnp.sin(gated.run(cell, p, x, impl=impl, chunk=chunk, remat=remat, **kw)[1]))
+
+            grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1)), static_argnums=(2, 3, 4))
+            _close(grad(params, xs, impl, chunk, remat), grad(params, xs, "reference", 64, False))
+
+
+@pytest.mark.parametrize("config", LINEAR_CONFIGS[::2], ids=IDS[::2])
+def test_parallel_forms_under_every_transform(config):
+    """jvp, forward-over-reverse HVP and vmap of the associative form equal the reference path's."""
+    cell, params, carry, xs = _case(*config)
+
+    def loss(impl):
+        return lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl)[1] ** 2)
+
+    v = jax.tree.map(jnp.ones_like, params)
+    for transform in (
+        lambda f: jax.jvp(f, (params,), (v,)),
+        lambda f: jax.jvp(jax.grad(f), (params,), (v,))[1],
+    ):
+        got = jax.jit(lambda t=transform: t(loss("associative")))()
+        _close(got, jax.jit(lambda t=transform: t(loss("reference")))())
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
+    run = lambda impl: jax.jit(jax.vmap(lambda p: gated.run(cell, p, xs, carry=carry, impl=impl)[1]))(stacked)
+    _close(run("chunked"), run("reference"))
+
+
+@pytest.mark.slow
+def test_finite_differences_of_the_parallel_forms():
+    cell, params, carry, xs = _case("lru", {})
+    f = jax.jit(lambda p, x: gated.run(cell, p, x, carry=carry, impl="associative", resets=xs[..., 0] > 1.0)[1])
+    check_grads(f, (params, xs), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "mingru", "lru"])
+@pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_resets_equal_running_each_segment_by_hand(name, reverse):
+    """resets=starts restores the initial carry where a segment starts; the result equals gated.run on each
+    segment from that carry (each read backwards when reverse), for the classic cells on the reference path too."""
+    cell = gated.cells.get(name, H)
+    params = random_params(cell, jax.random.key(4), D, jnp.float64)
+    carry = random_carry(cell, jax.random.key(5), (B,), jnp.float64)
+    xs = jax.random.normal(jax.random.key(6), (T, B, D), jnp.float64)
+    starts = {0: [5, 9], 1: [1], 2: []}
+    resets = np.zeros((T, B), bool)
+    for b, ts in starts.items():
+        resets[ts, b] = True
+    impls = ["auto"] + (["associative", "chunked"] if name in ("mingru", "lru") else [])
+    for impl in impls:
+        final, ys = jax.jit(lambda x, r, impl=impl: gated.run(cell, params, x, carry=carry, resets=r, reverse=reverse,
+                                                              impl=impl))(xs, jnp.asarray(resets))  # fmt: skip
+        for b, ts in starts.items():
+            bounds = [0, *ts, T]
+            one = jax.tree.map(lambda a, b=b: a[b], carry)
+            segments = [(s, e) for s, e in zip(bounds, bounds[1:], strict=False) if e > s]
+            pieces = [gated.run(cell, params, xs[s:e, b], carry=one, reverse=reverse) for s, e in segments]
+            _close(ys[:, b], jnp.concatenate([y for _, y in pieces]))
+            expected_final = pieces[0][0] if reverse else pieces[-1][0]
+            _close(jax.tree.map(lambda a, b=b: a[b], final), expected_final)
+
+
+def test_log_space_stays_exact_where_the_linear_products_underflow():
+    """A minGRU whose gates keep the state (1 - z ~ 0.999) over 4096 steps, float32: the log-space associative form
+    agrees with the float64 sequential reference."""
+    cell = gated.cells.mingru(8, log_space=True)
+    params = cell.init(jax.random.key(0), 2)
+    params = params._replace(bias=params.bias.at[:8].set(-7.0))  # z ~ 1e-3
+    xs = jax.random.normal(jax.random.key(1), (4096, 2, 2))
+    got = jax.jit(lambda p, x: gated.run(cell, p, x, impl="associative")[1])(params, xs)
+    p64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    want = jax.jit(lambda p, x: gated.run(cell, p, x, impl="reference")[1])(p64, xs.astype(jnp.float64))
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+
+
+def test_parallel_forms_refuse_what_they_do_not_cover():
+    lstm = gated.cells.lstm(H)
+    xs = jnp.zeros((T, B, D))
+    with pytest.raises(ValueError, match="impl: 'associative' is not available here: the lstm cell's state"):
+        gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="associative")
+    cell = gated.cells.mingru(H)
+    params = cell.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match="impl: 'fused' is not available here"):
+        gated.run(cell, params, xs, impl="fused")
+    with pytest.raises(TypeError, match="resets: expected a boolean array, got dtype int"):
+        gated.run(cell, params, xs, resets=jnp.zeros((T, B), int))
+    with pytest.raises(ValueError, match=r"resets: expected the shape of xs without its feature axis"):
+        gated.run(cell, params, xs, resets=jnp.zeros((T, B + 1), bool))
+    with pytest.raises(ValueError, match="impl: 'fused' is not available here: resets are served by the reference"):
+        gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="fused", resets=jnp.zeros((T, B), bool))
+    with pytest.raises(ValueError, match="chunk: expected a positive int, got 0"):
+        gated.run(cell, params, xs, impl="chunked", chunk=0)
+    with pytest.raises(ValueError, match="r_min, r_max"):
+        gated.cells.lru(H, r_min=0.99, r_max=0.9)
