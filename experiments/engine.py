@@ -60,7 +60,8 @@ VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "mod
 # Every option of every cell, unset (None: the cell's default). Setting one the chosen cell lacks is refused.
 CELL_OPTIONS = {"recurrent_init": str, "recurrent_scale": float, "activation": str, "forget_bias": float,
                 "peepholes": bool, "coupled": bool, "forget_gate": bool, "chrono_init": int, "update": str,
-                "reset": str}  # fmt: skip
+                "reset": str, "log_space": bool, "r_min": float, "r_max": float, "max_phase": float, "c": float,
+                "a_min": float, "a_max": float}  # fmt: skip
 
 
 def base_config() -> ml_collections.ConfigDict:

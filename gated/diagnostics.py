@@ -18,18 +18,28 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import GRU, LSTM, RNN, Cell, LSTMParams, LSTMState
+from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LRUState, LSTMParams, LSTMState
 
 Array = jax.Array
 
 
 def hidden(carry: Any) -> Array:
-    """The hidden state ``h`` of a carry (``carry.h`` for an LSTM, the carry itself otherwise)."""
-    return carry.h if isinstance(carry, LSTMState) else carry
+    """The hidden state ``h`` of a carry: ``carry.h`` for an LSTM, ``[real, imag]`` ``(2H,)`` for the LRU's complex
+    state (so that its norm is the complex norm), the carry itself otherwise."""
+    if isinstance(carry, LSTMState):
+        return carry.h
+    if isinstance(carry, LRUState):
+        return jnp.concatenate([carry.real, carry.imag], axis=-1)
+    return carry
 
 
 def _with_hidden(carry: Any, h: Array) -> Any:
-    return carry._replace(h=h) if isinstance(carry, LSTMState) else h
+    if isinstance(carry, LSTMState):
+        return carry._replace(h=h)
+    if isinstance(carry, LRUState):
+        real, imag = jnp.split(h, 2, axis=-1)
+        return LRUState(real, imag)
+    return h
 
 
 def _start(cell: Cell, params: Any, xs: Array, carry: Any) -> tuple[Array, Any]:
@@ -369,3 +379,23 @@ def scalar_chain_gradients(
     slopes = jax.vmap(jax.grad(phi))(zs)
     factors = jnp.concatenate([(slopes[0] * a0)[None], slopes[1:] * weights[1:]])
     return acts, jnp.cumprod(factors), d_acts
+
+
+def decay_factors(cell: LinearCell, params: Any, xs: Array) -> Array:
+    """The diagonal state Jacobians of a gated linear recurrence: ``ds_t/ds_{t-1} = diag(a_t)``, ``(T, H)`` (complex
+    for the LRU, whose real Jacobian is the rotation-scaling of ``a_t`` in each unit's (real, imag) plane).
+
+    The gates read only the input, so ``a_t`` does not depend on the state and the trajectory is not needed.
+    """
+    if not isinstance(cell, LinearCell):
+        raise TypeError(f"cell: expected a gated linear recurrence (mingru, minlstm, lru, rglru), got {cell.name!r}")
+    us = jax.vmap(lambda x: cell.project(params, x))(xs)
+    a, _ = jax.vmap(lambda u: cell.coefficients(params, u))(us)
+    return jnp.broadcast_to(a, (xs.shape[0], cell.hidden_size))
+
+
+def linear_state_jacobians(cell: LinearCell, params: Any, xs: Array) -> Array:
+    """The closed form of ``ds_{T-1}/ds_k`` for every k: the product of the decay factors after step k,
+    ``diag(prod_{j=k+1}^{T-1} a_j)``, returned as its diagonal ``(T, H)`` (complex for the LRU). Its absolute value
+    is the gain of each unit; the spectral norm of the Jacobian is the largest of them. Exact, and O(T H)."""
+    return _products_after(decay_factors(cell, params, xs))

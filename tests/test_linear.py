@@ -173,3 +173,54 @@ def test_parallel_forms_refuse_what_they_do_not_cover():
         gated.run(cell, params, xs, impl="chunked", chunk=0)
     with pytest.raises(ValueError, match="r_min, r_max"):
         gated.cells.lru(H, r_min=0.99, r_max=0.9)
+
+
+@pytest.mark.parametrize("config", LINEAR_CONFIGS[1:], ids=IDS[1:])
+def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
+    """ds_{T-1}/ds_k = diag(prod_{j>k} a_j): against the full Jacobians by autodiff along the trajectory (for the LRU,
+    each unit's real 2x2 block is the rotation-scaling of the complex product)."""
+    from gated import diagnostics
+
+    cell, params, carry, xs = _case(*config)
+    closed = jax.jit(lambda p, x: diagnostics.linear_state_jacobians(cell, p, x))(params, xs[:, 0])
+    full = jax.jit(lambda p, x: diagnostics.state_jacobians(cell, p, x))(params, xs[:, 0])
+    if cell.name == "lru":  # flattened carry [real, imag]
+        re, im = np.real(closed), np.imag(closed)
+        expected = np.stack([np.block([[np.diag(r), np.diag(i)], [-np.diag(i), np.diag(r)]]).T
+                             for r, i in zip(re, im, strict=True)])  # fmt: skip
+    else:
+        expected = np.stack([np.diag(d) for d in np.asarray(closed)])
+    np.testing.assert_allclose(full, expected, rtol=1e-10, atol=1e-12)
+    norms = jax.jit(lambda p, x: diagnostics.gradient_norms(cell, p, x, lambda ys, final: jnp.sum(ys[-1])))(
+        params, xs[:, 0]
+    )
+    # dL/ds_k for L = sum(s_{T-1}) is prod_{j>k} a_j (for the LRU's [real, imag], the norm is sqrt(2) |prod|)
+    scale = np.sqrt(2.0) if cell.name == "lru" else 1.0
+    np.testing.assert_allclose(norms["h"], scale * np.linalg.norm(np.abs(closed), axis=-1), rtol=1e-10)
+
+
+def test_the_linear_cells_work_in_layers_modules_and_the_engine():
+    """Unchanged: a bidirectional stack of linear cells, the linen and NNX modules (equal to the pure layer), and an
+    engine config with a linear cell and a parallel form."""
+    import flax.linen as nn
+    from flax import nnx
+
+    import gated.flax
+    import gated.nnx
+    from experiments import engine
+
+    xs = jax.random.normal(jax.random.key(0), (2, 7, 3), jnp.float32)  # (B, T, D)
+    lengths = jnp.array([7, 4])
+    layer = gated.stack([gated.bidirectional(gated.cells.lru(4), impl="associative"),
+                         gated.recurrent(gated.cells.mingru(5, log_space=True), impl="chunked")])  # fmt: skip
+    module = gated.flax.RNN(layer, return_carry=True)
+    variables = module.init(jax.random.key(1), xs, lengths=lengths)
+    _close(module.apply(variables, xs, lengths=lengths),
+           layer(variables["params"]["layer"], xs, lengths=lengths, time_axis=1), rtol=1e-6, atol=1e-6)  # fmt: skip
+    assert nn.RNN(gated.flax.Cell(gated.cells.rglru(4))).init(jax.random.key(2), xs) is not None
+    nnx_module = gated.nnx.RNN(gated.cells.minlstm(4), 3, rngs=nnx.Rngs(0))
+    assert nnx_module(xs, lengths=lengths).shape == (2, 7, 4)
+    config = engine.base_config()
+    config.model.cell, config.model.impl, config.model.options.log_space = "mingru", "associative", True
+    spec = engine.validate(config)
+    assert spec.cell == gated.cells.mingru(64, log_space=True) and spec.model.layer.impl == "associative"

@@ -26,7 +26,17 @@ from experiments.studies.base import Report, check_fields, format_value, plain
 
 __all__ = ["NAMES", "format_value", "get", "redraw", "run", "validate"]
 
-NAMES = ("scalar_chain", "deep_mlp", "rnn_lag", "lstm_lag", "lstm_exploding", "gru_lag", "clipping", "long_lags")
+NAMES = (
+    "scalar_chain",
+    "deep_mlp",
+    "rnn_lag",
+    "lstm_lag",
+    "lstm_exploding",
+    "gru_lag",
+    "clipping",
+    "long_lags",
+    "curse_of_memory",
+)
 
 
 def get(name: str):
