@@ -268,7 +268,10 @@ def test_files_are_readable_by_the_group(tmp_path):
         ({"optimizer.weight_decay": -1e-4}, r"config.optimizer.weight_decay: expected a finite number >= 0"),
         ({"optimizer.warmup_steps": -10}, r"config.optimizer.warmup_steps: expected an int >= 0, got -10"),
         ({"train.steps": 0}, r"config.train.steps: expected a positive int"),
-        ({"model.impl": "fast"}, r"config.model.impl: expected one of \('auto', 'fused', 'reference', 'native', 'associative', 'chunked'\)"),
+        (
+            {"model.impl": "fast"},
+            r"config.model.impl: expected one of \('auto', 'fused', 'reference', 'native', 'associative', 'chunked'\)",
+        ),
     ],
 )
 def test_impossible_configs_are_refused_with_the_key_named(tmp_path, updates, message):

@@ -87,6 +87,7 @@ def test_every_chunk_length_and_remat(impl, chunk, remat):
             _close(grad(params, xs, impl, chunk, remat), grad(params, xs, "reference", 64, False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", LINEAR_CONFIGS[::2], ids=IDS[::2])
 def test_parallel_forms_under_every_transform(config):
     """jvp, forward-over-reverse HVP and vmap of the associative form equal the reference path's."""
@@ -114,7 +115,9 @@ def test_finite_differences_of_the_parallel_forms():
     check_grads(f, (params, xs), order=2, modes=("fwd", "rev"))
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "mingru", "lru"])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("rnn", "lstm", "gru")] + ["mingru", "lru"]
+)
 @pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resets_equal_running_each_segment_by_hand(name, reverse):
     """resets=starts restores the initial carry where a segment starts; the result equals gated.run on each
@@ -141,6 +144,7 @@ def test_resets_equal_running_each_segment_by_hand(name, reverse):
             _close(jax.tree.map(lambda a, b=b: a[b], final), expected_final)
 
 
+@pytest.mark.slow
 def test_log_space_stays_exact_where_the_linear_products_underflow():
     """A minGRU whose gates keep the state (1 - z ~ 0.999) over 4096 steps, float32: the log-space associative form
     agrees with the float64 sequential reference."""
@@ -199,6 +203,7 @@ def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
     np.testing.assert_allclose(norms["h"], scale * np.linalg.norm(np.abs(closed), axis=-1), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_the_linear_cells_work_in_layers_modules_and_the_engine():
     """Unchanged: a bidirectional stack of linear cells, the linen and NNX modules (equal to the pure layer), and an
     engine config with a linear cell and a parallel form."""
