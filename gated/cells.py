@@ -150,6 +150,16 @@ class Cell:
         """G, the number of fused gate blocks."""
         return len(self.gates)
 
+    @property
+    def carry_shape(self) -> tuple[int, ...]:
+        """The shape of each carry leaf for one example: ``(H,)``, or ``(H, N)`` for a state of N per unit."""
+        return (self.hidden_size,)
+
+    @property
+    def projection_size(self) -> int:
+        """The size of ``project(params, x)``: G*H (more for a cell with per-step vectors of another size)."""
+        return self.num_gates * self.hidden_size
+
     def gate(self, fused: Array, name: str) -> Array:
         """The block of a fused ``(..., G*H)`` array that belongs to gate ``name``."""
         k = self.gates.index(name)
@@ -176,10 +186,10 @@ class Cell:
         return x @ params.input_kernel + params.bias
 
     def _check_step(self, carry, u: Array) -> Array:
-        h = self.hidden_size
+        what = "hidden_size H, one example" if self.carry_shape == (self.hidden_size,) else "(H, N), one example"
         for i, leaf in enumerate(jax.tree.leaves(carry)):
-            _check_array(f"carry (leaf {i})", leaf, (h,), "hidden_size H, one example")
-        return _check_array("u", u, (self.num_gates * h,), "G*H, the output of cell.project")
+            _check_array(f"carry (leaf {i})", leaf, self.carry_shape, what)
+        return _check_array("u", u, (self.projection_size,), "G*H, the output of cell.project")
 
     def step(self, params, carry, u: Array):
         """Recurrent part: ``(carry, u) -> (carry, y)``."""
@@ -513,11 +523,11 @@ class LinearCell(Cell):
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
             raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
-        w_x = initializers.input_kernel(key, input_size, self.num_gates * self.hidden_size, dtype)
+        w_x = initializers.input_kernel(key, input_size, self.projection_size, dtype)
         return LinearParams(w_x, self._bias(dtype), None)
 
     def _bias(self, dtype) -> Array:
-        return jnp.zeros((self.num_gates * self.hidden_size,), dtype)
+        return jnp.zeros((self.projection_size,), dtype)
 
     def coefficients(self, params, u: Array) -> tuple[Array, Array]:
         """``(a_t, b_t)`` of one step from ``u = project(params, x)``, each shaped like the state."""
@@ -726,8 +736,83 @@ class RGLRU(LinearCell):
         return a, scale * jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
 
 
+class SSMParams(NamedTuple):
+    """Selective SSM parameters: ``input_kernel`` (D, 2H + 2N) and ``bias`` (2H + 2N,) for the step size, the
+    channel input, B and C side by side; ``a_log`` (H, N) with A = -exp(a_log); ``skip`` (H,), the D of Mamba."""
+
+    input_kernel: Array
+    bias: Array
+    a_log: Array
+    skip: Array
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectiveSSM(LinearCell):
+    r"""A diagonal selective state-space model in the style of Mamba's S6 (Gu & Dao 2023), for one example.
+
+    .. math::
+        \Delta_t &= \mathrm{softplus}(x_t W_\Delta + b_\Delta), \quad v_t = x_t W_v + b_v, \quad
+        B_t = x_t W_B + b_B, \quad C_t = x_t W_C + b_C\
+        h_t &= \exp(\Delta_t A) \odot h_{t-1} + (\Delta_t v_t) B_t^	op, \qquad y_t = h_t C_t + D \odot v_t
+
+    per channel (H channels, each with a state of ``state_size`` N): the step size, B and C depend on the input
+    (the selection), ``A = -exp(a_log)`` is real, diagonal and negative (S4D-real initialisation
+    ``A[:, n] = -(n + 1)``), ``exp(Delta A)`` is the zero-order hold and ``Delta B`` the Euler step of the
+    discretisation, as in Mamba's reference code. The step-size bias is drawn so that ``softplus(b_Delta)`` is
+    log-uniform in ``[dt_min, dt_max]``. The carry is ``(H, N)``; ``y`` has size H. Gates ``("dt", "v")``, then B
+    and C (N each) at the end of the projection.
+    """
+
+    state_size: int = 16
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+
+    name: ClassVar[str] = "ssm"
+    gates: ClassVar[tuple[str, ...]] = ("dt", "v")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.state_size, bool) or not isinstance(self.state_size, int) or self.state_size <= 0:
+            raise ValueError(f"state_size: expected a positive int, got {self.state_size!r}")
+        if not 0 < self.dt_min < self.dt_max:
+            raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
+
+    @property
+    def carry_shape(self) -> tuple[int, ...]:
+        return (self.hidden_size, self.state_size)
+
+    @property
+    def projection_size(self) -> int:
+        return 2 * self.hidden_size + 2 * self.state_size
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> SSMParams:
+        k_x, k_dt = jax.random.split(key)
+        params = super().init(k_x, input_size, dtype)
+        h, n = self.hidden_size, self.state_size
+        dt = jnp.exp(jax.random.uniform(k_dt, (h,), jnp.float32, math.log(self.dt_min), math.log(self.dt_max)))
+        dt_bias = dt + jnp.log(-jnp.expm1(-dt))  # softplus^-1(dt)
+        bias = params.bias.at[:h].set(dt_bias.astype(dtype))
+        a_log = jnp.broadcast_to(jnp.log(jnp.arange(1, n + 1, dtype=jnp.float32)), (h, n)).astype(dtype)
+        return SSMParams(params.input_kernel, bias, a_log, jnp.ones((h,), dtype))
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
+        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
+
+    def _pieces(self, u: Array) -> tuple[Array, Array, Array, Array]:
+        h, n = self.hidden_size, self.state_size
+        return jax.nn.softplus(u[:h]), u[h : 2 * h], u[2 * h : 2 * h + n], u[2 * h + n :]
+
+    def coefficients(self, params, u):
+        dt, v, b, _ = self._pieces(u)
+        return jnp.exp(dt[:, None] * -jnp.exp(params.a_log)), (dt * v)[:, None] * b[None, :]
+
+    def output(self, params, state, u):
+        _, v, _, c = self._pieces(u)
+        return state @ c + params.skip * v
+
+
 CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
-                                "lru": LRU, "rglru": RGLRU}  # fmt: skip
+                                "lru": LRU, "rglru": RGLRU, "ssm": SelectiveSSM}  # fmt: skip
 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
@@ -735,8 +820,8 @@ def _options(cls: type[Cell]) -> tuple[str, ...]:
 
 
 def get(name: str, hidden_size: int, **options) -> Cell:
-    """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``),
-    for configs.
+    """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``,
+    ``"ssm"``), for configs.
 
     Raises:
       ValueError: unknown cell name.
@@ -768,3 +853,4 @@ mingru = _factory(MinGRU)
 minlstm = _factory(MinLSTM)
 lru = _factory(LRU)
 rglru = _factory(RGLRU)
+ssm = _factory(SelectiveSSM)

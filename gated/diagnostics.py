@@ -89,7 +89,8 @@ def gradient_norms(
 ) -> dict[str, Array]:
     """Euclidean norms ``||dL/dh_t||`` (key "h"), and ``||dL/dc_t||`` (key "c") for an LSTM, for every t: ``(T,)``."""
     _, grads = carry_gradients(cell, params, xs, loss_fn, carry=carry)
-    norms = {"h": jnp.linalg.norm(hidden(grads), axis=-1)}
+    flat = hidden(grads)
+    norms = {"h": jnp.sqrt(jnp.sum(flat**2, axis=tuple(range(1, flat.ndim))))}  # a state (H, N) counts whole
     if isinstance(grads, LSTMState):
         norms["c"] = jnp.linalg.norm(grads.c, axis=-1)
     return norms
@@ -388,14 +389,16 @@ def decay_factors(cell: LinearCell, params: Any, xs: Array) -> Array:
     The gates read only the input, so ``a_t`` does not depend on the state and the trajectory is not needed.
     """
     if not isinstance(cell, LinearCell):
-        raise TypeError(f"cell: expected a gated linear recurrence (mingru, minlstm, lru, rglru), got {cell.name!r}")
+        names = "mingru, minlstm, lru, rglru, ssm"
+        raise TypeError(f"cell: expected a gated linear recurrence ({names}), got {cell.name!r}")
     us = jax.vmap(lambda x: cell.project(params, x))(xs)
     a, _ = jax.vmap(lambda u: cell.coefficients(params, u))(us)
-    return jnp.broadcast_to(a, (xs.shape[0], cell.hidden_size))
+    return jnp.broadcast_to(a, (xs.shape[0], *cell.carry_shape))
 
 
 def linear_state_jacobians(cell: LinearCell, params: Any, xs: Array) -> Array:
     """The closed form of ``ds_{T-1}/ds_k`` for every k: the product of the decay factors after step k,
     ``diag(prod_{j=k+1}^{T-1} a_j)``, returned as its diagonal ``(T, H)`` (complex for the LRU). Its absolute value
-    is the gain of each unit; the spectral norm of the Jacobian is the largest of them. Exact, and O(T H)."""
+    is the gain of each unit; the spectral norm of the Jacobian is the largest of them. Exact, and O(T H).
+    For the SSM, ``(T, H, N)``: one factor per unit and state."""
     return _products_after(decay_factors(cell, params, xs))

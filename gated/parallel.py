@@ -35,7 +35,7 @@ def supports(cell: Any) -> str | None:
     """None if the parallel forms can run ``cell``, else the reason they can't."""
     if not isinstance(cell, LinearCell):
         return f"the {cell.name} cell's state enters its gates nonlinearly; only gated linear recurrences " \
-               "(mingru, minlstm, lru, rglru) have a parallel form"  # fmt: skip
+               "(mingru, minlstm, lru, rglru, ssm) have a parallel form"  # fmt: skip
     return None
 
 
@@ -84,13 +84,14 @@ def sequence(
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
     coefficients = jax.vmap(jax.vmap(lambda u: cell.coefficients(params, u)))
     a, b = coefficients(us)
-    s0 = cell.to_state(carry)  # (B, H), complex for the LRU
+    s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
     a, b = jnp.broadcast_to(a, b.shape).astype(b.dtype), b
+    expand = lambda flags: flags.reshape(*flags.shape, *([1] * (b.ndim - 2)))  # (T, B) against (T, B, ...)
     if resets is not None:
-        r = resets[..., None]
+        r = expand(resets)
         a, b = jnp.where(r, 0.0, a), jnp.where(r, a * s0[None] + b, b)
     if mask is not None:
-        m = mask[..., None]
+        m = expand(mask)
         a, b = jnp.where(m, a, 1.0), jnp.where(m, b, 0.0)
     if cell.log_space:
         elements, combine = (_safe_log(a), _safe_log(b)), _log_combine
@@ -104,7 +105,7 @@ def sequence(
         states = _chunked(elements, start, combine, chunk, cell.log_space)
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
-        ys = jnp.where(mask[..., None], ys, jnp.zeros_like(ys))
+        ys = jnp.where(mask.reshape(*mask.shape, *([1] * (ys.ndim - 2))), ys, jnp.zeros_like(ys))
     return cell.from_state(states[-1]), ys
 
 

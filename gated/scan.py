@@ -222,14 +222,14 @@ def run(
     def body(carry, inputs):
         t, u = inputs
         if resets is not None:
-            start = resets[t][:, None]
-            carry = jax.tree.map(lambda c, c0: jnp.where(start, c0, c), carry, initial)
+            carry = jax.tree.map(lambda c, c0: jnp.where(_per_example(resets[t], c), c0, c), carry, initial)
         new, y = step(carry, u)
         if lengths is not None:
-            valid = (t < lengths)[:, None]
-            new = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, carry)
-            y = jnp.where(valid, y, jnp.zeros_like(y))
-            out = jax.tree.map(lambda n: jnp.where(valid, n, jnp.zeros_like(n)), new) if return_carries else y
+            valid = t < lengths
+            new = jax.tree.map(lambda n, o: jnp.where(_per_example(valid, n), n, o), new, carry)
+            y = jnp.where(_per_example(valid, y), y, jnp.zeros_like(y))
+            out = (jax.tree.map(lambda n: jnp.where(_per_example(valid, n), n, jnp.zeros_like(n)), new)
+                   if return_carries else y)  # fmt: skip
         else:
             out = new if return_carries else y
         return new, out
@@ -238,6 +238,11 @@ def run(
         body = jax.checkpoint(body)
     carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
     return _unflatten(carry, ys, batch_shape, num_steps, axis)
+
+
+def _per_example(flags: Array, like: Array) -> Array:
+    """Per-example booleans ``(B,)`` shaped to broadcast against ``like`` ``(B, ...)``."""
+    return flags.reshape(flags.shape[0], *([1] * (like.ndim - 1)))
 
 
 def _check_resets(resets: Any, axis: int, shape: tuple[int, ...]) -> Array:
@@ -280,8 +285,10 @@ def _unflatten(carry: Any, ys: Any, batch_shape: tuple[int, ...], num_steps: int
 
 
 def _flatten_carry(cell: Cell, carry: Any, batch_shape: tuple[int, ...], dtype) -> Any:
-    """Checks every carry leaf is ``(*batch, H)`` of the computation's dtype; flattens the batch axes."""
-    expected = (*batch_shape, cell.hidden_size)
+    """Checks every carry leaf is ``(*batch, H)`` (``(*batch, H, N)`` for a state of N per unit) of the computation's
+    dtype; flattens the batch axes."""
+    expected = (*batch_shape, *cell.carry_shape)
+    named = "(*batch, H)" if len(cell.carry_shape) == 1 else "(*batch, H, N)"
     ref = jax.tree.structure(cell.initial_carry())
     if jax.tree.structure(carry) != ref:
         raise ValueError(f"carry: expected a pytree of structure {ref}, got {jax.tree.structure(carry)}")
@@ -289,9 +296,9 @@ def _flatten_carry(cell: Cell, carry: Any, batch_shape: tuple[int, ...], dtype) 
     def check(leaf):
         leaf = jnp.asarray(leaf)
         if leaf.shape != expected:
-            raise ValueError(f"carry: expected leaves of shape (*batch, H) = {expected}, got {leaf.shape}")
+            raise ValueError(f"carry: expected leaves of shape {named} = {expected}, got {leaf.shape}")
         if leaf.dtype != dtype:
             raise TypeError(f"carry: expected dtype {dtype} (that of the projected inputs), got {leaf.dtype}")
-        return leaf.reshape(-1, cell.hidden_size)
+        return leaf.reshape(-1, *cell.carry_shape)
 
     return jax.tree.map(check, carry)

@@ -130,8 +130,23 @@ def rglru_step(cell, p, h, x):
     return h_new, h_new
 
 
+def softplus(z):
+    return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0.0)
+
+
+def ssm_step(cell, p, h, x):
+    """dt = softplus(.), h_t = exp(dt A) h + (dt v) B^T with A = -exp(a_log), y = h C + D v; h (H, N)."""
+    hs, n = cell.hidden_size, cell.state_size
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    dt, v, b, c = proj[:hs], proj[hs : 2 * hs], proj[2 * hs : 2 * hs + n], proj[2 * hs + n :]
+    dt = softplus(dt)
+    a = -np.exp(f64(p.a_log))
+    h_new = np.exp(dt[:, None] * a) * f64(h) + np.outer(dt * v, b)
+    return h_new, h_new @ c + f64(p.skip) * v
+
+
 STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
-         "lru": lru_step, "rglru": rglru_step}  # fmt: skip
+         "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step}  # fmt: skip
 
 
 def step(cell, p, carry, x):

@@ -1,6 +1,6 @@
-"""The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU): each step against a float64 NumPy transcription,
-the parallel forms (associative, chunked) against the sequential reference in values and derivatives, and resets
-inside a sequence, for every cell, against splitting the sequence by hand."""
+"""The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU, the selective SSM): each step against a float64
+NumPy transcription, the parallel forms (associative, chunked) against the sequential reference in values and
+derivatives, and resets inside a sequence, for every cell, against splitting the sequence by hand."""
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ LINEAR_CONFIGS = [
     ("minlstm", {"log_space": True}),
     ("lru", {}),
     ("rglru", {}),
+    ("ssm", {"state_size": 3}),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LINEAR_CONFIGS]
 T, B, D, H = 13, 3, 4, 5
@@ -192,15 +193,16 @@ def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
         re, im = np.real(closed), np.imag(closed)
         expected = np.stack([np.block([[np.diag(r), np.diag(i)], [-np.diag(i), np.diag(r)]]).T
                              for r, i in zip(re, im, strict=True)])  # fmt: skip
-    else:
-        expected = np.stack([np.diag(d) for d in np.asarray(closed)])
+    else:  # the SSM's (H, N) state flattened
+        expected = np.stack([np.diag(d.ravel()) for d in np.asarray(closed)])
     np.testing.assert_allclose(full, expected, rtol=1e-10, atol=1e-12)
     norms = jax.jit(lambda p, x: diagnostics.gradient_norms(cell, p, x, lambda ys, final: jnp.sum(ys[-1])))(
         params, xs[:, 0]
     )
     # dL/ds_k for L = sum(s_{T-1}) is prod_{j>k} a_j (for the LRU's [real, imag], the norm is sqrt(2) |prod|)
     scale = np.sqrt(2.0) if cell.name == "lru" else 1.0
-    np.testing.assert_allclose(norms["h"], scale * np.linalg.norm(np.abs(closed), axis=-1), rtol=1e-10)
+    gain = np.sqrt(np.sum(np.abs(closed) ** 2, axis=tuple(range(1, closed.ndim))))
+    np.testing.assert_allclose(norms["h"], scale * gain, rtol=1e-10)
 
 
 @pytest.mark.slow
