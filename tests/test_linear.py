@@ -74,11 +74,11 @@ def test_parallel_forms_equal_the_sequential_reference(config):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("impl, chunk, remat", [("associative", 64, True), ("chunked", 1, False),
-                                                ("chunked", 13, False), ("chunked", 64, False)])  # fmt: skip
+                                                ("chunked", 13, False)])  # fmt: skip
 def test_every_chunk_length_and_remat(impl, chunk, remat):
-    for name, options in LINEAR_CONFIGS:
+    for i, (name, options) in enumerate(LINEAR_CONFIGS):
         cell, params, carry, xs = _case(name, options)
-        for reverse in (False, True):
+        for reverse in (i % 2 == 1,):  # each direction for half of the configurations
             kw = dict(carry=carry, lengths=jnp.array([T, 7, 0]), resets=xs[..., 0] > 1.0, reverse=reverse)
 
             def f(p, x, impl, chunk, remat, kw=kw, cell=cell):
@@ -219,7 +219,8 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
     xs = jax.random.normal(jax.random.key(0), (2, 7, 3), jnp.float32)  # (B, T, D)
     lengths = jnp.array([7, 4])
     layer = gated.stack([gated.bidirectional(gated.cells.lru(4), impl="associative"),
-                         gated.recurrent(gated.cells.mingru(5, log_space=True), impl="chunked")])  # fmt: skip
+                         gated.recurrent(gated.cells.mingru(5, log_space=True), impl="chunked"),
+                         gated.recurrent(gated.cells.ssm(4, state_size=3), impl="associative")])  # fmt: skip
     module = gated.flax.RNN(layer, return_carry=True)
     variables = module.init(jax.random.key(1), xs, lengths=lengths)
     _close(module.apply(variables, xs, lengths=lengths),
