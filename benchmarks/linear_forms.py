@@ -4,7 +4,7 @@
     python -m benchmarks.linear_forms                      # T = 256 to 16384, B 8, D = H = 64
     python -m benchmarks.linear_forms --lengths 256 1024 --cells mingru --steps 3
 
-For each cell (minGRU in log space, minLSTM, LRU, RG-LRU) and each form (``reference``: the sequential
+For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16) and each form (``reference``: the sequential
 ``lax.scan`` of ``cell.step``; ``associative``: one ``lax.associative_scan``; ``chunked``: associative inside
 chunks of 64 (and 256) steps, sequential across them), and for the LSTM on its default path: one jitted training
 step (a readout to 10 classes at every step, cross-entropy, ``clip_by_global_norm(1)``, Adam), median over steps
@@ -29,7 +29,7 @@ import numpy as np
 import gated
 from benchmarks.training_step import _readout_init, compile_programs, cpu_name, write_results
 
-CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}}
+CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "ssm": {"state_size": 16}}
 
 
 def model(cell, impl: str, chunk: int = 64):
