@@ -4,13 +4,14 @@
     python -m benchmarks.linear_forms                      # T = 256 to 16384, B 8, D = H = 64
     python -m benchmarks.linear_forms --lengths 256 1024 --cells mingru --steps 3
 
-For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16) and each form (``reference``: the sequential
-``lax.scan`` of ``cell.step``; ``associative``: one ``lax.associative_scan``; ``chunked``: associative inside
-chunks of 64 (and 256) steps, sequential across them), and for the LSTM on its default path: one jitted training
-step (a readout to 10 classes at every step, cross-entropy, ``clip_by_global_norm(1)``, Adam), median over steps
-after a warm-up. Tokens/s is B*T over the step time; peak memory is XLA's buffer assignment (arguments, outputs
-and temporaries of the compiled step). ``minGRU-pytorch`` runs the same step in its own process
-(``benchmarks.torch_mingru``) when PyTorch and it are installed. Writes ``benchmarks/results/linear_forms.{jsonl,md}``.
+For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16) and each form
+(``reference``: the sequential ``lax.scan`` of ``cell.step``; ``associative``: one ``lax.associative_scan``;
+``chunked``: associative inside chunks of 64 (and 256) steps, sequential across them), and for the LSTM on its
+default path: one jitted training step (a readout to 10 classes at every step, cross-entropy,
+``clip_by_global_norm(1)``, Adam), median over steps after a warm-up. Tokens/s is B*T over the step time; peak
+memory is XLA's buffer assignment (arguments, outputs and temporaries of the compiled step). ``minGRU-pytorch``
+runs the same step in its own process (``benchmarks.torch_mingru``) when PyTorch and it are installed. Writes
+``benchmarks/results/linear_forms.{jsonl,md}``.
 """
 
 from __future__ import annotations
