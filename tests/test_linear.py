@@ -51,7 +51,11 @@ def test_step_equals_the_numpy_transcription(config):
     _close(y, ref_y)
 
 
-@pytest.mark.parametrize("config", LINEAR_CONFIGS, ids=IDS)
+FAST_AND_SLOW = [pytest.param(c, marks=pytest.mark.slow) if c == ("minlstm", {"log_space": True}) else c
+                 for c in LINEAR_CONFIGS]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", FAST_AND_SLOW, ids=IDS)
 def test_parallel_forms_equal_the_sequential_reference(config):
     """Values and gradients, float64 to 1e-10, with lengths, resets, both directions, remat, and chunks that do
     and do not divide T."""
@@ -117,7 +121,7 @@ def test_finite_differences_of_the_parallel_forms():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("rnn", "lstm", "gru")] + ["mingru", "lru"]
+    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("rnn", "lstm", "gru", "lru")] + ["mingru"]
 )
 @pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resets_equal_running_each_segment_by_hand(name, reverse):
