@@ -22,13 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import jax
-import numpy as np
 
 import gated
-from benchmarks.training_step import _readout_init, compile_programs, cpu_name, write_results
+from benchmarks.training_step import compile_programs, cpu_name, median_seconds, readout_init, write_results
 
 CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "ssm": {"state_size": 16}}
 
@@ -36,7 +34,7 @@ CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "
 def model(cell, impl: str, chunk: int = 64):
     def init(key, d):
         k1, k2 = jax.random.split(key)
-        return {"rnn": cell.init(k1, d), **_readout_init(k2, cell.hidden_size)}
+        return {"rnn": cell.init(k1, d), **readout_init(k2, cell.hidden_size)}
 
     def apply(params, xs):  # (B, T, D)
         _, ys = gated.run(cell, params["rnn"], xs, time_axis=1, impl=impl, chunk=chunk)
@@ -83,13 +81,7 @@ def main(argv=None):
     for t in args.lengths:
         for name, (init, apply) in variants(args.cells, h).items():
             run_train, _, compile_s, peak = compile_programs(init, apply, b, t, h)
-            run_train()
-            times = []
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                run_train()
-                times.append(time.perf_counter() - start)
-            step_s = float(np.median(times))
+            step_s = median_seconds(run_train, args.steps)
             rows.append({**meta, "T": t, "impl": name, "step_s": step_s, "tokens_per_s": b * t / step_s,
                          "peak_bytes": peak, "compile_s": compile_s})  # fmt: skip
             print(f"T={t} {name}: {b * t / step_s:,.0f} tokens/s, peak {peak / 2**20:.1f} MB", flush=True)

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import time
 
 import flax.linen as nn
 import jax
-import numpy as np
 
 import gated
-from benchmarks.training_step import compile_programs, flax_model, gated_model, write_results
+from benchmarks.training_step import compile_programs, flax_model, gated_model, median_seconds, write_results
 
 
 def variants(hidden: int) -> dict:
@@ -53,16 +51,11 @@ def main(argv=None):
     for t in args.lengths:
         for name, (init, apply) in variants(h).items():
             run_train, _, compile_s, peak = compile_programs(init, apply, b, t, d)
-            run_train()
-            times = []
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                run_train()
-                times.append(time.perf_counter() - start)
+            step_s = median_seconds(run_train, args.steps)
             rows.append({"date": datetime.date.today().isoformat(), "jax": jax.__version__, "B": b, "T": t, "D": d,
                          "H": h, "impl": name, "peak_bytes": peak, "compile_s": compile_s,
-                         "step_s": float(np.median(times))})  # fmt: skip
-            print(f"T={t} {name}: peak {peak / 2**20:.1f} MB, step {np.median(times):.3f} s", flush=True)
+                         "step_s": step_s})  # fmt: skip
+            print(f"T={t} {name}: peak {peak / 2**20:.1f} MB, step {step_s:.3f} s", flush=True)
     lines = [f"{rows[0]['date']}, jax {rows[0]['jax']}, B {b}, D {d}, H {h}; peak MB (XLA buffer assignment) "
              "and step time in seconds.", "", "| T | " + " | ".join(variants(h)) + " |",
              "| --- |" + " --- |" * len(variants(h))]  # fmt: skip

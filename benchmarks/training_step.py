@@ -51,7 +51,7 @@ SIZES = ["32,100,32,128", "64,200,64,256", "16,1000,32,128", "16,100,32,1024"]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def _readout_init(key, hidden):
+def readout_init(key, hidden):
     return {"w": jax.random.normal(key, (hidden, CLASSES), jnp.float32) / np.sqrt(hidden),
             "b": jnp.zeros((CLASSES,), jnp.float32)}  # fmt: skip
 
@@ -61,7 +61,7 @@ def gated_model(kind: str, hidden: int, impl: str, remat: bool = False):
 
     def init(key, d):
         k1, k2 = jax.random.split(key)
-        return {"rnn": cell.init(k1, d), **_readout_init(k2, hidden)}
+        return {"rnn": cell.init(k1, d), **readout_init(k2, hidden)}
 
     def apply(params, xs):  # xs (B, T, D)
         _, ys = gated.run(cell, params["rnn"], xs, time_axis=1, impl=impl, remat=remat)
@@ -77,7 +77,7 @@ def equinox_model(kind: str, hidden: int):
 
     def init(key, d):
         k1, k2 = jax.random.split(key)
-        return {"rnn": cls(d, hidden, key=k1), **_readout_init(k2, hidden)}
+        return {"rnn": cls(d, hidden, key=k1), **readout_init(k2, hidden)}
 
     def apply(params, xs):
         cell = params["rnn"]
@@ -174,6 +174,17 @@ def compile_programs(init, apply, b, t, d):
         fwd(state["params"]).block_until_ready()
 
     return run_train, run_forward, compile_seconds, peak
+
+
+def median_seconds(run, steps: int) -> float:
+    """``run()`` once to warm up, then the median wall time of ``steps`` more calls."""
+    run()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -71,19 +71,19 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _map_leaves(fn, v: Any) -> Any:
+    """``fn`` on every leaf of nested dicts, lists and tuples (tuples become lists, as in JSON)."""
+    if isinstance(v, dict):
+        return {k: _map_leaves(fn, x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_map_leaves(fn, x) for x in v]
+    return fn(v)
+
+
 def to_json(value: Any, indent: int | None = 2) -> str:
     """Strict JSON (RFC 8259): non-finite floats become ``null``; the caller records which were not finite."""
-
-    def clean(v):
-        if isinstance(v, float):
-            return finite_or_none(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(value), indent=indent, allow_nan=False)
+    clean = _map_leaves(lambda v: finite_or_none(v) if isinstance(v, float) else v, value)
+    return json.dumps(clean, indent=indent, allow_nan=False)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -98,24 +98,12 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def spelled(v: Any) -> Any:
     """Non-finite floats as the strings "inf", "-inf", "nan" (a study may sweep ``inf`` as "no clipping")."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: spelled(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [spelled(x) for x in v]
-    return v
+    return _map_leaves(lambda x: str(x) if isinstance(x, float) and not math.isfinite(x) else x, v)
 
 
 def unspelled(v: Any) -> Any:
     """The inverse of :func:`spelled`: the strings "inf", "-inf" and "nan" as floats."""
-    if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-        return float(v)
-    if isinstance(v, dict):
-        return {k: unspelled(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [unspelled(x) for x in v]
-    return v
+    return _map_leaves(lambda x: float(x) if isinstance(x, str) and x in ("inf", "-inf", "nan") else x, v)
 
 
 def binding(config: dict, extra: dict | None = None) -> dict:
