@@ -162,18 +162,12 @@ def gather(workdirs: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
         markdown = "\n".join(top) + "\n" + "\n\n".join(sections)
         workdir_lib.write(staging / "report.md", markdown)
         workdir_lib.write(staging / "report.html", to_html(markdown, staging))
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~workdir_lib.umask())
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out / "report.md"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _swap_into_place(staging: pathlib.Path, out: pathlib.Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -33,15 +34,17 @@ LOCK_FILE = ".lock"
 # Keys that change no number of the result (only how often the state is saved), left out of the hash.
 NOT_HASHED = ("train.checkpoint_every",)
 
-_umask: int | None = None
+
+@functools.cache
+def umask() -> int:
+    """The process's umask, read once (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _file_mode() -> int:
-    global _umask
-    if _umask is None:
-        _umask = os.umask(0o022)
-        os.umask(_umask)
-    return 0o666 & ~_umask
+    return 0o666 & ~umask()
 
 
 def _replace(source: str, target: pathlib.Path) -> None:

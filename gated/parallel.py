@@ -85,7 +85,7 @@ def sequence(
     coefficients = jax.vmap(jax.vmap(lambda u: cell.coefficients(params, u)))
     a, b = coefficients(us)
     s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
-    a, b = jnp.broadcast_to(a, b.shape).astype(b.dtype), b
+    a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
     expand = lambda flags: flags.reshape(*flags.shape, *([1] * (b.ndim - 2)))  # (T, B) against (T, B, ...)
     if resets is not None:
         r = expand(resets)

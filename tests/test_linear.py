@@ -95,7 +95,7 @@ def test_every_chunk_length_and_remat(impl, chunk, remat):
 @pytest.mark.slow
 @pytest.mark.parametrize("config", LINEAR_CONFIGS[::2], ids=IDS[::2])
 def test_parallel_forms_under_every_transform(config):
-    """jvp, forward-over-reverse HVP and vmap of the associative form equal the reference path's."""
+    """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms equal the reference path's."""
     cell, params, carry, xs = _case(*config)
 
     def loss(impl):
@@ -105,6 +105,8 @@ def test_parallel_forms_under_every_transform(config):
     for transform in (
         lambda f: jax.jvp(f, (params,), (v,)),
         lambda f: jax.jvp(jax.grad(f), (params,), (v,))[1],
+        lambda f: jax.jacfwd(f)(params),
+        lambda f: jax.hessian(f)(params),
     ):
         got = jax.jit(lambda t=transform: t(loss("associative")))()
         _close(got, jax.jit(lambda t=transform: t(loss("reference")))())
