@@ -47,6 +47,8 @@ def get_config():
                     state_size=unset(int),
                     dt_min=unset(float),
                     dt_max=unset(float),
+                    exponential_forget=unset(bool),
+                    num_heads=unset(int),
                 ),
             ),
             task=dict(classes=8, length=50, name="copy_memory", sequence=10),

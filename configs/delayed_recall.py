@@ -46,6 +46,8 @@ def get_config():
                     state_size=unset(int),
                     dt_min=unset(float),
                     dt_max=unset(float),
+                    exponential_forget=unset(bool),
+                    num_heads=unset(int),
                 ),
             ),
             task=dict(classes=8, delay=40, length=80, name="delayed_recall"),

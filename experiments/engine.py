@@ -61,7 +61,8 @@ VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "mod
 CELL_OPTIONS = {"recurrent_init": str, "recurrent_scale": float, "activation": str, "forget_bias": float,
                 "peepholes": bool, "coupled": bool, "forget_gate": bool, "chrono_init": int, "update": str,
                 "reset": str, "log_space": bool, "r_min": float, "r_max": float, "max_phase": float, "c": float,
-                "a_min": float, "a_max": float, "state_size": int, "dt_min": float, "dt_max": float}  # fmt: skip
+                "a_min": float, "a_max": float, "state_size": int, "dt_min": float, "dt_max": float,
+                "exponential_forget": bool, "num_heads": int}  # fmt: skip
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -18,27 +18,32 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LRUState, LSTMParams, LSTMState
+from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LRUState, LSTMParams, LSTMState, MLSTMState, SLSTMState
 
 Array = jax.Array
 
 
 def hidden(carry: Any) -> Array:
-    """The hidden state ``h`` of a carry: ``carry.h`` for an LSTM, ``[real, imag]`` ``(2H,)`` for the LRU's complex
-    state (so that its norm is the complex norm), the carry itself otherwise."""
-    if isinstance(carry, LSTMState):
+    """The hidden state ``h`` of a carry: ``carry.h`` for an LSTM or sLSTM, ``[real, imag]`` ``(2H,)`` for the LRU's
+    complex state (so that its norm is the complex norm), the (stabilised) matrix memory ``c`` flattened to
+    ``(K d^2,)`` for the mLSTM, the carry itself otherwise."""
+    if isinstance(carry, LSTMState | SLSTMState):
         return carry.h
     if isinstance(carry, LRUState):
         return jnp.concatenate([carry.real, carry.imag], axis=-1)
+    if isinstance(carry, MLSTMState):
+        return carry.c.reshape(*carry.m.shape[:-1], -1)
     return carry
 
 
 def _with_hidden(carry: Any, h: Array) -> Any:
-    if isinstance(carry, LSTMState):
+    if isinstance(carry, LSTMState | SLSTMState):
         return carry._replace(h=h)
     if isinstance(carry, LRUState):
         real, imag = jnp.split(h, 2, axis=-1)
         return LRUState(real, imag)
+    if isinstance(carry, MLSTMState):
+        return carry._replace(c=h.reshape(carry.c.shape))
     return h
 
 
@@ -389,16 +394,20 @@ def decay_factors(cell: LinearCell, params: Any, xs: Array) -> Array:
     The gates read only the input, so ``a_t`` does not depend on the state and the trajectory is not needed.
     """
     if not isinstance(cell, LinearCell):
-        names = "mingru, minlstm, lru, rglru, ssm"
+        names = "mingru, minlstm, lru, rglru, ssm, mlstm"
         raise TypeError(f"cell: expected a gated linear recurrence ({names}), got {cell.name!r}")
     us = jax.vmap(lambda x: cell.project(params, x))(xs)
-    a, _ = jax.vmap(lambda u: cell.coefficients(params, u))(us)
-    return jnp.broadcast_to(a, (xs.shape[0], *cell.carry_shape))
+    coefficients = jax.vmap(lambda u: cell.coefficients(params, u))(us)
+    if cell.stabilised:  # the true memory's factor: one forget gate per head, (T, K)
+        return jnp.exp(coefficients[0])
+    return jnp.broadcast_to(coefficients[0], (xs.shape[0], *cell.carry_shape))
 
 
 def linear_state_jacobians(cell: LinearCell, params: Any, xs: Array) -> Array:
     """The closed form of ``ds_{T-1}/ds_k`` for every k: the product of the decay factors after step k,
     ``diag(prod_{j=k+1}^{T-1} a_j)``, returned as its diagonal ``(T, H)`` (complex for the LRU). Its absolute value
     is the gain of each unit; the spectral norm of the Jacobian is the largest of them. Exact, and O(T H).
-    For the SSM, ``(T, H, N)``: one factor per unit and state."""
+    For the SSM, ``(T, H, N)``: one factor per unit and state. For the mLSTM, ``(T, K)``: the true memory's
+    ``dC_{T-1}/dC_k`` is the product of one head's forget gates times the identity (the stabilised carry's is that
+    times ``exp(m_k - m_{T-1})``)."""
     return _products_after(decay_factors(cell, params, xs))

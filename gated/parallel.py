@@ -11,8 +11,14 @@ A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs 
 are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so long products of gates
 that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023).
 
+A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
+true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator of
+:func:`_stabilised_combine`: the max-plus recursion of the stabiliser ``m`` beside the rescaled sum, so the states
+equal the sequential cell's, stabiliser included.
+
 Padding (``mask`` False) is the identity pair ``(1, 0)``: the state is carried unchanged. A reset (``resets``
-True at step t) restores the initial state before step t: the pair becomes ``(0, a_t s_0 + b_t)``.
+True at step t) restores the initial state before step t: the pair becomes ``(0, a_t s_0 + b_t)``, the
+composition of the initial state with step t's update.
 
 Notation: T time, B batch (flattened), H hidden size.
 """
@@ -35,7 +41,7 @@ def supports(cell: Any) -> str | None:
     """None if the parallel forms can run ``cell``, else the reason they can't."""
     if not isinstance(cell, LinearCell):
         return f"the {cell.name} cell's state enters its gates nonlinearly; only gated linear recurrences " \
-               "(mingru, minlstm, lru, rglru, ssm) have a parallel form"  # fmt: skip
+               "(mingru, minlstm, lru, rglru, ssm, mlstm) have a parallel form"  # fmt: skip
     return None
 
 
@@ -64,6 +70,35 @@ def _safe_log(x: Array) -> Array:
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
 
 
+def _stabilised_combine(earlier, later):
+    """The composition of two stabilised updates ``s -> exp(la) s + exp(lb) b`` (``la``, ``lb`` per head, ``b`` a
+    pytree of per-head arrays): ``(la1 + la2, m, exp(la2 + lb1 - m) b1 + exp(lb2 - m) b2)`` with
+    ``m = max(la2 + lb1, lb2)``. Associative; the max is the stabiliser's recursion, so the states it gives carry
+    the same ``m_t`` as the sequential cell."""
+    la1, lb1, b1 = earlier
+    la2, lb2, b2 = later
+    first = la2 + lb1
+    m = jnp.maximum(first, lb2)
+    safe = jnp.where(m == -jnp.inf, 0.0, m)  # both terms empty: no NaN from -inf - -inf
+    w1, w2 = jnp.exp(first - safe), jnp.exp(lb2 - safe)
+    b = jax.tree.map(lambda x, y: _trailing(w1, x) * x + _trailing(w2, y) * y, b1, b2)
+    return la1 + la2, m, b
+
+
+def _trailing(w: Array, like: Array) -> Array:
+    return w.reshape(*w.shape, *([1] * (like.ndim - w.ndim)))
+
+
+def _where(flags: Array, x: Any, y: Any) -> Any:
+    """``jnp.where`` over pytrees, with ``flags`` ``(T, B)`` broadcast against each leaf ``(T, B, ...)``."""
+
+    def pick(a, b):
+        ndim = max(jnp.ndim(a), jnp.ndim(b))
+        return jnp.where(flags.reshape(*flags.shape, *([1] * (ndim - flags.ndim))), a, b)
+
+    return jax.tree.map(pick, x, y)
+
+
 def sequence(
     cell: LinearCell,
     params: Any,
@@ -75,7 +110,7 @@ def sequence(
     form: str,
     chunk: int = 64,
 ) -> tuple[Any, Array]:
-    """Runs ``cell`` over the projected inputs ``us`` ``(T, B, G*H)`` from ``carry`` (leaves ``(B, H)``).
+    """Runs ``cell`` over the projected inputs ``us`` ``(T, B, G*H)`` from ``carry`` (leaves ``(B, ...)``).
 
     ``mask`` ``(T, B)``: valid steps (None: all); ``resets`` ``(T, B)``: steps that start a new segment from
     ``carry`` (None: none). Returns the final carry and the outputs ``(T, B, H)``, zero at padded steps.
@@ -83,59 +118,62 @@ def sequence(
     if form not in FORMS:
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
     coefficients = jax.vmap(jax.vmap(lambda u: cell.coefficients(params, u)))
-    a, b = coefficients(us)
-    s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
-    a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
-    expand = lambda flags: flags.reshape(*flags.shape, *([1] * (b.ndim - 2)))  # (T, B) against (T, B, ...)
-    if resets is not None:
-        r = expand(resets)
-        a, b = jnp.where(r, 0.0, a), jnp.where(r, a * s0[None] + b, b)
-    if mask is not None:
-        m = expand(mask)
-        a, b = jnp.where(m, a, 1.0), jnp.where(m, b, 0.0)
-    if cell.log_space:
-        elements, combine = (_safe_log(a), _safe_log(b)), _log_combine
-        start = _safe_log(s0)
+    if cell.stabilised:  # elements (log a, log b, b); the state (m, s) is the element (-inf, m, s)
+        elements = coefficients(us)
+        m0, s0 = cell.to_state(carry)
+        start = (jnp.full_like(m0, -jnp.inf), m0, s0)
+        identity = (0.0, -jnp.inf, 0.0)
+        combine, apply = _stabilised_combine, lambda prefix, state: _stabilised_combine((-jnp.inf, *state), prefix)[1:]
+        if resets is not None:  # a reset step applies its update to the initial state
+            elements = _where(resets, combine(jax.tree.map(lambda a: a[None], start), elements), elements)
+        start = start[1:]
     else:
-        elements, combine, start = (a, b), _linear_combine, s0
+        a, b = coefficients(us)
+        s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
+        a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
+        if resets is not None:
+            a, b = _where(resets, 0.0, a), _where(resets, a * s0[None] + b, b)
+        if cell.log_space:
+            elements, combine, identity = (_safe_log(a), _safe_log(b)), _log_combine, (0.0, -jnp.inf)
+            start = _safe_log(s0)
+            apply = lambda prefix, state: _logaddexp(prefix[0] + state, prefix[1])
+        else:
+            elements, combine, start, identity = (a, b), _linear_combine, s0, (1.0, 0.0)
+            apply = lambda prefix, state: prefix[0] * state + prefix[1]
+    if mask is not None:  # padding is the identity update
+        ones = jax.tree.map(lambda e, i: jnp.full_like(e, i), elements, _like(elements, identity))
+        elements = _where(mask, elements, ones)
     if form == "associative":
-        big_a, big_b = jax.lax.associative_scan(combine, elements, axis=0)
-        states = _apply(big_a, big_b, start[None], cell.log_space)
+        prefix = jax.lax.associative_scan(combine, elements, axis=0)
+        states = apply(prefix, jax.tree.map(lambda a: a[None], start))
     else:
-        states = _chunked(elements, start, combine, chunk, cell.log_space)
+        states = _chunked(elements, start, combine, apply, identity, chunk)
+    if cell.log_space:
+        states = jnp.exp(states)
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
-        ys = jnp.where(mask.reshape(*mask.shape, *([1] * (ys.ndim - 2))), ys, jnp.zeros_like(ys))
-    return cell.from_state(states[-1]), ys
+        ys = jnp.where(_trailing(mask, ys), ys, jnp.zeros_like(ys))
+    return cell.from_state(jax.tree.map(lambda a: a[-1], states)), ys
 
 
-def _apply(big_a: Array, big_b: Array, start: Array, log_space: bool) -> Array:
-    """The states ``A s_0 + B`` (or, in log space, ``exp(logaddexp(A + log s_0, B))``)."""
-    if log_space:
-        return jnp.exp(_logaddexp(big_a + start, big_b))
-    return big_a * start + big_b
+def _like(elements: Any, identity: tuple) -> Any:
+    """The identity element's values, one per leaf of ``elements`` (the last entry serving every leaf of ``b``)."""
+    return tuple(jax.tree.map(lambda _, v=value: v, part) for part, value in zip(elements, identity, strict=True))
 
 
-def _chunked(elements, start: Array, combine, chunk: int, log_space: bool) -> Array:
-    a, b = elements
-    num_steps = a.shape[0]
+def _chunked(elements, start, combine, apply, identity, chunk: int):
+    num_steps = jax.tree.leaves(elements)[0].shape[0]
     size = max(1, min(chunk, num_steps))
     pad = -num_steps % size
     if pad:
-        one, zero = (0.0, -jnp.inf) if log_space else (1.0, 0.0)
-        a = jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), one, a.dtype)])
-        b = jnp.concatenate([b, jnp.full((pad, *b.shape[1:]), zero, b.dtype)])
-    shape = (a.shape[0] // size, size, *a.shape[1:])
-    big_a, big_b = jax.lax.associative_scan(combine, (a.reshape(shape), b.reshape(shape)), axis=1)
+        elements = jax.tree.map(lambda e, i: jnp.concatenate([e, jnp.full((pad, *e.shape[1:]), i, e.dtype)]),
+                                elements, _like(elements, identity))  # fmt: skip
+    chunks = jax.tree.map(lambda e: e.reshape(e.shape[0] // size, size, *e.shape[1:]), elements)
+    prefix = jax.lax.associative_scan(combine, chunks, axis=1)
 
-    def across(state, pair):
-        ca, cb = pair
-        if log_space:
-            states = _logaddexp(ca + state[None], cb)
-        else:
-            states = ca * state[None] + cb
-        return states[-1], states
+    def across(state, prefix):
+        states = apply(prefix, jax.tree.map(lambda a: a[None], state))
+        return jax.tree.map(lambda a: a[-1], states), states
 
-    _, states = jax.lax.scan(across, start, (big_a, big_b))
-    states = states.reshape(-1, *states.shape[2:])[:num_steps]
-    return jnp.exp(states) if log_space else states
+    _, states = jax.lax.scan(across, start, prefix)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:num_steps], states)

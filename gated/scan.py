@@ -285,20 +285,21 @@ def _unflatten(carry: Any, ys: Any, batch_shape: tuple[int, ...], num_steps: int
 
 
 def _flatten_carry(cell: Cell, carry: Any, batch_shape: tuple[int, ...], dtype) -> Any:
-    """Checks every carry leaf is ``(*batch, H)`` (``(*batch, H, N)`` for a state of N per unit) of the computation's
-    dtype; flattens the batch axes."""
-    expected = (*batch_shape, *cell.carry_shape)
-    named = "(*batch, H)" if len(cell.carry_shape) == 1 else "(*batch, H, N)"
+    """Checks every carry leaf is ``(*batch, *shape)`` for the shape of the same leaf of ``cell.initial_carry()``
+    (``(H,)``, or ``(H, N)`` for a state of N per unit, ...) and of the computation's dtype; flattens the batch axes."""
     ref = jax.tree.structure(cell.initial_carry())
     if jax.tree.structure(carry) != ref:
         raise ValueError(f"carry: expected a pytree of structure {ref}, got {jax.tree.structure(carry)}")
 
-    def check(leaf):
+    def check(leaf, shape):
         leaf = jnp.asarray(leaf)
+        expected = (*batch_shape, *shape)
         if leaf.shape != expected:
+            named = "(*batch, H)" if shape == (cell.hidden_size,) else f"(*batch, {', '.join(map(str, shape))})"
             raise ValueError(f"carry: expected leaves of shape {named} = {expected}, got {leaf.shape}")
         if leaf.dtype != dtype:
             raise TypeError(f"carry: expected dtype {dtype} (that of the projected inputs), got {leaf.dtype}")
-        return leaf.reshape(-1, *cell.carry_shape)
+        return leaf.reshape(-1, *shape)
 
-    return jax.tree.map(check, carry)
+    leaves = [check(leaf, shape) for leaf, shape in zip(jax.tree.leaves(carry), cell.carry_shapes(), strict=True)]
+    return jax.tree.unflatten(ref, leaves)

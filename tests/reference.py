@@ -145,8 +145,50 @@ def ssm_step(cell, p, h, x):
     return h_new, h_new @ c + f64(p.skip) * v
 
 
+def log_sigmoid(z):
+    return -softplus(-z)
+
+
+def slstm_step(cell, p, carry, x):
+    """xLSTM sLSTM (Beck et al. 2024, eqs. 8-17, stabilised as eqs. 15-17): m = max(log f + m, i~),
+    i' = exp(i~ - m), f' = exp(log f + m_prev - m), c = f' c + i' z, n = f' n + i', h = o c / n."""
+    hs = cell.hidden_size
+    h, c, n, m = (f64(a) for a in carry)
+    x = f64(x)
+    wx, wh, b = (_blocks(a, ("i", "f", "z", "o"), hs) for a in (p.input_kernel, p.recurrent_kernel, p.bias))
+    pre = {g: x @ wx[g] + h @ wh[g] + b[g] for g in ("i", "f", "z", "o")}
+    log_f = pre["f"] if cell.exponential_forget else log_sigmoid(pre["f"])
+    m_new = np.maximum(log_f + m, pre["i"])
+    i, f = np.exp(pre["i"] - m_new), np.exp(log_f + m - m_new)
+    c_new = f * c + i * np.tanh(pre["z"])
+    n_new = f * n + i
+    h_new = sigmoid(pre["o"]) * c_new / n_new
+    return (h_new, c_new, n_new, m_new), h_new
+
+
+def mlstm_step(cell, p, carry, x):
+    """xLSTM mLSTM (Beck et al. 2024, eqs. 19-27), per head, stabilised as in the paper's appendix: m = max(log f +
+    m, i~), C = f' C + i' v k^T, n = f' n + i' k, h = o * C q / max(|n^T q|, exp(-m)), k scaled by 1/sqrt(d)."""
+    hs, heads = cell.hidden_size, cell.num_heads
+    d = hs // heads
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    q, k, v, o = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(4))
+    k = k / np.sqrt(d)
+    i_pre, f_pre = proj[4 * hs : 4 * hs + heads], proj[4 * hs + heads :]
+    c, n, m = (f64(a) for a in carry)
+    c_new, n_new, m_new, h = np.empty_like(c), np.empty_like(n), np.empty_like(m), np.empty((heads, d))
+    for j in range(heads):
+        log_f = log_sigmoid(f_pre[j])
+        m_new[j] = max(log_f + m[j], i_pre[j])
+        i, f = np.exp(i_pre[j] - m_new[j]), np.exp(log_f + m[j] - m_new[j])
+        c_new[j] = f * c[j] + i * np.outer(v[j], k[j])
+        n_new[j] = f * n[j] + i * k[j]
+        h[j] = sigmoid(o[j]) * (c_new[j] @ q[j]) / max(abs(n_new[j] @ q[j]), np.exp(-m_new[j]))
+    return (c_new, n_new, m_new), h.reshape(hs)
+
+
 STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
-         "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step}  # fmt: skip
+         "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step, "slstm": slstm_step, "mlstm": mlstm_step}  # fmt: skip
 
 
 def step(cell, p, carry, x):

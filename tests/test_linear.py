@@ -1,6 +1,7 @@
-"""The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU, the selective SSM): each step against a float64
-NumPy transcription, the parallel forms (associative, chunked) against the sequential reference in values and
-derivatives, and resets inside a sequence, for every cell, against splitting the sequence by hand."""
+"""The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU, the selective SSM, xLSTM's mLSTM) and xLSTM's
+sLSTM: each step against a float64 NumPy transcription, the parallel forms (associative, chunked) against the
+sequential reference in values and derivatives, and resets inside a sequence, for every cell, against splitting the
+sequence by hand; the xLSTM stabilisers against the paper's unstabilised equations."""
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +21,10 @@ LINEAR_CONFIGS = [
     ("lru", {}),
     ("rglru", {}),
     ("ssm", {"state_size": 3}),
+    ("mlstm", {"num_heads": 2}),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LINEAR_CONFIGS]
-T, B, D, H = 13, 3, 4, 5
+T, B, D, H = 13, 3, 4, 6
 F64 = {"rtol": 1e-10, "atol": 1e-10}
 
 
@@ -32,6 +34,8 @@ def _case(name, options, dtype=jnp.float64, seed=0):
     carry = random_carry(cell, jax.random.key(seed + 1), (B,), dtype)
     if getattr(cell, "log_space", False):
         carry = jnp.abs(carry)  # the log-space forms need a non-negative state
+    if cell.name == "slstm":
+        carry = carry._replace(n=jnp.abs(carry.n) + 1.0)  # a normaliser is positive
     xs = jax.random.normal(jax.random.key(seed + 2), (T, B, D), dtype)
     return cell, params, carry, xs
 
@@ -41,7 +45,8 @@ def _close(a, b, **tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **(tol or F64))
 
 
-@pytest.mark.parametrize("config", LINEAR_CONFIGS, ids=IDS)
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, ("slstm", {}), ("slstm", {"exponential_forget": True})],
+                         ids=[*IDS, "slstm", "slstm-exponential_forget=True"])  # fmt: skip
 def test_step_equals_the_numpy_transcription(config):
     cell, params, carry, xs = _case(*config)
     one = jax.tree.map(lambda a: a[0], carry)
@@ -93,7 +98,7 @@ def test_every_chunk_length_and_remat(impl, chunk, remat):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", LINEAR_CONFIGS[::2], ids=IDS[::2])
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS[::2], LINEAR_CONFIGS[-1]], ids=[*IDS[::2], IDS[-1]])
 def test_parallel_forms_under_every_transform(config):
     """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms equal the reference path's."""
     cell, params, carry, xs = _case(*config)
@@ -123,8 +128,9 @@ def test_finite_differences_of_the_parallel_forms():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("rnn", "lstm", "gru", "lru")] + ["mingru"]
-)
+    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("rnn", "lstm", "gru", "lru", "slstm", "mlstm")] +
+    ["mingru"]
+)  # fmt: skip
 @pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resets_equal_running_each_segment_by_hand(name, reverse):
     """resets=starts restores the initial carry where a segment starts; the result equals gated.run on each
@@ -137,7 +143,7 @@ def test_resets_equal_running_each_segment_by_hand(name, reverse):
     resets = np.zeros((T, B), bool)
     for b, ts in starts.items():
         resets[ts, b] = True
-    impls = ["auto"] + (["associative", "chunked"] if name in ("mingru", "lru") else [])
+    impls = ["auto"] + (["associative", "chunked"] if name in ("mingru", "lru", "mlstm") else [])
     for impl in impls:
         final, ys = jax.jit(lambda x, r, impl=impl: gated.run(cell, params, x, carry=carry, resets=r, reverse=reverse,
                                                               impl=impl))(xs, jnp.asarray(resets))  # fmt: skip
@@ -195,6 +201,14 @@ def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
     cell, params, carry, xs = _case(*config)
     closed = jax.jit(lambda p, x: diagnostics.linear_state_jacobians(cell, p, x))(params, xs[:, 0])
     full = jax.jit(lambda p, x: diagnostics.state_jacobians(cell, p, x))(params, xs[:, 0])
+    if cell.name == "mlstm":  # the stabilised memory's block: prod f_j exp(m_k - m_{T-1}) per head, times I
+        m = jax.jit(lambda p, x: gated.run(cell, p, x, return_carries=True)[1].m)(params, xs[:, :1])[:, 0]
+        d = cell.head_size
+        gains = np.asarray(closed) * np.exp(np.asarray(m) - np.asarray(m[-1]))
+        expected = np.stack([np.diag(np.repeat(g, d * d)) for g in gains])
+        np.testing.assert_allclose(np.asarray(full)[:, : expected.shape[1], : expected.shape[1]], expected,
+                                   rtol=1e-10, atol=1e-12)  # fmt: skip
+        return
     if cell.name == "lru":  # flattened carry [real, imag]
         re, im = np.real(closed), np.imag(closed)
         expected = np.stack([np.block([[np.diag(r), np.diag(i)], [-np.diag(i), np.diag(r)]]).T
@@ -226,15 +240,81 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
     lengths = jnp.array([7, 4])
     layer = gated.stack([gated.bidirectional(gated.cells.lru(4), impl="associative"),
                          gated.recurrent(gated.cells.mingru(5, log_space=True), impl="chunked"),
-                         gated.recurrent(gated.cells.ssm(4, state_size=3), impl="associative")])  # fmt: skip
+                         gated.recurrent(gated.cells.ssm(4, state_size=3), impl="associative"),
+                         gated.recurrent(gated.cells.mlstm(4, num_heads=2), impl="chunked"),
+                         gated.bidirectional(gated.cells.slstm(3))])  # fmt: skip
     module = gated.flax.RNN(layer, return_carry=True)
     variables = module.init(jax.random.key(1), xs, lengths=lengths)
     _close(module.apply(variables, xs, lengths=lengths),
            layer(variables["params"]["layer"], xs, lengths=lengths, time_axis=1), rtol=1e-6, atol=1e-6)  # fmt: skip
-    assert nn.RNN(gated.flax.Cell(gated.cells.rglru(4))).init(jax.random.key(2), xs) is not None
-    nnx_module = gated.nnx.RNN(gated.cells.minlstm(4), 3, rngs=nnx.Rngs(0))
-    assert nnx_module(xs, lengths=lengths).shape == (2, 7, 4)
+    for cell in (gated.cells.rglru(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
+        assert nn.RNN(gated.flax.Cell(cell)).init(jax.random.key(2), xs) is not None
+    for cell in (gated.cells.minlstm(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
+        assert gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0))(xs, lengths=lengths).shape == (2, 7, 4)
     config = engine.base_config()
     config.model.cell, config.model.impl, config.model.options.log_space = "mingru", "associative", True
     spec = engine.validate(config)
     assert spec.cell == gated.cells.mingru(64, log_space=True) and spec.model.layer.impl == "associative"
+    config.model.cell, config.model.options.log_space, config.model.options.num_heads = "mlstm", None, 4
+    assert engine.validate(config).cell == gated.cells.mlstm(64, num_heads=4)
+
+
+def _unstabilised_slstm(cell, p, xs):
+    """The sLSTM of Beck et al.'s eqs. 8-13 without the stabiliser: i = exp(i~), f = sigmoid(f~), from zeros."""
+    hs = cell.hidden_size
+    wx, wh, b = (reference._blocks(a, cell.gates, hs) for a in (p.input_kernel, p.recurrent_kernel, p.bias))
+    h = c = n = np.zeros(hs)
+    ys = []
+    for x in np.asarray(xs):
+        pre = {g: x @ wx[g] + h @ wh[g] + b[g] for g in cell.gates}
+        i, f = np.exp(pre["i"]), reference.sigmoid(pre["f"])
+        c, n = f * c + i * np.tanh(pre["z"]), f * n + i
+        h = reference.sigmoid(pre["o"]) * c / n
+        ys.append(h)
+    return np.stack(ys)
+
+
+def _unstabilised_mlstm(cell, p, xs):
+    """The mLSTM of Beck et al.'s eqs. 19-27 without the stabiliser: C = f C + exp(i~) v k^T, n = f n + exp(i~) k,
+    h = o C q / max(|n^T q|, 1), from zeros."""
+    hs, heads, d = cell.hidden_size, cell.num_heads, cell.head_size
+    c, n = np.zeros((heads, d, d)), np.zeros((heads, d))
+    ys, memories = [], []
+    for x in np.asarray(xs):
+        proj = x @ np.asarray(p.input_kernel) + np.asarray(p.bias)
+        q, k, v, o = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(4))
+        k = k / np.sqrt(d)
+        i, f = np.exp(proj[4 * hs : 4 * hs + heads]), reference.sigmoid(proj[4 * hs + heads :])
+        c = f[:, None, None] * c + i[:, None, None] * v[:, :, None] * k[:, None, :]
+        n = f[:, None] * n + i[:, None] * k
+        read = np.einsum("kab,kb->ka", c, q) / np.maximum(np.abs(np.sum(n * q, -1)), 1.0)[:, None]
+        ys.append((reference.sigmoid(o) * read).reshape(hs))
+        memories.append(c)
+    return np.stack(ys), np.stack(memories)
+
+
+def test_the_xlstm_stabilisers_change_nothing_but_the_range():
+    """Over a sequence from the zero carry, the stabilised sLSTM and mLSTM (every form) give the outputs of the
+    paper's unstabilised equations, and exp(m) c is the unstabilised matrix memory (float64, 1e-10)."""
+    xs = jax.random.normal(jax.random.key(3), (T, D), jnp.float64)
+    slstm = gated.cells.slstm(H)
+    params = random_params(slstm, jax.random.key(4), D, jnp.float64)
+    got = jax.jit(lambda p: gated.run(slstm, p, xs[:, None])[1][:, 0])(params)
+    np.testing.assert_allclose(got, _unstabilised_slstm(slstm, params, xs), **F64)
+    mlstm = gated.cells.mlstm(H, num_heads=2)
+    params = random_params(mlstm, jax.random.key(5), D, jnp.float64)
+    ys, memories = _unstabilised_mlstm(mlstm, params, xs)
+    for impl in ("reference", "associative", "chunked"):
+        got = jax.jit(lambda p, impl=impl: gated.run(mlstm, p, xs[:, None], impl=impl, chunk=4)[1][:, 0])(params)
+        np.testing.assert_allclose(got, ys, **F64)
+    _, carries = jax.jit(lambda p: gated.run(mlstm, p, xs[:, None], return_carries=True))(params)
+    true = np.exp(np.asarray(carries.m[:, 0]))[:, :, None, None] * np.asarray(carries.c[:, 0])
+    np.testing.assert_allclose(true, memories, **F64)
+
+
+@pytest.mark.slow
+def test_slstm_gradients_equal_finite_differences():
+    cell, params, carry, xs = _case("slstm", {"exponential_forget": True})
+    resets = xs[..., 0] > 1.0
+    f = jax.jit(lambda p, x: gated.run(cell, p, x, carry=carry, lengths=jnp.array([T, 7, 0]), resets=resets)[1])
+    check_grads(f, (params, xs), order=2, modes=("fwd", "rev"))
