@@ -124,6 +124,26 @@ def plain(v: Any) -> Any:
     return v
 
 
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for z = 1.96): ``(low, high)``, (0, 1) without trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes: 8 of 8 gives
+    (0.68, 1), 0 of 8 gives (0, 0.32).
+    """
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def rate_text(successes: int, trials: int) -> str:
+    """``"7/8 seeds (95% Wilson interval 0.53-0.98)"``: a success count as every claim states it."""
+    low, high = wilson(successes, trials)
+    return f"{successes}/{trials} seeds (95% Wilson interval {low:.2f}-{high:.2f})"
+
+
 def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
     import matplotlib
 

@@ -1,12 +1,14 @@
-"""Study 8 (seeds 000/002; Hochreiter & Schmidhuber 1997): RNN vs LSTM vs GRU success rate vs sequence length,
-and the LSTM variants, trained through the experiments engine (seeds vmapped, one workdir per run, resumable)."""
+"""Study 8 (Hochreiter & Schmidhuber 1997; Feng et al. 2024; De et al. 2024; Orvieto et al. 2023): success rate
+against sequence length, over seeds with Wilson intervals, for the classic cells (tanh RNN, LSTM, GRU) and the gated
+linear recurrences (minGRU, RG-LRU, LRU), the linear ones on to long T; and the LSTM variants. Every run goes through
+the experiments engine (one workdir per run, resumable)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from experiments import engine
-from experiments.studies.base import plt_figure
+from experiments.studies.base import plt_figure, rate_text, wilson
 
 TITLE = "8. Long lags: success rate against sequence length"
 FIELDS = {
@@ -14,11 +16,15 @@ FIELDS = {
     "tasks": tuple,
     "adding_lengths": tuple,
     "temporal_order_lengths": tuple,
+    "long_cells": tuple,
+    "long_lengths": tuple,
+    "chrono_cells": tuple,
     "seeds": int,
     "hidden_size": int,
     "steps": int,
     "batch_size": int,
     "learning_rate": float,
+    "warmup_steps": int,
     "success_mse_fraction": float,
     "success_accuracy": float,
     "variants": tuple,
@@ -34,12 +40,14 @@ VARIANTS = {
     "forget_bias_0": {"model.options.forget_bias": 0.0},
     "forget_bias_3": {"model.options.forget_bias": 3.0},
 }
+LINEAR = ("mingru", "minlstm", "lru", "rglru", "ssm", "mlstm")
+MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not": its upper end below
 
 
 def _base(config):
     c = engine.base_config()
     c.model.hidden_size = config.hidden_size
-    c.optimizer.learning_rate = config.learning_rate
+    c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
     c.train.update(
         steps=config.steps,
         batch_size=config.batch_size,
@@ -49,14 +57,36 @@ def _base(config):
     return c
 
 
+def lengths(config) -> dict[tuple[str, str], tuple[int, ...]]:
+    """The lengths each (task, cell) runs at: the task's lengths, and for ``long_cells`` on the adding problem
+    the ``long_lengths`` after them."""
+    out = {}
+    for t in config.tasks:
+        for cell in config.cells:
+            base = tuple(config.adding_lengths if t == "adding" else config.temporal_order_lengths)
+            extra = tuple(config.long_lengths) if t == "adding" and cell in config.long_cells else ()
+            out[(t, cell)] = base + tuple(x for x in extra if x not in base)
+    return out
+
+
 def success(config, result: dict) -> bool:
     """Regression: test MSE below ``success_mse_fraction`` of chance; classification: test accuracy at least
-    ``success_accuracy``."""
+    ``success_accuracy``. A diverged run fails."""
     if result["status"] != "finished":
         return False
     if "accuracy" in result["final"]:
         return result["final"]["accuracy"] >= config.success_accuracy
     return result["final"]["loss"] < config.success_mse_fraction * result["chance_loss"]
+
+
+def _entry(cell, t, length, seed, **options):
+    return {"model.cell": cell, "task.name": t, "task.length": length, **options, "seed": seed}
+
+
+def _run(config, cell, t, length, seed):
+    """The engine entry of one run; a cell of ``chrono_cells`` gets the chrono initialisation for T_max = T."""
+    options = {"model.options.chrono_init": length} if cell in config.chrono_cells else {}
+    return _entry(cell, t, length, seed, **options)
 
 
 def compute(config, workdir) -> dict:
@@ -68,31 +98,22 @@ def compute(config, workdir) -> dict:
     for v in config.variants:
         if v not in VARIANTS:
             raise ValueError(f"config.variants: expected entries of {sorted(VARIANTS)}, got {v!r}")
-    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
+    for c in config.long_cells:
+        if c not in config.cells:
+            raise ValueError(f"config.long_cells: expected entries of config.cells {tuple(config.cells)}, got {c!r}")
+    for c in config.chrono_cells:
+        if c not in ("lstm", "gru"):
+            raise ValueError(f"config.chrono_cells: expected entries of ('lstm', 'gru'), got {c!r}")
     sweep = [
-        {"model.cell": cell, "task.name": t, "task.length": length, "seed": s}
-        for t in config.tasks
-        for length in lengths[t]
-        for cell in config.cells
+        _run(config, cell, t, length, s)
+        for (t, cell), ts in lengths(config).items()
+        for length in ts
         for s in range(config.seeds)
     ]
     variant_runs = {
-        v: [
-            {
-                "model.cell": "lstm",
-                "task.name": config.variant_task,
-                "task.length": config.variant_length,
-                **VARIANTS[v],
-                "seed": s,
-                "variant": v,
-            }
-            for s in range(config.seeds)
-        ]
+        v: [_entry("lstm", config.variant_task, config.variant_length, s, **VARIANTS[v]) for s in range(config.seeds)]
         for v in config.variants
     }
-    for entries in variant_runs.values():
-        for e in entries:
-            e.pop("variant")
     all_entries = sweep + [e for entries in variant_runs.values() for e in entries if e not in sweep]
     results = engine.train_and_evaluate(_base(config), workdir / "training", all_entries)
     keep = ("status", "final", "chance_loss")
@@ -102,75 +123,94 @@ def compute(config, workdir) -> dict:
     }
 
 
-def _rates(results, config) -> dict[tuple[str, str], list[float]]:
-    """Success rate per (task, cell), one per length."""
-    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
+def _counts(results, config) -> dict[tuple[str, str], list[int]]:
+    """Seeds that succeed per (task, cell), one count per length of :func:`lengths`."""
     runs = results["runs"]
     return {
-        (t, cell): [
-            float(np.mean([success(config, runs[engine.run_name({"model.cell": cell, "task.name": t,
-                                                                  "task.length": length, "seed": s})])
-                           for s in range(config.seeds)]))
-            for length in lengths[t]
-        ]
-        for t in config.tasks
-        for cell in config.cells
+        key: [sum(success(config, runs[engine.run_name(_run(config, key[1], key[0], length, s))])
+                  for s in range(config.seeds)) for length in ts]
+        for key, ts in lengths(config).items()
     }  # fmt: skip
 
 
 def plot(results, config, report) -> None:
-    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
-    rates = _rates(results, config)
-    fig, axes = plt_figure(len(config.tasks), width=4.6)
+    counts, ts, n = _counts(results, config), lengths(config), config.seeds
+    fig, axes = plt_figure(len(config.tasks), width=5.6, height=4.4)
     for ax, t in zip(axes, config.tasks, strict=True):
-        for cell in config.cells:
-            ax.plot(lengths[t], rates[(t, cell)], "o-", label=cell)
+        for k, cell in enumerate(config.cells):
+            x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.03 * (k - len(config.cells) / 2))  # dodge the bars
+            rate = np.asarray(counts[(t, cell)]) / n
+            low, high = np.asarray([wilson(c, n) for c in counts[(t, cell)]]).T
+            style = "s--" if cell in LINEAR else "o-"
+            label = f"{cell} (chrono init)" if cell in config.chrono_cells else cell
+            ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt=style, capsize=3, label=label)
         criterion = (
             f"test MSE < {config.success_mse_fraction:g} x chance"
             if t == "adding"
             else f"test accuracy >= {config.success_accuracy:g}"
         )
-        ax.set(
-            xlabel="sequence length T", ylabel=f"success rate ({criterion})", title=t, ylim=(-0.05, 1.05), xscale="log"
-        )
-        ax.legend()
+        ax.set(xlabel="sequence length T (steps)", ylabel=f"fraction of seeds solved\n({criterion})",
+               title=t.replace("_", " "), ylim=(-0.05, 1.05), xscale="log")  # fmt: skip
+        ax.legend(title="cell (dashed: linear)", fontsize=9)
         ax.grid(True, alpha=0.3)
     report.figure(
         fig,
         "long_lags",
-        f"Fraction of {config.seeds} seeds that solve each task against its length (H = {config.hidden_size}, "
-        f"{config.steps} Adam steps, lr {config.learning_rate:g}, clip_by_global_norm(1)). Each run's loss curve and "
+        f"Fraction of {n} seeds that solve each task against its length, with 95% Wilson intervals (H = "
+        f"{config.hidden_size}, {config.steps} Adam steps, peak lr {config.learning_rate:g} with {config.warmup_steps} "
+        "warm-up steps and a cosine decay, clip_by_global_norm(1)). Solid: classic cells; dashed: gated linear "
+        "recurrences. Chrono init: the gate biases of Tallec & Ollivier 2018 for T_max = T. Each run's loss curve and "
         "result are in training/runs/.",
     )
-    header = ["task", "cell", *[f"T = {length}" for length in sorted({x for t in config.tasks for x in lengths[t]})]]
-    all_lengths = header[2:]
+    all_lengths = sorted({x for v in ts.values() for x in v})
+    header = ["task", "cell", *[f"T = {length}" for length in all_lengths]]
     rows = []
-    for (t, cell), rate in rates.items():
-        by_length = dict(zip([f"T = {length}" for length in lengths[t]], rate, strict=True))
-        rows.append([t, cell, *[f"{by_length[h]:.2f}" if h in by_length else "-" for h in all_lengths]])
+    for (t, cell), cs in counts.items():
+        by_length = dict(zip(ts[(t, cell)], cs, strict=True))
+        rows.append([t, cell, *[f"{by_length[x]}/{n}" if x in by_length else "-" for x in all_lengths]])
+    report.text(f"Seeds (of {n}) that solve each task:")
     report.table(header, rows)
     variant_rows = []
     for v, names in results["variants"].items():
-        runs = [results["runs"][n] for n in names]
+        runs = [results["runs"][name] for name in names]
         metric = [r["final"].get("accuracy", r["final"]["loss"]) for r in runs]
-        variant_rows.append([v, float(np.mean([success(config, r) for r in runs])), float(np.median(metric))])
+        solved = sum(success(config, r) for r in runs)
+        variant_rows.append([v, rate_text(solved, len(runs)), float(np.median(metric))])
     if variant_rows:
         metric_name = "accuracy" if config.variant_task == "temporal_order" else "MSE"
-        report.text(f"LSTM variants on {config.variant_task}, T = {config.variant_length}, {config.seeds} seeds:")
-        report.table(["variant", "success rate", f"median test {metric_name}"], variant_rows)
+        report.text(f"LSTM variants on {config.variant_task}, T = {config.variant_length}, {n} seeds:")
+        report.table(["variant", "solved", f"median test {metric_name}"], variant_rows)
 
 
 def claims(results, config, report) -> None:
-    lengths = {"adding": config.adding_lengths, "temporal_order": config.temporal_order_lengths}
-    rates = _rates(results, config)
-    longest = {t: lengths[t][-1] for t in config.tasks}
+    counts, ts, n = _counts(results, config), lengths(config), config.seeds
+    at = lambda t, cell, length: counts[(t, cell)][ts[(t, cell)].index(length)]
     for t in config.tasks:
-        gated_best = max(rates.get((t, c), [0.0])[-1] for c in ("lstm", "gru") if c in config.cells)
+        common = sorted(set.intersection(*(set(ts[(t, c)]) for c in config.cells)))
+        length = 100 if 100 in common else common[-1]
+        for cell in ("lstm", "gru"):
+            if cell in config.cells:
+                k = at(t, cell, length)
+                report.claim(f"The {cell.upper()} solves {t} at T = {length} on most seeds",
+                             wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
         if "rnn" in config.cells:
-            report.claim(
-                f"At the longest {t} length (T = {longest[t]}), a gated cell succeeds more often than the vanilla RNN",
-                gated_best > rates[(t, "rnn")][-1],
-                "success rate: " + ", ".join(f"{c} {rates[(t, c)][-1]:.2f}" for c in config.cells),
-            )
-        for c in config.cells:
-            report.headline[f"{t}_T{longest[t]}_{c}_success"] = rates[(t, c)][-1]
+            k = at(t, "rnn", length)
+            report.claim(f"The tanh RNN does not solve {t} at T = {length} on most seeds",
+                         wilson(k, n)[1] < MOST, rate_text(k, n))  # fmt: skip
+        for cell in config.cells:
+            for x, k in zip(ts[(t, cell)], counts[(t, cell)], strict=True):
+                report.headline[f"{t}_T{x}_{cell}_solved"] = f"{k}/{n}"
+    for cell in config.long_cells:
+        if "adding" in config.tasks and cell in ("mingru", "rglru", "mlstm"):
+            longest = ts[("adding", cell)][-1]
+            k = at("adding", cell, longest)
+            report.claim(f"The input-gated linear recurrence {cell} solves adding at T = {longest} on most seeds",
+                         wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
+    if "lru" in config.cells and "adding" in config.tasks:
+        ks = counts[("adding", "lru")]
+        report.claim(
+            "The LRU, linear and time-invariant (no input-dependent gate), does not solve the adding problem at any "
+            "length on most seeds: the product of marker and value is not a linear function of the inputs",
+            all(wilson(k, n)[1] < MOST for k in ks),
+            ", ".join(f"T = {x}: {k}/{n}" for x, k in zip(ts[("adding", "lru")], ks, strict=True)),
+        )
