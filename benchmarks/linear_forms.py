@@ -4,7 +4,8 @@
     python -m benchmarks.linear_forms                      # T = 256 to 16384, B 8, D = H = 64
     python -m benchmarks.linear_forms --lengths 256 1024 --cells mingru --steps 3
 
-For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16) and each form
+For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16, xLSTM's mLSTM with 4
+heads and sLSTM, the last sequential only) and each form
 (``reference``: the sequential ``lax.scan`` of ``cell.step``; ``associative``: one ``lax.associative_scan``;
 ``chunked``: associative inside chunks of 64 (and 256) steps, sequential across them), and for the LSTM on its
 default path: one jitted training step (a readout to 10 classes at every step, cross-entropy,
@@ -28,7 +29,8 @@ import jax
 import gated
 from benchmarks.training_step import compile_programs, cpu_name, median_seconds, readout_init, write_results
 
-CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "ssm": {"state_size": 16}}
+CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "ssm": {"state_size": 16},
+         "mlstm": {"num_heads": 4}, "slstm": {}}  # fmt: skip
 
 
 def model(cell, impl: str, chunk: int = 64):
@@ -48,6 +50,8 @@ def variants(cells: list[str], hidden: int) -> dict:
     for name in cells:
         cell = gated.cells.get(name, hidden, **CELLS[name])
         out[f"{name}/reference"] = model(cell, "reference")
+        if not isinstance(cell, gated.cells.LinearCell):  # the sLSTM: sequential only
+            continue
         out[f"{name}/associative"] = model(cell, "associative")
         out[f"{name}/chunked-64"] = model(cell, "chunked", 64)
         out[f"{name}/chunked-256"] = model(cell, "chunked", 256)

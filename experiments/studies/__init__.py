@@ -36,6 +36,8 @@ NAMES = (
     "clipping",
     "long_lags",
     "curse_of_memory",
+    "cliff",
+    "latch",
 )
 
 

@@ -1,15 +1,14 @@
-"""Study 7 (seed 000; Pascanu, Mikolov & Bengio 2013): gradient clipping in the exploding regime, and the cliff."""
+"""Study 7 (seed 000; Pascanu, Mikolov & Bengio 2013): gradient clipping in the exploding regime. The one-unit cliff
+of the same paper is study 10 (:mod:`experiments.studies.cliff`)."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gated
 from experiments import tasks as tasks_lib
 from experiments import train as train_lib
-from experiments.studies.base import DTYPE, plt_figure, train_runs
+from experiments.studies.base import plt_figure, rate_text, train_runs, wilson
 
 TITLE = "7. Clipping: clip_by_global_norm rescues training when gradients explode"
 FIELDS = {
@@ -20,22 +19,12 @@ FIELDS = {
     "train_steps": int,
     "batch_size": int,
     "learning_rate": float,
-    "cliff_steps": int,
-    "cliff_target": float,
-    "cliff_w": tuple,
-    "cliff_b": tuple,
-    "cliff_grid": int,
-    "cliff_start": tuple,
-    "cliff_lr": float,
-    "cliff_threshold": float,
-    "cliff_descent_steps": int,
 }
 
 
 def compute(config, workdir) -> dict:
-    """The IRNN trained with SGD per (threshold, seed), and Pascanu et al.'s cliff: surface, gradient norm, and
-    gradient descent without and with clipping."""
-    return {"training": _training(config), "cliff": _cliff(config)}
+    """The IRNN trained with SGD per (threshold, seed)."""
+    return {"training": _training(config)}
 
 
 def _name(t: float) -> str:
@@ -67,24 +56,6 @@ def _training(config) -> dict:
         "grad_norm": metrics["grad_norm"].reshape(config.train_steps, len(thresholds), n),
         "chance": task.chance_loss,
     }
-
-
-def _cliff(config) -> dict:
-    ws = np.linspace(*config.cliff_w, config.cliff_grid, dtype=np.float32)
-    bs = np.linspace(*config.cliff_b, config.cliff_grid, dtype=np.float32)
-    loss = lambda w, b: cliff_loss(w, b, config.cliff_steps, config.cliff_target)
-    surface = jax.jit(jax.vmap(jax.vmap(loss, (None, 0)), (0, None)))(ws, bs)
-    grads = jax.jit(jax.vmap(jax.vmap(jax.grad(loss, (0, 1)), (None, 0)), (0, None)))(ws, bs)
-    return {
-        "surface": np.asarray(surface),
-        "grad_norm": np.hypot(np.asarray(grads[0]), np.asarray(grads[1])),
-        "descent_unclipped": _descent(config, np.inf),
-        "descent_clipped": _descent(config, config.cliff_threshold),
-    }
-
-
-def _jumps(path) -> np.ndarray:
-    return np.linalg.norm(np.diff(np.asarray(path, float), axis=0), axis=1)
 
 
 def plot(results, config, report) -> None:
@@ -125,35 +96,6 @@ def plot(results, config, report) -> None:
                      float(np.median(finite)) if finite.size else float("nan")])  # fmt: skip
     report.table(["threshold", "diverged", "at steps", "median test MSE of the others"], rows)
 
-    c = results["cliff"]
-    surface, cliff_grad = np.asarray(c["surface"], float), np.asarray(c["grad_norm"], float)
-    plain, clipped = np.asarray(c["descent_unclipped"], float), np.asarray(c["descent_clipped"], float)
-    fig, axes = plt_figure(2, width=5.2, height=4.4)
-    extent = (*config.cliff_b, *config.cliff_w)
-    image = axes[0].imshow(np.log10(surface + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="viridis")
-    fig.colorbar(image, ax=axes[0], label="log10 error")
-    for path, color, label in (
-        (plain, "red", "no clipping"),
-        (clipped, "white", f"clipped at {config.cliff_threshold:g}"),
-    ):
-        axes[0].plot(path[:, 1], path[:, 0], "o-", color=color, markersize=2.5, linewidth=1, label=label)
-    axes[0].set(xlabel="b", ylabel="w", title=f"error (x_{config.cliff_steps} - {config.cliff_target:g})^2",
-                xlim=config.cliff_b, ylim=config.cliff_w)  # fmt: skip
-    axes[0].legend(fontsize=8, loc="lower left")
-    image = axes[1].imshow(np.log10(cliff_grad + 1e-12), origin="lower", extent=extent, aspect="auto", cmap="magma")
-    fig.colorbar(image, ax=axes[1], label="log10 ||grad||")
-    axes[1].set(xlabel="b", ylabel="w", title="gradient norm: the wall")
-    report.figure(
-        fig,
-        "clipping_cliff",
-        "Pascanu et al.'s cliff: the error of the one-unit RNN x_t = w sigmoid(x_(t-1)) + b after "
-        f"{config.cliff_steps} "
-        "steps from x_0 = 0.5, over a (w, b) grid (left), and its gradient norm (right): where the recurrence "
-        "bifurcates, the error jumps across a narrow wall on which the gradient is huge. Gradient descent from the "
-        f"same start with lr {config.cliff_lr:g}: unclipped (red) the largest step is {_jumps(plain).max():.3g}; "
-        f"clipped at {config.cliff_threshold:g} (white) it is {_jumps(clipped).max():.3g}.",
-    )
-
 
 def claims(results, config, report) -> None:
     t = results["training"]
@@ -163,47 +105,19 @@ def claims(results, config, report) -> None:
     unclipped = [i for i, th in enumerate(thresholds) if np.isinf(th)]
     clipped = [i for i, th in enumerate(thresholds) if not np.isinf(th)]
     if unclipped and clipped:
+        k_plain, n_plain = int(counts[unclipped].sum()), n * len(unclipped)
+        k_clip, n_clip = int(counts[clipped].sum()), n * len(clipped)
         report.claim(
-            "Without clipping, training in the exploding regime diverges (NaN/Inf); "
-            "with clip_by_global_norm it does not",
-            counts[unclipped].sum() > 0 and counts[clipped].sum() < counts[unclipped].sum() * len(clipped),
-            f"diverged: {counts[unclipped].sum()}/{n} without; "
-            + ", ".join(f"{counts[i]}/{n} at {thresholds[i]:g}" for i in clipped),
+            "Without clipping, training in the exploding regime diverges (NaN/Inf) on most seeds; "
+            "with clip_by_global_norm it does so on few",
+            wilson(k_plain, n_plain)[0] > 0.5 and wilson(k_clip, n_clip)[1] < 0.5,
+            f"diverged without clipping: {rate_text(k_plain, n_plain)}; with clipping (all thresholds): "
+            f"{rate_text(k_clip, n_clip).replace('seeds', 'runs')} ("
+            + ", ".join(f"{counts[i]}/{n} at {thresholds[i]:g}" for i in clipped)
+            + ")",
         )
         report.headline["diverged_without_clipping"] = f"{counts[unclipped].sum()}/{n}"
         report.headline["diverged_with_clipping"] = f"{counts[clipped].sum()}/{n * len(clipped)}"
         best = min(clipped, key=lambda i: np.nanmedian(np.where(diverged_at[i] < 0, test_mse[i], np.nan)))
         report.headline["best_clip_threshold"] = thresholds[best]
         report.headline["best_clip_median_test_mse"] = float(np.nanmedian(test_mse[best]))
-    c = results["cliff"]
-    plain, clipped_path = _jumps(c["descent_unclipped"]), _jumps(c["descent_clipped"])
-    grad_norm = np.asarray(c["grad_norm"], float)
-    report.claim(
-        "On the cliff, an unclipped step is thrown far; a clipped one stays at most lr * threshold",
-        clipped_path.max() <= config.cliff_lr * config.cliff_threshold * (1 + 1e-4) < plain.max(),
-        f"largest step {plain.max():.3g} unclipped, {clipped_path.max():.3g} clipped; largest gradient "
-        f"norm on the grid {grad_norm.max():.3g}, median {np.median(grad_norm):.3g}",
-    )
-    report.headline["cliff_largest_step_unclipped"] = float(plain.max())
-    report.headline["cliff_largest_step_clipped"] = float(clipped_path.max())
-
-
-def cliff_loss(w, b, steps: int, target: float):
-    """Pascanu et al.'s one-unit RNN x_t = w sigmoid(x_{t-1}) + b from x_0 = 0.5: the error (x_steps - target)^2."""
-    x, _ = jax.lax.scan(lambda x, _: (w * jax.nn.sigmoid(x) + b, None), jnp.asarray(0.5, w.dtype), None, length=steps)
-    return (x - target) ** 2
-
-
-def _descent(config, threshold: float) -> np.ndarray:
-    grad = jax.grad(lambda p: cliff_loss(p[0], p[1], config.cliff_steps, config.cliff_target))
-
-    def step(p, _):
-        g = grad(p)
-        norm = jnp.linalg.norm(g)
-        g = jnp.where(norm > threshold, g * threshold / norm, g)
-        p = p - config.cliff_lr * g
-        return p, p
-
-    start = jnp.asarray(config.cliff_start, DTYPE)
-    _, path = jax.jit(lambda s: jax.lax.scan(step, s, None, length=config.cliff_descent_steps))(start)
-    return np.concatenate([np.asarray(start)[None], np.asarray(path)])
