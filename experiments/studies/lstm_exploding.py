@@ -8,7 +8,18 @@ import numpy as np
 import gated
 from experiments import tasks as tasks_lib
 from experiments import train as train_lib
-from experiments.studies.base import DTYPE, decay, lag_axes, lag_norms, plt_figure, stack, task_inputs, train_runs
+from experiments.studies.base import (
+    DTYPE,
+    decay,
+    lag_axes,
+    lag_norms,
+    plt_figure,
+    rate_text,
+    stack,
+    task_inputs,
+    train_runs,
+    wilson,
+)
 from gated import diagnostics
 
 TITLE = "5. LSTM: the output-gate path explodes when W_o is large; clipping keeps training alive"
@@ -20,7 +31,7 @@ FIELDS = {
     "w_o_scales": tuple,
     "path_examples": int,
     "report_lag": int,
-    "train_w_o_scale": float,
+    "train_w_o_scales": tuple,
     "train_length": int,
     "train_steps": int,
     "train_batch_size": int,
@@ -61,30 +72,35 @@ def compute(config, workdir) -> dict:
 
 
 def _train(config) -> dict:
-    """SGD on the adding problem from an LSTM whose W_o is scaled, without and with clip_by_global_norm."""
+    """SGD on the adding problem from an LSTM whose W_o is scaled by each of ``train_w_o_scales`` (the first the
+    control), every seed without and with clip_by_global_norm; per scale, runs ``[unclipped seeds, clipped seeds]``."""
     task = tasks_lib.get("adding", length=config.train_length)
     cell = gated.cells.lstm(config.hidden_size)
-
-    def transform(p):
-        return p._replace(
-            recurrent=p.recurrent._replace(cell=scale_w_o(cell, p.recurrent.cell, config.train_w_o_scale))
-        )
-
     seeds = list(range(config.seeds))
     thresholds = [float("inf")] * len(seeds) + [config.clip_threshold] * len(seeds)  # inf: never clips
-    _, states, metrics, test = train_runs(
-        cell,
-        task,
-        seeds * 2,
-        steps=config.train_steps,
-        batch_size=config.train_batch_size,
-        optimizer=train_lib.OptimizerSpec("sgd", momentum=0.9, steps=config.train_steps),
-        learning_rate=config.learning_rate,
-        clip_thresholds=thresholds,
-        init_transform=transform,
-    )
-    return {"diverged": np.asarray(states.diverged_at) >= 0, "loss": metrics["loss"],
-            "grad_norm": metrics["grad_norm"], "test_mse": test["loss"], "chance": task.chance_loss}  # fmt: skip
+    out = {"scales": [float(s) for s in config.train_w_o_scales], "diverged_at": [], "loss": [], "grad_norm": [],
+           "test_mse": [], "chance": task.chance_loss}  # fmt: skip
+    for scale in out["scales"]:
+
+        def transform(p, scale=scale):
+            return p._replace(recurrent=p.recurrent._replace(cell=scale_w_o(cell, p.recurrent.cell, scale)))
+
+        _, states, metrics, test = train_runs(
+            cell,
+            task,
+            seeds * 2,
+            steps=config.train_steps,
+            batch_size=config.train_batch_size,
+            optimizer=train_lib.OptimizerSpec("sgd", momentum=0.9, steps=config.train_steps),
+            learning_rate=config.learning_rate,
+            clip_thresholds=thresholds,
+            init_transform=transform,
+        )
+        out["diverged_at"].append(np.asarray(states.diverged_at))  # -1: never; else the step (from 1)
+        out["loss"].append(metrics["loss"])
+        out["grad_norm"].append(metrics["grad_norm"])
+        out["test_mse"].append(test["loss"])
+    return out
 
 
 def plot(results, config, report) -> None:
@@ -112,33 +128,42 @@ def plot(results, config, report) -> None:
     report.table(["W_o scale", "||K|| ||W_o||", f"o-path norm at lag {lag}", f"||dL/dh|| at lag {lag} / lag 0"], rows)
 
     t = results["training"]
-    loss, grad_norm, diverged = np.asarray(t["loss"], float), np.asarray(t["grad_norm"], float), t["diverged"]
-    n = config.seeds
-    fig, axes = plt_figure(2, width=5)
+    n, scales = config.seeds, t["scales"]
+    fig, axes = plt_figure(len(scales), width=5)
     steps = np.arange(1, config.train_steps + 1)
-    for run in range(2 * n):
-        clipped = run >= n
-        color = "tab:blue" if clipped else "tab:red"
-        label = (
-            (f"clip_by_global_norm({config.clip_threshold:g})" if clipped else "no clipping") if run % n == 0 else None
-        )
-        axes[0].plot(steps, loss[:, run], color=color, alpha=0.6, label=label)
-        axes[1].plot(steps, grad_norm[:, run], color=color, alpha=0.6, label=label)
-    axes[0].axhline(t["chance"], color="gray", linestyle="--", label="chance")
-    axes[0].set(xlabel="step", ylabel="train MSE", yscale="log", title=f"LSTM, W_o x {config.train_w_o_scale:g}, SGD")
-    axes[1].set(xlabel="step", ylabel="global gradient norm before clipping", yscale="log", title="gradient norm")
-    for ax in axes:
+    for ax, scale, at, norms in zip(axes, scales, t["diverged_at"], t["grad_norm"], strict=True):
+        at, norms = np.asarray(at), np.asarray(norms, float)
+        for run in range(2 * n):
+            clipped = run >= n
+            color = "tab:blue" if clipped else "tab:red"
+            label = (f"clip_by_global_norm({config.clip_threshold:g})" if clipped else "no clipping") \
+                if run % n == 0 else None  # fmt: skip
+            end = at[run] - 1 if at[run] >= 0 else config.train_steps
+            ax.plot(steps[:end], norms[:end, run], color=color, alpha=0.5, lw=0.8, label=label)
+            if at[run] >= 0:  # the last finite norm before the step that diverged
+                ax.plot(steps[max(end - 1, 0)], norms[max(end - 1, 0), run], "x", color="black", ms=7)
+        ax.plot([], [], "x", color="black", label="diverged (NaN/Inf) at the next step")
+        ax.set(xlabel="SGD step", ylabel="global gradient norm before clipping", yscale="log",
+               title=f"LSTM, W_o x {scale:g}, SGD lr {config.learning_rate:g}")  # fmt: skip
         ax.legend(fontsize=8)
-    test = np.asarray(t["test_mse"], float)
+        ax.grid(True, alpha=0.3)
     report.figure(
         fig,
         "lstm_exploding_training",
-        f"Training from the exploding initialisation (W_o x {config.train_w_o_scale:g}) on the adding problem "
-        f"T = {config.train_length} with SGD (lr {config.learning_rate:g}, momentum 0.9), {n} seeds, without "
-        f"clipping (red) and with clip_by_global_norm({config.clip_threshold:g}) (blue). Diverged (NaN/Inf) runs: "
-        f"{int(np.sum(diverged[:n]))}/{n} without, {int(np.sum(diverged[n:]))}/{n} with. Median test MSE "
-        f"{np.nanmedian(test[:n]):.3g} without, {np.nanmedian(test[n:]):.3g} with (chance {t['chance']:.3g}).",
+        f"Training on the adding problem T = {config.train_length} with SGD (lr {config.learning_rate:g}, momentum "
+        f"0.9), {n} seeds, without clipping (red) and with clip_by_global_norm({config.clip_threshold:g}) (blue), "
+        "from the LSTM's initialisation (left) and with W_o scaled (right): the pre-clip gradient norm of every "
+        "step, each unclipped curve ending at its divergence.",
     )
+    rows = []
+    for scale, at, test in zip(scales, t["diverged_at"], t["test_mse"], strict=True):
+        at, test = np.asarray(at), np.asarray(test, float)
+        for name, part in (("no clipping", slice(0, n)), (f"clip {config.clip_threshold:g}", slice(n, 2 * n))):
+            k = int((at[part] >= 0).sum())
+            alive = test[part][at[part] < 0]
+            rows.append([f"W_o x {scale:g}", name, rate_text(k, n),
+                         float(np.median(alive)) if alive.size else float("nan")])  # fmt: skip
+    report.table(["initialisation", "training", "diverged", "median test MSE of the others"], rows)
 
 
 def claims(results, config, report) -> None:
@@ -158,13 +183,26 @@ def claims(results, config, report) -> None:
     )
     report.headline[f"w_o_x{scales[largest]:g}_gradient_growth_lag{lag}"] = decay(grad[largest], lag)
     t, n = results["training"], config.seeds
-    diverged, test = np.asarray(t["diverged"]), np.asarray(t["test_mse"], float)
-    unclipped, clipped = test[:n], test[n:]
+    diverged = [np.asarray(at) >= 0 for at in t["diverged_at"]]
+    scaled, control = diverged[-1], diverged[0]
+    k_plain, k_clip, k_control = int(scaled[:n].sum()), int(scaled[n:].sum()), int(control[:n].sum())
+    big = t["scales"][-1]
     report.claim(
-        "With clipping, training from the exploding initialisation survives (no run diverges, and the median test "
-        "loss is no worse than without clipping)",
-        (not diverged[n:].any()) and np.nanmedian(clipped) <= np.nanmedian(np.where(diverged[:n], np.inf, unclipped)),
-        f"diverged {int(diverged[:n].sum())}/{n} vs {int(diverged[n:].sum())}/{n}; median test MSE "
-        f"{np.nanmedian(unclipped):.3g} vs {np.nanmedian(clipped):.3g}; largest pre-clip gradient norm "
-        f"{np.nanmax(np.asarray(t['grad_norm'], float)):.3g}",
+        f"Without clipping, SGD from W_o x {big:g} diverges (NaN/Inf) on most seeds",
+        wilson(k_plain, n)[0] > 0.5,
+        rate_text(k_plain, n),
     )
+    report.claim(
+        f"With clip_by_global_norm({config.clip_threshold:g}), the same runs diverge on few seeds",
+        wilson(k_clip, n)[1] < 0.5,
+        rate_text(k_clip, n),
+    )
+    report.claim(
+        f"The explosion is W_o's: at the same learning rate, from W_o x {t['scales'][0]:g}, unclipped SGD diverges "
+        "on few seeds",
+        wilson(k_control, n)[1] < 0.5,
+        rate_text(k_control, n),
+    )
+    report.headline[f"diverged_unclipped_w_o_x{big:g}"] = f"{k_plain}/{n}"
+    report.headline[f"diverged_clipped_w_o_x{big:g}"] = f"{k_clip}/{n}"
+    report.headline[f"diverged_unclipped_w_o_x{t['scales'][0]:g}"] = f"{k_control}/{n}"
