@@ -145,13 +145,19 @@ def rate_text(successes: int, trials: int) -> str:
 
 
 def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
+    """A figure of one row of ``ncols`` axes, each ``width`` x ``height`` inches; returns ``(fig, [axes])``."""
+    fig, grid = plt_grid(1, ncols, width, height)
+    return fig, list(grid[0])
+
+
+def plt_grid(nrows: int, ncols: int, width: float = 5.0, height: float = 3.8):
+    """A figure of ``nrows`` x ``ncols`` axes (off-screen backend); returns ``(fig, axes (nrows, ncols))``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
 
 
 def lag_axes(ax, title: str, ylabel: str = "||dL/dh_k|| (median over examples)") -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments import engine
-from experiments.studies.base import plt_figure, rate_text, wilson
+from experiments.studies.base import plt_grid, rate_text, wilson
 
 TITLE = "8. Long lags: success rate against sequence length"
 FIELDS = {
@@ -135,30 +135,37 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
 
 def plot(results, config, report) -> None:
     counts, ts, n = _counts(results, config), lengths(config), config.seeds
-    fig, axes = plt_figure(len(config.tasks), width=5.6, height=4.4)
-    for ax, t in zip(axes, config.tasks, strict=True):
-        for k, cell in enumerate(config.cells):
-            x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.03 * (k - len(config.cells) / 2))  # dodge the bars
-            rate = np.asarray(counts[(t, cell)]) / n
-            low, high = np.asarray([wilson(c, n) for c in counts[(t, cell)]]).T
-            style = "s--" if cell in LINEAR else "o-"
-            label = f"{cell} (chrono init)" if cell in config.chrono_cells else cell
-            ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt=style, capsize=3, label=label)
-        criterion = (
-            f"test MSE < {config.success_mse_fraction:g} x chance"
-            if t == "adding"
-            else f"test accuracy >= {config.success_accuracy:g}"
-        )
-        ax.set(xlabel="sequence length T (steps)", ylabel=f"fraction of seeds solved\n({criterion})",
-               title=t.replace("_", " "), ylim=(-0.05, 1.05), xscale="log")  # fmt: skip
-        ax.legend(title="cell (dashed: linear)", fontsize=9)
-        ax.grid(True, alpha=0.3)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    families = [("classic cells", [c for c in config.cells if c not in LINEAR]),
+                ("gated linear recurrences", [c for c in config.cells if c in LINEAR])]  # fmt: skip
+    families = [(name, cells) for name, cells in families if cells]
+    fig, grid = plt_grid(len(config.tasks), len(families), width=5.4, height=3.9)
+    for row, t in zip(grid, config.tasks, strict=True):
+        criterion = (f"test MSE < {config.success_mse_fraction:g} x chance" if t == "adding"
+                     else f"test accuracy >= {config.success_accuracy:g}")  # fmt: skip
+        for ax, (family, cells) in zip(row, families, strict=True):
+            for k, cell in enumerate(cells):
+                x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.04 * (k - (len(cells) - 1) / 2))  # dodge the bars
+                rate = np.asarray(counts[(t, cell)]) / n
+                low, high = np.asarray([wilson(c, n) for c in counts[(t, cell)]]).T
+                label = f"{cell} (chrono init)" if cell in config.chrono_cells else cell
+                ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=4, lw=1.5, label=label)
+            ticks = sorted({x for c in cells for x in ts[(t, c)]})
+            ax.set_xscale("log")
+            ax.set_xticks(ticks)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set(xlabel="sequence length T (steps)", ylabel=f"fraction of {n} seeds solved\n({criterion})",
+                   title=f"{t.replace('_', ' ')}: {family}", ylim=(-0.05, 1.05))  # fmt: skip
+            ax.legend(fontsize=9, loc="lower left")
+            ax.grid(True, alpha=0.3)
     report.figure(
         fig,
         "long_lags",
         f"Fraction of {n} seeds that solve each task against its length, with 95% Wilson intervals (H = "
         f"{config.hidden_size}, {config.steps} Adam steps, peak lr {config.learning_rate:g} with {config.warmup_steps} "
-        "warm-up steps and a cosine decay, clip_by_global_norm(1)). Solid: classic cells; dashed: gated linear "
+        "warm-up steps and a cosine decay, clip_by_global_norm(1)). Left: the classic cells; right: the gated linear "
         "recurrences. Chrono init: the gate biases of Tallec & Ollivier 2018 for T_max = T. Each run's loss curve and "
         "result are in training/runs/.",
     )
