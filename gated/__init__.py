@@ -7,6 +7,7 @@ Cells (:mod:`gated.cells`), one example at a time::
 
     cells.rnn(H, activation=...)   cells.lstm(H, forget_bias=..., peepholes=..., coupled=..., forget_gate=...)
     cells.gru(H, update="keep"|"write", reset="after"|"before")   cells.get(name, H, **options)
+    cells.mingru | minlstm | lru | rglru | ssm | mlstm (gated linear recurrences)   cells.slstm (xLSTM)
     params = cell.init(key, D)     carry = cell.initial_carry()
     u = cell.project(params, x)    carry, y = cell.step(params, carry, u)    carry, y = cell(params, carry, x)
 

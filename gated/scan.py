@@ -102,8 +102,8 @@ def run(
         ``c_t`` too) in place of the outputs; zero at padded steps.
       impl: "auto" (default) takes "fused" where the cell has a kernel and
         ``return_carries`` is False and there are no ``resets``; for a gated
-        linear recurrence (``mingru``, ``minlstm``, ``lru``, ``rglru``) the
-        form :data:`LINEAR_AUTO` names for the platform; else "reference".
+        linear recurrence (``mingru``, ``minlstm``, ``lru``, ``rglru``, ``ssm``,
+        ``mlstm``) the form :data:`LINEAR_AUTO` names for the platform; else "reference".
         "associative" and "chunked" (gated linear recurrences only) run the
         parallel forms of :mod:`gated.parallel`: one associative scan over
         time, or one inside each chunk of ``chunk`` steps and a sequential
