@@ -126,3 +126,26 @@ def test_a_study_is_computed_once_then_drawn_from_its_stored_results(tmp_path, m
     other = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("default")
     with pytest.raises(workdir.WorkdirError, match="max_depth"):
         studies.run(other, tmp_path)
+
+
+def test_wilson_intervals_and_the_fixed_points_the_new_studies_rely_on():
+    """The Wilson interval against values computed by hand; the cliff's band of three fixed points and the latch's
+    fixed point against the maps themselves."""
+    import numpy as np
+
+    from experiments.studies import base, cliff, latch
+
+    # p = 7/8, z = 1.96: centre (0.875 + 0.24010) / 1.48020, half-width 1.96 sqrt(0.013672 + 0.015006) / 1.48020
+    assert base.wilson(7, 8) == pytest.approx((0.52911, 0.97762), abs=1e-4)
+    assert base.wilson(0, 8)[0] == 0.0 and base.wilson(8, 8)[1] == 1.0 and base.wilson(0, 0) == (0.0, 1.0)
+    assert base.rate_text(7, 8) == "7/8 seeds (95% Wilson interval 0.53-0.98)"
+    x = np.linspace(-30, 30, 600_001)
+    for w in (3.0, 6.0, 10.0):
+        low, high = (float(v[0]) for v in cliff.three_fixed_points_band(np.array([w])))
+        for b, three in ((low + 0.05, True), (high - 0.05, True), (low - 0.05, False), (high + 0.05, False)):
+            if np.isnan(low):
+                b, three = -w / 2, False
+            g = w / (1 + np.exp(-x)) + b - x  # zero at each fixed point
+            assert (np.count_nonzero(np.diff(np.sign(g))) == 3) == three, (w, b)
+    h = latch.fixed_point(1.5)
+    assert np.tanh(1.5 * h) == pytest.approx(h, abs=1e-12) and 0.8 < h < 0.9 and latch.fixed_point(0.9) == 0.0
