@@ -144,6 +144,22 @@ def rate_text(successes: int, trials: int) -> str:
     return f"{successes}/{trials} seeds (95% Wilson interval {low:.2f}-{high:.2f})"
 
 
+def claim_over_seeds(
+    report: Report, claim: str, outcomes, detail: str = "", unit: str = "seeds", every: bool = False
+) -> None:
+    """States ``claim`` judged over seeds: it holds when the 95% Wilson interval of the share of ``outcomes`` (one
+    bool per seed, or per (setting, seed)) that bear it out lies above 1/2, or with ``every`` (a bound, a law) when
+    every outcome does; the evidence gives the count and the interval (and ``detail``)."""
+    outcomes = [bool(o) for o in outcomes]
+    k, n = sum(outcomes), len(outcomes)
+    held = n > 0 and (k == n if every else wilson(k, n)[0] > 0.5)
+    evidence = rate_text(k, n).replace(" seeds ", f" {unit} ")
+    report.claim(claim, held, evidence + (f"; {detail}" if detail else ""))
+
+
+EXACT = "exact computation, no random draw: seeds do not apply"
+
+
 def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
     """A figure of one row of ``ncols`` axes, each ``width`` x ``height`` inches; returns ``(fig, [axes])``."""
     fig, grid = plt_grid(1, ncols, width, height)
