@@ -8,9 +8,9 @@ memoryless baseline (blanks, then uniform guesses) has cross-entropy 10 log 8 / 
 for delays of 200 and more and leaves it only slowly at 100, while unitary RNNs solve the task. This config
 reproduces the LSTM's behaviour, at a delay that trains in seconds.
 Expected (measured on 2 CPU cores, Intel Xeon, 2026-11-28, with the warm-up and cosine decay): in 2000 steps (22 s,
-seed 0) the LSTM barely leaves the memoryless baseline: final test loss 0.2908 (baseline 0.2971), accuracy 0.883 (baseline
-0.875). With H = 128 and 4000 steps: 0.2865, accuracy 0.879. At a delay of 20 (T = 40), H = 128, 3000 steps, it
-learns part of the copy: loss 0.231 (baseline 0.520), accuracy 0.905 (baseline 0.781).
+seed 0) the LSTM barely leaves the memoryless baseline: final test loss 0.2908 (baseline 0.2971), accuracy 0.883
+(baseline 0.875). With H = 128 and 4000 steps: 0.2865, accuracy 0.879. At a delay of 20 (T = 40), H = 128, 3000
+steps, it learns part of the copy: loss 0.231 (baseline 0.520), accuracy 0.905 (baseline 0.781).
 """
 
 import ml_collections
