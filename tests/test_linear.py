@@ -85,7 +85,7 @@ def test_parallel_forms_equal_the_sequential_reference(config):
 @pytest.mark.parametrize("impl, chunk, remat", [("associative", 64, True), ("chunked", 1, False),
                                                 ("chunked", 13, False)])  # fmt: skip
 def test_every_chunk_length_and_remat(impl, chunk, remat):
-    for i, (name, options) in enumerate(LINEAR_CONFIGS):
+    for i, (name, options) in enumerate(LINEAR_CONFIGS[:-1]):  # the mLSTM: chunks and remat in the fast tier
         cell, params, carry, xs = _case(name, options)
         for reverse in (i % 2 == 1,):  # each direction for half of the configurations
             kw = dict(carry=carry, lengths=jnp.array([T, 7, 0]), resets=xs[..., 0] > 1.0, reverse=reverse)
