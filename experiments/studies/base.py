@@ -157,7 +157,7 @@ def claim_over_seeds(
     report.claim(claim, held, evidence + (f"; {detail}" if detail else ""))
 
 
-EXACT = "exact computation, no random draw: seeds do not apply"
+EXACT = "an exact identity, not a statistic: no sampling error, so no interval"
 
 
 def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):

@@ -66,7 +66,7 @@ def plot(results, config, report) -> None:
 
 
 def claims(results, config, report) -> None:
-    def claim(text, held, evidence):  # the chain is a fixed computation: no seeds
+    def claim(text, held, evidence):  # the chain is a fixed computation: no random draw
         report.claim(text, held, f"{evidence}; {EXACT}")
 
     depth, chains = config.max_depth, results["chains"]
