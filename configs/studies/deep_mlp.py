@@ -5,8 +5,9 @@
 Sizes: append ``:tiny`` or ``:paper`` to the config path.
 Expected: the plain sigmoid MLP's first-layer gradient falls by orders of magnitude with depth; residual and
 dense connections keep it within a small factor.
-Measured (default size, 11 s on 2 CPU cores): the first-layer gradient at depth 32 over depth 2 is 1.4e-19 for
-the plain sigmoid MLP, 7.6 with residual and 0.26 with dense connections.
+Measured (default size, 8 seeds, 8 s on 2 CPU cores, 2026-11-28; docs/studies/deep_mlp/report.md): the
+first-layer gradient at depth 32 over depth 2 is 1.4e-19 for the plain sigmoid MLP, 7.6 with residual and 0.26 with
+dense connections (geometric means); each claim held on 8/8 seeds.
 """
 
 import ml_collections
