@@ -6,6 +6,11 @@
 Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
 decay): the LSTM reaches final test accuracy 0.31 (chance 0.125; loss 1.77 against 2.08) in 1500
 steps, 18 s.
+
+There is no published number for this task (it is the lecture notes' example, seed 002). It is not solved here, and
+the reason is capacity, not the gradient: recalling x_{t-40} at every step needs the last 40 symbols (40 x 3 bits)
+in the state at once. Accuracy grows with the width and falls with the delay: 0.37 with H = 256
+(--config.model.hidden_size=256), 0.88 at a delay of 10 (--config.task.delay=10), both in 1500 steps, seed 0.
 """
 
 import ml_collections
