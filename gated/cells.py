@@ -559,20 +559,31 @@ class LinearCell(Cell):
 
     def step(self, params, carry, u: Array):
         u = self._check_step(carry, u)
-        if self.stabilised:
-            log_a, log_b, b = self.coefficients(params, u)
-            m, s = self.to_state(carry)
-            m_new = jnp.maximum(log_a + m, log_b)
-            keep, write = jnp.exp(log_a + m - m_new), jnp.exp(log_b - m_new)
-            s = jax.tree.map(lambda x, y: _broadcast(keep, x) * x + _broadcast(write, y) * y, s, b)
-            state = (m_new, s)
+        if self.stabilised:  # the state (m, s) is the update (-inf, m, s) composed with this step's
+            state = stabilised_combine((-jnp.inf, *self.to_state(carry)), self.coefficients(params, u))[1:]
         else:
             a, b = self.coefficients(params, u)
             state = a * self.to_state(carry) + b
         return self.from_state(state), self.output(params, state, u)
 
 
-def _broadcast(w: Array, like: Array) -> Array:
+def stabilised_combine(earlier, later):
+    """The composition of two stabilised updates ``s -> exp(la) s + exp(lb) b`` (``la``, ``lb`` per head, ``b`` a
+    pytree of per-head arrays): ``(la1 + la2, m, exp(la2 + lb1 - m) b1 + exp(lb2 - m) b2)`` with
+    ``m = max(la2 + lb1, lb2)``. Associative, so the parallel forms scan with it (:mod:`gated.parallel`); the max is
+    the stabiliser's recursion, so a step (the state ``(m, s)`` as the update ``(-inf, m, s)`` composed with the
+    step's) and a scan give the same ``m_t``."""
+    la1, lb1, b1 = earlier
+    la2, lb2, b2 = later
+    first = la2 + lb1
+    m = jnp.maximum(first, lb2)
+    safe = jnp.where(m == -jnp.inf, 0.0, m)  # both terms empty: no NaN from -inf - -inf
+    w1, w2 = jnp.exp(first - safe), jnp.exp(lb2 - safe)
+    b = jax.tree.map(lambda x, y: _trailing(w1, x) * x + _trailing(w2, y) * y, b1, b2)
+    return la1 + la2, m, b
+
+
+def _trailing(w: Array, like: Array) -> Array:
     """``w`` with trailing unit axes, to broadcast against ``like`` (a per-head factor against a head's memory)."""
     return w.reshape(*w.shape, *([1] * (like.ndim - w.ndim)))
 

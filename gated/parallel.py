@@ -12,9 +12,9 @@ are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'
 that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023).
 
 A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
-true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator of
-:func:`_stabilised_combine`: the max-plus recursion of the stabiliser ``m`` beside the rescaled sum, so the states
-equal the sequential cell's, stabiliser included.
+true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
+:func:`gated.cells.stabilised_combine`, which the cell's step also uses: the max-plus recursion of the stabiliser
+``m`` beside the rescaled sum, so the states equal the sequential cell's, stabiliser included.
 
 Padding (``mask`` False) is the identity pair ``(1, 0)``: the state is carried unchanged. A reset (``resets``
 True at step t) restores the initial state before step t: the pair becomes ``(0, a_t s_0 + b_t)``, the
@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated.cells import LinearCell
+from gated.cells import LinearCell, stabilised_combine
 
 Array = jax.Array
 
@@ -70,23 +70,9 @@ def _safe_log(x: Array) -> Array:
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
 
 
-def _stabilised_combine(earlier, later):
-    """The composition of two stabilised updates ``s -> exp(la) s + exp(lb) b`` (``la``, ``lb`` per head, ``b`` a
-    pytree of per-head arrays): ``(la1 + la2, m, exp(la2 + lb1 - m) b1 + exp(lb2 - m) b2)`` with
-    ``m = max(la2 + lb1, lb2)``. Associative; the max is the stabiliser's recursion, so the states it gives carry
-    the same ``m_t`` as the sequential cell."""
-    la1, lb1, b1 = earlier
-    la2, lb2, b2 = later
-    first = la2 + lb1
-    m = jnp.maximum(first, lb2)
-    safe = jnp.where(m == -jnp.inf, 0.0, m)  # both terms empty: no NaN from -inf - -inf
-    w1, w2 = jnp.exp(first - safe), jnp.exp(lb2 - safe)
-    b = jax.tree.map(lambda x, y: _trailing(w1, x) * x + _trailing(w2, y) * y, b1, b2)
-    return la1 + la2, m, b
-
-
-def _trailing(w: Array, like: Array) -> Array:
-    return w.reshape(*w.shape, *([1] * (like.ndim - w.ndim)))
+def _trailing(flags: Array, like: Array) -> Array:
+    """Flags ``(T, B)`` with trailing unit axes, to broadcast against ``like`` ``(T, B, ...)``."""
+    return flags.reshape(*flags.shape, *([1] * (like.ndim - flags.ndim)))
 
 
 def _where(flags: Array, x: Any, y: Any) -> Any:
@@ -123,7 +109,7 @@ def sequence(
         m0, s0 = cell.to_state(carry)
         start = (jnp.full_like(m0, -jnp.inf), m0, s0)
         identity = (0.0, -jnp.inf, 0.0)
-        combine, apply = _stabilised_combine, lambda prefix, state: _stabilised_combine((-jnp.inf, *state), prefix)[1:]
+        combine, apply = stabilised_combine, lambda prefix, state: stabilised_combine((-jnp.inf, *state), prefix)[1:]
         if resets is not None:  # a reset step applies its update to the initial state
             elements = _where(resets, combine(jax.tree.map(lambda a: a[None], start), elements), elements)
         start = start[1:]
