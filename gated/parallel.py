@@ -70,19 +70,14 @@ def _safe_log(x: Array) -> Array:
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
 
 
-def _trailing(flags: Array, like: Array) -> Array:
-    """Flags ``(T, B)`` with trailing unit axes, to broadcast against ``like`` ``(T, B, ...)``."""
-    return flags.reshape(*flags.shape, *([1] * (like.ndim - flags.ndim)))
+def _trailing(flags: Array, ndim: int) -> Array:
+    """Flags ``(T, B)`` with trailing unit axes up to rank ``ndim``, to broadcast against a ``(T, B, ...)`` array."""
+    return flags.reshape(*flags.shape, *([1] * (ndim - flags.ndim)))
 
 
 def _where(flags: Array, x: Any, y: Any) -> Any:
     """``jnp.where`` over pytrees, with ``flags`` ``(T, B)`` broadcast against each leaf ``(T, B, ...)``."""
-
-    def pick(a, b):
-        ndim = max(jnp.ndim(a), jnp.ndim(b))
-        return jnp.where(flags.reshape(*flags.shape, *([1] * (ndim - flags.ndim))), a, b)
-
-    return jax.tree.map(pick, x, y)
+    return jax.tree.map(lambda a, b: jnp.where(_trailing(flags, max(jnp.ndim(a), jnp.ndim(b))), a, b), x, y)
 
 
 def sequence(
@@ -138,7 +133,7 @@ def sequence(
         states = jnp.exp(states)
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
-        ys = jnp.where(_trailing(mask, ys), ys, jnp.zeros_like(ys))
+        ys = jnp.where(_trailing(mask, ys.ndim), ys, jnp.zeros_like(ys))
     return cell.from_state(jax.tree.map(lambda a: a[-1], states)), ys
 
 
