@@ -70,8 +70,7 @@ class Report:
     def figure(self, fig, name: str, caption: str) -> None:
         import matplotlib.pyplot as plt
 
-        buffer = io.BytesIO()
-        fig.tight_layout()
+        buffer = io.BytesIO()  # laid out by plt_grid's constrained layout
         fig.savefig(buffer, format="png", dpi=100)
         plt.close(fig)
         write(self.workdir / f"{name}.png", buffer.getvalue())
@@ -160,24 +159,55 @@ def claim_over_seeds(
 EXACT = "an exact identity, not a statistic: no sampling error, so no interval"
 
 
-def plt_figure(ncols: int = 1, width: float = 5.0, height: float = 3.8):
+# Type sizes for figures read at page width in the README: at most two panels a row, 12 pt labels, 10 pt legends.
+FONTS = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 10, "xtick.labelsize": 11,
+         "ytick.labelsize": 11}  # fmt: skip
+
+LAG_LABEL = "lag: steps back from the loss (T - 1 - k)"
+GRAD_LABEL = "gradient reaching step k\n(norm ||dL/dh_k||, median over examples)"
+
+
+def plt_figure(ncols: int = 1, width: float = 5.5, height: float = 4.2):
     """A figure of one row of ``ncols`` axes, each ``width`` x ``height`` inches; returns ``(fig, [axes])``."""
     fig, grid = plt_grid(1, ncols, width, height)
     return fig, list(grid[0])
 
 
-def plt_grid(nrows: int, ncols: int, width: float = 5.0, height: float = 3.8):
-    """A figure of ``nrows`` x ``ncols`` axes (off-screen backend); returns ``(fig, axes (nrows, ncols))``."""
+def plt_grid(nrows: int, ncols: int, width: float = 5.5, height: float = 4.2):
+    """A figure of ``nrows`` x ``ncols`` axes (off-screen backend, :data:`FONTS`); returns ``(fig, axes (nrows,
+    ncols))``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    matplotlib.rcParams.update(FONTS)
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, layout="constrained")
 
 
-def lag_axes(ax, title: str, ylabel: str = "||dL/dh_k|| (median over examples)") -> None:
-    ax.set(xlabel="lag T-1-k (steps back from the loss)", ylabel=ylabel, yscale="log", title=title)
+def plt_panels(n: int, width: float = 5.5, height: float = 4.2):
+    """``n`` panels, two a row; returns ``(fig, [n axes], spare)`` where ``spare`` is the empty last cell of an odd
+    count (for :func:`legend_panel`) or None."""
+    fig, grid = plt_grid((n + 1) // 2, min(n, 2), width, height)
+    axes = list(grid.flat)
+    return fig, axes[:n], (axes[n] if len(axes) > n else None)
+
+
+def legend_panel(ax, handles: Sequence[Any], title: str | None = None) -> None:
+    """Turns ``ax`` (an empty cell of the grid) into the figure's shared legend."""
+    ax.axis("off")
+    ax.legend(handles=list(handles), loc="center", frameon=False, title=title, fontsize=11)
+
+
+def style_key(style: str, label: str, color: str = "0.35", marker: str = ""):
+    """A legend entry for a line style (or ``marker``) the curves share (``"--"`` for the bounds, ``":"`` ...)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls=style or "none", color=color, lw=1.2, marker=marker, label=label)
+
+
+def lag_axes(ax, title: str, ylabel: str = GRAD_LABEL) -> None:
+    ax.set(xlabel=LAG_LABEL, ylabel=ylabel, yscale="log", title=title)
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -250,14 +280,15 @@ def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name
                              lag: int) -> None:  # fmt: skip
     """The figure ``name`` of :func:`trained_lag_profile`'s results: ``||dL/dh_k||`` (and ``||dL/dc_k||``
     dotted for an LSTM) before and after training."""
-    fig, (ax,) = plt_figure(1, width=6)
+    fig, (ax,) = plt_figure(1, width=7)
     for label, norms in (("at initialisation", profile["before"]), (f"after {config.train_steps} steps",
                                                                     profile["after"])):  # fmt: skip
-        (line,) = ax.plot(norms["h"], label=f"||dL/dh_k||, {label}")
+        (line,) = ax.plot(norms["h"], label=f"hidden state h, {label}")
         if "c" in norms:
-            ax.plot(norms["c"], ":", color=line.get_color(), label=f"||dL/dc_k||, {label}")
-    lag_axes(ax, title, "gradient norm (median over examples)")
-    ax.legend(fontsize=8)
+            c = np.asarray(norms["c"])  # c_{T-1} feeds nothing after a loss on h_{T-1}: from lag 1
+            ax.plot(np.arange(1, len(c)), c[1:], ":", color=line.get_color(), label=f"cell state c, {label}")
+    lag_axes(ax, title, "gradient reaching step k\n(norm, median over examples)")
+    ax.legend()
     before, after = np.asarray(profile["before"]["h"]), np.asarray(profile["after"]["h"])
     report.figure(
         fig,

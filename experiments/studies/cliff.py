@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.studies.base import DTYPE, plt_figure, rate_text, wilson
+from experiments.studies.base import DTYPE, legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "10. The cliff (Pascanu et al. 2013, Fig. 6): a one-unit RNN's error surface and clipping"
 FIELDS = {
@@ -117,40 +117,40 @@ def plot(results, config, report) -> None:
     surface, grad = np.asarray(results["surface"], float), np.asarray(results["grad_norm"], float)
     w, low, high = np.asarray(results["w"], float), np.asarray(results["band_low"]), np.asarray(results["band_high"])
     paths = {k: np.asarray(v, float) for k, v in results["paths"].items()}
-    fig, axes = plt_figure(3, width=5.0, height=4.4)
+    fig, axes, spare = plt_panels(3, width=5.8, height=4.6)
     extent = (*config.b_range, *config.w_range)
-    for ax, values, label, cmap in ((axes[0], surface, "log10 of the error", "viridis"),
-                                    (axes[1], grad, "log10 of ||dE/d(w, b)||", "magma")):  # fmt: skip
+    for ax, values, label, cmap in ((axes[0], surface, "error (log10)", "viridis"),
+                                    (axes[1], grad, "gradient norm ||dE/d(w, b)|| (log10)", "magma")):  # fmt: skip
         image = ax.imshow(np.log10(values + 1e-12), origin="lower", extent=extent, aspect="auto", cmap=cmap)
         fig.colorbar(image, ax=ax, label=label)
-        ax.plot(low, w, "--", color="cyan", lw=1.2, label="edges of the band with three fixed points")
-        ax.plot(high, w, "--", color="cyan", lw=1.2)
+        ax.plot(low, w, "--", color="cyan", lw=1.4, label="dashed: edges of the band of b\nwith three fixed points")
+        ax.plot(high, w, "--", color="cyan", lw=1.4)
         ax.set(xlabel="bias b", ylabel="recurrent weight w", xlim=config.b_range, ylim=config.w_range)
-    for name, color in (("unclipped", "red"), ("clipped", "white")):
+    colors = {"unclipped": "red", "clipped": "black"}
+    labels = {"unclipped": "gradient descent, unclipped",
+              "clipped": f"gradient descent, clipped at {config.threshold:g}"}  # fmt: skip
+    for name, color in colors.items():
         for s in range(min(3, paths[name].shape[0])):
-            kw = {"label": f"descent, {name}" + (f" at {config.threshold:g}" if name == "clipped" else "")} if s == 0 \
-                else {}  # fmt: skip
+            kw = {"label": labels[name] + " (3 starts drawn)"} if s == 0 else {}
             axes[0].plot(paths[name][s, :, 1], paths[name][s, :, 0], "o-", color=color, ms=2, lw=0.8, **kw)
-    axes[0].set_title(f"error (x_{config.steps} - {config.target:g})^2")
-    axes[0].legend(fontsize=7, loc="lower left")
-    axes[1].set_title("gradient norm: the wall")
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[0].set_title(f"the error (x_{config.steps} - {config.target:g})^2")
+    axes[1].set_title("the gradient's size: the wall")
     jumps = {k: _jumps(v).max(axis=1) for k, v in paths.items()}
     x = np.arange(config.starts)
-    axes[2].bar(x - 0.2, jumps["unclipped"], 0.4, color="C3", label="unclipped")
-    axes[2].bar(x + 0.2, jumps["clipped"], 0.4, color="C0", label=f"clipped at {config.threshold:g}")
-    axes[2].axhline(config.learning_rate * config.threshold, ls="--", color="k", lw=1,
-                    label="lr x threshold: the clipped bound")  # fmt: skip
+    axes[2].bar(x - 0.2, jumps["unclipped"], 0.4, color=colors["unclipped"])
+    axes[2].bar(x + 0.2, jumps["clipped"], 0.4, color=colors["clipped"])
+    bound = axes[2].axhline(config.learning_rate * config.threshold, ls=":", color="C0", lw=2,
+                            label="dotted: lr x threshold, the longest\nstep clipping allows")  # fmt: skip
     axes[2].set(xlabel="start (seed)", ylabel="largest step in (w, b)", yscale="log",
                 title=f"{config.descent_steps} descent steps, lr {config.learning_rate:g}")  # fmt: skip
-    axes[2].legend(fontsize=7)
+    legend_panel(spare, axes[0].get_legend_handles_labels()[0] + [bound])
     report.figure(
         fig,
         "cliff",
-        f"The one-unit RNN x_t = w sigmoid(x_(t-1)) + b after {config.steps} steps from x_0 = 0.5: its error (left) "
-        "and gradient norm (middle) over the (w, b) grid; between the dashed cyan curves the map has three fixed "
-        f"points. Descent from {config.starts} random starts (three drawn on the left): the largest step of each, "
-        "unclipped and clipped (right).",
+        f"The one-unit RNN x_t = w sigmoid(x_(t-1)) + b after {config.steps} steps from x_0 = 0.5: its error "
+        "(top left) and gradient norm (top right) over the (w, b) grid; between the dashed cyan curves the map has "
+        f"three fixed points. Descent from {config.starts} random starts (three drawn top left): the largest step of "
+        "each, unclipped (red) and clipped (black) (bottom left).",
     )
     rows = [[s, float(jumps["unclipped"][s]), float(jumps["clipped"][s]),
              float(results["final_error"]["unclipped"][s]), float(results["final_error"]["clipped"][s])]

@@ -8,7 +8,7 @@ import numpy as np
 import gated
 from experiments import tasks as tasks_lib
 from experiments import train as train_lib
-from experiments.studies.base import plt_figure, rate_text, train_runs, wilson
+from experiments.studies.base import legend_panel, plt_panels, rate_text, train_runs, wilson
 
 TITLE = "7. Clipping: clip_by_global_norm rescues training when gradients explode"
 FIELDS = {
@@ -28,7 +28,7 @@ def compute(config, workdir) -> dict:
 
 
 def _name(t: float) -> str:
-    return "no clipping" if np.isinf(t) else f"clip {t:g}"
+    return "no clipping" if np.isinf(t) else f"clipped at norm {t:g}"
 
 
 def _training(config) -> dict:
@@ -63,7 +63,7 @@ def plot(results, config, report) -> None:
     thresholds, n = t["thresholds"], config.seeds
     diverged_at, test_mse = np.asarray(t["diverged_at"]), np.asarray(t["test_mse"], float)
     loss, grad_norm = np.asarray(t["loss"], float), np.asarray(t["grad_norm"], float)
-    fig, axes = plt_figure(3, width=4.4)
+    fig, axes, spare = plt_panels(3)
     steps = np.arange(1, config.train_steps + 1)
     colors = [f"C{i}" for i in range(len(thresholds))]
     for i, th in enumerate(thresholds):
@@ -71,22 +71,26 @@ def plot(results, config, report) -> None:
             kw = {"label": _name(th)} if s == 0 else {}
             alive = steps < (diverged_at[i, s] if diverged_at[i, s] >= 0 else config.train_steps + 1)
             axes[0].plot(steps[alive], loss[alive, i, s], color=colors[i], alpha=0.5, **kw)
-            axes[1].plot(steps[alive], grad_norm[alive, i, s], color=colors[i], alpha=0.5, **kw)
-    axes[0].axhline(t["chance"], color="gray", linestyle="--", label="chance")
-    axes[0].set(xlabel="step", ylabel="train MSE", yscale="log", title=f"IRNN, adding T = {config.length}, SGD")
-    axes[1].set(xlabel="step", ylabel="global gradient norm before clipping", yscale="log", title="gradient norm")
+            axes[1].plot(steps[alive], grad_norm[alive, i, s], color=colors[i], alpha=0.5)
+    axes[0].axhline(t["chance"], color="gray", linestyle="--", label="dashed: chance (predict the mean)")
+    axes[0].set(xlabel="SGD step", ylabel="training loss (mean squared error)", yscale="log",
+                title=f"IRNN, adding problem T = {config.length}")  # fmt: skip
+    axes[1].set(xlabel="SGD step", ylabel="gradient norm before clipping\n(global, all parameters)", yscale="log",
+                title="the gradient's size")  # fmt: skip
     counts = (diverged_at >= 0).sum(axis=1)
     axes[2].bar([_name(th) for th in thresholds], counts, color=colors)
-    axes[2].set(ylabel=f"diverged runs (NaN/Inf) of {n}", title="divergence", ylim=(0, n))
+    axes[2].set(ylabel=f"runs that diverged (NaN/Inf), of {n}", title="divergence", ylim=(0, n))
     axes[2].tick_params(axis="x", labelrotation=30)
-    for ax in axes[:2]:
-        ax.legend(fontsize=8)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    handles = axes[0].get_legend_handles_labels()[0]
+    legend_panel(spare, handles, title=f"SGD lr {config.learning_rate:g}, momentum 0.9, {n} seeds each")
     report.figure(
         fig,
         "clipping_training",
         f"An IRNN (ReLU, W_hh = I) trained with SGD (lr {config.learning_rate:g}, momentum 0.9) on the adding problem "
         f"T = {config.length}, {n} seeds per threshold, all {n * len(thresholds)} runs one program. Curves end "
-        "where a run diverged (its state is frozen and the step recorded). Right: diverged runs per threshold.",
+        "where a run diverged (its state is frozen and the step recorded). Bottom left: diverged runs per threshold.",
     )
     rows = []
     for i, th in enumerate(thresholds):

@@ -92,7 +92,7 @@ def _inside(measured, law) -> bool:
 
 def plot(results, config, report) -> None:
     rows = results["rows"]
-    fig, axes = plt_figure(2, width=5.6, height=4.2)
+    fig, axes = plt_figure(2, width=6.2, height=4.8)
     for variant, color in zip(VARIANTS, ("C0", "C1", "C2"), strict=True):
         mine = [r for r in rows if r["variant"] == variant]
         x = np.array([1.0 / (1.0 - r["lambda"]) for r in mine])
@@ -102,14 +102,17 @@ def plot(results, config, report) -> None:
             ax.errorbar(x, var, yerr=err, fmt="o", color=color, markersize=4, capsize=2, label=f"{LABELS[variant]}")
             laws_ = [r[law_key] for r in mine]
             if all(v is not None for v in laws_):
-                ax.plot(x, laws_, "--", color=color, linewidth=1, label="closed form" if variant == "plain" else None)
-    axes[0].set(xscale="log", yscale="log", xlabel="memory 1 / (1 - lambda)", ylabel="Var(h_T)",
+                label = "dashed: the closed form" if variant == "plain" else None
+                ax.plot(x, laws_, "--", color=color, linewidth=1, label=label)
+    memory = "memory: steps the state remembers, 1 / (1 - lambda)"
+    axes[0].set(xscale="log", yscale="log", xlabel=memory, ylabel="variance of the last state, Var(h_T)",
                 title="the state's variance")  # fmt: skip
-    axes[1].set(xscale="log", yscale="log", xlabel="memory 1 / (1 - lambda)",
-                ylabel="Var(dh_T / d parameter)", title="sensitivity to the recurrent parameter")  # fmt: skip
+    axes[1].set(xscale="log", yscale="log", xlabel=memory,
+                ylabel="variance of its derivative in the\nrecurrent parameter, Var(dh_T / d theta)",
+                title="sensitivity to the recurrent parameter")  # fmt: skip
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     report.figure(
         fig,
         "curse_of_memory",

@@ -105,12 +105,12 @@ def compute(config, workdir) -> dict:
 
 def plot(results, config, report) -> None:
     norms = results["first_layer_norms"]
-    fig, (ax,) = plt_figure(1, width=6)
+    fig, (ax,) = plt_figure(1, width=7)
     for architecture, values in norms.items():
         ax.plot(config.depths, values, "o-", label=architecture)
     ax.set(
-        xlabel="depth (hidden layers)",
-        ylabel="||dL/dW_1|| (geometric mean over seeds)",
+        xlabel="depth (number of hidden layers)",
+        ylabel="gradient reaching the first layer\n(norm ||dL/dW_1||, geometric mean over seeds)",
         yscale="log",
         xscale="log",
         title=f"first-layer gradient, {config.activation} MLP, width {config.width}",

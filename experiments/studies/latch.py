@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.studies.base import plt_figure, rate_text, wilson
+from experiments.studies.base import legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "11. The latch (Bengio, Simard & Frasconi 1994): holding a bit through noise"
 FIELDS = {
@@ -120,10 +120,11 @@ def plot(results, config, report) -> None:
     lengths, n = list(config.lengths), config.seeds
     runs = results["lengths"]
     counts = [sum(_solved(config, runs[str(t)])) for t in lengths]
-    fig, (ax1, ax2, ax3) = plt_figure(3, width=4.8, height=4.0)
+    fig, (ax1, ax2, ax3), spare = plt_panels(3)
     rate = np.asarray(counts) / n
     low, high = np.asarray([wilson(k, n) for k in counts]).T
-    ax1.errorbar(lengths, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=3)
+    ax1.errorbar(lengths, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=3,
+                 label="fraction latched, with its 95%\nWilson interval (top left)")  # fmt: skip
     ylabel = f"fraction of {n} seeds that latch\n(test accuracy >= {config.success_accuracy:g})"
     ax1.set(xlabel="sequence length T (steps)", ylabel=ylabel, xscale="log", ylim=(-0.05, 1.05),
             title="success rate, 95% Wilson")  # fmt: skip
@@ -136,14 +137,15 @@ def plot(results, config, report) -> None:
         gain = np.asarray(r["gain"])
         ax3.scatter(np.full(solved.sum(), t), np.maximum(gain[solved], 1e-30), marker="o", color="C0", s=18)
         ax3.scatter(np.full((~solved).sum(), t), np.maximum(gain[~solved], 1e-30), marker="x", color="C3", s=18)
-    ax2.axhline(1.0, ls="--", color="k", lw=1, label="w = 1: two stable fixed points above")
-    ax2.scatter([], [], marker="o", color="C0", label="latched")
-    ax2.scatter([], [], marker="x", color="C3", label="failed")
+    ax2.axhline(1.0, ls="--", color="k", lw=1, label="dashed: w = 1; above it, two\nstable fixed points (top right)")
+    ax2.scatter([], [], marker="o", color="C0", label="a seed that latched")
+    ax2.scatter([], [], marker="x", color="C3", label="a seed that failed")
     ax2.set(xlabel="sequence length T (steps)", ylabel="learned recurrent weight w", xscale="log",
             title="the weight each seed learned")  # fmt: skip
-    ax2.legend(fontsize=8)
-    ax3.set(xlabel="sequence length T (steps)", ylabel="median |dh_T / dh_L| after training", xscale="log",
-            yscale="log", title="what reaches the trained inputs")  # fmt: skip
+    ax3.set(xlabel="sequence length T (steps)", ylabel="sensitivity of the last state to the\nlast trained "
+            "input's state, |dh_T / dh_L|", xscale="log", yscale="log",
+            title="what reaches the trained inputs")  # fmt: skip
+    legend_panel(spare, ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0])
     for ax in (ax1, ax2, ax3):
         ax.grid(True, alpha=0.3)
     report.figure(
@@ -151,9 +153,9 @@ def plot(results, config, report) -> None:
         "latch",
         f"One tanh unit latching a bit through Gaussian noise (std {config.noise:g}) after {config.prefix} trained "
         f"inputs; {n} seeds per length, {config.steps} Adam steps (lr {config.learning_rate:g}), w drawn from "
-        f"U{tuple(config.w_init)}. Left: success rate with 95% Wilson intervals. Middle: the learned w (dashed: "
-        "w = 1, the bistability threshold). Right: the sensitivity of h_T to h_L on test sequences (float32; below "
-        "1e-30, drawn at 1e-30).",
+        f"U{tuple(config.w_init)}. Top left: success rate with 95% Wilson intervals. Top right: the learned w "
+        "(dashed: w = 1, the bistability threshold). Bottom left: the median sensitivity of h_T to h_L on test "
+        "sequences (float32; below 1e-30, drawn at 1e-30).",
     )
     rows = []
     for t, k in zip(lengths, counts, strict=True):

@@ -133,6 +133,10 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
     }  # fmt: skip
 
 
+DISPLAY = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU",
+           "rglru": "RG-LRU", "slstm": "sLSTM", "mlstm": "mLSTM", "ssm": "selective SSM"}  # fmt: skip
+
+
 def plot(results, config, report) -> None:
     counts, ts, n = _counts(results, config), lengths(config), config.seeds
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -140,7 +144,7 @@ def plot(results, config, report) -> None:
     families = [("classic cells", [c for c in config.cells if c not in LINEAR]),
                 ("gated linear recurrences", [c for c in config.cells if c in LINEAR])]  # fmt: skip
     families = [(name, cells) for name, cells in families if cells]
-    fig, grid = plt_grid(len(config.tasks), len(families), width=5.4, height=3.9)
+    fig, grid = plt_grid(len(config.tasks), len(families))
     for row, t in zip(grid, config.tasks, strict=True):
         criterion = (f"test MSE < {config.success_mse_fraction:g} x chance" if t == "adding"
                      else f"test accuracy >= {config.success_accuracy:g}")  # fmt: skip
@@ -149,7 +153,7 @@ def plot(results, config, report) -> None:
                 x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.04 * (k - (len(cells) - 1) / 2))  # dodge the bars
                 rate = np.asarray(counts[(t, cell)]) / n
                 low, high = np.asarray([wilson(c, n) for c in counts[(t, cell)]]).T
-                label = f"{cell} (chrono init)" if cell in config.chrono_cells else cell
+                label = DISPLAY.get(cell, cell) + (" (chrono init)" if cell in config.chrono_cells else "")
                 ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=4, lw=1.5, label=label)
             ticks = sorted({x for c in cells for x in ts[(t, c)]})
             ax.set_xscale("log")
@@ -158,7 +162,7 @@ def plot(results, config, report) -> None:
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(xlabel="sequence length T (steps)", ylabel=f"fraction of {n} seeds solved\n({criterion})",
                    title=f"{t.replace('_', ' ')}: {family}", ylim=(-0.05, 1.05))  # fmt: skip
-            ax.legend(fontsize=9, loc="lower left")
+            ax.legend(loc="lower left")
             ax.grid(True, alpha=0.3)
     report.figure(
         fig,

@@ -14,8 +14,10 @@ from experiments.studies.base import (
     lag_axes,
     lag_norms,
     plt_figure,
+    plt_panels,
     rate_text,
     stack,
+    style_key,
     task_inputs,
     train_runs,
     wilson,
@@ -106,15 +108,18 @@ def _train(config) -> dict:
 def plot(results, config, report) -> None:
     lag, scales, gains = min(config.report_lag, config.length - 1), results["scales"], results["gains"]
     grad, path_norm, bound = (np.asarray(results[k]) for k in ("grad", "path_norm", "bound"))
-    fig, axes = plt_figure(2, width=5)
+    fig, axes = plt_figure(2)
     for i, s in enumerate(scales):
         axes[0].plot(grad[i], label=f"W_o x {s:g}")
-        (line,) = axes[1].plot(path_norm[i], label=f"W_o x {s:g} (||K|| ||W_o|| = {gains[i]:.2g})")
-        axes[1].plot(bound[i], "--", color=line.get_color(), linewidth=0.8)
-    lag_axes(axes[0], f"full ||dL/dh_k||, LSTM H = {config.hidden_size}, T = {config.length}")
-    lag_axes(axes[1], "output-gate path t_1 and its bound", "||dh_{T-1}/dh_k|| along the o path")
-    for ax in axes:
-        ax.legend(fontsize=8)
+        (line,) = axes[1].plot(path_norm[i], label=f"W_o x {s:g}, gain {gains[i]:.2g}")
+        axes[1].plot(bound[i], "--", color=line.get_color(), linewidth=0.9)
+    lag_axes(axes[0], f"the whole gradient, LSTM H = {config.hidden_size}, T = {config.length}")
+    lag_axes(axes[1], "the output-gate path alone",
+             "gradient along the output gates\n(norm ||dh_{T-1}/dh_k||, median)")  # fmt: skip
+    axes[0].legend()
+    handles = axes[1].get_legend_handles_labels()[0]
+    axes[1].legend(handles=handles + [style_key("--", "dashed: the bound gain^lag,\ngain = ||K|| ||W_o||")],
+                   fontsize=9)  # fmt: skip
     report.figure(
         fig,
         "lstm_exploding",
@@ -129,7 +134,7 @@ def plot(results, config, report) -> None:
 
     t = results["training"]
     n, scales = config.seeds, t["scales"]
-    fig, axes = plt_figure(len(scales), width=5)
+    fig, axes, _ = plt_panels(len(scales))
     steps = np.arange(1, config.train_steps + 1)
     for ax, scale, at, norms in zip(axes, scales, t["diverged_at"], t["grad_norm"], strict=True):
         at, norms = np.asarray(at), np.asarray(norms, float)
@@ -143,9 +148,9 @@ def plot(results, config, report) -> None:
             if at[run] >= 0:  # the last finite norm before the step that diverged
                 ax.plot(steps[max(end - 1, 0)], norms[max(end - 1, 0), run], "x", color="black", ms=7)
         ax.plot([], [], "x", color="black", label="diverged (NaN/Inf) at the next step")
-        ax.set(xlabel="SGD step", ylabel="global gradient norm before clipping", yscale="log",
+        ax.set(xlabel="SGD step", ylabel="gradient norm before clipping\n(global, all parameters)", yscale="log",
                title=f"LSTM, W_o x {scale:g}, SGD lr {config.learning_rate:g}")  # fmt: skip
-        ax.legend(fontsize=8)
+        ax.legend()
         ax.grid(True, alpha=0.3)
     report.figure(
         fig,

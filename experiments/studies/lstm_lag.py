@@ -15,8 +15,10 @@ from experiments.studies.base import (
     draw_trained_lag_profile,
     lag_axes,
     lag_norms,
-    plt_figure,
+    legend_panel,
+    plt_panels,
     stack,
+    style_key,
     task_inputs,
     trained_lag_profile,
 )
@@ -83,23 +85,25 @@ def plot(results, config, report) -> None:
     lag = min(config.report_lag, config.length - 1)
     biases = results["biases"]
     grad_h, grad_c, product, dh_dc = (np.asarray(results[k]) for k in ("grad_h", "grad_c", "forget_product", "dh_dc"))
-    fig, axes = plt_figure(3, width=4.3)
+    fig, axes, spare = plt_panels(3)
     for i, b in enumerate(biases):
         axes[0].plot(grad_h[i], label=f"forget bias {b:g}")
-        axes[1].plot(np.arange(1, grad_c.shape[1]), grad_c[i][1:], label=f"forget bias {b:g}")
-        (line,) = axes[2].plot(product[i], label=f"forget bias {b:g}")
+        axes[1].plot(np.arange(1, grad_c.shape[1]), grad_c[i][1:])
+        (line,) = axes[2].plot(product[i])
         axes[2].plot(dh_dc[i], ":", color=line.get_color())
-    lag_axes(axes[0], f"||dL/dh_k||, LSTM H = {config.hidden_size}, T = {config.length}")
-    lag_axes(axes[1], "||dL/dc_k||", "||dL/dc_k|| (median over examples)")
-    lag_axes(axes[2], "cell-state path", "mean over units of prod_{j>k} f_j")
-    for ax in axes:
-        ax.legend(fontsize=8)
+    lag_axes(axes[0], f"hidden state, LSTM H = {config.hidden_size}, T = {config.length}")
+    lag_axes(axes[1], "cell state", "gradient reaching the cell state c_k\n(norm ||dL/dc_k||, median over examples)")
+    lag_axes(axes[2], "the cell-state path alone", "forget gates' product from k to T - 1\n(mean over units)")
+    handles = axes[0].get_legend_handles_labels()[0]
+    handles += [style_key("-", "bottom left, solid: the forget gates'\nproduct prod_{j>k} f_j"),
+                style_key(":", "bottom left, dotted: the same path\ninto h, ||dh_{T-1}/dc_k||")]  # fmt: skip
+    legend_panel(spare, handles)
     report.figure(
         fig,
         "lstm_lag",
-        "Left and middle: ||dL/dh_k|| and ||dL/dc_k|| against the lag at initialisation for a loss on h_{T-1}, "
+        "Top: ||dL/dh_k|| and ||dL/dc_k|| against the lag at initialisation for a loss on h_{T-1}, "
         "with the "
-        "forget-gate bias swept (median over sequences of the adding problem and seeds). Right: the lecture's "
+        "forget-gate bias swept (median over sequences of the adding problem and seeds). Bottom left: the lecture's "
         "explicit term, the cell-state path dc_{T-1}/dc_k = diag(prod_{j=k+1}^{T-1} f_j), averaged over units "
         "(solid), and dh_{T-1}/dc_k = D(o tanh'(c)) diag(prod f) (dotted). c_{T-1} itself feeds nothing after "
         "the loss on h_{T-1}, so dL/dc starts at lag 1. The gradient along the cell state "

@@ -13,8 +13,9 @@ from experiments.studies.base import (
     draw_trained_lag_profile,
     lag_axes,
     lag_norms,
-    plt_figure,
+    plt_panels,
     stack,
+    style_key,
     task_inputs,
     trained_lag_profile,
 )
@@ -78,17 +79,18 @@ def compute(config, workdir) -> dict:
 
 def plot(results, config, report) -> None:
     lag = min(config.report_lag, config.length - 1)
-    fig, axes = plt_figure(len(config.activations), width=4.2)
+    fig, axes, _ = plt_panels(len(config.activations))
     rows = []
     for ax, activation in zip(axes, config.activations, strict=True):
         for s in results["settings"].values():
             if s["activation"] != activation:
                 continue
-            (line,) = ax.plot(s["curve"], label=f"radius {s['radius']:g} (gain {s['gain']:.2g})")
-            ax.plot(s["bound"], "--", color=line.get_color(), linewidth=0.8)
+            (line,) = ax.plot(s["curve"], label=f"spectral radius {s['radius']:g}, gain {s['gain']:.2g}")
+            ax.plot(s["bound"], "--", color=line.get_color(), linewidth=0.9)
             rows.append([activation, s["radius"], s["gain"], s["lyapunov"], decay(np.asarray(s["curve"]), lag)])
         lag_axes(ax, f"{activation} RNN, H = {config.hidden_size}, T = {config.length}")
-        ax.legend(fontsize=8)
+        bound = style_key("--", "dashed: the bound gain^lag,\ngain = ||W_hh|| max|phi'|")
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + [bound], fontsize=9)
     report.figure(
         fig,
         "rnn_lag",

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.studies.base import DTYPE, EXACT, plt_figure
+from experiments.studies.base import DTYPE, EXACT, plt_figure, style_key
 from gated import diagnostics
 
 TITLE = "1. The scalar chain: d a_L / d w_1 vanishes or explodes with depth"
@@ -50,9 +50,12 @@ def plot(results, config, report) -> None:
                 continue
             (line,) = ax.plot(layers, np.abs(c["closed"]), label=f"w = {c['w']:g}, {c['bias']}")
             ax.plot(layers, np.abs(c["autodiff"]), "o", markersize=3, color=line.get_color(), alpha=0.6)
-        ax.set(xlabel="depth L (layers)", ylabel="|d a_L / d w_1|", yscale="log", title=f"{activation} chain")
+        ax.set(xlabel="depth L (number of layers)", ylabel="gradient reaching the first weight\n|d a_L / d w_1|",
+               yscale="log", title=f"{activation} chain")  # fmt: skip
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        handles = ax.get_legend_handles_labels()[0]
+        ax.legend(handles=handles + [style_key("-", "lines: closed form"),
+                                     style_key("", "dots: autodiff", marker="o")], fontsize=9)  # fmt: skip
     report.figure(
         fig,
         "scalar_chain",
