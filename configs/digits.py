@@ -3,9 +3,12 @@
     python -m experiments.main --config=configs/digits.py --workdir=runs/digits
     python -m experiments.main --config=configs/digits.py --workdir=runs/digits_sweep --sweep
 
-Expected (measured on 2 CPU cores, Intel Xeon, seed 0, 2026-11-28, with the warm-up and cosine
-decay): the LSTM reaches final test accuracy 0.949 on the held-out 360 images (chance 0.1) in
-1500 steps, 24 s; the best test loss, 0.197, was at step 750 (final 0.216).
+No published number exists for this dataset read as a sequence; its nearest published relative is pixel-by-pixel
+MNIST (T = 784; Le et al. 2015 report LSTM 65% and IRNN 97% test accuracy), 12 times longer than T = 64 here.
+Measured (2 CPU cores, Intel Xeon, 2026-11-28, with the warm-up and cosine decay; the sweep, 4 seeds per cell, 166 s):
+final test accuracy on the held-out images (chance 0.1) after 1500 steps, LSTM 0.941 to 0.969, GRU 0.920 to 0.955,
+tanh RNN 0.912 to 0.961. At T = 64 every cell learns the task on every seed (accuracy above 0.9 on 12/12 runs). The
+single run (seed 0, 24 s): LSTM 0.949, its best test loss, 0.197, at step 750 (final 0.216).
 """
 
 import ml_collections
@@ -70,4 +73,4 @@ def get_config():
 
 
 def sweep():
-    return [{"model.cell": cell, "seed": seed} for cell in ("lstm", "gru", "rnn") for seed in range(2)]
+    return [{"model.cell": cell, "seed": seed} for cell in ("lstm", "gru", "rnn") for seed in range(4)]

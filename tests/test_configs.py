@@ -15,8 +15,11 @@ def test_config_validates_and_runs_tiny(path, tmp_path):
     module = engine.load_config_module(path)
     config = module.get_config()
     engine.validate(config)
-    assert f"--config=configs/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
-    assert "EXPECTED" not in module.__doc__, "fill in the measured result"
+    doc = module.__doc__
+    assert f"--config=configs/{path.stem}.py" in doc and "--sweep" in doc, "the commands, single run and sweep"
+    assert "Published" in doc or "no published number" in doc.lower(), "the source and its number, or that none exists"
+    assert "Measured" in doc and "seeds" in doc, "the measured result over the sweep's seeds"
+    assert "EXPECTED" not in doc, "fill in the measured result"
     for entry in module.sweep():
         engine.validate(engine.override(config, entry))
     tiny = {"train.steps": 2, "train.batch_size": 4, "train.eval_batch_size": 8, "model.hidden_size": 4,
