@@ -579,13 +579,14 @@ def stabilised_combine(earlier, later):
     m = jnp.maximum(first, lb2)
     safe = jnp.where(m == -jnp.inf, 0.0, m)  # both terms empty: no NaN from -inf - -inf
     w1, w2 = jnp.exp(first - safe), jnp.exp(lb2 - safe)
-    b = jax.tree.map(lambda x, y: _trailing(w1, x) * x + _trailing(w2, y) * y, b1, b2)
+    b = jax.tree.map(lambda x, y: trailing_axes(w1, x.ndim) * x + trailing_axes(w2, y.ndim) * y, b1, b2)
     return la1 + la2, m, b
 
 
-def _trailing(w: Array, like: Array) -> Array:
-    """``w`` with trailing unit axes, to broadcast against ``like`` (a per-head factor against a head's memory)."""
-    return w.reshape(*w.shape, *([1] * (like.ndim - w.ndim)))
+def trailing_axes(w: Array, ndim: int) -> Array:
+    """``w`` with trailing unit axes up to rank ``ndim``, to broadcast against an array of that rank whose leading axes
+    are ``w``'s (a per-head factor against a head's memory; per-step flags against a state)."""
+    return w.reshape(*w.shape, *([1] * (ndim - w.ndim)))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

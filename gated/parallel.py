@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated.cells import LinearCell, stabilised_combine
+from gated.cells import LinearCell, stabilised_combine, trailing_axes
 
 Array = jax.Array
 
@@ -70,14 +70,9 @@ def _safe_log(x: Array) -> Array:
     return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
 
 
-def _trailing(flags: Array, ndim: int) -> Array:
-    """Flags ``(T, B)`` with trailing unit axes up to rank ``ndim``, to broadcast against a ``(T, B, ...)`` array."""
-    return flags.reshape(*flags.shape, *([1] * (ndim - flags.ndim)))
-
-
 def _where(flags: Array, x: Any, y: Any) -> Any:
     """``jnp.where`` over pytrees, with ``flags`` ``(T, B)`` broadcast against each leaf ``(T, B, ...)``."""
-    return jax.tree.map(lambda a, b: jnp.where(_trailing(flags, max(jnp.ndim(a), jnp.ndim(b))), a, b), x, y)
+    return jax.tree.map(lambda a, b: jnp.where(trailing_axes(flags, max(jnp.ndim(a), jnp.ndim(b))), a, b), x, y)
 
 
 def sequence(
@@ -133,7 +128,7 @@ def sequence(
         states = jnp.exp(states)
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
-        ys = jnp.where(_trailing(mask, ys.ndim), ys, jnp.zeros_like(ys))
+        ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
     return cell.from_state(jax.tree.map(lambda a: a[-1], states)), ys
 
 
