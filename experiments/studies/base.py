@@ -276,6 +276,13 @@ def trained_lag_profile(cell: Any, config: Any, task: tasks_lib.Task, xs: jax.Ar
     return {"before": median(before), "after": median(after), "test_mse": test["loss"], "chance": task.chance_loss}
 
 
+def from_lag_one(curve) -> tuple[np.ndarray, np.ndarray]:
+    """``(lags, values)`` of an LSTM's ``||dL/dc_k||`` curve from lag 1: c_{T-1} feeds nothing after a loss on
+    h_{T-1}, so its lag-0 value is 0 by construction."""
+    curve = np.asarray(curve)
+    return np.arange(1, len(curve)), curve[1:]
+
+
 def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name: str, title: str, what: str,
                              lag: int) -> None:  # fmt: skip
     """The figure ``name`` of :func:`trained_lag_profile`'s results: ``||dL/dh_k||`` (and ``||dL/dc_k||``
@@ -285,8 +292,7 @@ def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name
                                                                     profile["after"])):  # fmt: skip
         (line,) = ax.plot(norms["h"], label=f"hidden state h, {label}")
         if "c" in norms:
-            c = np.asarray(norms["c"])  # c_{T-1} feeds nothing after a loss on h_{T-1}: from lag 1
-            ax.plot(np.arange(1, len(c)), c[1:], ":", color=line.get_color(), label=f"cell state c, {label}")
+            ax.plot(*from_lag_one(norms["c"]), ":", color=line.get_color(), label=f"cell state c, {label}")
     lag_axes(ax, title, "gradient reaching step k\n(norm, median over examples)")
     ax.legend()
     before, after = np.asarray(profile["before"]["h"]), np.asarray(profile["after"]["h"])

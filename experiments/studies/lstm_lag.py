@@ -13,6 +13,7 @@ from experiments.studies.base import (
     claim_over_seeds,
     decay,
     draw_trained_lag_profile,
+    from_lag_one,
     lag_axes,
     lag_norms,
     legend_panel,
@@ -88,7 +89,7 @@ def plot(results, config, report) -> None:
     fig, axes, spare = plt_panels(3)
     for i, b in enumerate(biases):
         axes[0].plot(grad_h[i], label=f"forget bias {b:g}")
-        axes[1].plot(np.arange(1, grad_c.shape[1]), grad_c[i][1:])
+        axes[1].plot(*from_lag_one(grad_c[i]))
         (line,) = axes[2].plot(product[i])
         axes[2].plot(dh_dc[i], ":", color=line.get_color())
     lag_axes(axes[0], f"hidden state, LSTM H = {config.hidden_size}, T = {config.length}")
