@@ -57,12 +57,9 @@ from experiments import workdir as workdir_lib
 VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "model.options.forget_bias",
              "model.options.recurrent_scale")  # fmt: skip
 
-# Every option of every cell, unset (None: the cell's default). Setting one the chosen cell lacks is refused.
-CELL_OPTIONS = {"recurrent_init": str, "recurrent_scale": float, "activation": str, "forget_bias": float,
-                "peepholes": bool, "coupled": bool, "forget_gate": bool, "chrono_init": int, "update": str,
-                "reset": str, "log_space": bool, "r_min": float, "r_max": float, "max_phase": float, "c": float,
-                "a_min": float, "a_max": float, "state_size": int, "dt_min": float, "dt_max": float,
-                "exponential_forget": bool, "num_heads": int}  # fmt: skip
+# Every option of every cell with its type, from the cells' own fields; unset (None) in a config: the cell's
+# default. Setting one the chosen cell lacks is refused.
+CELL_OPTIONS = gated.cells.option_types()
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -160,6 +157,12 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
     require(is_number(o.momentum, 0, False, 1), "optimizer.momentum", "a number in [0, 1)", o.momentum)
     require(is_number(o.weight_decay, 0, False), "optimizer.weight_decay", "a finite number >= 0", o.weight_decay)
     require(is_int(o.warmup_steps, 0), "optimizer.warmup_steps", "an int >= 0", o.warmup_steps)
+    if o.schedule == "warmup_cosine":
+        require(o.warmup_steps <= t.steps, "optimizer.warmup_steps",
+                f"at most train.steps = {t.steps} (the warm-up is part of the run)", o.warmup_steps)  # fmt: skip
+    else:
+        require(o.warmup_steps == 0, "optimizer.warmup_steps",
+                f"0: schedule {o.schedule!r} has no warm-up (use 'warmup_cosine')", o.warmup_steps)  # fmt: skip
     options = {k: v for k, v in m.options.items() if v is not None}
     try:
         cell = gated.cells.get(m.cell, m.hidden_size, **options)
@@ -242,10 +245,16 @@ class Reporter:
         speed = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_step, self.last_time = step, now
         finite = np.asarray(values["finite"])
-        loss = float(np.mean(values["loss"][finite])) if finite.any() else float("nan")
-        grad_norm = float(np.median(values["grad_norm"]))
+        # over the runs still finite: a diverged run's NaN would hide the others
+        number = lambda reduce, key: f"{float(reduce(values[key][finite])):.4g}" if finite.any() else "-"
+        loss, grad_norm = number(np.mean, "loss"), number(np.median, "grad_norm")
         eta = (self.total - step) / max(speed, 1e-9)
-        text = f"{self.label} step {step}/{self.total}  loss {loss:.4g}  grad norm {grad_norm:.3g}  {speed:.1f} steps/s"
+        text = f"{self.label} step {step}/{self.total}  loss {loss}  grad norm {grad_norm}  {speed:.1f} steps/s"
+        diverged = np.asarray(values.get("diverged_at", -1)).reshape(-1)
+        diverged = diverged[diverged >= 0]
+        if diverged.size:
+            runs = f"{diverged.size} of {finite.size} runs " if finite.size > 1 else ""
+            text += f"  {runs}diverged at step {int(diverged.min())}" + ("" if diverged.size == 1 else " (first)")
         if self.tty:
             width = 20
             done = int(width * step / self.total)
@@ -277,17 +286,18 @@ def _is_writer() -> bool:
 
 
 def _save(path: pathlib.Path, progress: loop.Progress) -> None:
-    """The checkpoint: state and metrics in one file, so that no crash can leave them out of step."""
+    """The checkpoint: state and metrics in one file, so that no crash can leave them out of step. The one before
+    it is kept (:func:`experiments.workdir.write_keeping_previous`) until this one is whole."""
     state = serialization.to_state_dict(loop.fetch(progress.states))
     data = serialization.msgpack_serialize(
         {"state": state, "history": progress.history, "evaluations": progress.evaluations}
     )
     if _is_writer():
-        workdir_lib.write(path, data)
+        workdir_lib.write_keeping_previous(path, data)
 
 
 def _restore(path: pathlib.Path, template: loop.Progress, sharding) -> loop.Progress:
-    data = serialization.msgpack_restore(path.read_bytes())
+    data = serialization.msgpack_restore(workdir_lib.read_checkpoint(path))
     states = serialization.from_state_dict(loop.fetch(template.states), data["state"])
     states = loop.to_global(states, sharding) if sharding is not None else jax.tree.map(jax.numpy.asarray, states)
     as_arrays = lambda table: {k: np.asarray(v) for k, v in table.items()}
@@ -311,7 +321,7 @@ def train_group(
     if sharding is not None:
         states, data_keys, eval_keys = loop.to_global((states, data_keys, eval_keys), sharding)
     progress = loop.Progress(states, {}, {})
-    if checkpoint.exists():
+    if workdir_lib.has_checkpoint(checkpoint):
         progress = _restore(checkpoint, progress, sharding)
     programs = loop.programs(spec.model, spec.task, spec.optimizer, t.batch_size, t.eval_batch_size, data_mesh)
 
@@ -434,6 +444,15 @@ def _plot_curves(run_dir: pathlib.Path, rows: list[dict], task: tasks_lib.Task, 
     train = [(r["step"], r["loss"], r["grad_norm"]) for r in rows if r.get("loss") is not None]
     test = [(r["step"], r["test_loss"]) for r in rows if r.get("test_loss") is not None]
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if result["diverged_at"] is not None:  # marked even when no finite point was logged before it
+        for ax in (ax_loss, ax_grad):
+            ax.axvline(
+                result["diverged_at"], color="red", linestyle=":", label=f"diverged at step {result['diverged_at']}"
+            )
+        if not train:
+            ax_loss.text(0.5, 0.5, f"no finite loss logged:\ndiverged at step {result['diverged_at']}",
+                         transform=ax_loss.transAxes, ha="center", va="center", color="red")  # fmt: skip
+        ax_grad.legend()
     if train:
         ax_loss.plot([s for s, _, _ in train], [v for _, v, _ in train], label="train loss (one batch)")
         ax_grad.plot([s for s, _, _ in train], [g for _, _, g in train])

@@ -187,7 +187,7 @@ def train(
             values["diverged"] = fetch(states.diverged_at) >= 0
             history = _append(history, step, values, runs)
             if on_log is not None:
-                on_log(step, values)
+                on_log(step, {**values, "diverged_at": fetch(states.diverged_at)})
         if (eval_every and step % eval_every == 0) or last:
             evaluations = _append(evaluations, step, fetch(programs.evaluate(states.params, eval_keys)), runs)
         if save is not None and ((checkpoint_every and step % checkpoint_every == 0) or last):

@@ -20,8 +20,10 @@ runs of a sweep, or a single run's batch, are sharded over every process's devic
 """
 
 import logging as std_logging
+import os
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -48,13 +50,55 @@ def fail(message: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a flag or config override error as one line and exit code 2."""
+    argv, shadowed = split_shadowed(argv)
+    sys.argv = argv  # config_flags reads its overrides from sys.argv
+    for arg in argv:
+        path = arg.removeprefix("--config=").rsplit(":", 1)[0]  # a study config may name a size: FILE:paper
+        if arg.startswith("--config=") and not os.path.isfile(path):
+            fail(f"--config: no config file at {path!r}; give the path of one, e.g. --config=configs/adding.py")
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        for path, text in shadowed:
+            set_override(_CONFIG.value, path, text)
+        return rest
     except flags.Error as err:
         fail(" ".join(str(err).split()))
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # raised by config_flags for an override
-        text = " ".join(str(err).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
-        fail(f"a --config override: unknown key or bad value: {text}")
+        while err.args and isinstance(err.args[0], Exception):  # ConfigDict wraps its KeyError in an AttributeError
+            err = err.args[0]
+        text = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)  # not a KeyError's repr
+        fail(f"a --config override: unknown key or bad value: {' '.join(text.split())}")
+
+
+def split_shadowed(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Takes out of ``argv`` the ``--config.KEY=VALUE`` overrides whose last key is also the name of a ConfigDict
+    method (the GRU's ``model.options.update``): config_flags reads such a key as the method, so they are set by
+    :func:`set_override` once the config is parsed. Returns the other arguments and ``(KEY, VALUE)`` pairs."""
+    kept, shadowed = [], []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        path = name.removeprefix("--config.")
+        if name.startswith("--config.") and hasattr(ml_collections.ConfigDict, path.split(".")[-1]):
+            shadowed.append((path, value if eq else next(args, "")))
+        else:
+            kept.append(arg)
+    return kept, shadowed
+
+
+def set_override(config: ml_collections.ConfigDict, path: str, text: str) -> None:
+    """Sets the config key ``path`` from the command-line ``text``, parsed as the key's type (str, int, float or
+    bool)."""
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    if leaf not in node:
+        raise KeyError(f"{path}: no such key in the config")
+    parse = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser()}.get(
+        node.get_type(leaf)
+    )
+    node[leaf] = parse.parse(text) if parse is not None else text
 
 
 def main(argv):
@@ -87,6 +131,8 @@ def main(argv):
         results = engine.train_and_evaluate(config, _WORKDIR.value, sweep, overwrite=_OVERWRITE.value)
     except (engine.ConfigError, workdir.WorkdirError) as err:
         fail(str(err))
+    except OSError as err:  # a workdir that stops being writable while the run writes it
+        fail(f"workdir {_WORKDIR.value!r}: {workdir.describe(err)}")
     for name, r in results.items():
         print(f"{name or 'run'}: {summary(r)}")
     print(f"results in {_WORKDIR.value}")

@@ -21,6 +21,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import pathlib
@@ -68,6 +69,52 @@ def write(path: str | os.PathLike, data: bytes | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+CHECKPOINT_MAGIC = b"gated checkpoint, sha256:"
+
+
+def previous_of(path: pathlib.Path) -> pathlib.Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.msgpack`` -> ``checkpoint.previous.msgpack``."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def write_keeping_previous(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a checkpoint with the checksum of its bytes, and keeps the one it replaces as :func:`previous_of`, so
+    that a checkpoint damaged later (a truncated or corrupted file) leaves the one before it to resume from."""
+    path = pathlib.Path(path)
+    if path.exists():
+        _replace(path, previous_of(path))
+    write(path, CHECKPOINT_MAGIC + hashlib.sha256(data).digest() + data)
+
+
+def has_checkpoint(path: str | os.PathLike) -> bool:
+    path = pathlib.Path(path)
+    return path.exists() or previous_of(path).exists()
+
+
+def read_checkpoint(path: str | os.PathLike) -> bytes:
+    """The bytes of the newest whole checkpoint: ``path``, or the one before it where ``path`` is missing (a kill
+    between the two writes) or damaged (its checksum does not match).
+
+    Raises:
+      WorkdirError: neither is whole; the message names both files and what is wrong with each.
+    """
+    path = pathlib.Path(path)
+    problems = []
+    for candidate in (path, previous_of(path)):
+        if not candidate.exists():
+            problems.append(f"{str(candidate)!r} is missing")
+            continue
+        raw = candidate.read_bytes()
+        head, digest = raw[: len(CHECKPOINT_MAGIC)], raw[len(CHECKPOINT_MAGIC) : len(CHECKPOINT_MAGIC) + 32]
+        data = raw[len(CHECKPOINT_MAGIC) + 32 :]
+        if head == CHECKPOINT_MAGIC and len(digest) == 32 and hashlib.sha256(data).digest() == digest:
+            if problems:
+                logging.warning("checkpoint: %s; resuming from %s", problems[0], candidate)
+            return data
+        problems.append(f"{str(candidate)!r} is damaged ({len(raw)} bytes, its checksum does not match)")
+    raise WorkdirError(f"no whole checkpoint to resume from: {'; '.join(problems)}; pass --overwrite to start afresh")
 
 
 def finite_or_none(value: float) -> float | None:
@@ -127,7 +174,17 @@ def differences(old: dict, new: dict) -> list[str]:
 
 
 class WorkdirError(RuntimeError):
-    """A workdir that is held by another process or bound to another config."""
+    """A workdir that is held by another process, bound to another config, damaged or not writable."""
+
+
+def describe(err: OSError) -> str:
+    """An operating-system error in one line that names the path and what to do."""
+    what = {errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
+            errno.EROFS: "it is on a read-only file system", errno.ENOSPC: "free some space on its disk",
+            errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EEXIST: "a part of the path is a file, not a folder"}.get(err.errno, "check the path")  # fmt: skip
+    name = f" {str(err.filename)!r}" if err.filename else ""
+    return f"cannot write{name}: {err.strerror or err}; {what}"
 
 
 class Workdir:
@@ -148,13 +205,20 @@ class Workdir:
     def __enter__(self) -> Workdir:
         if not self.writer:
             return self
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._acquire()
+        if self.path.exists() and not self.path.is_dir():
+            raise WorkdirError(f"workdir {str(self.path)!r} is a file, not a folder; choose another workdir")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._acquire()
+        except OSError as err:
+            raise WorkdirError(f"workdir {str(self.path)!r}: {describe(err)}") from None
         try:
             if self.overwrite:
                 for p in self.path.iterdir():
                     if p.name != LOCK_FILE:
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            for tmp in self.path.rglob(".*.tmp"):  # what a killed writer (see write) left half written
+                tmp.unlink()
             self._bind()
         except BaseException:
             self._release()
@@ -190,7 +254,14 @@ class Workdir:
     def _bind(self) -> None:
         path = self.path / CONFIG_FILE
         if path.exists():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text())
+                assert isinstance(old, dict)
+            except (ValueError, AssertionError):
+                raise WorkdirError(
+                    f"workdir {str(self.path)!r}: its {CONFIG_FILE} is damaged (not the JSON object gated writes); "
+                    "choose a new workdir, or pass --overwrite to delete it and start afresh"
+                ) from None
             if old.get("hash") != self.bound["hash"]:
                 diff = differences(old, self.bound) if "hash" in old else ["(written without a hash by older code)"]
                 raise WorkdirError(

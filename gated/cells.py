@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from gated import init as initializers
+from gated import options as opts
+from gated.options import boolean, choice, integer, number, option
 
 Array = jax.Array
 
@@ -127,23 +129,18 @@ class Cell:
         (exact for "orthogonal" and "identity", asymptotic for "gaussian").
     """
 
-    hidden_size: int
+    hidden_size: int = option(check=integer, minimum=1)
     _: dataclasses.KW_ONLY
-    recurrent_init: str = "orthogonal"
-    recurrent_scale: float = 1.0
+    recurrent_init: str = option("orthogonal", choice, choices=initializers.RECURRENT_INITS)
+    recurrent_scale: float = option(1.0, number)
 
     name: ClassVar[str]
     gates: ClassVar[tuple[str, ...]]
 
     def __post_init__(self):
-        if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, int) or self.hidden_size <= 0:
-            raise ValueError(f"hidden_size: expected a positive int, got {self.hidden_size!r}")
-        if self.recurrent_init not in initializers.RECURRENT_INITS:
-            raise ValueError(
-                f"recurrent_init: expected one of {initializers.RECURRENT_INITS}, got {self.recurrent_init!r}"
-            )
-        if not isinstance(self.recurrent_scale, (int, float)) or not math.isfinite(self.recurrent_scale):
-            raise ValueError(f"recurrent_scale: expected a finite number, got {self.recurrent_scale!r}")
+        # Every option's type, finiteness and range, from its field (gated.options); a subclass's __post_init__
+        # then checks what ties options together.
+        opts.check_fields(self)
 
     @property
     def num_gates(self) -> int:
@@ -167,8 +164,7 @@ class Cell:
         return fused[..., k * h : (k + 1) * h]
 
     def _init_kernels(self, key: Array, input_size: int, dtype) -> tuple[Array, Array]:
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        input_size = integer("input_size", input_size)
         k_in, k_rec = jax.random.split(key)
         h, g = self.hidden_size, self.num_gates
         w_x = initializers.input_kernel(k_in, input_size, g * h, dtype)
@@ -225,15 +221,10 @@ class RNN(Cell):
       Elman 1990, "Finding structure in time".
     """
 
-    activation: str = "tanh"
+    activation: str = option("tanh", choice, choices=tuple(ACTIVATIONS))
 
     name: ClassVar[str] = "rnn"
     gates: ClassVar[tuple[str, ...]] = ("h",)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RNNParams:
         """Parameters for inputs of size ``input_size``; zero bias."""
@@ -281,26 +272,20 @@ class LSTM(Cell):
       Greff et al. 2017, "LSTM: A search space odyssey" (CIFG, peepholes).
     """
 
-    forget_bias: float = 1.0
-    peepholes: bool = False
-    coupled: bool = False
-    forget_gate: bool = True
-    chrono_init: int | None = None
+    forget_bias: float = option(1.0, number)
+    peepholes: bool = option(False, boolean)
+    coupled: bool = option(False, boolean)
+    forget_gate: bool = option(True, boolean)
+    chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
 
     name: ClassVar[str] = "lstm"
 
     def __post_init__(self):
         super().__post_init__()
-        for opt in ("peepholes", "coupled", "forget_gate"):
-            if not isinstance(getattr(self, opt), bool):
-                raise TypeError(f"{opt}: expected a bool, got {getattr(self, opt)!r}")
         if self.coupled and not self.forget_gate:
             raise ValueError("coupled=True ties the forget gate to the input gate; it needs forget_gate=True")
-        if self.chrono_init is not None:
-            if not self.forget_gate:
-                raise ValueError("chrono_init: sets the forget-gate bias; it needs forget_gate=True")
-            if not isinstance(self.chrono_init, int) or self.chrono_init <= 2:
-                raise ValueError(f"chrono_init: expected an int T_max > 2 or None, got {self.chrono_init!r}")
+        if self.chrono_init is not None and not self.forget_gate:
+            raise ValueError("chrono_init: sets the forget-gate bias; it needs forget_gate=True")
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -410,21 +395,12 @@ class GRU(Cell):
       recurrent neural networks on sequence modeling".
     """
 
-    update: str = "keep"
-    reset: str = "after"
-    chrono_init: int | None = None
+    update: str = option("keep", choice, choices=("keep", "write"))
+    reset: str = option("after", choice, choices=("before", "after"))
+    chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
 
     name: ClassVar[str] = "gru"
     gates: ClassVar[tuple[str, ...]] = ("r", "z", "n")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.update not in ("keep", "write"):
-            raise ValueError(f"update: expected 'keep' or 'write', got {self.update!r}")
-        if self.reset not in ("before", "after"):
-            raise ValueError(f"reset: expected 'before' or 'after', got {self.reset!r}")
-        if self.chrono_init is not None and (not isinstance(self.chrono_init, int) or self.chrono_init <= 2):
-            raise ValueError(f"chrono_init: expected an int T_max > 2 or None, got {self.chrono_init!r}")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GRUParams:
         """Parameters for inputs of size ``input_size``; zero biases unless ``chrono_init``."""
@@ -533,8 +509,7 @@ class LinearCell(Cell):
     stabilised: ClassVar[bool] = False
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        input_size = integer("input_size", input_size)
         w_x = initializers.input_kernel(key, input_size, self.projection_size, dtype)
         return LinearParams(w_x, self._bias(dtype), None)
 
@@ -602,15 +577,10 @@ class MinGRU(LinearCell):
     over long sequences. Gates ``("z", "h")``.
     """
 
-    log_space: bool = False
+    log_space: bool = option(False, boolean)
 
     name: ClassVar[str] = "mingru"
     gates: ClassVar[tuple[str, ...]] = ("z", "h")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.log_space, bool):
-            raise TypeError(f"log_space: expected a bool, got {self.log_space!r}")
 
     def coefficients(self, params, u):
         z = jax.nn.sigmoid(self.gate(u, "z"))
@@ -634,16 +604,11 @@ class MinLSTM(LinearCell):
       forget_bias: the initial forget-gate bias (default 1.0, as the LSTM's).
     """
 
-    log_space: bool = False
-    forget_bias: float = 1.0
+    log_space: bool = option(False, boolean)
+    forget_bias: float = option(1.0, number)
 
     name: ClassVar[str] = "minlstm"
     gates: ClassVar[tuple[str, ...]] = ("f", "i", "h")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.log_space, bool):
-            raise TypeError(f"log_space: expected a bool, got {self.log_space!r}")
 
     def _bias(self, dtype):
         h = self.hidden_size
@@ -672,23 +637,21 @@ class LRU(LinearCell):
     :class:`LRUState` (real and imaginary parts); ``y`` has size H. Gates (input blocks) ``("re", "im", "skip")``.
     """
 
-    r_min: float = 0.9
-    r_max: float = 0.999
-    max_phase: float = 2 * math.pi
+    r_min: float = option(0.9, number, low=0.0, high=1.0, high_open=True)
+    r_max: float = option(0.999, number, low=0.0, high=1.0, high_open=True)
+    max_phase: float = option(2 * math.pi, number, low=0.0, high=2 * math.pi, low_open=True,
+                              expected="a number in (0, 2 pi]")  # fmt: skip
 
     name: ClassVar[str] = "lru"
     gates: ClassVar[tuple[str, ...]] = ("re", "im", "skip")
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.r_min < self.r_max < 1.0:
+        if not self.r_min < self.r_max:
             raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max < 1, got {self.r_min!r}, {self.r_max!r}")
-        if not 0.0 < self.max_phase <= 2 * math.pi:
-            raise ValueError(f"max_phase: expected a number in (0, 2 pi], got {self.max_phase!r}")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LRUParams:
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-            raise ValueError(f"input_size: expected a positive int, got {input_size!r}")
+        input_size = integer("input_size", input_size)
         h = self.hidden_size
         k_b, k_d, k_r, k_p, k_c = jax.random.split(key, 5)
         f32 = jnp.float32
@@ -741,19 +704,17 @@ class RGLRU(LinearCell):
     own branch of width H; here it is the projection ``x W_v``. Gates ``("a", "x", "v")``.
     """
 
-    c: float = 8.0
-    a_min: float = 0.9
-    a_max: float = 0.999
+    c: float = option(8.0, number, low=0.0, low_open=True)
+    a_min: float = option(0.9, number, low=0.0, high=1.0, low_open=True, high_open=True)
+    a_max: float = option(0.999, number, low=0.0, high=1.0, low_open=True, high_open=True)
 
     name: ClassVar[str] = "rglru"
     gates: ClassVar[tuple[str, ...]] = ("a", "x", "v")
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.a_min < self.a_max < 1.0:
+        if not self.a_min < self.a_max:
             raise ValueError(f"a_min, a_max: expected 0 < a_min < a_max < 1, got {self.a_min!r}, {self.a_max!r}")
-        if not (isinstance(self.c, int | float) and self.c > 0):
-            raise ValueError(f"c: expected a positive number, got {self.c!r}")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
         k_x, k_a = jax.random.split(key)
@@ -800,18 +761,16 @@ class SelectiveSSM(LinearCell):
     and C (N each) at the end of the projection.
     """
 
-    state_size: int = 16
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
+    state_size: int = option(16, integer, minimum=1)
+    dt_min: float = option(1e-3, number, low=0.0, low_open=True)
+    dt_max: float = option(0.1, number, low=0.0, low_open=True)
 
     name: ClassVar[str] = "ssm"
     gates: ClassVar[tuple[str, ...]] = ("dt", "v")
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.state_size, bool) or not isinstance(self.state_size, int) or self.state_size <= 0:
-            raise ValueError(f"state_size: expected a positive int, got {self.state_size!r}")
-        if not 0 < self.dt_min < self.dt_max:
+        if not self.dt_min < self.dt_max:
             raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
 
     @property
@@ -882,16 +841,11 @@ class SLSTM(Cell):
       exponential_forget: the exponential forget gate ``f_t = exp(f~_t)`` in place of the sigmoid.
     """
 
-    forget_bias: float = 1.0
-    exponential_forget: bool = False
+    forget_bias: float = option(1.0, number)
+    exponential_forget: bool = option(False, boolean)
 
     name: ClassVar[str] = "slstm"
     gates: ClassVar[tuple[str, ...]] = ("i", "f", "z", "o")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.exponential_forget, bool):
-            raise TypeError(f"exponential_forget: expected a bool, got {self.exponential_forget!r}")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RNNParams:
         """Parameters for inputs of size ``input_size``: ``RNNParams`` with 4H gate columns; zero biases but the
@@ -961,7 +915,7 @@ class MLSTM(LinearCell):
       num_heads: K, which must divide H.
     """
 
-    num_heads: int = 1
+    num_heads: int = option(1, integer, minimum=1)
 
     name: ClassVar[str] = "mlstm"
     gates: ClassVar[tuple[str, ...]] = ("q", "k", "v", "o")
@@ -970,7 +924,7 @@ class MLSTM(LinearCell):
     def __post_init__(self):
         super().__post_init__()
         k = self.num_heads
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0 or self.hidden_size % k:
+        if self.hidden_size % k:
             raise ValueError(f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got {k!r}")
 
     @property
@@ -1034,6 +988,54 @@ CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.name != "hidden_size")
+
+
+def check_cell(cell: Any, name: str = "cell") -> Cell:
+    """Returns ``cell`` if it is a cell of this module.
+
+    Raises:
+      TypeError: anything else (a cell's name, a layer, a Flax module), naming ``name``, what it got and how to
+        make a cell.
+    """
+    if not isinstance(cell, Cell):
+        hint = f"; make one with gated.cells.{cell}(H)" if isinstance(cell, str) and cell in CELLS else ""
+        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got "
+                        f"{type(cell).__name__} {cell!r}"[:300] + hint)  # fmt: skip
+    return cell
+
+
+def check_params(cell: Cell, params: Any, input_size: int | None = None, name: str = "params") -> Any:
+    """Returns ``params`` after checking it has the structure and leaf shapes that ``cell.init`` gives for
+    ``input_size`` (by default the rows of ``params.input_kernel``); nothing is computed (``jax.eval_shape``).
+
+    Raises:
+      ValueError: another structure, or a leaf of another shape, naming the leaf, the expected and the received
+        shapes.
+    """
+    if input_size is None:
+        input_size = jnp.shape(getattr(params, "input_kernel", jnp.zeros((1, 1))))[0]
+    expected = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+        raise ValueError(f"{name}: expected the parameters of {cell} ({type(expected).__name__} with fields "
+                         f"{getattr(expected, '_fields', '?')}), got {type(params).__name__}")  # fmt: skip
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(params), strict=True):
+        if jnp.shape(got) != want.shape:
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {cell} with input "
+                             f"size {input_size}, got {jnp.shape(got)}")  # fmt: skip
+    return params
+
+
+def option_types() -> dict[str, type]:
+    """Every option of every cell in :data:`CELLS` with its type (int, float, bool or str), read from the cells'
+    own fields: the schema of the experiments' ``model.options``. An option that two cells share has one type."""
+    types: dict[str, type] = {}
+    for cls in CELLS.values():
+        for f in dataclasses.fields(cls):
+            if f.name != "hidden_size":
+                kind = opts.option_type(f)
+                if types.setdefault(f.name, kind) is not kind:
+                    raise TypeError(f"option {f.name!r}: {cls.__name__} types it {kind}, another cell {types[f.name]}")
+    return types
 
 
 def get(name: str, hidden_size: int, **options) -> Cell:

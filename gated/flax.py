@@ -47,6 +47,10 @@ class Cell(nn.RNNCellBase):
     cell: cells_lib.Cell
     param_dtype: Any = jnp.float32
 
+    def __post_init__(self):
+        cells_lib.check_cell(self.cell)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
         params = self.param("cell", lambda key: self.cell.init(key, x.shape[-1], self.param_dtype))
@@ -64,6 +68,7 @@ class Cell(nn.RNNCellBase):
         return 1
 
 
+LAYERS = (layers_lib.Recurrent, layers_lib.Bidirectional, layers_lib.Stack)
 _LAYER_OPTIONS = {"reverse": False, "learn_initial_carry": False, "unroll": 1, "remat": False, "impl": "auto"}
 
 
@@ -72,6 +77,11 @@ def sequence_layer(layer: Any, **options) -> Any:
     layer is returned as it is, and then ``options`` must be left at their defaults (set them on the layer)."""
     if isinstance(layer, cells_lib.Cell):
         return layers_lib.Recurrent(layer, **options)
+    if not isinstance(layer, LAYERS):
+        raise TypeError(
+            f"layer: expected a gated cell (gated.cells.lstm(H), ...) or layer (gated.recurrent, gated.bidirectional, "
+            f"gated.stack), got {type(layer).__name__} {layer!r}"[:300]
+        )
     changed = sorted(k for k, v in options.items() if v != _LAYER_OPTIONS[k])
     if changed:
         raise ValueError(
@@ -133,6 +143,7 @@ _LINEN_NAMES = {
 
 
 def _check_linen_compatible(cell: cells_lib.Cell) -> None:
+    cells_lib.check_cell(cell)
     plain_lstm = cells_lib.LSTM(cell.hidden_size)
     if isinstance(cell, cells_lib.LSTM) and (cell.gates, cell.peepholes) != (plain_lstm.gates, False):
         raise ValueError(
@@ -164,14 +175,17 @@ def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
     p = flax_params
     try:
         if isinstance(cell, cells_lib.RNN):
-            return cells_lib.RNNParams(p["i"]["kernel"], p["h"]["kernel"], p["i"]["bias"])
-        names = _LINEN_NAMES[cell.name]
-        w_x = jnp.concatenate([p[f"i{g}"]["kernel"] for g in names], axis=1)
-        w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in names], axis=1)
-        if isinstance(cell, cells_lib.LSTM):
-            return cells_lib.LSTMParams(w_x, w_h, jnp.concatenate([p[f"h{g}"]["bias"] for g in names]))
-        bias = jnp.concatenate([p[f"i{g}"]["bias"] for g in names])
-        return cells_lib.GRUParams(w_x, w_h, bias, p["hn"]["bias"])
+            params = cells_lib.RNNParams(p["i"]["kernel"], p["h"]["kernel"], p["i"]["bias"])
+        else:
+            names = _LINEN_NAMES[cell.name]
+            w_x = jnp.concatenate([p[f"i{g}"]["kernel"] for g in names], axis=1)
+            w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in names], axis=1)
+            if isinstance(cell, cells_lib.LSTM):
+                params = cells_lib.LSTMParams(w_x, w_h, jnp.concatenate([p[f"h{g}"]["bias"] for g in names]))
+            else:
+                bias = jnp.concatenate([p[f"i{g}"]["bias"] for g in names])
+                params = cells_lib.GRUParams(w_x, w_h, bias, p["hn"]["bias"])
+        return cells_lib.check_params(cell, params, name="flax_params (converted)")
     except KeyError as err:
         raise ValueError(
             f"flax_params: expected the parameters of the Flax cell matching {cell.name!r}, missing key {err}; "
@@ -182,6 +196,7 @@ def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
 def to_linen_params(params: Any, cell: cells_lib.Cell) -> dict:
     """Inverse of :func:`from_linen_params`: gated parameters to a Flax linen cell's parameter dict."""
     _check_linen_compatible(cell)
+    cells_lib.check_params(cell, params)
     if isinstance(cell, cells_lib.RNN):
         return {"i": {"kernel": params.input_kernel, "bias": params.bias}, "h": {"kernel": params.recurrent_kernel}}
     out = {}

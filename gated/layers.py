@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gated.cells import Cell
+from gated.options import boolean, choice, integer
 from gated.scan import IMPLS, run
 
 Array = jax.Array
@@ -65,9 +66,11 @@ class Recurrent:
 
     def __post_init__(self):
         if not isinstance(self.cell, Cell):
-            raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl: expected one of {IMPLS}, got {self.impl!r}")
+            raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__} {self.cell!r}")
+        for name in ("reverse", "learn_initial_carry", "remat"):
+            object.__setattr__(self, name, boolean(name, getattr(self, name)))
+        object.__setattr__(self, "unroll", integer("unroll", self.unroll))
+        choice("impl", self.impl, IMPLS)
 
     @property
     def output_size(self) -> int:

@@ -37,7 +37,7 @@ class Cell(nnx.RNNCellBase):
     An ``nnx.RNNCellBase``, so it also runs inside Flax's own ``nnx.RNN``."""
 
     def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-        self.cell = cell
+        self.cell = cells_lib.check_cell(cell)
         self.param_dtype = param_dtype
         self.params = _wrap(cell.init(rngs.params(), input_size, param_dtype))
 

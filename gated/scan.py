@@ -15,6 +15,7 @@ import numpy as np
 
 from gated import fused, native, parallel
 from gated.cells import Cell, LinearCell
+from gated.options import boolean, choice, integer
 
 Array = jax.Array
 
@@ -134,8 +135,10 @@ def run(
         ``impl="fused"`` or ``"native"`` for a cell, option, dtype or machine
         the kernels do not cover.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    impl = choice("impl", impl, IMPLS)
+    reverse, remat, return_carries = (boolean(k, v) for k, v in
+                                      (("reverse", reverse), ("remat", remat), ("return_carries", return_carries)))  # fmt: skip
+    unroll, chunk = integer("unroll", unroll), integer("chunk", chunk)
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.inexact):
         raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
@@ -159,14 +162,16 @@ def run(
     carry = _varying_like(flat, carry)
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
+        # Zeros at the padded steps before any arithmetic: whatever the padding holds (NaN, Inf), those steps
+        # contribute exactly zero to the values and gradients on every path (a where after the arithmetic would
+        # pass 0 * NaN = NaN back).
+        flat = jnp.where((jnp.arange(num_steps)[:, None] < lengths[None, :])[..., None], flat, 0)
     if resets is not None:
         resets = _check_resets(resets, axis, (num_steps, *batch_shape)).reshape(num_steps, size)
         if lengths is not None:
             resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])  # none at padded steps
         if reverse:  # read backwards, a segment starts at the step before the next one's start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
-        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
 
     if impl in parallel.FORMS or (impl == "auto" and isinstance(cell, LinearCell)):
         form = impl if impl != "auto" else LINEAR_AUTO.get(jax.default_backend(), "associative")

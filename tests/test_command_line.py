@@ -9,7 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ["--config.train.steps=4", "--config.task.length=10", "--config.model.hidden_size=4",
-        "--config.train.log_every=2", "--config.train.eval_batch_size=8", "--config.train.eval_every=2"]  # fmt: skip
+        "--config.train.log_every=2", "--config.train.eval_batch_size=8", "--config.train.eval_every=2",
+        "--config.optimizer.warmup_steps=2"]  # fmt: skip
 
 
 def _run(*args, module="experiments.main"):

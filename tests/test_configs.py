@@ -23,6 +23,6 @@ def test_config_validates_and_runs_tiny(path, tmp_path):
     for entry in module.sweep():
         engine.validate(engine.override(config, entry))
     tiny = {"train.steps": 2, "train.batch_size": 4, "train.eval_batch_size": 8, "model.hidden_size": 4,
-            "train.log_every": 1}  # fmt: skip
+            "train.log_every": 1, "optimizer.warmup_steps": min(config.optimizer.warmup_steps, 2)}  # fmt: skip
     result = engine.train_and_evaluate(engine.override(config, tiny), tmp_path)[""]
     assert result["status"] == "finished" and result["steps"] == 2
