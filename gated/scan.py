@@ -136,8 +136,8 @@ def run(
         the kernels do not cover.
     """
     impl = choice("impl", impl, IMPLS)
-    reverse, remat, return_carries = (boolean(k, v) for k, v in
-                                      (("reverse", reverse), ("remat", remat), ("return_carries", return_carries)))  # fmt: skip
+    reverse, remat = boolean("reverse", reverse), boolean("remat", remat)
+    return_carries = boolean("return_carries", return_carries)
     unroll, chunk = integer("unroll", unroll), integer("chunk", chunk)
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.inexact):
