@@ -436,6 +436,18 @@ def _write_events(d: pathlib.Path, rows: list[dict]) -> None:
 
 
 def _plot_curves(run_dir: pathlib.Path, rows: list[dict], task: tasks_lib.Task, result: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(rows, task, result, run_dir.name or "run")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    workdir_lib.write(run_dir / "loss.png", buffer.getvalue())
+
+
+def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: str):
+    """A run's loss.png: train and test loss against chance, and the gradient norm, with the step a run diverged
+    at marked on both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -459,15 +471,11 @@ def _plot_curves(run_dir: pathlib.Path, rows: list[dict], task: tasks_lib.Task, 
     if test:
         ax_loss.plot([s for s, _ in test], [v for _, v in test], "o-", label="test loss")
     ax_loss.axhline(task.chance_loss, color="gray", linestyle="--", label="chance")
-    title = run_dir.name or "run"
     ax_loss.set(xlabel="step", ylabel="loss", yscale="log", title=f"{title}: loss ({result['status']})")
     ax_loss.legend()
     ax_grad.set(xlabel="step", ylabel="global gradient norm (before clipping)", yscale="log", title="gradient norm")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    workdir_lib.write(run_dir / "loss.png", buffer.getvalue())
+    return fig
 
 
 def train_and_evaluate(

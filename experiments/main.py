@@ -48,8 +48,9 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a flag or config override error as one line and exit code 2."""
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, config_flag=_CONFIG) -> list[str]:
+    """absl's flag parsing (into ``flag_values``, whose config is ``config_flag``), with a flag or config override
+    error as one line and exit code 2."""
     argv, shadowed = split_shadowed(argv)
     sys.argv = argv  # config_flags reads its overrides from sys.argv
     for arg in argv:
@@ -57,9 +58,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         if arg.startswith("--config=") and not os.path.isfile(path):
             fail(f"--config: no config file at {path!r}; give the path of one, e.g. --config=configs/adding.py")
     try:
-        rest = flags.FLAGS(argv)
+        rest = flag_values(argv)
         for path, text in shadowed:
-            set_override(_CONFIG.value, path, text)
+            set_override(config_flag.value, path, text)
         return rest
     except flags.Error as err:
         fail(" ".join(str(err).split()))

@@ -1,6 +1,7 @@
 """The command line as a batch job sees it: overrides, one-line errors with exit code 2, log lines, no noise."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def _run(*args, module="experiments.main"):
         ("--config.model.hidden_size=-3", "config.model.hidden_size: expected a positive int, got -3"),
         ("--config.optimizer.learning_rate=inf", "config.optimizer.learning_rate: expected a finite number > 0"),
         ("--config.optimizer.momentum=-0.9", "config.optimizer.momentum: expected a number in [0, 1)"),
-        ("--config.model.hiden_size=3", "hiden_size"),
+        ("--config.model.hiden_size=3", "unknown key or bad value: 'hiden_size' Did you mean \"hidden_size\""),
         ("--config.train.steps=abc", "train.steps"),
         ("--config.model.options.activation=relu", "lstm cell: unknown option(s) ['activation']"),
     ],
@@ -35,6 +36,58 @@ def test_a_bad_config_is_one_line_and_exit_code_2(tmp_path, flag, message):
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def _read_only(path):
+    """Makes the folder ``path`` unwritable, also for root (who ignores permission bits): the immutable attribute."""
+    path.chmod(0o555)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root where chattr +i is refused: no way to make a folder read-only")
+
+
+@pytest.mark.parametrize("fault", ["workdir is a file", "under a file", "read-only", "no config file",
+                                   "damaged config.json"])  # fmt: skip
+def test_a_file_system_fault_is_one_line_naming_the_path_and_exit_code_2(tmp_path, fault):
+    """The defects: tracebacks of 22 to 36 lines and exit code 1."""
+    workdir, config = tmp_path / "w", "configs/adding.py"
+    if fault == "workdir is a file":
+        workdir.write_text("")
+        message = f"workdir '{workdir}' is a file, not a folder"
+    elif fault == "under a file":
+        (tmp_path / "file").write_text("")
+        workdir = tmp_path / "file" / "w"
+        message = f"workdir '{workdir}': cannot write '{workdir}': Not a directory"
+    elif fault == "read-only":
+        workdir.mkdir()
+        _read_only(workdir)
+        message = f"workdir '{workdir}': cannot write '{workdir}/.lock'"
+    elif fault == "no config file":
+        config = "configs/nope.py"
+        message = "--config: no config file at 'configs/nope.py'"
+    else:
+        workdir.mkdir()
+        (workdir / "config.json").write_text('{"hash": ')
+        message = "its config.json is damaged (not the JSON object gated writes); choose a new workdir, or pass --over"
+    try:
+        out = _run(f"--config={config}", f"--workdir={workdir}", *TINY)
+    finally:
+        if fault == "read-only":
+            subprocess.run(["chattr", "-i", str(workdir)], capture_output=True)
+            workdir.chmod(0o755)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
+
+
+def test_the_grus_update_option_from_the_command_line(tmp_path):
+    """The defect: --config.model.options.update=write failed with a 3 KB YAML dump (ConfigDict.update)."""
+    out = _run("--config=configs/adding.py", f"--workdir={tmp_path / 'w'}", *TINY, "--config.model.cell=gru",
+               "--config.model.options.update=write", "--config.train.steps=2")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["config"]["model"]["options"]["update"] == "write"
+    bad = _run("--config=configs/adding.py", f"--workdir={tmp_path / 'v'}", "--config.model.cell=gru",
+               "--config.model.options.update=sideways")  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "config.model: update: expected 'keep' or 'write', got 'sideways'" in bad.stderr
 
 
 @pytest.mark.slow

@@ -315,3 +315,99 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_a_batch_job(monkeypatc
         reporter(50, values)
     assert capsys.readouterr().err == ""
     assert re.search(r"\[run\] step 50/100  loss 0.6  grad norm 2  [0-9.]+ steps/s", caplog.text)
+
+
+def test_a_run_diverging_before_its_first_log_step_is_marked_in_its_plot_and_log(tmp_path, caplog):
+    """The defects: a blank loss.png, and a log line of 'grad norm nan' with no word of the divergence."""
+    config = diverging_config(**{"train.log_every": 6})
+    with caplog.at_level("INFO"):
+        result = engine.train_and_evaluate(config, tmp_path)[""]
+    step = result["diverged_at"]
+    assert result["status"] == "diverged" and step is not None and step < 6
+    assert re.search(
+        rf"\[run\] step 6/12  loss -  grad norm -  [0-9.]+ steps/s  diverged at step {step}\b", caplog.text
+    )
+    assert [r["step"] for r in _rows(tmp_path)] == [6] and not _rows(tmp_path)[0]["finite"]
+    nothing_finite = [{"step": 6, "loss": None, "grad_norm": None, "test_loss": None}]
+    for rows in (_rows(tmp_path), nothing_finite):
+        fig = engine.curves_figure(rows, engine.validate(config).task, result, "run")
+        for ax in fig.axes:
+            marks = [line for line in ax.get_lines() if line.get_label() == f"diverged at step {step}"]
+            assert len(marks) == 1 and list(marks[0].get_xdata()) == [step, step]
+    assert any(f"diverged at step {step}" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_a_group_log_line_names_its_diverged_runs(caplog):
+    values = {"loss": np.array([0.5, np.nan, 0.7]), "finite": np.array([True, False, True]),
+              "grad_norm": np.array([1.0, np.nan, 3.0]), "diverged_at": np.array([-1, 4, -1])}  # fmt: skip
+    with caplog.at_level("INFO"):
+        engine.Reporter("[group 1/1, 3 run(s)]", 10)(6, values)
+    assert "loss 0.6  grad norm 2 " in caplog.text and "1 of 3 runs diverged at step 4" in caplog.text
+
+
+def _kill_after_checkpoints(tmp_path, monkeypatch, count):
+    """A tiny run (checkpoints at steps 4, 8, 12) killed just after its ``count``-th checkpoint appeared."""
+    seen = {"n": 0}
+
+    def replace(source, target):
+        os.replace(source, target)
+        if pathlib.Path(target).name == "checkpoint.msgpack":
+            seen["n"] += 1
+            if seen["n"] == count:
+                raise Crash(target)
+
+    monkeypatch.setattr(workdir, "_replace", replace)
+    with pytest.raises(Crash):
+        engine.train_and_evaluate(tiny_config(), tmp_path)
+    monkeypatch.setattr(workdir, "_replace", os.replace)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, monkeypatch, damage):
+    whole = tmp_path / "whole" / "run"
+    engine.train_and_evaluate(tiny_config(), whole)
+    killed = tmp_path / "killed" / "run"
+    _kill_after_checkpoints(killed, monkeypatch, 2)
+    newest = killed / "checkpoint.msgpack"
+    data = newest.read_bytes()
+    newest.write_bytes(
+        data[: len(data) // 2] if damage == "truncated" else data[:-9] + bytes([data[-9] ^ 1]) + data[-8:]
+    )
+    engine.train_and_evaluate(tiny_config(), killed)  # resumes from step 4, not 8
+    _assert_same_workdir(whole, killed)
+
+
+def test_no_whole_checkpoint_is_refused_naming_both(tmp_path, monkeypatch):
+    _kill_after_checkpoints(tmp_path, monkeypatch, 2)
+    for path in (tmp_path / "checkpoint.msgpack", tmp_path / "checkpoint.previous.msgpack"):
+        path.write_bytes(path.read_bytes()[:100])
+    message = r"no whole checkpoint .*checkpoint.msgpack' is damaged .*checkpoint.previous.msgpack' is damaged"
+    with pytest.raises(workdir.WorkdirError, match=message + ".*--overwrite"):
+        engine.train_and_evaluate(tiny_config(), tmp_path)
+
+
+def test_a_resume_removes_what_a_killed_writer_left(tmp_path):
+    """The defect: a resumed sweep kept a '.events...tmp' that a SIGKILL had left (no handler runs on SIGKILL)."""
+    sweep = [{"seed": 0}, {"seed": 1}]
+    engine.train_and_evaluate(tiny_config(), tmp_path / "whole" / "run", sweep)
+    killed = tmp_path / "killed" / "run"
+    engine.train_and_evaluate(tiny_config(), killed, sweep)  # then as if killed while writing its first result
+    leftovers = [killed / "runs" / "seed-0" / f".{engine.EVENTS_FILE}.x1y2.tmp", killed / ".config.json.a.tmp"]
+    (killed / "runs" / "seed-0" / "result.json").unlink()
+    for path in leftovers:
+        path.write_bytes(b"half")
+    engine.train_and_evaluate(tiny_config(), killed, sweep)
+    assert not any(p.exists() for p in leftovers)
+    _assert_same_workdir(tmp_path / "whole" / "run", killed)
+
+
+def test_a_damaged_config_json_and_a_file_as_workdir_are_refused(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text("{bad")
+    with pytest.raises(workdir.WorkdirError, match=r"config.json is damaged .*--overwrite"):
+        engine.train_and_evaluate(tiny_config(), tmp_path / "w")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(workdir.WorkdirError, match=r"workdir '.*file' is a file, not a folder"):
+        engine.train_and_evaluate(tiny_config(), tmp_path / "file")
+    with pytest.raises(workdir.WorkdirError, match=r"workdir '.*file/sub': cannot write .*Not a directory"):
+        engine.train_and_evaluate(tiny_config(), tmp_path / "file" / "sub")

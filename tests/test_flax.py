@@ -136,6 +136,29 @@ def test_flax_conversion_refuses_cells_flax_lacks():
         gated.flax.from_linen_params({"ii": {}}, gated.cells.gru(5))
 
 
+def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():
+    """The defects: gated.flax.RNN("lstm") failed with an AttributeError deep inside Flax, gated.nnx.Cell took a
+    layer, and from_linen_params of a Flax cell of another hidden size returned parameters of the wrong shape."""
+    with pytest.raises(TypeError, match=r"layer: expected a gated cell .* got str 'lstm'"):
+        gated.flax.RNN("lstm").init(jax.random.key(0), XS)
+    with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell, .* got Recurrent"):
+        gated.nnx.Cell(gated.recurrent(gated.cells.lstm(4)), 4, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell, .* got str 'gru'; make one with"):
+        gated.flax.Cell("gru")
+    with pytest.raises(TypeError, match=r"layer: expected a gated cell"):
+        gated.nnx.RNN(nn.LSTMCell(4), 4, rngs=nnx.Rngs(0))
+    flax_cell = nn.LSTMCell(5)
+    variables = flax_cell.init(jax.random.key(0), flax_cell.initialize_carry(jax.random.key(0), XS[0].shape), XS[0])
+    with pytest.raises(ValueError, match=r"flax_params \(converted\).input_kernel: expected shape \(4, 16\) .* got "
+                                         r"\(4, 20\)"):  # fmt: skip
+        gated.flax.from_linen_params(variables["params"], gated.cells.lstm(4))
+    params = gated.cells.lstm(5).init(jax.random.key(0), 4)
+    with pytest.raises(ValueError, match=r"params.recurrent_kernel: expected shape \(5, 20\) .* got \(4, 20\)"):
+        gated.flax.to_linen_params(params._replace(recurrent_kernel=params.recurrent_kernel[:4]), gated.cells.lstm(5))
+    with pytest.raises(ValueError, match=r"params: expected the parameters of GRU"):
+        gated.flax.to_linen_params(params, gated.cells.gru(5))
+
+
 def test_serialisation_round_trip():
     module = gated.flax.RNN(gated.bidirectional(gated.cells.lstm(5, peepholes=True)))
     variables = module.init(jax.random.key(0), XS)

@@ -101,6 +101,10 @@ def test_errors():
     params = random_params(layer, jax.random.key(0), 3, jnp.float32)
     with pytest.raises(ValueError, match=r"non-zero biases, which a bias=False PyTorch module drops"):
         interop.to_state_dict(params, config)
+    # parameters of another hidden size: refused, naming the expected and received shapes
+    wide = random_params(interop.layer_for(config._replace(hidden_size=6)), jax.random.key(0), 3, jnp.float32)
+    with pytest.raises(ValueError, match=r"params\[0\].cell.input_kernel: expected shape \(3, 20\) .* got \(3, 24\)"):
+        interop.to_state_dict(wide, config)
 
 
 def test_proj_size_is_refused():

@@ -138,8 +138,10 @@ def to_state_dict(params: tuple, config: TorchConfig) -> dict[str, np.ndarray]:
     for k, layer_params in enumerate(params):
         per_dir = list(layer_params) if config.bidirectional else [layer_params]
         size = config.input_size if k == 0 else config.hidden_size * len(per_dir)
-        for suffix, p in zip(_suffixes(config, k), per_dir, strict=True):
-            p = cells_lib.check_params(cell, p.cell, size, name=f"params[{k}]{suffix}")
+        paths = [f"params[{k}].{d}.cell" for d in layers_lib.BidirectionalState._fields] if config.bidirectional else [
+            f"params[{k}].cell"]  # fmt: skip
+        for suffix, p, path in zip(_suffixes(config, k), per_dir, paths, strict=True):
+            p = cells_lib.check_params(cell, p.cell, size, name=path)
             out[f"weight_ih{suffix}"] = np.asarray(p.input_kernel).T
             out[f"weight_hh{suffix}"] = np.asarray(p.recurrent_kernel).T
             bias = np.asarray(p.bias)
