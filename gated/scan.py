@@ -90,7 +90,9 @@ def run(
       carry: initial carry with leaves ``(*batch, H)``; zeros if None.
       lengths: optional integer array ``(*batch,)`` of valid lengths in [0, T].
         Padded steps (t >= length) leave the carry unchanged and output zeros,
-        so the returned carry is each sequence's last valid one.
+        so the returned carry is each sequence's last valid one. Their inputs
+        are replaced by zeros before any arithmetic, so whatever the padding
+        holds (NaN, Inf) reaches no value and no gradient.
       reverse: read each sequence backwards. With ``lengths``, each sequence
         starts from its own last valid step; padding stays at the end and
         outputs stay aligned with their inputs.

@@ -12,18 +12,34 @@ import pytest
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
 
+# What a snippet's results must be, by the name it defines (checked after the snippet that defines it).
+CHECKS = {
+    "grads": "assert grads.bias.shape == (512,) and hvp.bias.shape == (512,)",
+    "logits": "assert logits.shape == (8, 2) and ys.shape in ((8, 20, 64), (8, 20, 32))",
+    "h_n": "assert h_n.shape == (4, 8, 32) and ys.shape == (20, 8, 64)",
+    "rate": "assert bool(jnp.all(bound >= spectral * (1 - 1e-6))) and norms.shape == (50,) and rate < 0",
+    "decay": "assert outputs.shape == (4096, 8, 64) and decay.shape == (4096, 64)",
+}
+SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
 @pytest.mark.slow
-def test_readme_snippets_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 3
-    has_torch = importlib.util.find_spec("torch") is not None
-    script = "\n".join(b for b in blocks if has_torch or "import torch" not in b)
-    script += "\nassert grads.bias.shape == (512,) and logits.shape == (8, 2)\n"
-    script += "assert bool(jnp.all(bound >= spectral * (1 - 1e-6))) and norms.shape == (50,) and rate < 0\n"
-    if has_torch:
-        script += "assert h_n.shape == (4, 8, 32) and ys.shape == (20, 8, 64)\n"
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=[f"snippet-{i}" for i in range(len(SNIPPETS))])
+def test_each_readme_snippet_runs_on_its_own(snippet):
+    """Every Python block of the README, alone in a fresh Python (as a reader copies one), and what it computes."""
+    if "import torch" in snippet and importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    defined = {name for name in CHECKS if re.search(rf"^\s*(\w+, )*{name}\b[\w, ]* = ", snippet, re.M)}
+    assert defined, "each snippet's results are checked: add its names to CHECKS"
+    script = snippet + "".join(f"\n{CHECKS[name]}" for name in sorted(defined))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_readme_has_the_snippets_the_checks_name():
+    assert len(SNIPPETS) >= 5
+    for name in CHECKS:
+        assert any(re.search(rf"\b{name}\b[\w, ]* = ", s) for s in SNIPPETS), name
 
 
 @pytest.mark.slow
