@@ -141,6 +141,9 @@ class Bidirectional:
     def __post_init__(self):
         if self.merge not in MERGES:
             raise ValueError(f"merge: expected one of {MERGES}, got {self.merge!r}")
+        for name in ("forward", "backward"):
+            if not isinstance(getattr(self, name), Recurrent):
+                raise TypeError(f"{name}: expected a gated.recurrent layer, got {type(getattr(self, name)).__name__}")
         if self.forward.reverse or not self.backward.reverse:
             raise ValueError("bidirectional: expected forward.reverse=False and backward.reverse=True")
         if self.merge == "sum" and self.forward.output_size != self.backward.output_size:
@@ -214,6 +217,11 @@ class Stack:
     def __post_init__(self):
         if not self.layers:
             raise ValueError("layers: expected at least one layer, got none")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Recurrent | Bidirectional | Stack):
+                raise TypeError(f"layers[{i}]: expected a cell or a layer (gated.recurrent, gated.bidirectional, "
+                                f"gated.stack), got {type(layer).__name__} {layer!r}"[:300])  # fmt: skip
+        object.__setattr__(self, "residual", boolean("residual", self.residual))
         if self.residual:
             for i in range(1, len(self.layers)):
                 before, after = self.layers[i - 1].output_size, self.layers[i].output_size

@@ -43,6 +43,7 @@ import jaxlib
 
 from gated.cells import GRU, LSTM, Cell, LSTMState
 from gated.fused import chunk_length, previous
+from gated.options import integer
 
 Array = jax.Array
 
@@ -70,9 +71,7 @@ def configure(*, cache_dir: str | os.PathLike | None = None, compiler: str | Non
     if compiler is not None:
         _SETTINGS["compiler"] = compiler
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads: expected a positive int, got {threads!r}")
-        _SETTINGS["threads"] = threads
+        _SETTINGS["threads"] = integer("threads", threads)
 
 
 def _threads() -> int:

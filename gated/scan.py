@@ -26,8 +26,10 @@ LINEAR_AUTO = {"cpu": "reference"}
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
-    if isinstance(time_axis, bool) or not isinstance(time_axis, int):
-        raise TypeError(f"time_axis: expected an int, got {time_axis!r}")
+    try:
+        time_axis = integer("time_axis", time_axis, minimum=None)
+    except ValueError as err:
+        raise TypeError(err) from None
     if not -ndim <= time_axis < ndim or time_axis % ndim == ndim - 1:
         raise ValueError(
             f"time_axis: expected an axis of xs other than the last (feature) axis, i.e. in "
@@ -174,6 +176,8 @@ def run(
             resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])  # none at padded steps
         if reverse:  # read backwards, a segment starts at the step before the next one's start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+        if num_steps == 0:
+            resets = None  # checked, and nothing to reset in an empty sequence (resets[t] could not be traced)
 
     if impl in parallel.FORMS or (impl == "auto" and isinstance(cell, LinearCell)):
         form = impl if impl != "auto" else LINEAR_AUTO.get(jax.default_backend(), "associative")

@@ -71,6 +71,20 @@ def test_native_equals_reference(kernel, cell, batch):
             np.testing.assert_allclose(got, want, rtol=F32, atol=F32, err_msg=case)
 
 
+@pytest.mark.slow
+def test_nan_in_padded_steps_reaches_no_native_gradient(kernel):
+    """As on the other paths (tests/test_inputs.py): NaN in the padding gives the values and gradients of zeros."""
+    cell = gated.cells.gru(16)
+    params, carry, xs, weights = _case(cell, batch=3)
+    lengths = jnp.array([7, 3, 0])
+    padded = (jnp.arange(7)[:, None] >= lengths[None, :])[..., None]
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(weights * gated.run(cell, p, x, lengths=lengths, impl="native")[1])))
+    with_nan, with_zeros = grad(params, jnp.where(padded, jnp.nan, xs)), grad(params, jnp.where(padded, 0.0, xs))
+    for a, b in zip(jax.tree.leaves(with_nan), jax.tree.leaves(with_zeros), strict=True):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_array_equal(a, b)
+
+
 def test_native_threads_give_the_same_numbers(kernel):
     cell = gated.cells.lstm(16)
     params, carry, xs, weights = _case(cell, batch=9)
