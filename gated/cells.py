@@ -999,8 +999,8 @@ def check_cell(cell: Any, name: str = "cell") -> Cell:
     """
     if not isinstance(cell, Cell):
         hint = f"; make one with gated.cells.{cell}(H)" if isinstance(cell, str) and cell in CELLS else ""
-        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got "
-                        f"{type(cell).__name__} {cell!r}"[:300] + hint)  # fmt: skip
+        got = f"str {cell!r}" if isinstance(cell, str) else type(cell).__name__
+        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got {got}{hint}")
     return cell
 
 
@@ -1015,13 +1015,14 @@ def check_params(cell: Cell, params: Any, input_size: int | None = None, name: s
     if input_size is None:
         input_size = jnp.shape(getattr(params, "input_kernel", jnp.zeros((1, 1))))[0]
     expected = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+    described = f"a {cell.name} cell of hidden size {cell.hidden_size}"
     if jax.tree.structure(params) != jax.tree.structure(expected):
-        raise ValueError(f"{name}: expected the parameters of {cell} ({type(expected).__name__} with fields "
+        raise ValueError(f"{name}: expected the parameters of {described} ({type(expected).__name__} with fields "
                          f"{getattr(expected, '_fields', '?')}), got {type(params).__name__}")  # fmt: skip
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(params), strict=True):
         if jnp.shape(got) != want.shape:
-            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {cell} with input "
-                             f"size {input_size}, got {jnp.shape(got)}")  # fmt: skip
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {described} with "
+                             f"input size {input_size}, got {jnp.shape(got)}")  # fmt: skip
     return params
 
 

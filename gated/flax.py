@@ -78,9 +78,10 @@ def sequence_layer(layer: Any, **options) -> Any:
     if isinstance(layer, cells_lib.Cell):
         return layers_lib.Recurrent(layer, **options)
     if not isinstance(layer, LAYERS):
+        got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
         raise TypeError(
             f"layer: expected a gated cell (gated.cells.lstm(H), ...) or layer (gated.recurrent, gated.bidirectional, "
-            f"gated.stack), got {type(layer).__name__} {layer!r}"[:300]
+            f"gated.stack), got {got}"
         )
     changed = sorted(k for k, v in options.items() if v != _LAYER_OPTIONS[k])
     if changed:

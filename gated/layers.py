@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated.cells import Cell
+from gated.cells import Cell, check_cell
 from gated.options import boolean, choice, integer
 from gated.scan import IMPLS, run
 
@@ -65,8 +65,7 @@ class Recurrent:
     impl: str = "auto"
 
     def __post_init__(self):
-        if not isinstance(self.cell, Cell):
-            raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__} {self.cell!r}")
+        check_cell(self.cell)
         for name in ("reverse", "learn_initial_carry", "remat"):
             object.__setattr__(self, name, boolean(name, getattr(self, name)))
         object.__setattr__(self, "unroll", integer("unroll", self.unroll))
@@ -219,8 +218,9 @@ class Stack:
             raise ValueError("layers: expected at least one layer, got none")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Recurrent | Bidirectional | Stack):
+                got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
                 raise TypeError(f"layers[{i}]: expected a cell or a layer (gated.recurrent, gated.bidirectional, "
-                                f"gated.stack), got {type(layer).__name__} {layer!r}"[:300])  # fmt: skip
+                                f"gated.stack), got {got}")  # fmt: skip
         object.__setattr__(self, "residual", boolean("residual", self.residual))
         if self.residual:
             for i in range(1, len(self.layers)):

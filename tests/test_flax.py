@@ -155,7 +155,10 @@ def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():
     params = gated.cells.lstm(5).init(jax.random.key(0), 4)
     with pytest.raises(ValueError, match=r"params.recurrent_kernel: expected shape \(5, 20\) .* got \(4, 20\)"):
         gated.flax.to_linen_params(params._replace(recurrent_kernel=params.recurrent_kernel[:4]), gated.cells.lstm(5))
-    with pytest.raises(ValueError, match=r"params: expected the parameters of GRU"):
+    with pytest.raises(
+        ValueError,
+        match=r"params: expected the parameters of a gru cell of hidden size 5 \(GRUParams .* got LSTMParams",
+    ):
         gated.flax.to_linen_params(params, gated.cells.gru(5))
 
 
