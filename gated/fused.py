@@ -54,12 +54,16 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from gated.cells import ACTIVATIONS, GRU, LSTM, RNN, Cell, LSTMState
+from gated.options import Call
 
 Array = jax.Array
 
 
-def supports(cell: Cell) -> str | None:
-    """None if ``cell`` has a fused kernel, else the reason it has none."""
+def supports(cell: Cell, call: Call | None = None) -> str | None:
+    """None if ``cell`` has a fused kernel that serves ``call`` (by default any), else the reason it has none."""
+    reason = None if call is None else call.reference_only()
+    if reason is not None:
+        return reason
     if isinstance(cell, LSTM):
         if cell.peepholes or cell.coupled or not cell.forget_gate:
             return "the fused LSTM kernel covers the cell with a forget gate, without peepholes or coupling"
@@ -87,16 +91,18 @@ def check_params(cell: Cell, params: Any) -> None:
             raise ValueError(f"params.{name}: expected shape {shape} for {cell.name} with H = {h}, got {got}")
 
 
-def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, *, unroll: int = 1):
-    """Runs the fused kernel of ``cell``: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None.
+def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: None, call: Call):
+    """Runs the fused kernel of ``cell``: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None
+    (no ``resets``: :func:`supports`).
 
     Returns ``(carry, ys)`` with ``ys`` ``(T, B, H)``. Raises ValueError for a
     cell without a fused kernel (see :func:`supports`).
     """
-    reason = supports(cell)
+    reason = supports(cell, call)
     if reason is not None:
         raise ValueError(f"cell: {reason}; got {cell!r}")
     check_params(cell, params)
+    xs, unroll = xs.astype(call.dtype), call.unroll
     m = None if mask is None else mask.astype(xs.dtype)[:, :, None]
     w = (params.input_kernel, params.recurrent_kernel, params.bias)
     if isinstance(cell, LSTM):

@@ -43,7 +43,7 @@ import jaxlib
 
 from gated.cells import GRU, LSTM, Cell, LSTMState
 from gated.fused import chunk_length, previous
-from gated.options import integer
+from gated.options import Call, integer
 
 Array = jax.Array
 
@@ -116,8 +116,12 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def supports(cell: Cell, dtype) -> str | None:
-    """None if ``impl="native"`` can run ``cell`` on inputs of ``dtype`` here, else why not (builds the kernels)."""
+def supports(cell: Cell, call: Call) -> str | None:
+    """None if ``impl="native"`` can run ``call`` of ``cell`` here, else why not (builds the kernels)."""
+    reason = call.reference_only()
+    if reason is not None:
+        return reason
+    dtype = call.dtype
     if isinstance(cell, LSTM):
         if cell.peepholes or cell.coupled or not cell.forget_gate:
             return "the native LSTM covers the cell with a forget gate, without peepholes or coupling"
@@ -135,14 +139,16 @@ def supports(cell: Cell, dtype) -> str | None:
     return unavailable_reason()
 
 
-def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, *, remat: bool = False):
-    """Runs ``cell`` with the C++ loops: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None.
+def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: None, call: Call):
+    """Runs ``cell`` with the C++ loops: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None
+    (no ``resets``: :func:`supports`).
 
-    Returns ``(carry, ys)``. With ``remat`` the forward loop keeps no gates and each chunk of the backward pass
+    Returns ``(carry, ys)``. With ``call.remat`` the forward loop keeps no gates and each chunk of the backward pass
     recomputes them with one matmul. Raises ValueError where :func:`supports` gives a reason, and for forward-mode
     differentiation.
     """
-    reason = supports(cell, xs.dtype)
+    xs, remat = xs.astype(call.dtype), call.remat
+    reason = supports(cell, call)
     if reason is not None:
         raise ValueError(f"impl: 'native' is not available here: {reason} (use impl='auto')")
     m = None if mask is None else mask.astype(xs.dtype)[:, :, None]

@@ -19,7 +19,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -133,3 +133,27 @@ def check_fields(obj: Any) -> None:
 def option_type(field: dataclasses.Field) -> type:
     """The Python type of an :func:`option` field: int, float, bool or str."""
     return field.metadata["type"]
+
+
+class Call(NamedTuple):
+    """A call of :func:`gated.run` after its checks: what a backend's ``supports`` and ``sequence`` read."""
+
+    impl: str
+    unroll: int = 1
+    remat: bool = False
+    chunk: int = 64
+    return_carries: bool = False
+    dtype: Any = None
+    num_steps: int = 1
+    resets: bool = False
+
+    def reference_only(self) -> str | None:
+        """Why only the reference path can serve this call (a kernel that keeps no carries and restores none), or
+        None."""
+        if self.return_carries:
+            return "return_carries=True is served by the reference path"
+        if self.num_steps == 0:
+            return "an empty sequence (T = 0) is served by the reference path"
+        if self.resets:
+            return "resets are served by the reference path"
+        return None

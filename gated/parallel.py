@@ -30,19 +30,38 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gated import reference
 from gated.cells import LinearCell, stabilised_combine, trailing_axes
+from gated.options import Call
 
 Array = jax.Array
 
 FORMS = ("associative", "chunked")
 
 
-def supports(cell: Any) -> str | None:
-    """None if the parallel forms can run ``cell``, else the reason they can't."""
+def supports(cell: Any, call: Call | None = None) -> str | None:
+    """None if the parallel forms can run ``cell`` (and ``call``, by default any), else the reason they can't."""
     if not isinstance(cell, LinearCell):
         return f"the {cell.name} cell's state enters its gates nonlinearly; only gated linear recurrences " \
                "(mingru, minlstm, lru, rglru, ssm, mlstm) have a parallel form"  # fmt: skip
+    if call is not None and call.return_carries:
+        return "return_carries=True is served by the reference path"
     return None
+
+
+def sequence(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
+             call: Call) -> tuple[Any, Array]:  # fmt: skip
+    """The backend of :func:`gated.run` for ``impl="associative"`` and ``"chunked"`` (``call.impl``): ``xs``
+    ``(T, B, D)`` projected for every step at once, then :func:`scan_projected` (an empty sequence takes the
+    reference path, as there is nothing to scan)."""
+    if xs.shape[0] == 0:
+        return reference.sequence(cell, params, xs, carry, mask, resets, call)
+    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
+
+    def forms(us, carry, mask, resets):
+        return scan_projected(cell, params, us, carry, mask, resets, form=call.impl, chunk=call.chunk)
+
+    return (jax.checkpoint(forms) if call.remat else forms)(us, carry, mask, resets)
 
 
 def _linear_combine(earlier, later):
@@ -75,7 +94,7 @@ def _where(flags: Array, x: Any, y: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(trailing_axes(flags, max(jnp.ndim(a), jnp.ndim(b))), a, b), x, y)
 
 
-def sequence(
+def scan_projected(
     cell: LinearCell,
     params: Any,
     us: Array,

@@ -7,22 +7,25 @@ D input size, H hidden size, G fused gates.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated import fused, native, parallel
-from gated.cells import Cell, LinearCell
-from gated.options import boolean, choice, integer
+from gated import fused, native, parallel, reference
+from gated.cells import Cell
+from gated.options import Call, boolean, choice, integer
 
 Array = jax.Array
 
 IMPLS = ("auto", "fused", "reference", "native", "associative", "chunked")
-# What impl="auto" runs a gated linear recurrence with, per platform: the fastest training step measured by
-# benchmarks/linear_forms.py (benchmarks/results/linear_forms.md). Platforms not measured take "associative".
-LINEAR_AUTO = {"cpu": "reference"}
+# The backends: each a module with supports(cell, call) and sequence(cell, params, xs, carry, mask, resets, call).
+BACKENDS = {"reference": reference, "fused": fused, "native": native, "associative": parallel, "chunked": parallel}
+# What impl="auto" runs, per platform: the first backend of the row that supports the call. On the CPU the
+# sequential scan is the fastest training step of every gated linear recurrence (benchmarks/linear_forms.py,
+# benchmarks/results/linear_forms.md); elsewhere they take the associative scan.
+AUTO = {"cpu": ("fused", "reference"), "default": ("fused", "associative", "reference")}
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -105,11 +108,12 @@ def run(
         fused kernels store only the carries anyway.
       return_carries: return every step's full carry (for an LSTM, the
         ``c_t`` too) in place of the outputs; zero at padded steps.
-      impl: "auto" (default) takes "fused" where the cell has a kernel and
-        ``return_carries`` is False and there are no ``resets``; for a gated
-        linear recurrence (``mingru``, ``minlstm``, ``lru``, ``rglru``, ``ssm``,
-        ``mlstm``) the form :data:`LINEAR_AUTO` names for the platform; else "reference".
-        "associative" and "chunked" (gated linear recurrences only) run the
+      impl: "auto" (default) takes the first backend of the platform's row of
+        :data:`AUTO` that supports the call: "fused" where the cell has a
+        kernel and ``return_carries`` is False and there are no ``resets``;
+        on accelerators "associative" for a gated linear recurrence
+        (``mingru``, ``minlstm``, ``lru``, ``rglru``, ``ssm``, ``mlstm``);
+        else "reference". "associative" and "chunked" (gated linear recurrences only) run the
         parallel forms of :mod:`gated.parallel`: one associative scan over
         time, or one inside each chunk of ``chunk`` steps and a sequential
         scan across the chunks. "reference" vmaps
@@ -139,10 +143,48 @@ def run(
         ``impl="fused"`` or ``"native"`` for a cell, option, dtype or machine
         the kernels do not cover.
     """
-    impl = choice("impl", impl, IMPLS)
-    reverse, remat = boolean("reverse", reverse), boolean("remat", remat)
-    return_carries = boolean("return_carries", return_carries)
-    unroll, chunk = integer("unroll", unroll), integer("chunk", chunk)
+    call = Call(choice("impl", impl, IMPLS), integer("unroll", unroll), boolean("remat", remat),
+                integer("chunk", chunk), boolean("return_carries", return_carries))  # fmt: skip
+    reverse = boolean("reverse", reverse)
+    seq = _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis)
+    call = call._replace(dtype=seq.carry_dtype, num_steps=seq.xs.shape[0], resets=seq.resets is not None)
+    name = choose(cell, call)
+    flip = (lambda a: None if a is None else a[::-1]) if reverse else (lambda a: a)
+    carry, ys = BACKENDS[name].sequence(cell, params, flip(seq.xs), seq.carry, flip(seq.mask), flip(seq.resets),
+                                        call._replace(impl=name))  # fmt: skip
+    return _unflatten(carry, jax.tree.map(flip, ys), seq.batch_shape, call.num_steps, seq.axis)
+
+
+def choose(cell: Cell, call: Call) -> str:
+    """The backend that runs ``call``: ``call.impl``, or for "auto" the first of the platform's :data:`AUTO` row
+    that supports it.
+
+    Raises:
+      ValueError: an ``impl`` that does not support the call, with the reason.
+    """
+    names = AUTO.get(jax.default_backend(), AUTO["default"]) if call.impl == "auto" else (call.impl,)
+    for name in names:
+        reason = BACKENDS[name].supports(cell, call._replace(impl=name))
+        if reason is None:
+            return name
+    raise ValueError(f"impl: {call.impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
+
+
+class Sequence(NamedTuple):
+    """The checked inputs of :func:`run`, batch axes flattened to one: ``xs`` ``(T, B, D)`` (zero at padded steps),
+    carry leaves ``(B, ...)``, ``mask`` and ``resets`` ``(T, B)`` or None."""
+
+    xs: Array
+    carry: Any
+    mask: Array | None
+    resets: Array | None
+    carry_dtype: Any
+    batch_shape: tuple[int, ...]
+    axis: int
+
+
+def _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis) -> Sequence:
+    """Checks every input of :func:`run` and puts it in the layout the backends take."""
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.inexact):
         raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
@@ -151,109 +193,27 @@ def run(
     axis = _check_time_axis(time_axis, xs.ndim)
     xs = jnp.moveaxis(xs, axis, 0)
     num_steps, *batch, input_size = xs.shape
-    batch_shape = tuple(batch)
-    expected = params.input_kernel.shape[0]
-    if input_size != expected:
-        raise ValueError(f"xs: expected input size D = {expected} on the last axis, got shape {xs.shape}")
-    size = math.prod(batch_shape)
-
+    batch_shape, size = tuple(batch), math.prod(batch)
+    if input_size != params.input_kernel.shape[0]:
+        raise ValueError(f"xs: expected input size D = {params.input_kernel.shape[0]} on the last axis, got shape "
+                         f"{xs.shape}")  # fmt: skip
     flat = xs.reshape(num_steps, size, input_size)
     dtype = jax.eval_shape(lambda x: cell.project(params, x), jax.ShapeDtypeStruct((input_size,), xs.dtype)).dtype
-    if carry is None:
-        carry = cell.initial_carry((size,), dtype)
-    else:
-        carry = _flatten_carry(cell, carry, batch_shape, dtype)
-    carry = _varying_like(flat, carry)
+    carry = cell.initial_carry((size,), dtype) if carry is None else _flatten_carry(cell, carry, batch_shape, dtype)
+    mask = None
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps).reshape(size)
+        mask = jnp.arange(num_steps)[:, None] < lengths[None, :]
         # Zeros at the padded steps before any arithmetic: whatever the padding holds (NaN, Inf), those steps
         # contribute exactly zero to the values and gradients on every path (a where after the arithmetic would
         # pass 0 * NaN = NaN back).
-        flat = jnp.where((jnp.arange(num_steps)[:, None] < lengths[None, :])[..., None], flat, 0)
+        flat = jnp.where(mask[..., None], flat, 0)
     if resets is not None:
         resets = _check_resets(resets, axis, (num_steps, *batch_shape)).reshape(num_steps, size)
-        if lengths is not None:
-            resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])  # none at padded steps
+        resets = resets if mask is None else resets & mask  # none at padded steps
         if reverse:  # read backwards, a segment starts at the step before the next one's start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-        if num_steps == 0:
-            resets = None  # checked, and nothing to reset in an empty sequence (resets[t] could not be traced)
-
-    if impl in parallel.FORMS or (impl == "auto" and isinstance(cell, LinearCell)):
-        form = impl if impl != "auto" else LINEAR_AUTO.get(jax.default_backend(), "associative")
-        reason = parallel.supports(cell)
-        if reason is None and return_carries:
-            reason = "return_carries=True is served by the reference path"
-        if impl != "auto" and reason is not None:
-            raise ValueError(f"impl: {impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
-        if reason is None and form in parallel.FORMS and num_steps > 0:
-            mask = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
-            us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(flat)
-            if reverse:
-                us, mask = us[::-1], None if mask is None else mask[::-1]
-                resets = None if resets is None else resets[::-1]
-
-            def forms(us, carry, mask, resets):
-                return parallel.sequence(cell, params, us, carry, mask, resets, form=form, chunk=chunk)
-
-            carry, ys = (jax.checkpoint(forms) if remat else forms)(us, carry, mask, resets)
-            ys = ys[::-1] if reverse else ys
-            return _unflatten(carry, ys, batch_shape, num_steps, axis)
-        impl = "reference"
-
-    if return_carries:
-        reason = "return_carries=True is served by the reference path"
-    elif num_steps == 0:
-        reason = "an empty sequence (T = 0) is served by the reference path"
-    elif resets is not None:
-        reason = "resets are served by the reference path"
-    elif impl == "native":
-        reason = native.supports(cell, dtype)
-    else:
-        reason = fused.supports(cell)
-    if impl in ("fused", "native") and reason is not None:
-        raise ValueError(f"impl: {impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
-    if impl != "reference" and reason is None:
-        flat = flat.astype(dtype)
-        mask = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
-        if reverse:
-            flat, mask = flat[::-1], None if mask is None else mask[::-1]
-        if impl == "native":
-            carry, ys = native.sequence(cell, params, flat, carry, mask, remat=remat)
-        else:
-            carry, ys = fused.sequence(cell, params, flat, carry, mask, unroll=unroll)
-        ys = ys[::-1] if reverse else ys
-        return _unflatten(carry, ys, batch_shape, num_steps, axis)
-
-    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(flat)
-    step = jax.vmap(lambda c, u: cell.step(params, c, u))
-
-    initial = carry
-
-    def body(carry, inputs):
-        t, u = inputs
-        if resets is not None:
-            carry = jax.tree.map(lambda c, c0: jnp.where(_per_example(resets[t], c), c0, c), carry, initial)
-        new, y = step(carry, u)
-        if lengths is not None:
-            valid = t < lengths
-            new = jax.tree.map(lambda n, o: jnp.where(_per_example(valid, n), n, o), new, carry)
-            y = jnp.where(_per_example(valid, y), y, jnp.zeros_like(y))
-            out = (jax.tree.map(lambda n: jnp.where(_per_example(valid, n), n, jnp.zeros_like(n)), new)
-                   if return_carries else y)  # fmt: skip
-        else:
-            out = new if return_carries else y
-        return new, out
-
-    if remat:
-        body = jax.checkpoint(body)
-    carry, ys = jax.lax.scan(body, carry, (jnp.arange(num_steps), us), reverse=reverse, unroll=unroll)
-    return _unflatten(carry, ys, batch_shape, num_steps, axis)
-
-
-def _per_example(flags: Array, like: Array) -> Array:
-    """Per-example booleans ``(B,)`` shaped to broadcast against ``like`` ``(B, ...)``."""
-    return flags.reshape(flags.shape[0], *([1] * (like.ndim - 1)))
+    return Sequence(flat, _varying_like(flat, carry), mask, resets, dtype, batch_shape, axis)
 
 
 def _check_resets(resets: Any, axis: int, shape: tuple[int, ...]) -> Array:
