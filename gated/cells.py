@@ -136,6 +136,14 @@ class Cell:
 
     name: ClassVar[str]
     gates: ClassVar[tuple[str, ...]]
+    # Which sequence kernel of gated.fused and gated.native runs this cell ("rnn", "lstm", "gru"), or None.
+    kernel: ClassVar[str | None] = None
+    # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
+    linear: ClassVar[bool] = False
+
+    def kernel_limits(self) -> str | None:
+        """What of this cell's options its kernel does not cover ("covers ..."), or None."""
+        return None
 
     def __post_init__(self):
         # Every option's type, finiteness and range, from its field (gated.options); a subclass's __post_init__
@@ -225,6 +233,7 @@ class RNN(Cell):
 
     name: ClassVar[str] = "rnn"
     gates: ClassVar[tuple[str, ...]] = ("h",)
+    kernel: ClassVar[str | None] = "rnn"
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RNNParams:
         """Parameters for inputs of size ``input_size``; zero bias."""
@@ -279,6 +288,12 @@ class LSTM(Cell):
     chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
 
     name: ClassVar[str] = "lstm"
+    kernel: ClassVar[str | None] = "lstm"
+
+    def kernel_limits(self) -> str | None:
+        if self.peepholes or self.coupled or not self.forget_gate:
+            return "covers the cell with a forget gate, without peepholes or coupling"
+        return None
 
     def __post_init__(self):
         super().__post_init__()
@@ -401,6 +416,10 @@ class GRU(Cell):
 
     name: ClassVar[str] = "gru"
     gates: ClassVar[tuple[str, ...]] = ("r", "z", "n")
+    kernel: ClassVar[str | None] = "gru"
+
+    def kernel_limits(self) -> str | None:
+        return "covers reset='after' only" if self.reset != "after" else None
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GRUParams:
         """Parameters for inputs of size ``input_size``; zero biases unless ``chrono_init``."""
@@ -502,6 +521,7 @@ class LinearCell(Cell):
     ``recurrent_init`` and ``recurrent_scale`` do not apply (there is no recurrent matrix).
     """
 
+    linear: ClassVar[bool] = True
     log_space: ClassVar[bool] = False
     # A stabilised recurrence (xLSTM's mLSTM) keeps its state as ``(m, s)``, the true state being ``exp(m) s``, and
     # its coefficients are ``(log a_t, log b_t, b_t)``, the update ``exp(log a_t) s_{t-1} + exp(log b_t) b_t``:

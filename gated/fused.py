@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from gated.cells import ACTIVATIONS, GRU, LSTM, RNN, Cell, LSTMState
+from gated.cells import ACTIVATIONS, Cell, LSTMState
 from gated.options import Call
 
 Array = jax.Array
@@ -64,17 +64,10 @@ def supports(cell: Cell, call: Call | None = None) -> str | None:
     reason = None if call is None else call.reference_only()
     if reason is not None:
         return reason
-    if isinstance(cell, LSTM):
-        if cell.peepholes or cell.coupled or not cell.forget_gate:
-            return "the fused LSTM kernel covers the cell with a forget gate, without peepholes or coupling"
-        return None
-    if isinstance(cell, GRU):
-        if cell.reset != "after":
-            return "the fused GRU kernel covers reset='after' only"
-        return None
-    if isinstance(cell, RNN):
-        return None
-    return f"no fused kernel for {type(cell).__name__}"
+    if cell.kernel is None:
+        return f"no fused kernel for {type(cell).__name__}"
+    limits = cell.kernel_limits()
+    return None if limits is None else f"the fused {cell.name.upper()} kernel {limits}"
 
 
 def check_params(cell: Cell, params: Any) -> None:
@@ -82,7 +75,7 @@ def check_params(cell: Cell, params: Any) -> None:
     h, g = cell.hidden_size, cell.num_gates
     d = params.input_kernel.shape[0]
     expected = {"input_kernel": (d, g * h), "recurrent_kernel": (h, g * h), "bias": (g * h,)}
-    if isinstance(cell, GRU):
+    if cell.kernel == "gru":
         expected["candidate_bias"] = (h,)
     for name, shape in expected.items():
         leaf = getattr(params, name)
@@ -105,10 +98,10 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
     xs, unroll = xs.astype(call.dtype), call.unroll
     m = None if mask is None else mask.astype(xs.dtype)[:, :, None]
     w = (params.input_kernel, params.recurrent_kernel, params.bias)
-    if isinstance(cell, LSTM):
+    if cell.kernel == "lstm":
         hs, cs = _lstm(unroll, *w, xs, carry.h, carry.c, m)
         return LSTMState(hs[-1], cs[-1]), _outputs(hs, m)
-    if isinstance(cell, GRU):
+    if cell.kernel == "gru":
         hs = _gru(cell.update == "keep", unroll, *w, params.candidate_bias, xs, carry, m)
     else:
         hs = _rnn(cell.activation, unroll, *w, xs, carry, m)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
-from gated.cells import GRU, LSTM, Cell, LSTMState
+from gated.cells import Cell, LSTMState
 from gated.fused import chunk_length, previous
 from gated.options import Call, integer
 
@@ -122,14 +122,10 @@ def supports(cell: Cell, call: Call) -> str | None:
     if reason is not None:
         return reason
     dtype = call.dtype
-    if isinstance(cell, LSTM):
-        if cell.peepholes or cell.coupled or not cell.forget_gate:
-            return "the native LSTM covers the cell with a forget gate, without peepholes or coupling"
-    elif isinstance(cell, GRU):
-        if cell.reset != "after":
-            return "the native GRU covers reset='after' only"
-    else:
+    if cell.kernel not in ("lstm", "gru"):
         return f"the native loops cover the LSTM and the GRU, not {type(cell).__name__}"
+    if cell.kernel_limits() is not None:
+        return f"the native {cell.name.upper()} {cell.kernel_limits()}"
     if jnp.dtype(dtype) != jnp.float32:
         return f"the native loops are float32 only, got {jnp.dtype(dtype).name}"
     if cell.hidden_size % 16:
@@ -154,7 +150,7 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
     m = None if mask is None else mask.astype(xs.dtype)[:, :, None]
     w = (params.input_kernel, params.recurrent_kernel, params.bias)
     try:
-        if isinstance(cell, LSTM):
+        if cell.kernel == "lstm":
             (h, c), ys = _lstm(not remat, *w, xs, carry.h, carry.c, m)
             return LSTMState(h, c), ys
         return _gru(cell.update == "keep", not remat, *w, params.candidate_bias, xs, carry, m)

@@ -41,7 +41,7 @@ FORMS = ("associative", "chunked")
 
 def supports(cell: Any, call: Call | None = None) -> str | None:
     """None if the parallel forms can run ``cell`` (and ``call``, by default any), else the reason they can't."""
-    if not isinstance(cell, LinearCell):
+    if not cell.linear:
         return f"the {cell.name} cell's state enters its gates nonlinearly; only gated linear recurrences " \
                "(mingru, minlstm, lru, rglru, ssm, mlstm) have a parallel form"  # fmt: skip
     if call is not None and call.return_carries:
