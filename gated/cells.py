@@ -73,6 +73,13 @@ class LSTMState(NamedTuple):
     h: Array
     c: Array
 
+    def hidden(self) -> Array:
+        """The hidden state the diagnostics follow (:func:`gated.diagnostics.hidden`): ``h``."""
+        return self.h
+
+    def with_hidden(self, h: Array) -> LSTMState:
+        return self._replace(h=h)
+
 
 class LSTMGates(NamedTuple):
     """Gate activations of one LSTM step, ``(H,)`` each, and the new cell state ``c``."""
@@ -500,6 +507,13 @@ class LRUState(NamedTuple):
     real: Array
     imag: Array
 
+    def hidden(self) -> Array:
+        """``[real, imag]`` ``(2H,)``, so that its norm is the complex state's norm."""
+        return jnp.concatenate([self.real, self.imag], axis=-1)
+
+    def with_hidden(self, h: Array) -> LRUState:
+        return LRUState(*jnp.split(h, 2, axis=-1))
+
 
 def positive(z: Array) -> Array:
     """Feng et al.'s g: ``z + 1/2`` for ``z >= 0``, ``sigmoid(z)`` below: positive and continuous, so that the
@@ -835,6 +849,13 @@ class SLSTMState(NamedTuple):
     n: Array
     m: Array
 
+    def hidden(self) -> Array:
+        """The hidden state ``h``."""
+        return self.h
+
+    def with_hidden(self, h: Array) -> SLSTMState:
+        return self._replace(h=h)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SLSTM(Cell):
@@ -907,6 +928,13 @@ class MLSTMState(NamedTuple):
     c: Array
     n: Array
     m: Array
+
+    def hidden(self) -> Array:
+        """The (stabilised) matrix memory ``c`` flattened to ``(K d^2,)``."""
+        return self.c.reshape(*self.m.shape[:-1], -1)
+
+    def with_hidden(self, h: Array) -> MLSTMState:
+        return self._replace(c=h.reshape(self.c.shape))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LRUState, LSTMParams, LSTMState, MLSTMState, SLSTMState
+from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LSTMParams, LSTMState
 
 Array = jax.Array
 
@@ -27,24 +27,11 @@ def hidden(carry: Any) -> Array:
     """The hidden state ``h`` of a carry: ``carry.h`` for an LSTM or sLSTM, ``[real, imag]`` ``(2H,)`` for the LRU's
     complex state (so that its norm is the complex norm), the (stabilised) matrix memory ``c`` flattened to
     ``(K d^2,)`` for the mLSTM, the carry itself otherwise."""
-    if isinstance(carry, LSTMState | SLSTMState):
-        return carry.h
-    if isinstance(carry, LRUState):
-        return jnp.concatenate([carry.real, carry.imag], axis=-1)
-    if isinstance(carry, MLSTMState):
-        return carry.c.reshape(*carry.m.shape[:-1], -1)
-    return carry
+    return carry.hidden() if hasattr(carry, "hidden") else carry  # a carry type knows its hidden state
 
 
 def _with_hidden(carry: Any, h: Array) -> Any:
-    if isinstance(carry, LSTMState | SLSTMState):
-        return carry._replace(h=h)
-    if isinstance(carry, LRUState):
-        real, imag = jnp.split(h, 2, axis=-1)
-        return LRUState(real, imag)
-    if isinstance(carry, MLSTMState):
-        return carry._replace(c=h.reshape(carry.c.shape))
-    return h
+    return carry.with_hidden(h) if hasattr(carry, "with_hidden") else h
 
 
 def _start(cell: Cell, params: Any, xs: Array, carry: Any) -> tuple[Array, Any]:
