@@ -125,21 +125,14 @@ def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """Options shared by all cells.
+    """What every cell has.
 
     Attributes:
       hidden_size: H, the size of the hidden state.
-      recurrent_init: initialiser of the recurrent kernel, applied per gate
-        block: "orthogonal" (default), "gaussian" (std recurrent_scale/sqrt(H))
-        or "identity" (IRNN). See :mod:`gated.init`.
-      recurrent_scale: spectral radius of each recurrent gate block at init
-        (exact for "orthogonal" and "identity", asymptotic for "gaussian").
     """
 
     hidden_size: int = option(check=integer, minimum=1)
     _: dataclasses.KW_ONLY
-    recurrent_init: str = option("orthogonal", choice, choices=initializers.RECURRENT_INITS)
-    recurrent_scale: float = option(1.0, number)
 
     name: ClassVar[str]
     gates: ClassVar[tuple[str, ...]]
@@ -178,14 +171,6 @@ class Cell:
         h = self.hidden_size
         return fused[..., k * h : (k + 1) * h]
 
-    def _init_kernels(self, key: Array, input_size: int, dtype) -> tuple[Array, Array]:
-        input_size = integer("input_size", input_size)
-        k_in, k_rec = jax.random.split(key)
-        h, g = self.hidden_size, self.num_gates
-        w_x = initializers.input_kernel(k_in, input_size, g * h, dtype)
-        w_h = initializers.recurrent_kernel(self.recurrent_init, k_rec, h, g, self.recurrent_scale, dtype)
-        return w_x, w_h
-
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
         """Zero carry; ``batch_shape`` prepends batch axes to every leaf."""
         return jnp.zeros((*batch_shape, self.hidden_size), dtype)
@@ -220,7 +205,32 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RNN(Cell):
+class RecurrentCell(Cell):
+    """A cell with a recurrent matrix ``h_{t-1} W_h`` (the RNN, LSTM, GRU and sLSTM), and the options of its
+    initialisation; the cells without one (the gated linear recurrences) have neither, and refuse them.
+
+    Attributes:
+      recurrent_init: initialiser of the recurrent kernel, applied per gate
+        block: "orthogonal" (default), "gaussian" (std recurrent_scale/sqrt(H))
+        or "identity" (IRNN). See :mod:`gated.init`.
+      recurrent_scale: spectral radius of each recurrent gate block at init
+        (exact for "orthogonal" and "identity", asymptotic for "gaussian").
+    """
+
+    recurrent_init: str = option("orthogonal", choice, choices=initializers.RECURRENT_INITS)
+    recurrent_scale: float = option(1.0, number)
+
+    def _init_kernels(self, key: Array, input_size: int, dtype) -> tuple[Array, Array]:
+        input_size = integer("input_size", input_size)
+        k_in, k_rec = jax.random.split(key)
+        h, g = self.hidden_size, self.num_gates
+        w_x = initializers.input_kernel(k_in, input_size, g * h, dtype)
+        w_h = initializers.recurrent_kernel(self.recurrent_init, k_rec, h, g, self.recurrent_scale, dtype)
+        return w_x, w_h
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RNN(RecurrentCell):
     r"""Vanilla (Elman) RNN cell.
 
     .. math::
@@ -254,7 +264,7 @@ class RNN(Cell):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LSTM(Cell):
+class LSTM(RecurrentCell):
     r"""Long short-term memory cell (seed 002 equations; Khapra's s_t is c_t).
 
     .. math::
@@ -382,7 +392,7 @@ class LSTM(Cell):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GRU(Cell):
+class GRU(RecurrentCell):
     r"""Gated recurrent unit, in both published conventions.
 
     .. math::
@@ -532,7 +542,7 @@ class LinearCell(Cell):
     so that a whole sequence can also be computed with a parallel (associative) scan
     (:mod:`gated.parallel`), and the state Jacobian ``ds_t/ds_{t-1} = diag(a_t)`` is diagonal. The state ``s`` is
     the carry, or (LRU) a complex number made of it, or (mLSTM) a stabilised pair (see ``stabilised``).
-    ``recurrent_init`` and ``recurrent_scale`` do not apply (there is no recurrent matrix).
+    There is no recurrent matrix, so there are no ``recurrent_init`` and ``recurrent_scale`` options.
     """
 
     linear: ClassVar[bool] = True
@@ -858,7 +868,7 @@ class SLSTMState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SLSTM(Cell):
+class SLSTM(RecurrentCell):
     r"""xLSTM's sLSTM (Beck et al. 2024, "xLSTM: Extended long short-term memory", section 2.2): an LSTM with
     exponential gating, a normaliser state and a stabiliser state, with recurrent connections (so it runs
     sequentially).
