@@ -47,11 +47,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
 import gated
-from experiments import loop
-from experiments import report as report_lib
-from experiments import tasks as tasks_lib
-from experiments import train as train_lib
-from experiments import workdir as workdir_lib
+
+from . import loop
+from . import report as report_lib
+from . import tasks as tasks_lib
+from . import train as train_lib
+from . import workdir as workdir_lib
 
 # Keys whose values may differ between the runs of one compiled program.
 VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "model.options.forget_bias",

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from experiments import tasks as tasks_lib
-from experiments import train as train_lib
+from . import tasks as tasks_lib
+from . import train as train_lib
 
 
 def over_runs(fn, donate_first: bool = False) -> Callable:

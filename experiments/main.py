@@ -21,6 +21,7 @@ runs of a sweep, or a single run's batch, are sharded over every process's devic
 
 import logging as std_logging
 import os
+import pathlib
 import sys
 
 import ml_collections
@@ -51,12 +52,8 @@ def fail(message: str) -> None:
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, config_flag=_CONFIG) -> list[str]:
     """absl's flag parsing (into ``flag_values``, whose config is ``config_flag``), with a flag or config override
     error as one line and exit code 2."""
-    argv, shadowed = split_shadowed(argv)
+    argv, shadowed = split_shadowed([find_config(a) if a.startswith("--config=") else a for a in argv])
     sys.argv = argv  # config_flags reads its overrides from sys.argv
-    for arg in argv:
-        path = arg.removeprefix("--config=").rsplit(":", 1)[0]  # a study config may name a size: FILE:paper
-        if arg.startswith("--config=") and not os.path.isfile(path):
-            fail(f"--config: no config file at {path!r}; give the path of one, e.g. --config=configs/adding.py")
     try:
         rest = flag_values(argv)
         for path, text in shadowed:
@@ -69,6 +66,26 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, co
             err = err.args[0]
         text = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)  # not a KeyError's repr
         fail(f"a --config override: unknown key or bad value: {' '.join(text.split())}")
+
+
+# The configs that come with gated: configs/ in a checkout, gated/configs/ where gated is installed (the folder
+# beside this one either way).
+BUNDLED_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def find_config(arg: str) -> str:
+    """``--config=FILE[:size]`` as given where FILE exists, else one of the configs that come with gated
+    (``--config=configs/adding.py`` or ``--config=adding`` after a plain install); one line and exit code 2 where
+    neither is found."""
+    path, colon, size = arg.removeprefix("--config=").partition(":")  # a study config may name a size: FILE:paper
+    if os.path.isfile(path):
+        return arg
+    bundled = BUNDLED_CONFIGS / path.removeprefix("configs/")
+    bundled = bundled if bundled.suffix == ".py" else bundled.with_suffix(".py")
+    if bundled.is_file():
+        return f"--config={bundled}{colon}{size}"
+    fail(f"--config: no config file at {path!r}, nor among gated's configs ({BUNDLED_CONFIGS}); give the path of "
+         "one, e.g. --config=configs/adding.py")  # fmt: skip
 
 
 def split_shadowed(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -106,7 +123,7 @@ def main(argv):
     del argv
     for name in QUIET_LOGGERS:
         std_logging.getLogger(name).setLevel(std_logging.WARNING)
-    from experiments import engine, studies, workdir  # after the flags, so --help and flag errors are fast
+    from . import engine, studies, workdir  # after the flags, so --help and flag errors are fast
 
     if _COORDINATOR.value or _DISTRIBUTED.value:
         import jax
@@ -152,7 +169,7 @@ def summary(result: dict) -> str:
 
 
 def _load_sweep(path: str) -> list[dict]:
-    from experiments import engine
+    from . import engine
 
     module = engine.load_config_module(path)
     if not hasattr(module, "sweep"):

@@ -29,14 +29,14 @@ import time
 
 from absl import app, flags
 
-from experiments import workdir as workdir_lib
+from . import workdir as workdir_lib
 
 
 def run_studies(
     config_dir: str | pathlib.Path, workdir: str | pathlib.Path, size: str = "default"
 ) -> list[pathlib.Path]:
     """Runs every study config in ``config_dir`` (in the order of :data:`experiments.studies.NAMES`)."""
-    from experiments import engine, studies
+    from . import engine, studies
 
     paths = {p.stem: p for p in sorted(pathlib.Path(config_dir).glob("[!_]*.py"))}
     done = []
@@ -244,7 +244,7 @@ def main(argv):
     if not workdirs:
         raise app.UsageError("give the workdirs to gather, or --run_studies=configs/studies")
     if f.redraw:
-        from experiments import studies
+        from . import studies
 
         for d in workdirs:
             if (d / studies.COMPUTED).exists():

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments import tasks as tasks_lib
 from gated import layers as layers_lib
+
+from . import tasks as tasks_lib
 
 Array = jax.Array
 

@@ -21,8 +21,8 @@ import time
 
 import ml_collections
 
-from experiments import workdir as workdir_lib
-from experiments.studies.base import Report, check_fields, format_value, plain
+from .. import workdir as workdir_lib
+from .base import Report, check_fields, format_value, plain
 
 __all__ = ["NAMES", "format_value", "get", "redraw", "run", "validate"]
 
@@ -45,7 +45,7 @@ def get(name: str):
     """The study module called ``name``."""
     if name not in NAMES:
         raise ValueError(f"config.study: expected one of {NAMES}, got {name!r}")
-    return importlib.import_module(f"experiments.studies.{name}")
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def validate(config: ml_collections.ConfigDict):

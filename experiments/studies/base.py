@@ -22,12 +22,13 @@ import ml_collections
 import numpy as np
 
 import gated
-from experiments import loop
-from experiments import tasks as tasks_lib
-from experiments import train as train_lib
-from experiments.engine import require
-from experiments.workdir import spelled, to_json, write
 from gated import diagnostics
+
+from .. import loop
+from .. import tasks as tasks_lib
+from .. import train as train_lib
+from ..engine import require
+from ..workdir import spelled, to_json, write
 
 DTYPE = jnp.float32
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.studies.base import DTYPE, legend_panel, plt_panels, rate_text, wilson
+from .base import DTYPE, legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "10. The cliff (Pascanu et al. 2013, Fig. 6): a one-unit RNN's error surface and clipping"
 FIELDS = {

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 import gated
-from experiments import tasks as tasks_lib
-from experiments import train as train_lib
-from experiments.studies.base import legend_panel, plt_panels, rate_text, train_runs, wilson
+
+from .. import tasks as tasks_lib
+from .. import train as train_lib
+from .base import legend_panel, plt_panels, rate_text, train_runs, wilson
 
 TITLE = "7. Clipping: clip_by_global_norm rescues training when gradients explode"
 FIELDS = {

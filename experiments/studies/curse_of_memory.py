@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from experiments.studies.base import plt_figure
+from .base import plt_figure
 
 TITLE = "9. The curse of memory: a linear recurrence's variance and sensitivity as |lambda| -> 1"
 FIELDS = {"lambdas": tuple, "length": int, "batch_size": int, "seed": int, "confidence": float}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.studies.base import DTYPE, claim_over_seeds, plt_figure
+from .base import DTYPE, claim_over_seeds, plt_figure
 
 TITLE = "2. Depth and shortcuts: the first layer's gradient in a deep MLP"
 FIELDS = {"depths": tuple, "width": int, "batch_size": int, "seeds": int, "activation": str, "architectures": tuple}

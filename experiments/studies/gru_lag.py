@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import gated
-from experiments.studies.base import (
+from gated import diagnostics
+
+from .base import (
     DTYPE,
     EXACT,
     claim_over_seeds,
@@ -22,7 +24,6 @@ from experiments.studies.base import (
     trained_lag_profile,
     wilson,
 )
-from gated import diagnostics
 
 TITLE = "6. GRU: the update gate plays the forget gate's role"
 FIELDS = {

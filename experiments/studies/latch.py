@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.studies.base import legend_panel, plt_panels, rate_text, wilson
+from .base import legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "11. The latch (Bengio, Simard & Frasconi 1994): holding a bit through noise"
 FIELDS = {

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import engine
-from experiments.studies.base import plt_grid, rate_text, wilson
+from .. import engine
+from .base import plt_grid, rate_text, wilson
 
 TITLE = "8. Long lags: success rate against sequence length"
 FIELDS = {

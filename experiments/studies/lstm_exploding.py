@@ -6,9 +6,11 @@ import jax
 import numpy as np
 
 import gated
-from experiments import tasks as tasks_lib
-from experiments import train as train_lib
-from experiments.studies.base import (
+from gated import diagnostics
+
+from .. import tasks as tasks_lib
+from .. import train as train_lib
+from .base import (
     DTYPE,
     decay,
     lag_axes,
@@ -22,7 +24,6 @@ from experiments.studies.base import (
     train_runs,
     wilson,
 )
-from gated import diagnostics
 
 TITLE = "5. LSTM: the output-gate path explodes when W_o is large; clipping keeps training alive"
 FIELDS = {

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import gated
-from experiments.studies.base import (
+from gated import diagnostics
+
+from .base import (
     DTYPE,
     EXACT,
     claim_over_seeds,
@@ -23,7 +25,6 @@ from experiments.studies.base import (
     task_inputs,
     trained_lag_profile,
 )
-from gated import diagnostics
 
 TITLE = "4. LSTM: the forget gates keep the gradient alive along the cell state"
 FIELDS = {

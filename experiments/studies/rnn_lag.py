@@ -6,7 +6,9 @@ import jax
 import numpy as np
 
 import gated
-from experiments.studies.base import (
+from gated import diagnostics
+
+from .base import (
     DTYPE,
     claim_over_seeds,
     decay,
@@ -19,7 +21,6 @@ from experiments.studies.base import (
     task_inputs,
     trained_lag_profile,
 )
-from gated import diagnostics
 
 TITLE = "3. Vanilla RNN: the gradient against the lag, and the bound (||W_hh|| max|phi'|)^lag"
 FIELDS = {

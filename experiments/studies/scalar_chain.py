@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.studies.base import DTYPE, EXACT, plt_figure, style_key
 from gated import diagnostics
+
+from .base import DTYPE, EXACT, plt_figure, style_key
 
 TITLE = "1. The scalar chain: d a_L / d w_1 vanishes or explodes with depth"
 FIELDS = {"max_depth": int, "sigmoid_weights": tuple, "relu_weights": tuple, "a0": float}
