@@ -256,12 +256,13 @@ class Workdir:
         if path.exists():
             try:
                 old = json.loads(path.read_text())
-                assert isinstance(old, dict)
-            except (ValueError, AssertionError):
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                old = None
+            if not isinstance(old, dict):
                 raise WorkdirError(
                     f"workdir {str(self.path)!r}: its {CONFIG_FILE} is damaged (not the JSON object gated writes); "
                     "choose a new workdir, or pass --overwrite to delete it and start afresh"
-                ) from None
+                )
             if old.get("hash") != self.bound["hash"]:
                 diff = differences(old, self.bound) if "hash" in old else ["(written without a hash by older code)"]
                 raise WorkdirError(
