@@ -124,8 +124,9 @@ def supports(cell: Cell, call: Call) -> str | None:
     dtype = call.dtype
     if cell.kernel not in ("lstm", "gru"):
         return f"the native loops cover the LSTM and the GRU, not {type(cell).__name__}"
-    if cell.kernel_limits() is not None:
-        return f"the native {cell.name.upper()} {cell.kernel_limits()}"
+    limits = cell.kernel_limits()
+    if limits is not None:
+        return f"the native {cell.name.upper()} {limits}"
     if jnp.dtype(dtype) != jnp.float32:
         return f"the native loops are float32 only, got {jnp.dtype(dtype).name}"
     if cell.hidden_size % 16:
