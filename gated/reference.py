@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated.cells import Cell
+from gated.cells import Cell, trailing_axes
 
 Array = jax.Array
 
@@ -22,11 +22,6 @@ def supports(cell: Cell, call: Any) -> str | None:
     """Every cell, option, dtype and platform: None."""
     del cell, call
     return None
-
-
-def per_example(flags: Array, like: Array) -> Array:
-    """Per-example booleans ``(B,)`` shaped to broadcast against ``like`` ``(B, ...)``."""
-    return flags.reshape(flags.shape[0], *([1] * (like.ndim - 1)))
 
 
 def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None, call: Any):
@@ -39,12 +34,12 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
     def body(carry, inputs):
         u, valid, start = inputs
         if start is not None:  # a new segment: the initial carry again
-            carry = jax.tree.map(lambda c, c0: jnp.where(per_example(start, c), c0, c), carry, initial)
+            carry = jax.tree.map(lambda c, c0: jnp.where(trailing_axes(start, c.ndim), c0, c), carry, initial)
         new, y = step(carry, u)
         out = new if call.return_carries else y
         if valid is not None:  # a padded step holds the carry and outputs zeros
-            new = jax.tree.map(lambda n, o: jnp.where(per_example(valid, n), n, o), new, carry)
-            out = jax.tree.map(lambda o: jnp.where(per_example(valid, o), o, jnp.zeros_like(o)), out)
+            new = jax.tree.map(lambda n, o: jnp.where(trailing_axes(valid, n.ndim), n, o), new, carry)
+            out = jax.tree.map(lambda o: jnp.where(trailing_axes(valid, o.ndim), o, jnp.zeros_like(o)), out)
         return new, out
 
     return jax.lax.scan(jax.checkpoint(body) if call.remat else body, carry, (us, mask, resets), unroll=call.unroll)
