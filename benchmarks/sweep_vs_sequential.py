@@ -20,11 +20,12 @@ import time
 
 import jax
 
+from experiments import config as config_lib
 from experiments import engine
 
 
 def config(args):
-    c = engine.base_config()
+    c = config_lib.base_config()
     c.model.hidden_size = args.hidden_size
     c.task.name, c.task.length = "adding", args.length
     c.train.steps, c.train.batch_size = args.steps, args.batch_size
@@ -48,7 +49,7 @@ def main(argv=None):
         vmapped = time.perf_counter() - start
         start = time.perf_counter()
         for entry in sweep:
-            engine.train_and_evaluate(engine.override(base, entry), pathlib.Path(tmp) / f"seq-{entry['seed']}")
+            engine.train_and_evaluate(config_lib.override(base, entry), pathlib.Path(tmp) / f"seq-{entry['seed']}")
         sequential = time.perf_counter() - start
     result = {
         "date": time.strftime("%Y-%m-%d"),

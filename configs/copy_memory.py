@@ -16,65 +16,11 @@ for the LSTM: 0/4 seeds of each (95% Wilson interval 0-0.49). The single run (se
 3000 steps, it learns part of the copy: loss 0.231 (baseline 0.520), accuracy 0.905 (baseline 0.781).
 """
 
-import ml_collections
-from ml_collections import config_dict
+from configs import base
 
 
 def get_config():
-    unset = config_dict.placeholder
-    return ml_collections.ConfigDict(
-        dict(
-            seed=0,
-            model=dict(
-                cell="lstm",
-                hidden_size=64,
-                num_layers=1,
-                bidirectional=False,
-                residual=False,
-                impl="auto",
-                # The cell's options; unset (None) keeps the cell's default. Setting one the cell lacks is refused.
-                options=dict(
-                    recurrent_init=unset(str),
-                    recurrent_scale=unset(float),
-                    activation=unset(str),
-                    forget_bias=unset(float),
-                    peepholes=unset(bool),
-                    coupled=unset(bool),
-                    forget_gate=unset(bool),
-                    chrono_init=unset(int),
-                    update=unset(str),
-                    reset=unset(str),
-                    log_space=unset(bool),
-                    r_min=unset(float),
-                    r_max=unset(float),
-                    max_phase=unset(float),
-                    c=unset(float),
-                    a_min=unset(float),
-                    a_max=unset(float),
-                    state_size=unset(int),
-                    dt_min=unset(float),
-                    dt_max=unset(float),
-                    exponential_forget=unset(bool),
-                    num_heads=unset(int),
-                ),
-            ),
-            task=dict(classes=8, length=50, name="copy_memory", sequence=10),
-            # Linear warm-up, then a cosine decay to 0 at the last step: the final parameters are not a spike.
-            optimizer=dict(
-                name="adam",
-                learning_rate=0.003,
-                momentum=0.9,
-                weight_decay=1e-4,
-                clip="global_norm",
-                clip_threshold=1.0,
-                schedule="warmup_cosine",
-                warmup_steps=100,
-            ),
-            train=dict(
-                steps=2000, batch_size=32, log_every=50, eval_every=250, eval_batch_size=512, checkpoint_every=500
-            ),
-        )
-    )
+    return base.task_config(dict(classes=8, length=50, name="copy_memory", sequence=10), steps=2000, batch_size=32)
 
 
 def sweep():

@@ -14,65 +14,11 @@ in the state at once. Accuracy grows with the width and falls with the delay: 0.
 (--config.model.hidden_size=256), 0.88 at a delay of 10 (--config.task.delay=10), both in 1500 steps, seed 0.
 """
 
-import ml_collections
-from ml_collections import config_dict
+from configs import base
 
 
 def get_config():
-    unset = config_dict.placeholder
-    return ml_collections.ConfigDict(
-        dict(
-            seed=0,
-            model=dict(
-                cell="lstm",
-                hidden_size=64,
-                num_layers=1,
-                bidirectional=False,
-                residual=False,
-                impl="auto",
-                # The cell's options; unset (None) keeps the cell's default. Setting one the cell lacks is refused.
-                options=dict(
-                    recurrent_init=unset(str),
-                    recurrent_scale=unset(float),
-                    activation=unset(str),
-                    forget_bias=unset(float),
-                    peepholes=unset(bool),
-                    coupled=unset(bool),
-                    forget_gate=unset(bool),
-                    chrono_init=unset(int),
-                    update=unset(str),
-                    reset=unset(str),
-                    log_space=unset(bool),
-                    r_min=unset(float),
-                    r_max=unset(float),
-                    max_phase=unset(float),
-                    c=unset(float),
-                    a_min=unset(float),
-                    a_max=unset(float),
-                    state_size=unset(int),
-                    dt_min=unset(float),
-                    dt_max=unset(float),
-                    exponential_forget=unset(bool),
-                    num_heads=unset(int),
-                ),
-            ),
-            task=dict(classes=8, delay=40, length=80, name="delayed_recall"),
-            # Linear warm-up, then a cosine decay to 0 at the last step: the final parameters are not a spike.
-            optimizer=dict(
-                name="adam",
-                learning_rate=0.003,
-                momentum=0.9,
-                weight_decay=1e-4,
-                clip="global_norm",
-                clip_threshold=1.0,
-                schedule="warmup_cosine",
-                warmup_steps=100,
-            ),
-            train=dict(
-                steps=1500, batch_size=32, log_every=50, eval_every=250, eval_batch_size=512, checkpoint_every=500
-            ),
-        )
-    )
+    return base.task_config(dict(classes=8, delay=40, length=80, name="delayed_recall"), steps=1500, batch_size=32)
 
 
 def sweep():

@@ -21,12 +21,13 @@ runs of a sweep, or a single run's batch, are sharded over every process's devic
 
 import logging as std_logging
 import os
-import pathlib
 import sys
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
+
+from . import BUNDLED_CONFIGS
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
@@ -56,6 +57,10 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, co
     sys.argv = argv  # config_flags reads its overrides from sys.argv
     try:
         rest = flag_values(argv)
+        if any(path.startswith("model.options.") for path, _ in shadowed):
+            from . import config as config_lib  # imports gated (and jax): only when an option is set
+
+            config_lib.fill_options(config_flag.value)
         for path, text in shadowed:
             set_override(config_flag.value, path, text)
         return rest
@@ -66,11 +71,6 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, co
             err = err.args[0]
         text = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)  # not a KeyError's repr
         fail(f"a --config override: unknown key or bad value: {' '.join(text.split())}")
-
-
-# The configs that come with gated: configs/ in a checkout, gated/configs/ where gated is installed (the folder
-# beside this one either way).
-BUNDLED_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def find_config(arg: str) -> str:
@@ -89,15 +89,18 @@ def find_config(arg: str) -> str:
 
 
 def split_shadowed(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Takes out of ``argv`` the ``--config.KEY=VALUE`` overrides whose last key is also the name of a ConfigDict
-    method (the GRU's ``model.options.update``): config_flags reads such a key as the method, so they are set by
-    :func:`set_override` once the config is parsed. Returns the other arguments and ``(KEY, VALUE)`` pairs."""
+    """Takes out of ``argv`` the ``--config.KEY=VALUE`` overrides that are set by :func:`set_override` once the
+    config is parsed: the cell options (``model.options.KEY``; a config file gives only the options it sets, the
+    others are added from the cells' fields first), and any key that is also the name of a ConfigDict method (the
+    GRU's ``update``), which config_flags would read as the method. Returns the other arguments and ``(KEY,
+    VALUE)`` pairs."""
     kept, shadowed = [], []
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
         path = name.removeprefix("--config.")
-        if name.startswith("--config.") and hasattr(ml_collections.ConfigDict, path.split(".")[-1]):
+        deferred = path.startswith("model.options.") or hasattr(ml_collections.ConfigDict, path.split(".")[-1])
+        if name.startswith("--config.") and deferred:
             shadowed.append((path, value if eq else next(args, "")))
         else:
             kept.append(arg)
@@ -123,6 +126,7 @@ def main(argv):
     del argv
     for name in QUIET_LOGGERS:
         std_logging.getLogger(name).setLevel(std_logging.WARNING)
+    from . import config as config_lib
     from . import engine, studies, workdir  # after the flags, so --help and flag errors are fast
 
     if _COORDINATOR.value or _DISTRIBUTED.value:
@@ -134,7 +138,7 @@ def main(argv):
     try:
         if "study" in config:
             if _SWEEP.value:
-                raise engine.ConfigError("--sweep: a study config runs its own grid; drop --sweep")
+                raise config_lib.ConfigError("--sweep: a study config runs its own grid; drop --sweep")
             result = studies.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
             print(f"{result['title']}: {result['wall_seconds']:.0f} s")
             for k, v in result["headline"].items():
@@ -147,7 +151,7 @@ def main(argv):
         if _SWEEP.value:
             sweep = _load_sweep(config_flags.get_config_filename(flags.FLAGS["config"]))
         results = engine.train_and_evaluate(config, _WORKDIR.value, sweep, overwrite=_OVERWRITE.value)
-    except (engine.ConfigError, workdir.WorkdirError) as err:
+    except (config_lib.ConfigError, workdir.WorkdirError) as err:
         fail(str(err))
     except OSError as err:  # a workdir that stops being writable while the run writes it
         fail(f"workdir {_WORKDIR.value!r}: {workdir.describe(err)}")
@@ -169,11 +173,11 @@ def summary(result: dict) -> str:
 
 
 def _load_sweep(path: str) -> list[dict]:
-    from . import engine
+    from . import config as config_lib
 
-    module = engine.load_config_module(path)
+    module = config_lib.load_config_module(path)
     if not hasattr(module, "sweep"):
-        raise engine.ConfigError(f"--sweep: {path} defines no sweep()")
+        raise config_lib.ConfigError(f"--sweep: {path} defines no sweep()")
     return list(module.sweep())
 
 

@@ -29,70 +29,26 @@ import time
 
 from absl import app, flags
 
+from . import config as config_lib
+from . import studies
 from . import workdir as workdir_lib
+from .writers import escape, run_report, sweep_report
 
 
 def run_studies(
     config_dir: str | pathlib.Path, workdir: str | pathlib.Path, size: str = "default"
 ) -> list[pathlib.Path]:
     """Runs every study config in ``config_dir`` (in the order of :data:`experiments.studies.NAMES`)."""
-    from . import engine, studies
 
     paths = {p.stem: p for p in sorted(pathlib.Path(config_dir).glob("[!_]*.py"))}
     done = []
     for name in sorted(paths, key=lambda n: studies.NAMES.index(n) if n in studies.NAMES else len(studies.NAMES)):
-        config = engine.load_config_module(paths[name]).get_config(size)
+        config = config_lib.load_config_module(paths[name]).get_config(size)
         start = time.perf_counter()
         result = studies.run(config, pathlib.Path(workdir) / name)
         print(f"{name}: {result['wall_seconds']:.0f} s ({time.perf_counter() - start:.0f} s this call)")
         done.append(pathlib.Path(workdir) / name)
     return done
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
-
-
-def escape(text: object) -> str:
-    """``text`` as literal Markdown: every character Markdown would read as syntax (``|``, ``*``, ``_``, ``[``,
-    ``#``, ...) backslash-escaped, and line breaks as spaces, so a name or title can't break a table or a heading."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def _number(value, fmt: str = ".4g") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def run_report(name: str, result: dict) -> str:
-    """A run's report.md: status, final and best test metrics with their steps, chance levels, the loss plot."""
-    final = result["final"]
-    test = ", ".join(f"{k} {_number(v)}" for k, v in final.items() if k != "step")
-    best = ", ".join(f"{k} {_number(b['value'])} (step {b['step']})" for k, b in result["best"].items())
-    chance = f"chance loss {result['chance_loss']:.4g}"
-    if result["chance_accuracy"] is not None:
-        chance += f", chance accuracy {result['chance_accuracy']:.4g}"
-    status = result["status"] + (f" at step {result['diverged_at']}" if result["diverged_at"] is not None else "")
-    return (
-        f"# {escape(name)}\n\n- status: {status} after {result['steps']} steps\n"
-        f"- final test (step {final['step']}): {test}\n- best test: {best}\n- {chance}\n\n"
-        f"![loss and gradient norm](loss.png)\n"
-    )
-
-
-def sweep_report(results: dict[str, dict]) -> str:
-    """A sweep's report.md: one table row per run, linking its report."""
-    rows = [
-        "| run | status | steps | final test loss | best test loss (step) | final test accuracy | chance loss |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results.items():
-        status = r["status"] + (f" at {r['diverged_at']}" if r["diverged_at"] is not None else "")
-        best = r["best"]["loss"]
-        rows.append(
-            f"| [{escape(name)}](runs/{name}/report.md) | {status} | {r['steps']} | {_number(r['final']['loss'])} "
-            f"| {_number(best['value'])} ({best['step']}) | {_number(r['final'].get('accuracy'), '.3f')} "
-            f"| {r['chance_loss']:.4g} |"
-        )
-    return "# Sweep results\n\n" + "\n".join(rows) + "\n"
 
 
 def _with_figures(text: str, workdir: pathlib.Path, figures: pathlib.Path) -> str:
@@ -244,8 +200,6 @@ def main(argv):
     if not workdirs:
         raise app.UsageError("give the workdirs to gather, or --run_studies=configs/studies")
     if f.redraw:
-        from . import studies
-
         for d in workdirs:
             if (d / studies.COMPUTED).exists():
                 studies.redraw(d)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from experiments import config as config_lib
 from experiments import engine
 from tests.test_engine import tiny_config
 
@@ -87,7 +88,7 @@ def test_on_four_cpu_devices(tmp_path):
     sweep = [{"seed": s} for s in range(4)]
     engine.train_and_evaluate(tiny_config(), tmp_path / "one" / "sweep", sweep)
     for entry in sweep:
-        name = engine.run_name(entry)
+        name = config_lib.run_name(entry)
         _assert_close(tmp_path / "one" / "sweep" / "runs" / name, tmp_path / "four" / "sweep" / "runs" / name)
     engine.train_and_evaluate(tiny_config(), tmp_path / "one" / "single")
     _assert_close(tmp_path / "one" / "single", tmp_path / "four" / "single")

@@ -9,11 +9,12 @@ import re
 import numpy as np
 import pytest
 
-from experiments import engine, workdir
+from experiments import config as config_lib
+from experiments import engine, workdir, writers
 
 
 def tiny_config(**updates):
-    config = engine.base_config()
+    config = config_lib.base_config()
     config.model.hidden_size = 4
     config.task.name = "delayed_recall"
     config.task.length = 6
@@ -26,13 +27,13 @@ def tiny_config(**updates):
     config.train.eval_every = 6
     config.train.eval_batch_size = 8
     config.train.checkpoint_every = 4
-    return engine.override(config, updates)
+    return config_lib.override(config, updates)
 
 
 def diverging_config(**updates):
     config = tiny_config(**{"model.cell": "rnn", "model.options": {"activation": "identity", "recurrent_scale": 3.0}})
-    config = engine.override(config, {"optimizer.name": "sgd", "optimizer.clip": "none", "train.log_every": 1})
-    return engine.override(config, {"optimizer.learning_rate": 50.0, **updates})
+    config = config_lib.override(config, {"optimizer.name": "sgd", "optimizer.clip": "none", "train.log_every": 1})
+    return config_lib.override(config, {"optimizer.learning_rate": 50.0, **updates})
 
 
 def _final(run_dir):
@@ -66,7 +67,7 @@ def test_single_run_writes_a_complete_workdir(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     expected = ["checkpoint.msgpack", "checkpoint.previous.msgpack", "config.json", "final.npz", "loss.png",
                 "metrics.jsonl", "report.md"]  # fmt: skip
-    assert files == sorted([*expected, ".lock", "result.json", engine.EVENTS_FILE])
+    assert files == sorted([*expected, ".lock", "result.json", writers.EVENTS_FILE])
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
     assert {"loss", "accuracy", "grad_norm", "clipped", "update_norm", "param_norm", "finite"} <= rows[0].keys()
@@ -101,7 +102,7 @@ def _read_events(path):
 
 def test_tensorboard_event_files_hold_every_logged_metric(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path)
-    scalars = _read_events(tmp_path / engine.EVENTS_FILE)
+    scalars = _read_events(tmp_path / writers.EVENTS_FILE)
     assert scalars["train/loss"] == [2, 4, 6, 8, 10, 12]
     assert scalars["test/loss"] == [6, 12] and "train/grad_norm" in scalars
 
@@ -209,7 +210,7 @@ def test_a_run_gives_the_same_numbers_alone_and_inside_a_sweep(tmp_path):
     sweep = [{"seed": 0}, {"seed": 1, "optimizer.learning_rate": 3e-2, "optimizer.clip_threshold": 0.5}]
     results = engine.train_and_evaluate(tiny_config(), tmp_path / "sweep", sweep)
     for entry in sweep:
-        name = engine.run_name(entry)
+        name = config_lib.run_name(entry)
         alone = engine.train_and_evaluate(tiny_config(**entry), tmp_path / name)[""]
         assert alone["final"] == results[name]["final"] and alone["best"] == results[name]["best"]
         assert _rows(tmp_path / name) == _rows(tmp_path / "sweep" / "runs" / name)
@@ -239,8 +240,8 @@ def test_divergence_is_recorded_at_the_step_the_metrics_mark_and_in_strict_json(
 def test_a_diverging_run_inside_a_group_does_not_stop_the_others(tmp_path):
     sweep = [{"optimizer.learning_rate": 1e-5}, {"optimizer.learning_rate": 50.0}]
     results = engine.train_and_evaluate(diverging_config(), tmp_path, sweep)
-    assert [results[engine.run_name(e)]["status"] for e in sweep] == ["finished", "diverged"]
-    assert results[engine.run_name(sweep[0])]["steps"] == 12
+    assert [results[config_lib.run_name(e)]["status"] for e in sweep] == ["finished", "diverged"]
+    assert results[config_lib.run_name(sweep[0])]["steps"] == 12
 
 
 def test_files_are_readable_by_the_group(tmp_path):
@@ -275,30 +276,30 @@ def test_files_are_readable_by_the_group(tmp_path):
     ],
 )
 def test_impossible_configs_are_refused_with_the_key_named(tmp_path, updates, message):
-    with pytest.raises(engine.ConfigError, match=message):
+    with pytest.raises(config_lib.ConfigError, match=message):
         engine.train_and_evaluate(tiny_config(**updates), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything ran or was written
 
 
 def test_cell_options_reach_the_cell_and_impl_the_layer():
-    spec = engine.validate(tiny_config(**{"model.options.forget_bias": 2.0, "model.impl": "native"}))
+    spec = config_lib.validate(tiny_config(**{"model.options.forget_bias": 2.0, "model.impl": "native"}))
     assert spec.cell.forget_bias == 2.0 and spec.model.layer.impl == "native"
-    assert engine.validate(tiny_config()).cell.forget_bias == 1.0  # unset: the cell's default
+    assert config_lib.validate(tiny_config()).cell.forget_bias == 1.0  # unset: the cell's default
 
 
 def test_unknown_and_missing_keys_are_refused():
     config = tiny_config()
     with config.model.unlocked():
         config.model.hiden_size = 3
-    with pytest.raises(engine.ConfigError, match=r"config.model.hiden_size: unknown key"):
-        engine.validate(config)
-    with pytest.raises(engine.ConfigError, match=r"sweep key 'model.hiden_size': unknown key"):
-        engine.override(tiny_config(), {"model.hiden_size": 3})
+    with pytest.raises(config_lib.ConfigError, match=r"config.model.hiden_size: unknown key"):
+        config_lib.validate(config)
+    with pytest.raises(config_lib.ConfigError, match=r"sweep key 'model.hiden_size': unknown key"):
+        config_lib.override(tiny_config(), {"model.hiden_size": 3})
     config = tiny_config()
     with config.train.unlocked():
         del config.train["eval_every"]
-    with pytest.raises(engine.ConfigError, match=r"config.train.eval_every: missing"):
-        engine.validate(config)
+    with pytest.raises(config_lib.ConfigError, match=r"config.train.eval_every: missing"):
+        config_lib.validate(config)
 
 
 def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_a_batch_job(monkeypatch, capsys, caplog):
@@ -308,7 +309,7 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_in_a_batch_job(monkeypatc
     reporter(50, values)
     reporter.close()
     bar = capsys.readouterr().err
-    assert bar.startswith("\r[run] step 50/100  loss 0.6  grad norm 2") and "[##########..........]" in bar
+    assert re.search(r"\[run\]: +50%\|#####     \| 50/100 \[.*loss 0.6  grad norm 2\]", bar), bar  # tqdm's bar
     monkeypatch.setattr(engine.sys.stderr, "isatty", lambda: False, raising=False)
     with caplog.at_level("INFO"):
         reporter = engine.Reporter("[run]", 100)
@@ -330,7 +331,7 @@ def test_a_run_diverging_before_its_first_log_step_is_marked_in_its_plot_and_log
     assert [r["step"] for r in _rows(tmp_path)] == [6] and not _rows(tmp_path)[0]["finite"]
     nothing_finite = [{"step": 6, "loss": None, "grad_norm": None, "test_loss": None}]
     for rows in (_rows(tmp_path), nothing_finite):
-        fig = engine.curves_figure(rows, engine.validate(config).task, result, "run")
+        fig = writers.curves_figure(rows, config_lib.validate(config).task, result, "run")
         for ax in fig.axes:
             marks = [line for line in ax.get_lines() if line.get_label() == f"diverged at step {step}"]
             assert len(marks) == 1 and list(marks[0].get_xdata()) == [step, step]
@@ -392,7 +393,7 @@ def test_a_resume_removes_what_a_killed_writer_left(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path / "whole" / "run", sweep)
     killed = tmp_path / "killed" / "run"
     engine.train_and_evaluate(tiny_config(), killed, sweep)  # then as if killed while writing its first result
-    leftovers = [killed / "runs" / "seed-0" / f".{engine.EVENTS_FILE}.x1y2.tmp", killed / ".config.json.a.tmp"]
+    leftovers = [killed / "runs" / "seed-0" / f".{writers.EVENTS_FILE}.x1y2.tmp", killed / ".config.json.a.tmp"]
     (killed / "runs" / "seed-0" / "result.json").unlink()
     for path in leftovers:
         path.write_bytes(b"half")

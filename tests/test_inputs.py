@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gated
-from experiments import engine
+from experiments import config as config_lib
 from tests.conftest import random_carry, random_params
 
 # Examples per property test: the fast tier's, and the slow tier's.
@@ -149,7 +149,7 @@ def test_layers_refuse_what_is_not_a_layer_and_take_numpy_scalars():
 
 def test_the_config_schema_is_every_option_of_every_cell():
     assert len(OPTIONS) >= 32  # every option of the ten cells: the command-line test below sets each
-    schema = engine.base_config().model.options
+    schema = config_lib.base_config().model.options
     for cls in gated.cells.CELLS.values():
         for f in _option_fields(cls):
             if f.name != "hidden_size":
@@ -303,7 +303,7 @@ def _keys(config, prefix=""):
             yield f"{prefix}{k}"
 
 
-CONFIG_KEYS = sorted(_keys(engine.override(engine.base_config(), TINY)))
+CONFIG_KEYS = sorted(_keys(config_lib.override(config_lib.base_config(), TINY)))
 CELL_NAMES = st.sampled_from([*gated.cells.CELLS, "transformer"])
 
 
@@ -315,13 +315,13 @@ def test_config_validation_builds_the_run_or_names_the_key(examples):
         updates = {**TINY, "model.cell": cell, **{k: v.item() if isinstance(v, np.generic) else v
                                                   for k, v in updates.items()}}  # fmt: skip
         try:
-            config = engine.override(engine.base_config(), updates)
+            config = config_lib.override(config_lib.base_config(), updates)
         except TypeError as err:  # the ConfigDict's own type check: a value of another type than the key's
             assert any(k.split(".")[-1] in str(err) for k in updates), err
             return
         try:
-            spec = engine.validate(config)
-        except engine.ConfigError as err:
+            spec = config_lib.validate(config)
+        except config_lib.ConfigError as err:
             assert str(err).startswith("config."), err
             return
         assert spec.cell.name == config.model.cell and spec.model.layer is not None
@@ -330,7 +330,7 @@ def test_config_validation_builds_the_run_or_names_the_key(examples):
 
 
 def test_the_reported_bad_configs_are_refused():
-    base = engine.override(engine.base_config(), TINY)
+    base = config_lib.override(config_lib.base_config(), TINY)
     cases = [
         ({"optimizer.schedule": "warmup_cosine", "optimizer.warmup_steps": 100}, r"warmup_steps: expected at most"),
         ({"optimizer.warmup_steps": 3}, r"warmup_steps: expected 0: schedule 'constant' has no warm-up"),
@@ -338,8 +338,8 @@ def test_the_reported_bad_configs_are_refused():
         ({"model.cell": "gru", "model.options.update": "add"}, r"config.model: update: expected 'keep' or 'write'"),
     ]
     for updates, message in cases:
-        with pytest.raises(engine.ConfigError, match=message):
-            engine.validate(engine.override(base, updates))
+        with pytest.raises(config_lib.ConfigError, match=message):
+            config_lib.validate(config_lib.override(base, updates))
     with pytest.raises(ValueError, match=r"unroll: expected a positive int, got 0"):
         gated.recurrent(gated.cells.lstm(4), unroll=0)
     cell = gated.cells.lstm(4)
@@ -390,7 +390,7 @@ def test_every_option_of_every_cell_is_set_from_the_command_line(name, field, mo
     flags.DEFINE_string("workdir", None, "", flag_values=flag_values)
     monkeypatch.setattr(sys, "argv", argv)
     main.parse_flags(argv, flag_values, flag)
-    spec = engine.validate(flag.value)
+    spec = config_lib.validate(flag.value)
     assert getattr(spec.cell, field.name) == value and spec.cell.name == name
 
 
@@ -399,7 +399,7 @@ def test_a_shadowed_option_from_the_command_line_keeps_its_type():
 
     kept, shadowed = main.split_shadowed(["main", "--config.model.options.update", "write", "--config.seed=3"])
     assert kept == ["main", "--config.seed=3"] and shadowed == [("model.options.update", "write")]
-    config = engine.base_config()
+    config = config_lib.base_config()
     main.set_override(config, "model.options.update", "write")
     assert config.model.options["update"] == "write"
     with pytest.raises(KeyError, match="model.options.nope: no such key"):

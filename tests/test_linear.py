@@ -234,7 +234,7 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
 
     import gated.flax
     import gated.nnx
-    from experiments import engine
+    from experiments import config as config_lib
 
     xs = jax.random.normal(jax.random.key(0), (2, 7, 3), jnp.float32)  # (B, T, D)
     lengths = jnp.array([7, 4])
@@ -251,12 +251,12 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
         assert nn.RNN(gated.flax.Cell(cell)).init(jax.random.key(2), xs) is not None
     for cell in (gated.cells.minlstm(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
         assert gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0))(xs, lengths=lengths).shape == (2, 7, 4)
-    config = engine.base_config()
+    config = config_lib.base_config()
     config.model.cell, config.model.impl, config.model.options.log_space = "mingru", "associative", True
-    spec = engine.validate(config)
+    spec = config_lib.validate(config)
     assert spec.cell == gated.cells.mingru(64, log_space=True) and spec.model.layer.impl == "associative"
     config.model.cell, config.model.options.log_space, config.model.options.num_heads = "mlstm", None, 4
-    assert engine.validate(config).cell == gated.cells.mlstm(64, num_heads=4)
+    assert config_lib.validate(config).cell == gated.cells.mlstm(64, num_heads=4)
 
 
 def _unstabilised_slstm(cell, p, xs):

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from experiments import engine, report, studies, workdir
+from experiments import config as config_lib
+from experiments import report, studies, workdir
 
 ROOT = pathlib.Path(__file__).parent.parent
 CONFIGS = sorted((ROOT / "configs" / "studies").glob("[!_]*.py"))
@@ -21,7 +22,7 @@ def test_every_study_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.slow
 def test_study_runs_tiny(path, tmp_path):
-    module = engine.load_config_module(path)
+    module = config_lib.load_config_module(path)
     assert f"--config=configs/studies/{path.stem}.py" in module.__doc__ and "Expected" in module.__doc__
     assert "RESULT" not in module.__doc__, "fill in the measured result"
     for size in ("default", "paper"):
@@ -39,12 +40,12 @@ def test_study_runs_tiny(path, tmp_path):
 
 
 def test_study_configs_are_checked():
-    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    config = config_lib.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
     with config.unlocked():
         config.depth = 3
     with pytest.raises(ValueError, match=r"config\.depth: unknown key for study 'scalar_chain'"):
         studies.validate(config)
-    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    config = config_lib.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
     config.max_depth = -1
     with pytest.raises(ValueError, match=r"config\.max_depth: expected a positive int, got -1"):
         studies.validate(config)
@@ -55,7 +56,7 @@ def test_study_configs_are_checked():
     with pytest.raises(ValueError, match=r"config\.study: expected one of"):
         studies.validate(config)
     with pytest.raises(ValueError, match=r"size: expected one of \['default', 'paper', 'tiny'\], got 'huge'"):
-        engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("huge")
+        config_lib.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("huge")
 
 
 @pytest.mark.slow
@@ -112,7 +113,7 @@ def test_gathered_report_escapes_markdown_and_is_written_whole_or_not_at_all(tmp
 
 
 def test_a_study_is_computed_once_then_drawn_from_its_stored_results(tmp_path, monkeypatch):
-    config = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
+    config = config_lib.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("tiny")
     first = studies.run(config, tmp_path)
     report_md = (tmp_path / "report.md").read_text()
     module = studies.get("scalar_chain")
@@ -123,7 +124,7 @@ def test_a_study_is_computed_once_then_drawn_from_its_stored_results(tmp_path, m
     assert (tmp_path / "report.md").read_text() == report_md and (tmp_path / "scalar_chain.png").exists()
     (tmp_path / "results.json").unlink()  # stopped after computing: the same command only draws
     assert studies.run(config, tmp_path) == first
-    other = engine.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("default")
+    other = config_lib.load_config_module(ROOT / "configs/studies/scalar_chain.py").get_config("default")
     with pytest.raises(workdir.WorkdirError, match="max_depth"):
         studies.run(other, tmp_path)
 

@@ -9,7 +9,7 @@ there the gradient explodes, and an unclipped step is thrown far, while a clippe
 Measured: see docs/studies/cliff/report.md.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {"grid": 8, "starts": 2, "descent_steps": 3},
@@ -19,7 +19,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="cliff",
             steps=50,  # time steps of the unit
@@ -33,9 +33,7 @@ def get_config(size="default"):
             learning_rate=0.05,
             threshold=1.0,
             descent_steps=40,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

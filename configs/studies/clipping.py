@@ -8,7 +8,7 @@ Expected (the paper, section 4): unclipped runs diverge (NaN/Inf); clipped runs 
 Measured: see docs/studies/clipping/report.md.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -25,7 +25,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="clipping",
             hidden_size=32,
@@ -35,9 +35,7 @@ def get_config(size="default"):
             train_steps=1000,
             batch_size=32,
             learning_rate=0.01,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

@@ -12,7 +12,7 @@ sensitivity grows x6.8e5 (to 2.0e6); the gated one's x43 (to 51), following 2/((
 the LRU's stays at 0.50 [0.47, 0.54].
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {"lambdas": (0.5, 0.9), "length": 200, "batch_size": 256},
@@ -26,7 +26,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="curse_of_memory",
             lambdas=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995),
@@ -34,9 +34,7 @@ def get_config(size="default"):
             batch_size=4096,
             seed=1,
             confidence=0.99,
-        )  # fmt: skip
+        ),  # fmt: skip
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

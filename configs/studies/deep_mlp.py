@@ -10,7 +10,7 @@ first-layer gradient at depth 32 over depth 2 is 1.4e-19 for the plain sigmoid M
 dense connections (geometric means); each claim held on 8/8 seeds.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {"depths": (2, 4), "width": 8, "batch_size": 8, "seeds": 2},
@@ -20,7 +20,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="deep_mlp",
             depths=(2, 4, 8, 16, 32),
@@ -29,9 +29,7 @@ def get_config(size="default"):
             seeds=8,
             activation="sigmoid",
             architectures=("plain", "residual", "dense"),
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

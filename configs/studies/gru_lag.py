@@ -10,7 +10,7 @@ difference), 0.32 with chrono init (more than without on 8/8 seeds), 0.14 after 
 problem; the product equals autodiff within 4.2e-7.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -28,7 +28,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="gru_lag",
             hidden_size=64,
@@ -41,9 +41,7 @@ def get_config(size="default"):
             train_steps=1000,
             train_batch_size=64,
             learning_rate=3e-3,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

@@ -10,7 +10,7 @@ inputs vanishes with T.
 Measured: see docs/studies/latch/report.md.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {"lengths": (4, 6), "seeds": 2, "steps": 3, "batch_size": 4, "test_size": 8},
@@ -20,7 +20,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="latch",
             lengths=(5, 10, 15, 20, 30, 50, 100, 200),
@@ -33,9 +33,7 @@ def get_config(size="default"):
             w_init=(0.5, 1.0),
             test_size=512,
             success_accuracy=0.95,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

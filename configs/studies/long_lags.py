@@ -23,7 +23,7 @@ T (0 at 1000), LRU 0 at every T; temporal order at T = 25/50/100/200: RNN 8/3/0/
 8/8/8/8, LRU 8/8/6/0, minGRU 8/0/0/0. LSTM variants on adding T = 50: 8/8 but no forget gate 7/8.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -55,7 +55,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="long_lags",
             cells=("rnn", "lstm", "gru", "mingru", "rglru", "lru"),
@@ -76,9 +76,7 @@ def get_config(size="default"):
             variants=("lstm", "no_forget_gate", "cifg", "peepholes", "forget_bias_0", "forget_bias_3"),
             variant_task="adding",
             variant_length=50,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

@@ -15,7 +15,7 @@ is too large a step for the wider LSTM, so at that size the claim that the explo
 search over the rate at H = 128, as above, would find the paper size's setting (not run: about 17 minutes a rate).
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -35,7 +35,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="lstm_exploding",
             hidden_size=64,
@@ -51,9 +51,7 @@ def get_config(size="default"):
             train_batch_size=32,
             learning_rate=0.15,
             clip_threshold=1.0,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

@@ -10,7 +10,7 @@ equals autodiff within 6e-7; prod f at lag 75 goes from 9.0e-15 (forget bias 0) 
 of the bias on 8/8 seeds; ||dL/dh|| left at lag 75 is 9.8e-5 at init (bias 1) and 6.7e-3 after 1000 Adam steps.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -28,7 +28,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="lstm_lag",
             hidden_size=64,
@@ -40,9 +40,7 @@ def get_config(size="default"):
             train_steps=1000,
             train_batch_size=64,
             learning_rate=3e-3,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

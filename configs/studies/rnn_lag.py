@@ -10,7 +10,7 @@ Adam steps on the adding problem); radius 0.8 keeps 5.8e-14 (tanh) and 9.9e-18 (
 2.7e6-fold; at 1.25 tanh still vanishes (4.3e-4). A gain below 1 vanished on 56/56 setting-seed pairs.
 """
 
-import ml_collections
+from configs import base
 
 SIZES = {
     "tiny": {
@@ -29,7 +29,7 @@ SIZES = {
 
 
 def get_config(size="default"):
-    config = ml_collections.ConfigDict(
+    return base.sized(
         dict(
             study="rnn_lag",
             hidden_size=64,
@@ -42,9 +42,7 @@ def get_config(size="default"):
             train_steps=1000,
             train_batch_size=64,
             learning_rate=1e-3,
-        )
+        ),
+        SIZES,
+        size,
     )
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
-    config.update(SIZES[size])
-    return config

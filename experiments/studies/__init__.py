@@ -1,7 +1,6 @@
 """The vanishing/exploding-gradient studies of the lecture notes, one module each.
 
-Each study module has ``TITLE``, ``FIELDS`` (its config keys and their types)
-and three steps: ``compute(config, workdir) -> results`` (every number the figures
+Each study module has ``TITLE`` and three steps: ``compute(config, workdir) -> results`` (every number the figures
 and claims need), then, from the stored results alone, ``plot(results, config,
 report)`` (figures and tables) and ``claims(results, config, report)`` (headline
 numbers and the claims of the notes, each held or not). :func:`run` stores the
@@ -21,6 +20,8 @@ import time
 
 import ml_collections
 
+from .. import BUNDLED_CONFIGS
+from .. import config as config_lib
 from .. import workdir as workdir_lib
 from .base import Report, check_fields, format_value, plain
 
@@ -53,8 +54,16 @@ def validate(config: ml_collections.ConfigDict):
     if "study" not in config:
         raise ValueError("config.study: missing; expected the name of a study")
     module = get(config.study)
-    check_fields(config, module.FIELDS, config.study)
+    check_fields(config, fields(config.study), config.study)
     return module
+
+
+def fields(name: str) -> dict[str, type]:
+    """Study ``name``'s config keys and their types, read from its config (``configs/studies/NAME.py``)."""
+    kinds = {bool: bool, int: int, float: float, str: str, tuple: tuple, list: tuple}
+    path = BUNDLED_CONFIGS / "studies" / f"{name}.py"
+    default = config_lib.load_config_module(path).get_config()
+    return {k: kinds[type(v)] for k, v in default.items() if k != "study"}
 
 
 COMPUTED = "computed.json"

@@ -27,7 +27,7 @@ from gated import diagnostics
 from .. import loop
 from .. import tasks as tasks_lib
 from .. import train as train_lib
-from ..engine import require
+from ..config import require
 from ..workdir import spelled, to_json, write
 
 DTYPE = jnp.float32

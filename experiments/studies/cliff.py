@@ -21,19 +21,6 @@ import numpy as np
 from .base import DTYPE, legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "10. The cliff (Pascanu et al. 2013, Fig. 6): a one-unit RNN's error surface and clipping"
-FIELDS = {
-    "steps": int,
-    "target": float,
-    "w_range": tuple,
-    "b_range": tuple,
-    "grid": int,
-    "starts": int,
-    "start_w": tuple,
-    "start_b": tuple,
-    "learning_rate": float,
-    "threshold": float,
-    "descent_steps": int,
-}
 MOST = 0.5
 
 

@@ -12,15 +12,6 @@ from .. import train as train_lib
 from .base import legend_panel, plt_panels, rate_text, train_runs, wilson
 
 TITLE = "7. Clipping: clip_by_global_norm rescues training when gradients explode"
-FIELDS = {
-    "hidden_size": int,
-    "length": int,
-    "seeds": int,
-    "thresholds": tuple,
-    "train_steps": int,
-    "batch_size": int,
-    "learning_rate": float,
-}
 
 
 def compute(config, workdir) -> dict:

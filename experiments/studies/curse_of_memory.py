@@ -29,7 +29,6 @@ from scipy import stats
 from .base import plt_figure
 
 TITLE = "9. The curse of memory: a linear recurrence's variance and sensitivity as |lambda| -> 1"
-FIELDS = {"lambdas": tuple, "length": int, "batch_size": int, "seed": int, "confidence": float}
 
 VARIANTS = ("plain", "lru", "gated")
 LABELS = {"plain": "h = lambda h + x", "lru": "LRU: h = lambda h + gamma x, lambda = exp(-exp(nu))",

@@ -11,7 +11,6 @@ import numpy as np
 from .base import DTYPE, claim_over_seeds, plt_figure
 
 TITLE = "2. Depth and shortcuts: the first layer's gradient in a deep MLP"
-FIELDS = {"depths": tuple, "width": int, "batch_size": int, "seeds": int, "activation": str, "architectures": tuple}
 ARCHITECTURES = ("plain", "residual", "dense")
 ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
 

@@ -26,18 +26,6 @@ from .base import (
 )
 
 TITLE = "6. GRU: the update gate plays the forget gate's role"
-FIELDS = {
-    "hidden_size": int,
-    "length": int,
-    "batch_size": int,
-    "seeds": int,
-    "updates": tuple,
-    "chrono": bool,
-    "report_lag": int,
-    "train_steps": int,
-    "train_batch_size": int,
-    "learning_rate": float,
-}
 
 
 def _settings(config) -> list[tuple[str, dict]]:

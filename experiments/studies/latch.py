@@ -20,18 +20,6 @@ import optax
 from .base import legend_panel, plt_panels, rate_text, wilson
 
 TITLE = "11. The latch (Bengio, Simard & Frasconi 1994): holding a bit through noise"
-FIELDS = {
-    "lengths": tuple,
-    "seeds": int,
-    "prefix": int,
-    "noise": float,
-    "steps": int,
-    "batch_size": int,
-    "learning_rate": float,
-    "w_init": tuple,
-    "test_size": int,
-    "success_accuracy": float,
-}
 TARGET = 0.8
 MOST = 0.5
 

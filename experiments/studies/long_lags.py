@@ -7,30 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import config as config_lib
 from .. import engine
 from .base import plt_grid, rate_text, wilson
 
 TITLE = "8. Long lags: success rate against sequence length"
-FIELDS = {
-    "cells": tuple,
-    "tasks": tuple,
-    "adding_lengths": tuple,
-    "temporal_order_lengths": tuple,
-    "long_cells": tuple,
-    "long_lengths": tuple,
-    "chrono_cells": tuple,
-    "seeds": int,
-    "hidden_size": int,
-    "steps": int,
-    "batch_size": int,
-    "learning_rate": float,
-    "warmup_steps": int,
-    "success_mse_fraction": float,
-    "success_accuracy": float,
-    "variants": tuple,
-    "variant_task": str,
-    "variant_length": int,
-}
 TASKS = ("adding", "temporal_order")
 VARIANTS = {
     "lstm": {},
@@ -45,7 +26,7 @@ MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not":
 
 
 def _base(config):
-    c = engine.base_config()
+    c = config_lib.base_config()
     c.model.hidden_size = config.hidden_size
     c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
     c.train.update(
@@ -119,7 +100,7 @@ def compute(config, workdir) -> dict:
     keep = ("status", "final", "chance_loss")
     return {
         "runs": {n: {k: r[k] for k in keep} for n, r in results.items()},
-        "variants": {v: [engine.run_name(e) for e in entries] for v, entries in variant_runs.items()},
+        "variants": {v: [config_lib.run_name(e) for e in entries] for v, entries in variant_runs.items()},
     }
 
 
@@ -127,7 +108,7 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
     """Seeds that succeed per (task, cell), one count per length of :func:`lengths`."""
     runs = results["runs"]
     return {
-        key: [sum(success(config, runs[engine.run_name(_run(config, key[1], key[0], length, s))])
+        key: [sum(success(config, runs[config_lib.run_name(_run(config, key[1], key[0], length, s))])
                   for s in range(config.seeds)) for length in ts]
         for key, ts in lengths(config).items()
     }  # fmt: skip

@@ -26,21 +26,6 @@ from .base import (
 )
 
 TITLE = "5. LSTM: the output-gate path explodes when W_o is large; clipping keeps training alive"
-FIELDS = {
-    "hidden_size": int,
-    "length": int,
-    "batch_size": int,
-    "seeds": int,
-    "w_o_scales": tuple,
-    "path_examples": int,
-    "report_lag": int,
-    "train_w_o_scales": tuple,
-    "train_length": int,
-    "train_steps": int,
-    "train_batch_size": int,
-    "learning_rate": float,
-    "clip_threshold": float,
-}
 
 
 def scale_w_o(cell, params, scale: float):

@@ -27,17 +27,6 @@ from .base import (
 )
 
 TITLE = "4. LSTM: the forget gates keep the gradient alive along the cell state"
-FIELDS = {
-    "hidden_size": int,
-    "length": int,
-    "batch_size": int,
-    "seeds": int,
-    "forget_biases": tuple,
-    "report_lag": int,
-    "train_steps": int,
-    "train_batch_size": int,
-    "learning_rate": float,
-}
 
 
 def _path_products(cell, params, xs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,18 +23,6 @@ from .base import (
 )
 
 TITLE = "3. Vanilla RNN: the gradient against the lag, and the bound (||W_hh|| max|phi'|)^lag"
-FIELDS = {
-    "hidden_size": int,
-    "length": int,
-    "batch_size": int,
-    "seeds": int,
-    "radii": tuple,
-    "activations": tuple,
-    "report_lag": int,
-    "train_steps": int,
-    "train_batch_size": int,
-    "learning_rate": float,
-}
 
 
 def compute(config, workdir) -> dict:

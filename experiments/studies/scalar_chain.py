@@ -11,7 +11,6 @@ from gated import diagnostics
 from .base import DTYPE, EXACT, plt_figure, style_key
 
 TITLE = "1. The scalar chain: d a_L / d w_1 vanishes or explodes with depth"
-FIELDS = {"max_depth": int, "sigmoid_weights": tuple, "relu_weights": tuple, "a0": float}
 
 
 def _zero_preactivation_biases(w: float, a0: float, depth: int) -> np.ndarray:

@@ -1,0 +1,212 @@
+"""A run's config: the schema every config is checked against, validation into the run's objects, overrides
+and sweeps, and loading config files.
+
+The cell options are not written out anywhere: :data:`CELL_OPTIONS` comes from the cells' own fields, a config
+gives only the options it sets (``model.options``), and :func:`complete` adds the others unset (None: the cell's
+default) before a config is bound to a workdir or takes command-line overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import sys
+from typing import Any, NamedTuple
+
+import ml_collections
+from ml_collections import config_dict
+
+import gated
+
+from . import tasks as tasks_lib
+from . import train as train_lib
+
+VMAPPABLE = ("seed", "optimizer.learning_rate", "optimizer.clip_threshold", "model.options.forget_bias",
+             "model.options.recurrent_scale")  # fmt: skip
+
+# Every option of every cell with its type, from the cells' own fields; unset (None) in a config: the cell's
+# default. Setting one the chosen cell lacks is refused.
+CELL_OPTIONS = gated.cells.option_types()
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every known key with its default, every cell option unset: the schema a config is checked against
+    (:func:`configs.base.get_config`, :func:`complete`)."""
+    make_configs_importable()
+    from configs import base
+
+    return complete(base.get_config())
+
+
+class RunSpec(NamedTuple):
+    """What a validated config builds: the objects of one run."""
+
+    cell: Any
+    model: train_lib.SequenceModel
+    task: tasks_lib.Task
+    optimizer: train_lib.OptimizerSpec
+    learning_rate: float
+    clip_threshold: float
+
+
+class ConfigError(ValueError):
+    """A config that can't run; the message names the key, what it got and what was expected."""
+
+
+def _check_keys(section: Any, schema: Any, path: str, partial: bool = False) -> None:
+    unknown = sorted(set(section.keys()) - set(schema.keys()))
+    if unknown:
+        raise ConfigError(f"config.{path}{unknown[0]}: unknown key; valid keys here are {sorted(schema.keys())}")
+    missing = [] if partial else sorted(set(schema.keys()) - set(section.keys()))
+    if missing:
+        raise ConfigError(f"config.{path}{missing[0]}: missing; every config gives {sorted(schema.keys())}")
+
+
+def require(condition: bool, key: str, expected: str, got: Any) -> None:
+    """Raises :class:`ConfigError` ``config.KEY: expected EXPECTED, got GOT`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"config.{key}: expected {expected}, got {got!r}")
+
+
+def is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_number(value: Any, minimum: float, strict: bool = True, maximum: float = math.inf) -> bool:
+    """A finite real number above ``minimum`` (or at it, unless ``strict``) and below ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (value > minimum if strict else value >= minimum) and value < maximum
+
+
+def validate(config: ml_collections.ConfigDict) -> RunSpec:
+    """Checks every key and value and builds the run's objects, before anything is compiled.
+
+    Raises:
+      ConfigError: an unknown or missing key, an impossible value (negative, zero, infinite or NaN where that is
+        meaningless), or an unknown cell, task or optimiser name; the message names the key.
+    """
+    schema = base_config()
+    _check_keys(config, schema, "")
+    for section in ("model", "optimizer", "train"):
+        _check_keys(config[section], schema[section], f"{section}.")
+    _check_keys(config.model.options, schema.model.options, "model.options.", partial=True)
+    m, o, t = config.model, config.optimizer, config.train
+    require(is_int(config.seed, 0), "seed", "an int >= 0", config.seed)
+    for key in ("hidden_size", "num_layers"):
+        require(is_int(m[key], 1), f"model.{key}", "a positive int", m[key])
+    for key in ("steps", "batch_size", "log_every", "eval_batch_size", "checkpoint_every"):
+        require(is_int(t[key], 1), f"train.{key}", "a positive int", t[key])
+    require(is_int(t.eval_every, 0), "train.eval_every", "an int >= 0 (0: only at the end)", t.eval_every)
+    require(m.impl in gated.scan.IMPLS, "model.impl", f"one of {gated.scan.IMPLS} (see gated.run)", m.impl)
+    require(is_number(o.learning_rate, 0), "optimizer.learning_rate", "a finite number > 0", o.learning_rate)
+    require(is_number(o.clip_threshold, 0), "optimizer.clip_threshold", "a finite number > 0", o.clip_threshold)
+    require(is_number(o.momentum, 0, False, 1), "optimizer.momentum", "a number in [0, 1)", o.momentum)
+    require(is_number(o.weight_decay, 0, False), "optimizer.weight_decay", "a finite number >= 0", o.weight_decay)
+    require(is_int(o.warmup_steps, 0), "optimizer.warmup_steps", "an int >= 0", o.warmup_steps)
+    if o.schedule == "warmup_cosine":
+        require(o.warmup_steps <= t.steps, "optimizer.warmup_steps",
+                f"at most train.steps = {t.steps} (the warm-up is part of the run)", o.warmup_steps)  # fmt: skip
+    else:
+        require(o.warmup_steps == 0, "optimizer.warmup_steps",
+                f"0: schedule {o.schedule!r} has no warm-up (use 'warmup_cosine')", o.warmup_steps)  # fmt: skip
+    options = {k: v for k, v in m.options.items() if v is not None}
+    try:
+        cell = gated.cells.get(m.cell, m.hidden_size, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model: {err}") from None
+    task_options = {k: v for k, v in config.task.items() if k != "name"}
+    try:
+        task = tasks_lib.get(config.task.get("name"), **task_options)
+        optimizer = train_lib.OptimizerSpec(
+            o.name, o.momentum, o.weight_decay, o.clip, o.schedule, o.warmup_steps, t.steps
+        )
+        layer = train_lib.build_layer(cell, m.num_layers, m.bidirectional, m.residual, m.impl)
+    except ValueError as err:
+        prefix = "config." if str(err).startswith(("task", "optimizer")) else "config.model: "
+        raise ConfigError(f"{prefix}{err}") from None
+    model = train_lib.SequenceModel(layer, task.output_size, task.readout)
+    return RunSpec(cell, model, task, optimizer, float(o.learning_rate), float(o.clip_threshold))
+
+
+def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``model.options`` holds every cell option (:func:`fill_options`). A workdir is
+    bound to this form."""
+    config = copy.deepcopy(config)
+    fill_options(config)
+    return config
+
+
+def fill_options(config: ml_collections.ConfigDict) -> None:
+    """Gives ``config.model.options``, in place, every cell option: those it sets, then the others unset (typed
+    placeholders, so that an override is parsed as the option's type). An unknown option is refused."""
+    given = config.model.options
+    unknown = sorted(set(given.keys()) - set(CELL_OPTIONS))
+    if unknown:
+        raise ConfigError(f"config.model.options.{unknown[0]}: unknown key; valid keys here are {sorted(CELL_OPTIONS)}")
+    options = {k: given.get_ref(k) if k in given else config_dict.placeholder(t) for k, t in CELL_OPTIONS.items()}
+    with config.unlocked():
+        config.model.options = ml_collections.ConfigDict(options)
+
+
+def make_configs_importable() -> None:
+    """Config files share :mod:`configs.base` (``from configs import base``): in a checkout ``configs`` is the
+    top-level folder beside ``experiments``; where gated is installed it is ``gated.configs``, aliased here."""
+    if "configs" in sys.modules:
+        return
+    package = __package__.rpartition(".")[0]
+    if package:  # installed: gated.experiments
+        sys.modules["configs"] = importlib.import_module(f"{package}.configs")
+
+
+def load_config_module(path: str | os.PathLike):
+    """Imports a config file (``configs/NAME.py``) by path, for its ``get_config()`` and ``sweep()``."""
+    make_configs_importable()
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(f"configs_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def override(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with dotted keys (``"model.cell"``) set; unknown keys are refused. A dict value sets
+    each of its keys (``{"model.options": {"forget_bias": 2.0}}``), not the whole section."""
+    config = complete(config)
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise ConfigError(f"sweep key {dotted!r}: config has no section {p!r}")
+            node = node[p]
+        if isinstance(value, dict) and isinstance(node.get(leaf), ml_collections.ConfigDict):
+            config = override(config, {f"{dotted}.{k}": v for k, v in value.items()})
+            continue
+        if leaf not in node and not (parents and parents[-1] == "task"):
+            raise ConfigError(f"sweep key {dotted!r}: unknown key {leaf!r}")
+        with node.unlocked():
+            node[leaf] = value
+    return config
+
+
+def run_name(updates: dict) -> str:
+    """A folder name for a sweep entry: ``{"model.cell": "lstm", "seed": 0}`` -> ``cell-lstm_seed-0``."""
+    return "_".join(f"{k.split('.')[-1]}-{v}" for k, v in updates.items()) or "run"
+
+
+def group_key(config: ml_collections.ConfigDict) -> str:
+    """Configs with equal keys compile to the same program and are trained together."""
+    flat = json.loads(config.to_json())
+    for dotted in VMAPPABLE:
+        *parents, leaf = dotted.split(".")
+        node = flat
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return json.dumps(flat, sort_keys=True)
