@@ -4,10 +4,10 @@
   permissions the user's umask gives (``0644`` under the usual ``022``), never the ``0600`` of a bare temporary.
 - :func:`to_json` writes strict JSON: a non-finite float becomes ``null`` (the caller keeps a flag beside it), and
   anything else that JSON can't hold is an error rather than ``NaN``/``Infinity``.
-- :class:`Workdir` takes an exclusive ``fcntl.flock`` on ``workdir/.lock`` (a second process is refused with the
-  pid and host of the holder) and binds the folder to a config: ``config.json``, with a hash of everything that
-  changes the result, is written before anything else, and a later run with another config is refused, naming the
-  keys that differ, unless it passes ``overwrite=True``.
+- :class:`Workdir` takes an exclusive lock (filelock's: an ``flock`` on POSIX) on ``workdir/.lock`` (a second
+  process is refused with the pid and host of the holder) and binds the folder to a config: ``config.json``, with
+  a hash of everything that changes the result, is written before anything else, and a later run with another
+  config is refused, naming the keys that differ, unless it passes ``overwrite=True``.
 
 Only the coordinating process (``jax.process_index() == 0``) of a multi-process run writes or locks; the others
 only read.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import fcntl
 import functools
 import hashlib
 import json
@@ -29,6 +28,8 @@ import shutil
 import socket
 import tempfile
 from typing import Any
+
+import filelock
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
@@ -229,26 +230,22 @@ class Workdir:
         self._release()
 
     def _acquire(self) -> None:
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, _file_mode())
+        lock = filelock.FileLock(self.path / LOCK_FILE, mode=_file_mode(), blocking=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise WorkdirError(
-                    f"workdir {str(self.path)!r} is in use by {holder}; wait for it to finish or stop it"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
+            lock.acquire()
+        except filelock.Timeout:
+            holder = (self.path / LOCK_FILE).read_text(errors="replace").strip() or "another process"
+            raise WorkdirError(
+                f"workdir {str(self.path)!r} is in use by {holder}; wait for it to finish or stop it"
+            ) from None
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started})\n".encode(), 0)
-        self._lock = fd
+        (self.path / LOCK_FILE).write_text(f"process {os.getpid()} on {socket.gethostname()} (since {started})\n")
+        self._lock = lock
 
     def _release(self) -> None:
         if self._lock is not None:
-            os.ftruncate(self._lock, 0)
-            os.close(self._lock)  # closing the descriptor releases the flock
+            (self.path / LOCK_FILE).write_text("")
+            self._lock.release()
             self._lock = None
 
     def _bind(self) -> None:
