@@ -17,7 +17,6 @@ or a single engine run's (``result.json``).
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import pathlib
@@ -27,6 +26,7 @@ import sys
 import tempfile
 import time
 
+import markdown_it
 from absl import app, flags
 
 from . import config as config_lib
@@ -140,55 +140,23 @@ def _swap_into_place(staging: pathlib.Path, out: pathlib.Path) -> None:
 
 
 def to_html(markdown: str, root: pathlib.Path) -> str:
-    """The subset of markdown the reports use (headings, tables, lists, images, emphasis) as one HTML page, the
-    images embedded, so the page can be mailed or archived on its own."""
-    body, table = [], []
-
-    def inline(text: str) -> str:
-        text = html.escape(re.sub(r"\\([\\`*_{}\[\]<>()#+!|~])", lambda m: f"\x00{ord(m.group(1))}\x00", text))
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-        text = re.sub(r"\[(.+?)\]\((.+?)\)", r'<a href="\2">\1</a>', text)
-        return re.sub("\x00(\\d+)\x00", lambda m: html.escape(chr(int(m.group(1)))), text)  # the escaped characters
-
-    def flush_table():
-        if table:
-            rows = [
-                re.split(r"(?<!\\)\|", r.strip().strip("|"))
-                for r in table
-                if not r.startswith("| ---") and not r.startswith("|---")
-            ]
-            head, *rest = rows
-            body.append("<table><tr>" + "".join(f"<th>{inline(c.strip())}</th>" for c in head) + "</tr>")
-            body.extend("<tr>" + "".join(f"<td>{inline(c.strip())}</td>" for c in r) + "</tr>" for r in rest)
-            body.append("</table>")
-            table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if m := re.match(r"(#+) (.*)", line):
-            level = len(m.group(1))
-            body.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
-        elif m := re.match(r"!\[(.*?)\]\((.+?)\)", line):
-            data = base64.b64encode((root / m.group(2)).read_bytes()).decode()
-            body.append(f'<p><img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}"></p>')
-        elif line.startswith("- "):
-            body.append(f"<ul><li>{inline(line[2:])}</li></ul>")
-        elif line.startswith("*") and line.endswith("*") and len(line) > 2:
-            body.append(f"<p><i>{inline(line[1:-1])}</i></p>")
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    flush_table()
+    """The report as one HTML page (markdown-it-py, CommonMark with tables), its images embedded, so that the page
+    can be mailed or archived on its own."""
+    renderer = markdown_it.MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = renderer.parse(markdown)
+    for token in tokens:
+        for child in token.children or ():
+            if child.type == "image":
+                data = base64.b64encode((root / child.attrGet("src")).read_bytes()).decode()
+                child.attrSet("src", f"data:image/png;base64,{data}")
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
     )
+    body = renderer.renderer.render(tokens, renderer.options, {})
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>gated report</title><style>{style}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n"
+        f"</head><body>{body}</body></html>\n"
     )
 
 

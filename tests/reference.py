@@ -125,7 +125,7 @@ def rglru_step(cell, p, h, x):
     x = f64(x)
     r, i = sigmoid(x @ wx["a"] + b["a"]), sigmoid(x @ wx["x"] + b["x"])
     v = x @ wx["v"] + b["v"]
-    a = sigmoid(f64(p.recurrence)) ** (cell.c * r)
+    a = sigmoid(f64(p.a_param)) ** (cell.c * r)
     h_new = a * f64(h) + np.sqrt(1 - a**2) * (i * v)
     return h_new, h_new
 

@@ -75,7 +75,7 @@ def test_report_runs_studies_and_gathers_markdown_and_html(tmp_path):
     assert "](figures/scalar_chain__scalar_chain.png)" in markdown
     assert (tmp_path / "report/figures/scalar_chain__scalar_chain.png").exists()
     page = (tmp_path / "report/report.html").read_text()
-    assert page.count("data:image/png;base64,") == 1 and "<table>" in page and "<b>held</b>" in page
+    assert page.count("data:image/png;base64,") == 1 and "<table>" in page and "<strong>held</strong>" in page
     # a finished engine run gathers too
     run_dir = tmp_path / "runs" / "engine_run"
     (run_dir).mkdir()

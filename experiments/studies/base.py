@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.stats
 
 import gated
 from gated import diagnostics
@@ -125,17 +126,17 @@ def plain(v: Any) -> Any:
 
 
 def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95% for z = 1.96): ``(low, high)``, (0, 1) without trials.
+    """The Wilson score interval of a success rate (95% for z = 1.96): ``(low, high)``, (0, 1) without trials;
+    scipy's ``binomtest(...).proportion_ci("wilson")`` at the level of ``z``.
 
     Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n successes: 8 of 8 gives
     (0.68, 1), 0 of 8 gives (0, 0.32).
     """
     if trials == 0:
         return 0.0, 1.0
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    level = 2 * scipy.stats.norm.cdf(z) - 1  # 0.950004 for 1.96, the z the notes quote
+    ci = scipy.stats.binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def rate_text(successes: int, trials: int) -> str:

@@ -1,0 +1,148 @@
+"""Recurrent cells as pure functions over pytrees.
+
+Notation: D input size, H hidden size, G number of fused gates. A cell is
+written for ONE example (no batch axis): ``x`` is ``(D,)``, ``h`` is ``(H,)``.
+Batches come from ``jax.vmap``, time from ``jax.lax.scan`` (see
+:func:`gated.run`).
+
+Every cell splits into
+
+* ``u = cell.project(params, x)``: the input-side affine map ``x W_x + b``
+  ``(G*H,)``, which depends on ``x`` only and so is computed for all time steps
+  at once, outside the scan, on :func:`gated.run`'s reference path;
+* ``carry, y = cell.step(params, carry, u)``: the recurrent part, the only
+  thing inside the scan;
+* ``carry, y = cell(params, carry, x)``: both.
+
+Parameters are NamedTuples with fused gates: an input kernel ``(D, G*H)``, a
+recurrent kernel ``(H, G*H)`` and a bias ``(G*H,)``, gate blocks side by side
+in the order given by ``cell.gates``. Cells are frozen dataclasses: hashable,
+so they can be static arguments of ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gated import options as opts
+
+from .base import ACTIVATIONS, Array, Cell, RecurrentCell
+from .gru import GRU, GRUGates, GRUParams
+from .linear import LinearCell, LinearParams, MinGRU, MinLSTM, positive, stabilised_combine, trailing_axes
+from .lru import LRU, LRUParams, LRUState
+from .lstm import LSTM, LSTMGates, LSTMParams, LSTMState
+from .rglru import RGLRU, RGLRUParams
+from .rnn import RNN, RNNParams
+from .ssm import SelectiveSSM, SSMParams
+from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMState
+
+__all__ = [
+    "ACTIVATIONS", "CELLS", "GRU", "LRU", "LSTM", "MLSTM", "RGLRU", "RNN", "SLSTM", "Array", "Cell", "GRUGates",
+    "GRUParams", "LRUParams", "LRUState", "LSTMGates", "LSTMParams", "LSTMState", "LinearCell", "LinearParams",
+    "MLSTMParams", "MLSTMState", "MinGRU", "MinLSTM", "RGLRUParams", "RNNParams", "RecurrentCell", "SLSTMParams",
+    "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru", "lru", "lstm", "mingru",
+    "minlstm", "mlstm", "option_types", "positive", "rglru", "rnn", "slstm", "ssm", "stabilised_combine",
+    "trailing_axes",
+]  # fmt: skip
+
+CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
+                                "lru": LRU, "rglru": RGLRU, "ssm": SelectiveSSM, "slstm": SLSTM,
+                                "mlstm": MLSTM}  # fmt: skip
+
+
+def _options(cls: type[Cell]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "hidden_size")
+
+
+def check_cell(cell: Any, name: str = "cell") -> Cell:
+    """Returns ``cell`` if it is a cell of this module.
+
+    Raises:
+      TypeError: anything else (a cell's name, a layer, a Flax module), naming ``name``, what it got and how to
+        make a cell.
+    """
+    if not isinstance(cell, Cell):
+        hint = f"; make one with gated.cells.{cell}(H)" if isinstance(cell, str) and cell in CELLS else ""
+        got = f"str {cell!r}" if isinstance(cell, str) else type(cell).__name__
+        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got {got}{hint}")
+    return cell
+
+
+def check_params(cell: Cell, params: Any, input_size: int | None = None, name: str = "params") -> Any:
+    """Returns ``params`` after checking it has the structure and leaf shapes that ``cell.init`` gives for
+    ``input_size`` (by default the rows of ``params.input_kernel``); nothing is computed (``jax.eval_shape``).
+
+    Raises:
+      ValueError: another structure, or a leaf of another shape, naming the leaf, the expected and the received
+        shapes.
+    """
+    if input_size is None:
+        input_size = jnp.shape(getattr(params, "input_kernel", jnp.zeros((1, 1))))[0]
+    expected = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+    described = f"a {cell.name} cell of hidden size {cell.hidden_size}"
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+        raise ValueError(f"{name}: expected the parameters of {described} ({type(expected).__name__} with fields "
+                         f"{getattr(expected, '_fields', '?')}), got {type(params).__name__}")  # fmt: skip
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(params), strict=True):
+        if jnp.shape(got) != want.shape:
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {described} with "
+                             f"input size {input_size}, got {jnp.shape(got)}")  # fmt: skip
+    return params
+
+
+def option_types() -> dict[str, type]:
+    """Every option of every cell in :data:`CELLS` with its type (int, float, bool or str), read from the cells'
+    own fields: the schema of the experiments' ``model.options``. An option that two cells share has one type."""
+    types: dict[str, type] = {}
+    for cls in CELLS.values():
+        for f in dataclasses.fields(cls):
+            if f.name != "hidden_size":
+                kind = opts.option_type(f)
+                if types.setdefault(f.name, kind) is not kind:
+                    raise TypeError(f"option {f.name!r}: {cls.__name__} types it {kind}, another cell {types[f.name]}")
+    return types
+
+
+def get(name: str, hidden_size: int, **options) -> Cell:
+    """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``,
+    ``"ssm"``, ``"slstm"``, ``"mlstm"``), for configs.
+
+    Raises:
+      ValueError: unknown cell name.
+      TypeError: an option the cell does not have (the message lists the valid ones).
+    """
+    if name not in CELLS:
+        raise ValueError(f"cell name: expected one of {tuple(CELLS)}, got {name!r}")
+    cls = CELLS[name]
+    unknown = sorted(set(options) - set(_options(cls)))
+    if unknown:
+        raise TypeError(f"{name} cell: unknown option(s) {unknown}; valid options are {list(_options(cls))}")
+    return cls(hidden_size, **options)
+
+
+def _factory(cls: type[Cell]) -> Callable[..., Cell]:
+    def make(hidden_size: int, **options) -> Cell:
+        return get(cls.name, hidden_size, **options)
+
+    make.__name__ = make.__qualname__ = cls.name
+    make.__doc__ = f"Makes a :class:`{cls.__name__}` cell; same arguments.\n\n{cls.__doc__}"
+    make.__signature__ = inspect.signature(cls).replace(return_annotation=cls.__name__)
+    return make
+
+
+rnn = _factory(RNN)
+lstm = _factory(LSTM)
+gru = _factory(GRU)
+mingru = _factory(MinGRU)
+minlstm = _factory(MinLSTM)
+lru = _factory(LRU)
+rglru = _factory(RGLRU)
+ssm = _factory(SelectiveSSM)
+slstm = _factory(SLSTM)
+mlstm = _factory(MLSTM)

@@ -1,0 +1,159 @@
+"""What every cell has: the base classes and the notation of :mod:`gated.cells`.
+
+Notation: D input size, H hidden size, G number of fused gates. A cell is
+written for ONE example (no batch axis): ``x`` is ``(D,)``, ``h`` is ``(H,)``.
+Batches come from ``jax.vmap``, time from ``jax.lax.scan`` (see
+:func:`gated.run`).
+
+Every cell splits into
+
+* ``u = cell.project(params, x)``: the input-side affine map ``x W_x + b``
+  ``(G*H,)``, which depends on ``x`` only and so is computed for all time steps
+  at once, outside the scan, on :func:`gated.run`'s reference path;
+* ``carry, y = cell.step(params, carry, u)``: the recurrent part, the only
+  thing inside the scan;
+* ``carry, y = cell(params, carry, x)``: both.
+
+Parameters are NamedTuples with fused gates: an input kernel ``(D, G*H)``, a
+recurrent kernel ``(H, G*H)`` and a bias ``(G*H,)``, gate blocks side by side
+in the order given by ``cell.gates``. Cells are frozen dataclasses: hashable,
+so they can be static arguments of ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from gated import init as initializers
+from gated import options as opts
+from gated.options import choice, integer, number, option
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+}
+
+
+def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
+    """Returns ``x`` as an array after checking its dtype is floating and its shape is ``shape``."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {x.dtype}")
+    if x.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} ({what}), got {x.shape}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What every cell has.
+
+    Attributes:
+      hidden_size: H, the size of the hidden state.
+    """
+
+    hidden_size: int = option(check=integer, minimum=1)
+    _: dataclasses.KW_ONLY
+
+    name: ClassVar[str]
+    gates: ClassVar[tuple[str, ...]]
+    # Which sequence kernel of gated.fused and gated.native runs this cell ("rnn", "lstm", "gru"), or None.
+    kernel: ClassVar[str | None] = None
+    # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
+    linear: ClassVar[bool] = False
+
+    def kernel_limits(self) -> str | None:
+        """What of this cell's options its kernel does not cover ("covers ..."), or None."""
+        return None
+
+    def __post_init__(self):
+        # Every option's type, finiteness and range, from its field (gated.options); a subclass's __post_init__
+        # then checks what ties options together.
+        opts.check_fields(self)
+
+    @property
+    def num_gates(self) -> int:
+        """G, the number of fused gate blocks."""
+        return len(self.gates)
+
+    @property
+    def carry_shape(self) -> tuple[int, ...]:
+        """The shape of each carry leaf for one example: ``(H,)``, or ``(H, N)`` for a state of N per unit."""
+        return (self.hidden_size,)
+
+    @property
+    def projection_size(self) -> int:
+        """The size of ``project(params, x)``: G*H (more for a cell with per-step vectors of another size)."""
+        return self.num_gates * self.hidden_size
+
+    def gate(self, fused: Array, name: str) -> Array:
+        """The block of a fused ``(..., G*H)`` array that belongs to gate ``name``."""
+        k = self.gates.index(name)
+        h = self.hidden_size
+        return fused[..., k * h : (k + 1) * h]
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
+        """Zero carry; ``batch_shape`` prepends batch axes to every leaf."""
+        return jnp.zeros((*batch_shape, self.hidden_size), dtype)
+
+    def project(self, params, x: Array) -> Array:
+        """Input projection ``x W_x + b`` of one example: ``(D,) -> (G*H,)``."""
+        d = params.input_kernel.shape[0]
+        x = _check_array("x", x, (d,), "one example of input_size D; batch with jax.vmap or gated.run")
+        return x @ params.input_kernel + params.bias
+
+    def carry_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shape of every carry leaf for one example, in the order of ``jax.tree.leaves``."""
+        return tuple(leaf.shape for leaf in jax.tree.leaves(jax.eval_shape(self.initial_carry)))
+
+    def _check_step(self, carry, u: Array) -> Array:
+        shapes = self.carry_shapes()
+        leaves = jax.tree.leaves(carry)
+        if len(leaves) != len(shapes):
+            raise ValueError(f"carry: expected {len(shapes)} leaves (cell.initial_carry()), got {len(leaves)}")
+        for i, (leaf, shape) in enumerate(zip(leaves, shapes, strict=True)):
+            what = "hidden_size H, one example" if shape == (self.hidden_size,) else "one example"
+            _check_array(f"carry (leaf {i})", leaf, shape, what)
+        return _check_array("u", u, (self.projection_size,), "G*H, the output of cell.project")
+
+    def step(self, params, carry, u: Array):
+        """Recurrent part: ``(carry, u) -> (carry, y)``."""
+        raise NotImplementedError
+
+    def __call__(self, params, carry, x: Array):
+        """One time step on one example: ``step(params, carry, project(params, x))``."""
+        return self.step(params, carry, self.project(params, x))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecurrentCell(Cell):
+    """A cell with a recurrent matrix ``h_{t-1} W_h`` (the RNN, LSTM, GRU and sLSTM), and the options of its
+    initialisation; the cells without one (the gated linear recurrences) have neither, and refuse them.
+
+    Attributes:
+      recurrent_init: initialiser of the recurrent kernel, applied per gate
+        block: "orthogonal" (default), "gaussian" (std recurrent_scale/sqrt(H))
+        or "identity" (IRNN). See :mod:`gated.init`.
+      recurrent_scale: spectral radius of each recurrent gate block at init
+        (exact for "orthogonal" and "identity", asymptotic for "gaussian").
+    """
+
+    recurrent_init: str = option("orthogonal", choice, choices=initializers.RECURRENT_INITS)
+    recurrent_scale: float = option(1.0, number)
+
+    def _init_kernels(self, key: Array, input_size: int, dtype) -> tuple[Array, Array]:
+        input_size = integer("input_size", input_size)
+        k_in, k_rec = jax.random.split(key)
+        h, g = self.hidden_size, self.num_gates
+        w_x = initializers.input_kernel(k_in, input_size, g * h, dtype)
+        w_h = initializers.recurrent_kernel(self.recurrent_init, k_rec, h, g, self.recurrent_scale, dtype)
+        return w_x, w_h

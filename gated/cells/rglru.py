@@ -1,0 +1,67 @@
+"""The Real-Gated Linear Recurrent Unit of Griffin (De et al. 2024)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gated.options import number, option
+
+from .base import Array
+from .linear import LinearCell
+
+
+class RGLRUParams(NamedTuple):
+    """RG-LRU parameters: ``input_kernel`` (D, 3H) and ``bias`` (3H,) of the gates ``("a", "x", "v")``, and
+    ``a_param`` (H,): Lambda, the logit of the recurrence's base decay ``a = sigmoid(Lambda)``."""
+
+    input_kernel: Array
+    bias: Array
+    a_param: Array
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RGLRU(LinearCell):
+    r"""Real-gated linear recurrent unit (De et al. 2024, Hawk and Griffin).
+
+    .. math::
+        r_t &= \sigma(x_t W_a + b_a), \qquad i_t = \sigma(x_t W_x + b_x), \qquad v_t = x_t W_v + b_v\\
+        a_t &= \sigma(\Lambda)^{c\, r_t}, \qquad
+        h_t = a_t \odot h_{t-1} + \sqrt{1 - a_t^2} \odot (i_t \odot v_t)
+
+    with ``c = 8``; ``log a_t = -c r_t softplus(-Lambda)`` is computed in log space. ``Lambda`` is initialised so
+    that ``a^c = sigma(Lambda)^c`` is uniform in ``[a_min, a_max]``. In Griffin the input ``v`` is the block's
+    own branch of width H; here it is the projection ``x W_v``. Gates ``("a", "x", "v")``.
+    """
+
+    c: float = option(8.0, number, low=0.0, low_open=True)
+    a_min: float = option(0.9, number, low=0.0, high=1.0, low_open=True, high_open=True)
+    a_max: float = option(0.999, number, low=0.0, high=1.0, low_open=True, high_open=True)
+
+    name: ClassVar[str] = "rglru"
+    gates: ClassVar[tuple[str, ...]] = ("a", "x", "v")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.a_min < self.a_max:
+            raise ValueError(f"a_min, a_max: expected 0 < a_min < a_max < 1, got {self.a_min!r}, {self.a_max!r}")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RGLRUParams:
+        k_x, k_a = jax.random.split(key)
+        params = super().init(k_x, input_size, dtype)
+        a_c = jax.random.uniform(k_a, (self.hidden_size,), jnp.float32, self.a_min, self.a_max)
+        a = a_c ** (1.0 / self.c)
+        return RGLRUParams(*params, jnp.log(a / (1.0 - a)).astype(dtype))  # Lambda = logit(a)
+
+    def coefficients(self, params, u):
+        if getattr(params, "a_param", None) is None or params.a_param.shape != (self.hidden_size,):
+            got = None if getattr(params, "a_param", None) is None else params.a_param.shape
+            raise ValueError(f"params.a_param: expected Lambda of shape {(self.hidden_size,)}, got {got}")
+        r = jax.nn.sigmoid(self.gate(u, "a"))
+        log_a = -self.c * r * jax.nn.softplus(-params.a_param)
+        a = jnp.exp(log_a)
+        scale = jnp.sqrt(-jnp.expm1(2.0 * log_a))  # sqrt(1 - a^2), accurate as a -> 1
+        return a, scale * jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
