@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import GRU, LSTM, RNN, Cell, LinearCell, LSTMParams, LSTMState
+from gated.cells import Cell, LSTMParams, LSTMState, require
 
 Array = jax.Array
 
@@ -81,10 +81,9 @@ def gradient_norms(
 ) -> dict[str, Array]:
     """Euclidean norms ``||dL/dh_t||`` (key "h"), and ``||dL/dc_t||`` (key "c") for an LSTM, for every t: ``(T,)``."""
     _, grads = carry_gradients(cell, params, xs, loss_fn, carry=carry)
-    flat = hidden(grads)
+    flat = cell.hidden(grads)
     norms = {"h": jnp.sqrt(jnp.sum(flat**2, axis=tuple(range(1, flat.ndim))))}  # a state (H, N) counts whole
-    if isinstance(grads, LSTMState):
-        norms["c"] = jnp.linalg.norm(grads.c, axis=-1)
+    norms.update({k: jnp.linalg.norm(v, axis=-1) for k, v in cell.other_states(grads).items()})
     return norms
 
 
@@ -183,7 +182,7 @@ def _products_after(factors: Array) -> Array:
     return jnp.concatenate([inclusive[1:], jnp.ones_like(factors[:1])])
 
 
-def gate_path(cell: LSTM | GRU, params: Any, xs: Array, *, carry: Any = None) -> dict[str, Array]:
+def gate_path(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> dict[str, Array]:
     """The gated path that carries gradients across time, computed from the gates.
 
     LSTM (the lecture's explicit term t_0): ``dc_{T-1}/dc_k = diag(prod_{j=k+1..T-1} f_j)``
@@ -196,35 +195,28 @@ def gate_path(cell: LSTM | GRU, params: Any, xs: Array, *, carry: Any = None) ->
       ``{"product": (T, H), "gates": the per-step gate activations}``, plus
       ``"dh_dc": (T, H)`` (the diagonal of dh_{T-1}/dc_k) for an LSTM.
     """
+    require(cell, "a gated path (an LSTM or GRU cell)", "gated_update")
     us, _, before, _ = _trajectory(cell, params, xs, carry)
     acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
-    if isinstance(cell, LSTM):
-        product = _products_after(acts.f)
-        dh_dc = (acts.o[-1] * (1.0 - jnp.tanh(acts.c[-1]) ** 2))[None, :] * product
-        return {"product": product, "dh_dc": dh_dc, "gates": acts}
-    if isinstance(cell, GRU):
-        return {"product": _products_after(cell.keep_fraction(acts.z)), "gates": acts}
-    raise TypeError(f"cell: expected an LSTM or GRU cell, got {type(cell).__name__}")
+    product = _products_after(cell.keep(acts))
+    out = {"product": product, "gates": acts}
+    slope = cell.readout_slope(jax.tree.map(lambda a: a[-1], acts))
+    if slope is not None:
+        out["dh_dc"] = slope[None, :] * product
+    return out
 
 
-def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: Any = None) -> Array:
+def gate_path_by_autodiff(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> Array:
     """The same path by autodiff: ``dc_{T-1}/dc_k`` (LSTM) or ``dh_{T-1}/dh_k`` (GRU), ``(T, H, H)``,
     with every step's gates (and the GRU's candidate) computed from a carry held constant
     (``jax.lax.stop_gradient``), so that only the gated state update carries the derivative."""
-    if not isinstance(cell, LSTM | GRU):
-        raise TypeError(f"cell: expected an LSTM or GRU cell, got {type(cell).__name__}")
+    require(cell, "a gated path (an LSTM or GRU cell)", "gated_update")
     us, carry0, _, after = _trajectory(cell, params, xs, carry)
 
     def frozen_step(c, u):
-        act = cell.gate_activations(params, jax.lax.stop_gradient(c), u)
-        if isinstance(cell, LSTM):
-            c_new = act.f * c.c + act.i * act.g
-            return LSTMState(act.o * jnp.tanh(c_new), c_new)
-        keep = cell.keep_fraction(act.z)
-        return keep * c + (1.0 - keep) * act.n
+        return cell.gated_update(cell.gate_activations(params, jax.lax.stop_gradient(c), u), c)
 
-    state = (lambda c: c.c) if isinstance(cell, LSTM) else (lambda c: c)
-    inject = (lambda c, s: c._replace(c=s)) if isinstance(cell, LSTM) else (lambda c, s: s)
+    state, inject = cell.gated_state, cell.with_gated_state
 
     def jacobian_at(k):
         carry_k = jax.tree.map(lambda a: a[k], after)
@@ -234,7 +226,7 @@ def gate_path_by_autodiff(cell: LSTM | GRU, params: Any, xs: Array, *, carry: An
     return jax.vmap(jacobian_at)(jnp.arange(xs.shape[0]))
 
 
-def _output_gate_step(cell: LSTM, params: LSTMParams) -> Callable[[LSTMState, Array], LSTMState]:
+def _output_gate_step(cell: Cell, params: LSTMParams) -> Callable[[LSTMState, Array], LSTMState]:
     """One LSTM step in which ``h_{t-1}`` reaches ``h_t`` only through the output gate:
     ``h_t = sigma(u_o + h_{t-1} W_o [+ p_o c_t]) tanh(c_t)`` with the cell state and the
     other gates computed from a carry held constant."""
@@ -250,7 +242,7 @@ def _output_gate_step(cell: LSTM, params: LSTMParams) -> Callable[[LSTMState, Ar
     return step
 
 
-def output_gate_path(cell: LSTM, params: LSTMParams, xs: Array, *, carry: Any = None) -> dict[str, Array]:
+def output_gate_path(cell: Cell, params: LSTMParams, xs: Array, *, carry: Any = None) -> dict[str, Array]:
     """The lecture's exploding path ``t_1`` through the output gates, and its bound.
 
     Along the path, ``dh_t/dh_{t-1} = diag(K_t) W_o^T`` with
@@ -267,8 +259,7 @@ def output_gate_path(cell: LSTM, params: LSTMParams, xs: Array, *, carry: Any = 
       held), ``"spectral": (T,)`` their spectral norms, ``"bound": (T,)``, ``"gain"``:
       ``||K|| ||W_o||``, ``"k_norm"``: ``||K||``, ``"w_o_norm"``: ``||W_o||_2``}.
     """
-    if not isinstance(cell, LSTM):
-        raise TypeError(f"cell: expected a gated.cells.lstm cell, got {type(cell).__name__}")
+    require(cell, "a gated.cells.lstm cell", "lstm")
     us, carry0, before, after = _trajectory(cell, params, xs, carry)
     acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
     k_norm = jnp.max(jnp.abs(jnp.tanh(acts.c) * acts.o * (1.0 - acts.o)))
@@ -295,13 +286,12 @@ def output_gate_path(cell: LSTM, params: LSTMParams, xs: Array, *, carry: Any = 
 MAX_DERIVATIVE = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "identity": 1.0}
 
 
-def rnn_bound(cell: RNN, params: Any, num_steps: int) -> Array:
+def rnn_bound(cell: Cell, params: Any, num_steps: int) -> Array:
     """The vanilla-RNN bound ``||dh_{T-1}/dh_k||_2 <= (||W_hh||_2 max|phi'|)^(T-1-k)``, ``(T,)`` over k.
 
     References: Pascanu, Mikolov & Bengio 2013, section 2.1.
     """
-    if not isinstance(cell, RNN):
-        raise TypeError(f"cell: expected a gated.cells.rnn cell, got {type(cell).__name__}")
+    require(cell, "a gated.cells.rnn cell", "rnn")
     gain = jnp.linalg.norm(params.recurrent_kernel, 2) * MAX_DERIVATIVE[cell.activation]
     lags = jnp.arange(num_steps - 1, -1, -1)
     return gain**lags
@@ -374,15 +364,13 @@ def scalar_chain_gradients(
     return acts, jnp.cumprod(factors), d_acts
 
 
-def decay_factors(cell: LinearCell, params: Any, xs: Array) -> Array:
+def decay_factors(cell: Cell, params: Any, xs: Array) -> Array:
     """The diagonal state Jacobians of a gated linear recurrence: ``ds_t/ds_{t-1} = diag(a_t)``, ``(T, H)`` (complex
     for the LRU, whose real Jacobian is the rotation-scaling of ``a_t`` in each unit's (real, imag) plane).
 
     The gates read only the input, so ``a_t`` does not depend on the state and the trajectory is not needed.
     """
-    if not isinstance(cell, LinearCell):
-        names = "mingru, minlstm, lru, rglru, ssm, mlstm"
-        raise TypeError(f"cell: expected a gated linear recurrence ({names}), got {cell.name!r}")
+    require(cell, "a gated linear recurrence (mingru, minlstm, lru, rglru, ssm, mlstm)", "linear")
     us = jax.vmap(lambda x: cell.project(params, x))(xs)
     coefficients = jax.vmap(lambda u: cell.coefficients(params, u))(us)
     if cell.stabilised:  # the true memory's factor: one forget gate per head, (T, K)
@@ -390,7 +378,7 @@ def decay_factors(cell: LinearCell, params: Any, xs: Array) -> Array:
     return jnp.broadcast_to(coefficients[0], (xs.shape[0], *cell.carry_shape))
 
 
-def linear_state_jacobians(cell: LinearCell, params: Any, xs: Array) -> Array:
+def linear_state_jacobians(cell: Cell, params: Any, xs: Array) -> Array:
     """The closed form of ``ds_{T-1}/ds_k`` for every k: the product of the decay factors after step k,
     ``diag(prod_{j=k+1}^{T-1} a_j)``, returned as its diagonal ``(T, H)`` (complex for the LRU). Its absolute value
     is the gain of each unit; the spectral norm of the Jacobian is the largest of them. Exact, and O(T H).

@@ -14,7 +14,7 @@ Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -75,7 +75,7 @@ _LAYER_OPTIONS = {"reverse": False, "learn_initial_carry": False, "unroll": 1, "
 def sequence_layer(layer: Any, **options) -> Any:
     """The :mod:`gated.layers` layer for ``layer``: a cell is run by :class:`gated.Recurrent` with ``options``; a
     layer is returned as it is, and then ``options`` must be left at their defaults (set them on the layer)."""
-    if isinstance(layer, cells_lib.Cell):
+    if cells_lib.is_cell(layer):
         return layers_lib.Recurrent(layer, **options)
     if not isinstance(layer, LAYERS):
         got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
@@ -135,26 +135,34 @@ class RNN(nn.Module):
         return (carry, ys) if self.return_carry else ys
 
 
-# Flax's own cells: parameter names per gate, and the gated cell each one equals.
-_LINEN_NAMES = {
-    "lstm": ("i", "f", "g", "o"),  # LSTMCell / OptimizedLSTMCell: i{gate} kernel, h{gate} kernel + bias
-    "gru": ("r", "z", "n"),  # GRUCell: i{gate} kernel + bias, h{gate} kernel, hn bias
-    "rnn": None,  # SimpleCell (residual=False): 'i' kernel + bias, 'h' kernel
+class _Linen(NamedTuple):
+    """How a Flax linen cell lays out the parameters of a gated cell."""
+
+    flax_cell: str  # the Flax class
+    gates: tuple[str, ...] | None  # one Dense per gate: i{gate} and h{gate}; None: one 'i' and one 'h' (SimpleCell)
+    bias_on: str  # which of the two Dense layers has the bias: "i" or "h"
+    required: dict  # the gated cell's options that Flax's cell has fixed
+    candidate_bias: str | None = None  # the Dense holding the GRU's separate candidate bias ("hn")
+
+
+# Flax's own cells, by the name of the gated cell each one equals.
+_LINEN = {
+    "lstm": _Linen("LSTMCell", ("i", "f", "g", "o"), "h", {"peepholes": False, "coupled": False, "forget_gate": True}),
+    "gru": _Linen("GRUCell", ("r", "z", "n"), "i", {"reset": "after", "update": "keep"}, candidate_bias="hn"),
+    "rnn": _Linen("SimpleCell", None, "i", {}),  # SimpleCell (residual=False), with the same activation
 }
 
 
-def _check_linen_compatible(cell: cells_lib.Cell) -> None:
+def _linen_layout(cell: cells_lib.Cell) -> _Linen:
     cells_lib.check_cell(cell)
-    plain_lstm = cells_lib.LSTM(cell.hidden_size)
-    if isinstance(cell, cells_lib.LSTM) and (cell.gates, cell.peepholes) != (plain_lstm.gates, False):
-        raise ValueError(
-            f"cell: Flax's LSTMCell has no peepholes, coupled gates or missing forget gate, got {cell}; "
-            "expected gated.cells.lstm(H) with peepholes=False, coupled=False, forget_gate=True"
-        )
-    if isinstance(cell, cells_lib.GRU) and (cell.reset, cell.update) != ("after", "keep"):
-        raise ValueError(
-            f"cell: Flax's GRUCell is reset='after', update='keep', got reset={cell.reset!r}, update={cell.update!r}"
-        )
+    if cell.name not in _LINEN:
+        raise ValueError(f"cell: Flax linen has no cell equal to a {cell.name} cell; expected one of {list(_LINEN)}")
+    layout = _LINEN[cell.name]
+    if any(getattr(cell, k) != v for k, v in layout.required.items()):
+        spelled = lambda values: ", ".join(f"{k}={v!r}" for k, v in values.items())
+        got = {k: getattr(cell, k) for k in layout.required}
+        raise ValueError(f"cell: Flax's {layout.flax_cell} is {spelled(layout.required)}, got {spelled(got)}")
+    return layout
 
 
 def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
@@ -172,20 +180,17 @@ def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
         bare cell or ``variables['params']['cell']`` of ``nn.RNN``.
       cell: the gated cell to convert to.
     """
-    _check_linen_compatible(cell)
+    layout = _linen_layout(cell)
     p = flax_params
     try:
-        if isinstance(cell, cells_lib.RNN):
-            params = cells_lib.RNNParams(p["i"]["kernel"], p["h"]["kernel"], p["i"]["bias"])
+        if layout.gates is None:
+            w_x, w_h, bias = p["i"]["kernel"], p["h"]["kernel"], p[layout.bias_on]["bias"]
         else:
-            names = _LINEN_NAMES[cell.name]
-            w_x = jnp.concatenate([p[f"i{g}"]["kernel"] for g in names], axis=1)
-            w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in names], axis=1)
-            if isinstance(cell, cells_lib.LSTM):
-                params = cells_lib.LSTMParams(w_x, w_h, jnp.concatenate([p[f"h{g}"]["bias"] for g in names]))
-            else:
-                bias = jnp.concatenate([p[f"i{g}"]["bias"] for g in names])
-                params = cells_lib.GRUParams(w_x, w_h, bias, p["hn"]["bias"])
+            w_x = jnp.concatenate([p[f"i{g}"]["kernel"] for g in layout.gates], axis=1)
+            w_h = jnp.concatenate([p[f"h{g}"]["kernel"] for g in layout.gates], axis=1)
+            bias = jnp.concatenate([p[f"{layout.bias_on}{g}"]["bias"] for g in layout.gates])
+        extra = () if layout.candidate_bias is None else (p[layout.candidate_bias]["bias"],)
+        params = cell.params_type(w_x, w_h, bias, *extra)
         return cells_lib.check_params(cell, params, name="flax_params (converted)")
     except KeyError as err:
         raise ValueError(
@@ -196,21 +201,15 @@ def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
 
 def to_linen_params(params: Any, cell: cells_lib.Cell) -> dict:
     """Inverse of :func:`from_linen_params`: gated parameters to a Flax linen cell's parameter dict."""
-    _check_linen_compatible(cell)
+    layout = _linen_layout(cell)
     cells_lib.check_params(cell, params)
-    if isinstance(cell, cells_lib.RNN):
+    if layout.gates is None:
         return {"i": {"kernel": params.input_kernel, "bias": params.bias}, "h": {"kernel": params.recurrent_kernel}}
     out = {}
-    for g in _LINEN_NAMES[cell.name]:
-        w_x, w_h, b = (
-            cell.gate(params.input_kernel, g),
-            cell.gate(params.recurrent_kernel, g),
-            cell.gate(params.bias, g),
-        )
-        if isinstance(cell, cells_lib.LSTM):
-            out[f"i{g}"], out[f"h{g}"] = {"kernel": w_x}, {"kernel": w_h, "bias": b}
-        else:
-            out[f"i{g}"], out[f"h{g}"] = {"kernel": w_x, "bias": b}, {"kernel": w_h}
-    if isinstance(cell, cells_lib.GRU):
-        out["hn"]["bias"] = params.candidate_bias
+    for g in layout.gates:
+        out[f"i{g}"] = {"kernel": cell.gate(params.input_kernel, g)}
+        out[f"h{g}"] = {"kernel": cell.gate(params.recurrent_kernel, g)}
+        out[f"{layout.bias_on}{g}"]["bias"] = cell.gate(params.bias, g)
+    if layout.candidate_bias is not None:
+        out[layout.candidate_bias]["bias"] = params.candidate_bias
     return out

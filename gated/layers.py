@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated.cells import Cell, check_cell
+from gated.cells import Cell, check_cell, is_cell
 from gated.options import boolean, choice, integer
 from gated.scan import IMPLS, run
 
@@ -267,4 +267,4 @@ class Stack:
 
 def stack(layers, *, residual: bool = False) -> Stack:
     """Makes a :class:`Stack`; cells among ``layers`` are wrapped in :class:`Recurrent`."""
-    return Stack(tuple(recurrent(x) if isinstance(x, Cell) else x for x in layers), residual)
+    return Stack(tuple(recurrent(x) if is_cell(x) else x for x in layers), residual)

@@ -180,3 +180,25 @@ def test_scalar_chain_gradients_for_every_depth_equal_autodiff_and_the_closed_fo
     for depth in (1, 4, 10):
         a_last, last_closed = diagnostics.scalar_chain(w[:depth], b[:depth], jnp.float64(0.3), "sigmoid")
         np.testing.assert_allclose([acts[depth - 1], closed[depth - 1]], [a_last, last_closed], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: diagnostics.gate_path(gated.cells.rnn(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated path \(an LSTM or GRU cell\), got 'rnn'"),
+        (lambda: diagnostics.gate_path_by_autodiff(gated.cells.mingru(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated path \(an LSTM or GRU cell\), got 'mingru'"),
+        (lambda: diagnostics.output_gate_path(gated.cells.gru(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated.cells.lstm cell, got 'gru'"),
+        (lambda: diagnostics.rnn_bound(gated.cells.lstm(3), None, 4),
+         r"cell: expected a gated.cells.rnn cell, got 'lstm'"),
+        (lambda: diagnostics.decay_factors(gated.cells.slstm(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated linear recurrence \(mingru, .*\), got 'slstm'"),
+        (lambda: diagnostics.gate_path("lstm", None, jnp.zeros((4, 2))), r"cell: expected a gated.cells cell"),
+    ],
+)  # fmt: skip
+def test_diagnostics_refuse_cells_without_what_they_measure(call, message):
+    """Each diagnostic asks the cell for what it needs (gated.cells.require) and names what it got."""
+    with pytest.raises(TypeError, match=message):
+        call()

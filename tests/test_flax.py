@@ -128,12 +128,16 @@ def test_parity_with_flax_cells(flax_cell, cell):
 
 
 def test_flax_conversion_refuses_cells_flax_lacks():
-    with pytest.raises(ValueError, match=r"Flax's LSTMCell has no peepholes"):
+    with pytest.raises(
+        ValueError, match=r"Flax's LSTMCell is peepholes=False, coupled=False, forget_gate=True, got pe"
+    ):
         gated.flax.from_linen_params({}, gated.cells.lstm(5, peepholes=True))
     with pytest.raises(ValueError, match=r"Flax's GRUCell is reset='after', update='keep', got reset='before'"):
         gated.flax.to_linen_params(None, gated.cells.gru(5, reset="before"))
     with pytest.raises(ValueError, match=r"flax_params: expected the parameters of the Flax cell matching 'gru'"):
         gated.flax.from_linen_params({"ii": {}}, gated.cells.gru(5))
+    with pytest.raises(ValueError, match=r"Flax linen has no cell equal to a mingru cell"):
+        gated.flax.to_linen_params(None, gated.cells.mingru(5))
 
 
 def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():

@@ -43,12 +43,12 @@ from .ssm import SelectiveSSM, SSMParams
 from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMState
 
 __all__ = [
-    "ACTIVATIONS", "CELLS", "GRU", "LRU", "LSTM", "MLSTM", "RGLRU", "RNN", "SLSTM", "Array", "Cell", "GRUGates",
-    "GRUParams", "LRUParams", "LRUState", "LSTMGates", "LSTMParams", "LSTMState", "LinearCell", "LinearParams",
-    "MLSTMParams", "MLSTMState", "MinGRU", "MinLSTM", "RGLRUParams", "RNNParams", "RecurrentCell", "SLSTMParams",
-    "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru", "lru", "lstm", "mingru",
-    "minlstm", "mlstm", "option_types", "positive", "rglru", "rnn", "slstm", "ssm", "stabilised_combine",
-    "trailing_axes",
+    "ACTIVATIONS", "Array", "CELLS", "Cell", "GRU", "GRUGates", "GRUParams", "LRU", "LRUParams", "LRUState", "LSTM",
+    "LSTMGates", "LSTMParams", "LSTMState", "LinearCell", "LinearParams", "MLSTM", "MLSTMParams", "MLSTMState",
+    "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "SLSTM", "SLSTMParams",
+    "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru", "is_cell", "lru", "lstm",
+    "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssm",
+    "stabilised_combine", "trailing_axes",
 ]  # fmt: skip
 
 CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
@@ -71,6 +71,28 @@ def check_cell(cell: Any, name: str = "cell") -> Cell:
         hint = f"; make one with gated.cells.{cell}(H)" if isinstance(cell, str) and cell in CELLS else ""
         got = f"str {cell!r}" if isinstance(cell, str) else type(cell).__name__
         raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got {got}{hint}")
+    return cell
+
+
+def is_cell(value: Any) -> bool:
+    """Whether ``value`` is a gated cell."""
+    return isinstance(value, Cell)
+
+
+def require(cell: Cell, expected: str, what: str) -> Cell:
+    """Returns ``cell`` if it is what a function needs; ``what`` is a cell name (``"lstm"``), ``"linear"`` (a gated
+    linear recurrence) or a method the cell must have (``"gated_update"``).
+
+    Raises:
+      TypeError: ``cell: expected EXPECTED, got NAME``.
+    """
+    check_cell(cell)
+    if what in CELLS:
+        ok = cell.name == what
+    else:
+        ok = cell.linear if what == "linear" else hasattr(cell, what)
+    if not ok:
+        raise TypeError(f"cell: expected {expected}, got {cell.name!r}")
     return cell
 
 

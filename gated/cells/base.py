@@ -66,6 +66,8 @@ class Cell:
 
     name: ClassVar[str]
     gates: ClassVar[tuple[str, ...]]
+    # The NamedTuple of the cell's parameters, as ``init`` returns them.
+    params_type: ClassVar[type]
     # Which sequence kernel of gated.fused and gated.native runs this cell ("rnn", "lstm", "gru"), or None.
     kernel: ClassVar[str | None] = None
     # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
@@ -110,6 +112,14 @@ class Cell:
         d = params.input_kernel.shape[0]
         x = _check_array("x", x, (d,), "one example of input_size D; batch with jax.vmap or gated.run")
         return x @ params.input_kernel + params.bias
+
+    def hidden(self, carry) -> Array:
+        """The hidden state ``h`` of a carry (the carry itself, or its type's ``hidden()``)."""
+        return carry.hidden() if hasattr(carry, "hidden") else carry
+
+    def other_states(self, carry) -> dict[str, Array]:
+        """The carry's states besides ``h`` that the diagnostics report on by name (the LSTM's ``c``)."""
+        return {}
 
     def carry_shapes(self) -> tuple[tuple[int, ...], ...]:
         """The shape of every carry leaf for one example, in the order of ``jax.tree.leaves``."""

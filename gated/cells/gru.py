@@ -77,6 +77,7 @@ class GRU(RecurrentCell):
     chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
 
     name: ClassVar[str] = "gru"
+    params_type: ClassVar[type] = GRUParams
     gates: ClassVar[tuple[str, ...]] = ("r", "z", "n")
     kernel: ClassVar[str | None] = "gru"
 
@@ -123,7 +124,23 @@ class GRU(RecurrentCell):
         return z if self.update == "keep" else 1.0 - z
 
     def step(self, params: GRUParams, carry: Array, u: Array) -> tuple[Array, Array]:
-        act = self.gate_activations(params, carry, u)
-        keep = self.keep_fraction(act.z)
-        h_new = keep * carry + (1.0 - keep) * act.n
+        h_new = self.gated_update(self.gate_activations(params, carry, u), carry)
         return h_new, h_new
+
+    # The gated path (gated.diagnostics.gate_path): the state the update gate carries across time, h itself, its
+    # per-step keep fraction, its update from gates held fixed, and no readout (h is the output).
+    def gated_state(self, carry: Array) -> Array:
+        return carry
+
+    def with_gated_state(self, carry: Array, h: Array) -> Array:
+        return h
+
+    def keep(self, act: GRUGates) -> Array:
+        return self.keep_fraction(act.z)
+
+    def gated_update(self, act: GRUGates, carry: Array) -> Array:
+        keep = self.keep_fraction(act.z)
+        return keep * carry + (1.0 - keep) * act.n
+
+    def readout_slope(self, act: GRUGates) -> Array | None:
+        return None

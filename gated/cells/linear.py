@@ -122,6 +122,7 @@ class MinGRU(LinearCell):
     log_space: bool = option(False, boolean)
 
     name: ClassVar[str] = "mingru"
+    params_type: ClassVar[type] = LinearParams
     gates: ClassVar[tuple[str, ...]] = ("z", "h")
 
     def coefficients(self, params, u):
@@ -150,6 +151,7 @@ class MinLSTM(LinearCell):
     forget_bias: float = option(1.0, number)
 
     name: ClassVar[str] = "minlstm"
+    params_type: ClassVar[type] = LinearParams
     gates: ClassVar[tuple[str, ...]] = ("f", "i", "h")
 
     def _bias(self, dtype):

@@ -66,6 +66,7 @@ class LRU(LinearCell):
                               expected="a number in (0, 2 pi]")  # fmt: skip
 
     name: ClassVar[str] = "lru"
+    params_type: ClassVar[type] = LRUParams
     gates: ClassVar[tuple[str, ...]] = ("re", "im", "skip")
 
     def __post_init__(self):

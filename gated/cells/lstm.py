@@ -95,6 +95,7 @@ class LSTM(RecurrentCell):
     chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
 
     name: ClassVar[str] = "lstm"
+    params_type: ClassVar[type] = LSTMParams
     kernel: ClassVar[str | None] = "lstm"
 
     def kernel_limits(self) -> str | None:
@@ -179,3 +180,25 @@ class LSTM(RecurrentCell):
         act = self.gate_activations(params, carry, u)
         h_new = act.o * jnp.tanh(act.c)
         return LSTMState(h_new, act.c), h_new
+
+    def other_states(self, carry: LSTMState) -> dict[str, Array]:
+        return {"c": carry.c}
+
+    # The gated path (gated.diagnostics.gate_path): the state the gates carry across time, c, its per-step keep
+    # factor f, its update from gates held fixed, and the slope dh/dc that reads it out.
+    def gated_state(self, carry: LSTMState) -> Array:
+        return carry.c
+
+    def with_gated_state(self, carry: LSTMState, c: Array) -> LSTMState:
+        return carry._replace(c=c)
+
+    def keep(self, act: LSTMGates) -> Array:
+        return act.f
+
+    def gated_update(self, act: LSTMGates, carry: LSTMState) -> LSTMState:
+        c_new = act.f * carry.c + act.i * act.g
+        return LSTMState(act.o * jnp.tanh(c_new), c_new)
+
+    def readout_slope(self, act: LSTMGates) -> Array | None:
+        """``dh/dc`` of one step, ``o tanh'(c)``."""
+        return act.o * (1.0 - jnp.tanh(act.c) ** 2)

@@ -42,6 +42,7 @@ class RGLRU(LinearCell):
     a_max: float = option(0.999, number, low=0.0, high=1.0, low_open=True, high_open=True)
 
     name: ClassVar[str] = "rglru"
+    params_type: ClassVar[type] = RGLRUParams
     gates: ClassVar[tuple[str, ...]] = ("a", "x", "v")
 
     def __post_init__(self):

@@ -40,6 +40,7 @@ class RNN(RecurrentCell):
     activation: str = option("tanh", choice, choices=tuple(ACTIVATIONS))
 
     name: ClassVar[str] = "rnn"
+    params_type: ClassVar[type] = RNNParams
     gates: ClassVar[tuple[str, ...]] = ("h",)
     kernel: ClassVar[str | None] = "rnn"
 

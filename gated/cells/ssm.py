@@ -47,6 +47,7 @@ class SelectiveSSM(LinearCell):
     dt_max: float = option(0.1, number, low=0.0, low_open=True)
 
     name: ClassVar[str] = "ssm"
+    params_type: ClassVar[type] = SSMParams
     gates: ClassVar[tuple[str, ...]] = ("dt", "v")
 
     def __post_init__(self):

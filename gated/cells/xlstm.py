@@ -69,6 +69,7 @@ class SLSTM(RecurrentCell):
     exponential_forget: bool = option(False, boolean)
 
     name: ClassVar[str] = "slstm"
+    params_type: ClassVar[type] = SLSTMParams
     gates: ClassVar[tuple[str, ...]] = ("i", "f", "z", "o")
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> SLSTMParams:
@@ -149,6 +150,7 @@ class MLSTM(LinearCell):
     num_heads: int = option(1, integer, minimum=1)
 
     name: ClassVar[str] = "mlstm"
+    params_type: ClassVar[type] = MLSTMParams
     gates: ClassVar[tuple[str, ...]] = ("q", "k", "v", "o")
     stabilised: ClassVar[bool] = True
 

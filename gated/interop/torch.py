@@ -104,12 +104,15 @@ def _cell_params(cell: cells_lib.Cell, state_dict: dict, suffix: str, config: To
         b_ih, b_hh = arrays[f"bias_ih{suffix}"], arrays[f"bias_hh{suffix}"]
     else:
         b_ih = b_hh = jnp.zeros((g * h,), w_ih.dtype)
-    if isinstance(cell, cells_lib.GRU):
-        bias = jnp.concatenate([b_ih[: 2 * h] + b_hh[: 2 * h], b_ih[2 * h :]])
-        return cells_lib.GRUParams(w_ih.T, w_hh.T, bias, b_hh[2 * h :])
-    if isinstance(cell, cells_lib.LSTM):
-        return cells_lib.LSTMParams(w_ih.T, w_hh.T, b_ih + b_hh)
-    return cells_lib.RNNParams(w_ih.T, w_hh.T, b_ih + b_hh)
+    if _separate_candidate_bias(cell):  # the GRU: the last gate's recurrent bias stays apart, inside the reset
+        last = (g - 1) * h
+        bias = jnp.concatenate([b_ih[:last] + b_hh[:last], b_ih[last:]])
+        return cell.params_type(w_ih.T, w_hh.T, bias, b_hh[last:])
+    return cell.params_type(w_ih.T, w_hh.T, b_ih + b_hh)
+
+
+def _separate_candidate_bias(cell: cells_lib.Cell) -> bool:
+    return "candidate_bias" in cell.params_type._fields
 
 
 def from_state_dict(state_dict: dict, config: TorchConfig) -> tuple[layers_lib.Stack, tuple]:
@@ -146,8 +149,8 @@ def to_state_dict(params: tuple, config: TorchConfig) -> dict[str, np.ndarray]:
             out[f"weight_hh{suffix}"] = np.asarray(p.recurrent_kernel).T
             bias = np.asarray(p.bias)
             b_hh = np.zeros_like(bias)
-            if isinstance(cell, cells_lib.GRU):
-                b_hh[2 * config.hidden_size :] = np.asarray(p.candidate_bias)
+            if _separate_candidate_bias(cell):
+                b_hh[(cell.num_gates - 1) * config.hidden_size :] = np.asarray(p.candidate_bias)
             if config.bias:
                 out[f"bias_ih{suffix}"], out[f"bias_hh{suffix}"] = bias, b_hh
             elif np.any(bias) or np.any(b_hh):
