@@ -69,7 +69,6 @@ class Cell(nn.RNNCellBase):
 
 
 LAYERS = (layers_lib.Recurrent, layers_lib.Bidirectional, layers_lib.Stack)
-_LAYER_OPTIONS = {"reverse": False, "learn_initial_carry": False, "unroll": 1, "remat": False, "impl": "auto"}
 
 
 def sequence_layer(layer: Any, **options) -> Any:
@@ -83,7 +82,7 @@ def sequence_layer(layer: Any, **options) -> Any:
             f"layer: expected a gated cell (gated.cells.lstm(H), ...) or layer (gated.recurrent, gated.bidirectional, "
             f"gated.stack), got {got}"
         )
-    changed = sorted(k for k, v in options.items() if v != _LAYER_OPTIONS[k])
+    changed = sorted(k for k, v in options.items() if v != layers_lib.LAYER_OPTIONS[k])
     if changed:
         raise ValueError(
             f"{', '.join(changed)}: options of the layer made from a bare cell; got a {type(layer).__name__} layer, "
@@ -99,8 +98,8 @@ class RNN(nn.Module):
       layer: a cell (run by :func:`gated.recurrent` with the options below), or
         a layer: :func:`gated.recurrent`, :func:`gated.bidirectional`,
         :func:`gated.stack`.
-      reverse, learn_initial_carry, unroll, remat, impl: options of the layer made
-        from a bare cell (see :class:`gated.Recurrent`); with a layer they must
+      reverse, learn_initial_carry, unroll, remat, impl, chunk: options of the layer made
+        from a bare cell (:data:`gated.layers.LAYER_OPTIONS`, see :class:`gated.Recurrent`); with a layer they must
         stay at their defaults (set them on the layer itself): a changed one is
         refused.
       time_axis: time axis of the inputs and outputs. The default, -2 (the axis
@@ -118,6 +117,7 @@ class RNN(nn.Module):
     unroll: int = 1
     remat: bool = False
     impl: str = "auto"
+    chunk: int = 64
     time_axis: int = -2
     return_carry: bool = False
     param_dtype: Any = jnp.float32
@@ -125,13 +125,17 @@ class RNN(nn.Module):
     @nn.nowrap
     def sequence_layer(self):
         """The :mod:`gated.layers` layer this module runs."""
-        return sequence_layer(self.layer, **{k: getattr(self, k) for k in _LAYER_OPTIONS})
+        return sequence_layer(self.layer, **{k: getattr(self, k) for k in layers_lib.LAYER_OPTIONS})
 
     @nn.compact
-    def __call__(self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None):
+    def __call__(
+        self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None, resets: Array | None = None
+    ):
+        """``ys`` (or ``(carry, ys)``) over ``xs``; ``lengths`` and ``resets`` as in :func:`gated.run`, with
+        ``resets`` shaped like ``xs`` without its feature axis."""
         layer = self.sequence_layer()
         params = self.param("layer", lambda key: layer.init(key, jnp.shape(xs)[-1], self.param_dtype))
-        carry, ys = layer(params, xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis)
+        carry, ys = layer(params, xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis, resets=resets)
         return (carry, ys) if self.return_carry else ys
 
 

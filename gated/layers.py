@@ -3,7 +3,7 @@
 A layer is a frozen dataclass with the same surface as a cell, one level up:
 
 * ``params = layer.init(key, input_size, dtype=jnp.float32)``;
-* ``carry, ys = layer(params, xs, *, carry=None, lengths=None, time_axis=0)``
+* ``carry, ys = layer(params, xs, *, carry=None, lengths=None, time_axis=0, resets=None)``
   with ``xs`` ``(T, *batch, D)`` and ``ys`` ``(T, *batch, layer.output_size)``;
 * ``layer.output_size``, the size of the last axis of ``ys``.
 
@@ -52,9 +52,15 @@ class Recurrent:
         of zeros; an explicit ``carry`` argument still overrides it.
       unroll: passed to ``jax.lax.scan``.
       remat: recompute in the backward pass instead of storing (see :func:`gated.run`).
-      impl: "auto" (the fused kernels of :mod:`gated.fused` where the cell has
-        one), "fused", "reference" or the opt-in "native" (CPU, reverse mode
-        only); see :func:`gated.run`.
+      impl: the backend of :func:`gated.run`: "auto" (the fused kernels of
+        :mod:`gated.fused` where the cell has one), "fused", "reference",
+        "associative", "chunked" or the opt-in "native".
+      chunk: the chunk length of ``impl="chunked"``.
+
+    These are the layer options, in this one place: :func:`recurrent`,
+    :func:`bidirectional`, :func:`stack` and the Flax linen and NNX modules
+    take them by these names (:data:`LAYER_OPTIONS`). ``resets`` is an
+    argument of every layer's call, as ``lengths`` is.
     """
 
     cell: Cell
@@ -63,12 +69,14 @@ class Recurrent:
     unroll: int = 1
     remat: bool = False
     impl: str = "auto"
+    chunk: int = 64
 
     def __post_init__(self):
         check_cell(self.cell)
         for name in ("reverse", "learn_initial_carry", "remat"):
             object.__setattr__(self, name, boolean(name, getattr(self, name)))
         object.__setattr__(self, "unroll", integer("unroll", self.unroll))
+        object.__setattr__(self, "chunk", integer("chunk", self.chunk))
         choice("impl", self.impl, IMPLS)
 
     @property
@@ -80,7 +88,14 @@ class Recurrent:
         return RecurrentParams(self.cell.init(key, input_size, dtype), initial)
 
     def __call__(
-        self, params: RecurrentParams, xs: Array, *, carry: Any = None, lengths: Array | None = None, time_axis: int = 0
+        self,
+        params: RecurrentParams,
+        xs: Array,
+        *,
+        carry: Any = None,
+        lengths: Array | None = None,
+        time_axis: int = 0,
+        resets: Array | None = None,
     ) -> tuple[Any, Array]:
         if carry is None and self.learn_initial_carry:
             if params.initial_carry is None:
@@ -99,20 +114,27 @@ class Recurrent:
             unroll=self.unroll,
             remat=self.remat,
             impl=self.impl,
+            resets=resets,
+            chunk=self.chunk,
         )
 
 
-def recurrent(
-    cell: Cell,
-    *,
-    reverse: bool = False,
-    learn_initial_carry: bool = False,
-    unroll: int = 1,
-    remat: bool = False,
-    impl: str = "auto",
-) -> Recurrent:
-    """Makes a :class:`Recurrent` layer: ``cell`` run over time."""
-    return Recurrent(cell, reverse, learn_initial_carry, unroll, remat, impl)
+# The layer options and their defaults, from Recurrent's fields: what recurrent(), bidirectional() and the Flax
+# linen and NNX modules take.
+LAYER_OPTIONS = {f.name: f.default for f in dataclasses.fields(Recurrent) if f.name != "cell"}
+
+
+def recurrent(cell: Cell, **options) -> Recurrent:
+    """Makes a :class:`Recurrent` layer: ``cell`` run over time, with the layer options (:data:`LAYER_OPTIONS`:
+    ``reverse``, ``learn_initial_carry``, ``unroll``, ``remat``, ``impl``, ``chunk``)."""
+    _check_options(options)
+    return Recurrent(cell, **options)
+
+
+def _check_options(options: dict, allowed=LAYER_OPTIONS) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not a layer option; expected some of {list(allowed)}")
 
 
 MERGES = ("concat", "sum")
@@ -168,32 +190,23 @@ class Bidirectional:
         carry: BidirectionalState | None = None,
         lengths: Array | None = None,
         time_axis: int = 0,
+        resets: Array | None = None,
     ) -> tuple[BidirectionalState, Array]:
         carry = BidirectionalState(None, None) if carry is None else carry
-        c_f, y_f = self.forward(params.forward, xs, carry=carry.forward, lengths=lengths, time_axis=time_axis)
-        c_b, y_b = self.backward(params.backward, xs, carry=carry.backward, lengths=lengths, time_axis=time_axis)
+        along = dict(lengths=lengths, time_axis=time_axis, resets=resets)
+        c_f, y_f = self.forward(params.forward, xs, carry=carry.forward, **along)
+        c_b, y_b = self.backward(params.backward, xs, carry=carry.backward, **along)
         ys = jnp.concatenate([y_f, y_b], axis=-1) if self.merge == "concat" else y_f + y_b
         return BidirectionalState(c_f, c_b), ys
 
 
-def bidirectional(
-    cell: Cell,
-    backward_cell: Cell | None = None,
-    *,
-    merge: str = "concat",
-    learn_initial_carry: bool = False,
-    unroll: int = 1,
-    remat: bool = False,
-    impl: str = "auto",
-) -> Bidirectional:
+def bidirectional(cell: Cell, backward_cell: Cell | None = None, *, merge: str = "concat", **options) -> Bidirectional:
     """Makes a :class:`Bidirectional` layer from a forward cell and a backward
-    cell (by default one with the same options; the parameters are separate)."""
+    cell (by default one with the same options; the parameters are separate),
+    both with the layer options (:data:`LAYER_OPTIONS` but ``reverse``)."""
+    _check_options(options, {k: v for k, v in LAYER_OPTIONS.items() if k != "reverse"})
     backward_cell = cell if backward_cell is None else backward_cell
-    return Bidirectional(
-        Recurrent(cell, False, learn_initial_carry, unroll, remat, impl),
-        Recurrent(backward_cell, True, learn_initial_carry, unroll, remat, impl),
-        merge,
-    )
+    return Bidirectional(Recurrent(cell, **options), Recurrent(backward_cell, reverse=True, **options), merge)
 
 
 Layer = Recurrent | Bidirectional
@@ -251,6 +264,7 @@ class Stack:
         carry: tuple[Any, ...] | None = None,
         lengths: Array | None = None,
         time_axis: int = 0,
+        resets: Array | None = None,
     ) -> tuple[tuple[Any, ...], Array]:
         if len(params) != len(self.layers):
             raise ValueError(f"params: expected one entry per layer ({len(self.layers)}), got {len(params)}")
@@ -259,7 +273,7 @@ class Stack:
             raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
         carries, ys = [], xs
         for i, (layer, p, c) in enumerate(zip(self.layers, params, carry, strict=True)):
-            c, out = layer(p, ys, carry=c, lengths=lengths, time_axis=time_axis)
+            c, out = layer(p, ys, carry=c, lengths=lengths, time_axis=time_axis, resets=resets)
             ys = out + ys if self.residual and i > 0 else out
             carries.append(c)
         return tuple(carries), ys

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gated import cells as cells_lib
+from gated import layers as layers_lib
 from gated.flax import over_batch, sequence_layer
 
 Array = jax.Array
@@ -59,7 +60,9 @@ class Cell(nnx.RNNCellBase):
 
 class RNN(nnx.Module):
     """A gated cell or layer over a sequence; the options are those of :class:`gated.flax.RNN` (batch-major
-    ``(*batch, T, D)`` by default, as Flax's ``nnx.RNN``; a layer's own options are set on the layer)."""
+    ``(*batch, T, D)`` by default, as Flax's ``nnx.RNN``): ``**options`` are the layer options of a bare cell
+    (:data:`gated.layers.LAYER_OPTIONS`: ``reverse``, ``learn_initial_carry``, ``unroll``, ``remat``, ``impl``,
+    ``chunk``); a layer's own options are set on the layer."""
 
     def __init__(
         self,
@@ -67,22 +70,24 @@ class RNN(nnx.Module):
         input_size: int,
         *,
         rngs: nnx.Rngs,
-        reverse: bool = False,
-        learn_initial_carry: bool = False,
-        unroll: int = 1,
-        remat: bool = False,
-        impl: str = "auto",
         time_axis: int = -2,
         return_carry: bool = False,
         param_dtype=jnp.float32,
+        **options,
     ):
-        options = {"reverse": reverse, "learn_initial_carry": learn_initial_carry, "unroll": unroll, "remat": remat}
-        layer = sequence_layer(layer, **options, impl=impl)
+        unknown = sorted(set(options) - set(layers_lib.LAYER_OPTIONS))
+        if unknown:
+            raise TypeError(f"{unknown[0]}: not an option of gated.nnx.RNN; expected some of "
+                            f"{['time_axis', 'return_carry', 'param_dtype', *layers_lib.LAYER_OPTIONS]}")  # fmt: skip
+        layer = sequence_layer(layer, **{**layers_lib.LAYER_OPTIONS, **options})
         self.layer = layer
         self.time_axis = time_axis
         self.return_carry = return_carry
         self.params = _wrap(layer.init(rngs.params(), input_size, param_dtype))
 
-    def __call__(self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None):
-        carry, ys = self.layer(_values(self.params), xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis)
+    def __call__(
+        self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None, resets: Array | None = None
+    ):
+        along = dict(lengths=lengths, time_axis=self.time_axis, resets=resets)
+        carry, ys = self.layer(_values(self.params), xs, carry=initial_carry, **along)
         return (carry, ys) if self.return_carry else ys

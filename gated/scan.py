@@ -1,7 +1,50 @@
-"""Running a cell over a sequence with ``jax.lax.scan``.
+"""Running a cell over a sequence: :func:`run` (``gated.run``) normalises its inputs, chooses a backend, runs it.
 
-Notation: T time, B batch (any number of batch axes, written ``*batch``),
-D input size, H hidden size, G fused gates.
+Notation: T time, B batch (any number of batch axes, written ``*batch``), D input size, H hidden size, G fused
+gates.
+
+The arguments of :func:`run`:
+
+- ``cell``, ``params``: a :mod:`gated.cells` cell and its parameters (``cell.init``).
+- ``xs``: inputs ``(T, *batch, D)``, or with time on another axis given by ``time_axis`` (``time_axis=1`` for
+  batch-major ``(B, T, D)``); the outputs have time on the same axis.
+- ``carry``: initial carry with leaves ``(*batch, H)``; zeros if None.
+- ``lengths``: optional integer array ``(*batch,)`` of valid lengths in [0, T]. Padded steps (t >= length) leave
+  the carry unchanged and output zeros, so the returned carry is each sequence's last valid one. Their inputs are
+  replaced by zeros before any arithmetic, so whatever the padding holds (NaN, Inf) reaches no value and no
+  gradient.
+- ``reverse``: read each sequence backwards. With ``lengths``, each sequence starts from its own last valid step;
+  padding stays at the end and outputs stay aligned with their inputs.
+- ``unroll``: passed to ``jax.lax.scan``.
+- ``remat``: recompute each step's internals in the backward pass (``jax.checkpoint`` on the scan body), storing
+  only the carries. The fused kernels store only the carries anyway.
+- ``return_carries``: return every step's full carry (for an LSTM, the ``c_t`` too) in place of the outputs; zero
+  at padded steps.
+- ``resets``: optional booleans shaped like ``xs`` without its feature axis (``(T, *batch)`` time-major): True
+  where a new segment starts, so the initial ``carry`` is restored before that step (packed sequences, episode
+  boundaries of RL rollouts). Reading backwards, each segment is read backwards from its own last step. Resets at
+  padded steps are ignored.
+- ``chunk``: the chunk length of ``impl="chunked"``.
+- ``impl``: the backend, one module each (:data:`BACKENDS`), all pure JAX but "native":
+
+  - "reference" (:mod:`gated.reference`): ``cell.project`` for every step and batch element at once, as one
+    matmul outside the scan, and ``cell.step`` inside it, vmapped over the batch; JAX differentiates the scan
+    (the transcription of the equations).
+  - "fused" (:mod:`gated.fused`): the LSTM, GRU and RNN as one kernel whose derivative is a linear tangent
+    recurrence; the same values and derivatives to rounding, every transform.
+  - "associative" and "chunked" (:mod:`gated.parallel`, gated linear recurrences only: ``mingru``, ``minlstm``,
+    ``lru``, ``rglru``, ``ssm``, ``mlstm``): one associative scan over time, or one inside each chunk of
+    ``chunk`` steps and a sequential scan across the chunks.
+  - "native" (:mod:`gated.native`; opt-in, CPU only, float32, LSTM and GRU): C++ loops; reverse-mode
+    differentiation only, and ``vmap`` runs its batch one after another.
+  - "auto" (the default): the first backend of the platform's row of :data:`AUTO` that supports the call:
+    "fused" where the cell has a kernel, ``return_carries`` is False and there are no ``resets``; on
+    accelerators "associative" for a gated linear recurrence; else "reference".
+
+The pure-JAX backends give the same program on every machine, and ``grad``, ``jvp``, ``jacfwd``, ``jacrev``,
+``hessian``, ``vmap``, ``remat`` and ``jit`` work on them. Adding a backend is one module offering
+``supports(cell, call)`` and ``sequence(cell, params, xs, carry, mask, resets, call)`` and one row of
+:data:`BACKENDS`.
 """
 
 from __future__ import annotations
@@ -77,71 +120,21 @@ def run(
     resets: Array | None = None,
     chunk: int = 64,
 ) -> tuple[Any, Any]:
-    """Runs ``cell`` over a sequence with ``jax.lax.scan``.
+    """Runs ``cell`` over ``xs`` ``(T, *batch, D)`` (time on ``time_axis``): returns ``(carry, ys)``, the final
+    carry (leaves ``(*batch, H)``) and the outputs ``(T, *batch, H)`` (or every step's carry if
+    ``return_carries``). Every argument is described in the module docstring (``help(gated.scan)``).
 
-    By default (``impl="auto"``) the LSTM, GRU and RNN run as one fused kernel
-    whose derivative is a linear tangent recurrence (:mod:`gated.fused`); every
-    other cell takes the reference path, which computes ``cell.project`` for
-    every step and batch element at once, as one matmul outside the scan, and
-    runs ``cell.step`` inside it, vmapped over the batch. Both are pure JAX:
-    ``grad``, ``jvp``, ``jacfwd``, ``jacrev``, ``hessian``, ``vmap``, ``remat``
-    and ``jit`` work on them, and they give the same program on every machine.
-
-    Args:
-      cell: a :mod:`gated.cells` cell.
-      params: its parameters, from ``cell.init``.
-      xs: inputs ``(T, *batch, D)``, or with time on another axis given by
-        ``time_axis`` (``time_axis=1`` for batch-major ``(B, T, D)``).
-      carry: initial carry with leaves ``(*batch, H)``; zeros if None.
-      lengths: optional integer array ``(*batch,)`` of valid lengths in [0, T].
-        Padded steps (t >= length) leave the carry unchanged and output zeros,
-        so the returned carry is each sequence's last valid one. Their inputs
-        are replaced by zeros before any arithmetic, so whatever the padding
-        holds (NaN, Inf) reaches no value and no gradient.
-      reverse: read each sequence backwards. With ``lengths``, each sequence
-        starts from its own last valid step; padding stays at the end and
-        outputs stay aligned with their inputs.
-      time_axis: the time axis of ``xs`` (and of the outputs).
-      unroll: passed to ``jax.lax.scan``.
-      remat: recompute each step's internals in the backward pass
-        (``jax.checkpoint`` on the scan body), storing only the carries. The
-        fused kernels store only the carries anyway.
-      return_carries: return every step's full carry (for an LSTM, the
-        ``c_t`` too) in place of the outputs; zero at padded steps.
-      impl: "auto" (default) takes the first backend of the platform's row of
-        :data:`AUTO` that supports the call: "fused" where the cell has a
-        kernel and ``return_carries`` is False and there are no ``resets``;
-        on accelerators "associative" for a gated linear recurrence
-        (``mingru``, ``minlstm``, ``lru``, ``rglru``, ``ssm``, ``mlstm``);
-        else "reference". "associative" and "chunked" (gated linear recurrences only) run the
-        parallel forms of :mod:`gated.parallel`: one associative scan over
-        time, or one inside each chunk of ``chunk`` steps and a sequential
-        scan across the chunks. "reference" vmaps
-        ``cell.step`` over the batch and lets JAX differentiate the scan (the
-        transcription of the equations). "fused" runs the cell's kernel in
-        :mod:`gated.fused` (same values and derivatives to rounding, every
-        transform). "native" (opt-in, CPU only, float32, LSTM and GRU) runs
-        the C++ loops of :mod:`gated.native`: reverse-mode differentiation
-        only, and ``vmap`` runs its batch one after another.
-
-      resets: optional booleans shaped like ``xs`` without its feature axis
-        (``(T, *batch)`` time-major): True where a new segment starts, so
-        the initial ``carry`` is restored before that step (packed sequences,
-        episode boundaries of RL rollouts). Reading backwards
-        (``reverse=True``), each segment is read backwards from its own last
-        step. Resets at padded steps are ignored.
-      chunk: the chunk length of ``impl="chunked"``.
-
-    Returns:
-      ``(carry, ys)``: the final carry, leaves ``(*batch, H)``, and the outputs
-      ``(T, *batch, H)`` (time on ``time_axis``), or the stacked carries if
-      ``return_carries``.
+    ``carry``: initial carry (zeros if None). ``lengths`` ``(*batch,)``: valid lengths; padded steps keep the carry,
+    output zeros, and their inputs never reach a value or gradient. ``reverse``: read each sequence backwards.
+    ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute each step in the backward pass. ``impl``: the backend
+    (:data:`BACKENDS`; "auto" takes the first of the platform's :data:`AUTO` row that supports the call).
+    ``resets`` (``(T, *batch)`` booleans): restore the initial carry before a step. ``chunk``: the chunk length of
+    ``impl="chunked"``.
 
     Raises:
-      TypeError: non-floating ``xs`` or carry, non-integer ``lengths``.
-      ValueError: a rank, shape, input size, time axis or length out of range;
-        ``impl="fused"`` or ``"native"`` for a cell, option, dtype or machine
-        the kernels do not cover.
+      TypeError: non-floating ``xs`` or carry, non-integer ``lengths``, non-boolean ``resets``.
+      ValueError: a rank, shape, input size, time axis or length out of range; an ``impl`` that does not cover
+        the cell, option, dtype or machine (with the reason).
     """
     call = Call(choice("impl", impl, IMPLS), integer("unroll", unroll), boolean("remat", remat),
                 integer("chunk", chunk), boolean("return_carries", return_carries))  # fmt: skip

@@ -204,3 +204,38 @@ def test_modules_with_bfloat16_parameters():
     assert cell_module.apply(variables, carry, xs_bm[:, 0])[1].dtype == jnp.bfloat16
     nnx_module = gated.nnx.RNN(gated.cells.gru(8), 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     assert nnx_module(xs_bm).dtype == jnp.bfloat16
+
+
+def test_every_layer_option_and_resets_reach_run_from_layers_stacks_and_modules():
+    """The layer options live in Recurrent's fields (gated.layers.LAYER_OPTIONS); chunk and resets reach gated.run
+    from a layer, a stack, a bidirectional pair and the linen and NNX modules."""
+    assert set(gated.layers.LAYER_OPTIONS) == {"reverse", "learn_initial_carry", "unroll", "remat", "impl", "chunk"}
+    assert all(hasattr(gated.flax.RNN, k) for k in gated.layers.LAYER_OPTIONS)
+    cell = gated.cells.mingru(4)
+    xs = jax.random.normal(jax.random.key(0), (2, 6, 3))  # batch-major (B, T, D)
+    resets = jnp.zeros((2, 6), bool).at[0, 3].set(True)
+    run = lambda p, **kw: gated.run(cell, p, xs, time_axis=1, resets=resets, impl="chunked", chunk=2, **kw)[1]
+    layer = gated.recurrent(cell, impl="chunked", chunk=2)
+    params = layer.init(jax.random.key(1), 3)
+    np.testing.assert_array_equal(layer(params, xs, time_axis=1, resets=resets)[1], run(params.cell))
+    stacked = gated.stack([layer])
+    np.testing.assert_array_equal(stacked((params,), xs, time_axis=1, resets=resets)[1], run(params.cell))
+    pair = gated.bidirectional(cell, impl="chunked", chunk=2)
+    pair_params = pair.init(jax.random.key(2), 3)
+    backward = run(pair_params.backward.cell, reverse=True)
+    expected = jnp.concatenate([run(pair_params.forward.cell), backward], axis=-1)
+    np.testing.assert_array_equal(pair(pair_params, xs, time_axis=1, resets=resets)[1], expected)
+    linen = gated.flax.RNN(cell, impl="chunked", chunk=2)
+    variables = linen.init(jax.random.key(3), xs)
+    got = linen.apply(variables, xs, resets=resets)
+    np.testing.assert_array_equal(got, run(variables["params"]["layer"].cell))
+    module = gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0), impl="chunked", chunk=2)
+    got = module(xs, resets=resets)
+    np.testing.assert_array_equal(got, run(jax.tree.map(lambda v: v[...], module.params.cell,
+                                                         is_leaf=lambda a: isinstance(a, nnx.Variable))))  # fmt: skip
+    with pytest.raises(TypeError, match=r"chunks: not a layer option; expected some of \['reverse'"):
+        gated.recurrent(cell, chunks=2)
+    with pytest.raises(TypeError, match=r"chunks: not an option of gated.nnx.RNN"):
+        gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0), chunks=2)
+    with pytest.raises(TypeError, match=r"reverse: not a layer option"):
+        gated.bidirectional(cell, reverse=True)
