@@ -65,3 +65,17 @@ def sized(config: dict, sizes: dict[str, dict], size: str) -> ml_collections.Con
         raise ValueError(f"size {size!r}: {unknown[0]} is not a key of study {config.get('study')!r}")
     config.update(sizes[size])
     return config
+
+
+def lag_study(study: str, size: str, *, tiny: dict, **keys) -> ml_collections.ConfigDict:
+    """A study of the gradient against the lag (``rnn_lag``, ``lstm_lag``, ``gru_lag``, ``lstm_exploding``): H = 64
+    units, T = 100 steps, batches of 32 and 8 seeds, then the study's own ``keys``; at ``size`` ("tiny": 4 units,
+    6 steps, 2 examples, 1 seed, 2 training steps, and the study's ``tiny`` keys; "paper": 128 units, 200 steps,
+    batches of 128, 5000 training steps)."""
+    config = dict(study=study, hidden_size=64, length=100, batch_size=32, seeds=8, **keys)
+    sizes = {
+        "tiny": {"hidden_size": 4, "length": 6, "batch_size": 2, "seeds": 1, "train_steps": 2, **tiny},
+        "default": {},
+        "paper": {"hidden_size": 128, "length": 200, "batch_size": 128, "seeds": 8, "train_steps": 5000},
+    }
+    return sized(config, sizes, size)

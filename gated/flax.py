@@ -112,12 +112,11 @@ class RNN(nn.Module):
     """
 
     layer: Any
-    reverse: bool = False
-    learn_initial_carry: bool = False
-    unroll: int = 1
-    remat: bool = False
-    impl: str = "auto"
-    chunk: int = 64
+    # The layer options of a bare cell with their defaults, from gated.layers.LAYER_OPTIONS (Recurrent's fields).
+    for _name, _default in layers_lib.LAYER_OPTIONS.items():
+        __annotations__[_name] = type(_default).__name__
+        locals()[_name] = _default
+    del _name, _default
     time_axis: int = -2
     return_carry: bool = False
     param_dtype: Any = jnp.float32

@@ -2,7 +2,7 @@
 
     python -m experiments.main --config=configs/studies/lstm_exploding.py --workdir=runs/studies/lstm_exploding
 
-Sizes: append ``:tiny`` or ``:paper`` to the config path.
+Sizes: append ``:tiny`` or ``:paper`` to the config path (:func:`configs.base.lag_study`).
 Expected: the path stays below (||K|| ||W_o||)^lag; with W_o x 32 the gradient grows with the lag; SGD at a step
 size the plain LSTM trains with diverges from W_o x 32 unless the gradient is clipped.
 The setting was found by a search over the learning rate (8 seeds, 1000 steps, adding T = 30, H = 64, momentum
@@ -17,41 +17,19 @@ search over the rate at H = 128, as above, would find the paper size's setting (
 
 from configs import base
 
-SIZES = {
-    "tiny": {
-        "hidden_size": 4,
-        "length": 6,
-        "batch_size": 2,
-        "seeds": 1,
-        "w_o_scales": (1.0, 32.0),
-        "path_examples": 1,
-        "train_length": 6,
-        "train_steps": 2,
-        "train_batch_size": 4,
-    },
-    "default": {},
-    "paper": {"hidden_size": 128, "length": 200, "batch_size": 128, "seeds": 8, "train_steps": 5000},
-}
-
 
 def get_config(size="default"):
-    return base.sized(
-        dict(
-            study="lstm_exploding",
-            hidden_size=64,
-            length=100,
-            batch_size=32,
-            seeds=8,
-            w_o_scales=(1.0, 4.0, 8.0, 16.0, 32.0),
-            path_examples=4,
-            report_lag=75,
-            train_w_o_scales=(1.0, 32.0),  # the control, then the exploding initialisation
-            train_length=30,
-            train_steps=1000,
-            train_batch_size=32,
-            learning_rate=0.15,
-            clip_threshold=1.0,
-        ),
-        SIZES,
+    return base.lag_study(
+        "lstm_exploding",
         size,
+        tiny={"w_o_scales": (1.0, 32.0), "path_examples": 1, "train_length": 6, "train_batch_size": 4},
+        w_o_scales=(1.0, 4.0, 8.0, 16.0, 32.0),
+        path_examples=4,
+        report_lag=75,
+        train_w_o_scales=(1.0, 32.0),  # the control, then the exploding initialisation
+        train_length=30,
+        train_steps=1000,
+        train_batch_size=32,
+        learning_rate=0.15,
+        clip_threshold=1.0,
     )

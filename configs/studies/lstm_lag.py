@@ -3,7 +3,7 @@ cell-state path against the product of forget gates.
 
     python -m experiments.main --config=configs/studies/lstm_lag.py --workdir=runs/studies/lstm_lag
 
-Sizes: append ``:tiny`` or ``:paper`` to the config path.
+Sizes: append ``:tiny`` or ``:paper`` to the config path (:func:`configs.base.lag_study`).
 Expected: the path equals prod f; the gradient along the cell state survives as the forget bias grows.
 Measured (default size, 8 seeds, 137 s on 2 CPU cores, 2026-11-28; docs/studies/lstm_lag/report.md): the path
 equals autodiff within 6e-7; prod f at lag 75 goes from 9.0e-15 (forget bias 0) to 0.57 (bias 5), in the order
@@ -12,35 +12,15 @@ of the bias on 8/8 seeds; ||dL/dh|| left at lag 75 is 9.8e-5 at init (bias 1) an
 
 from configs import base
 
-SIZES = {
-    "tiny": {
-        "hidden_size": 4,
-        "length": 6,
-        "batch_size": 2,
-        "seeds": 1,
-        "forget_biases": (0.0, 1.0),
-        "train_steps": 2,
-        "train_batch_size": 4,
-    },
-    "default": {},
-    "paper": {"hidden_size": 128, "length": 200, "batch_size": 128, "seeds": 8, "train_steps": 5000},
-}
-
 
 def get_config(size="default"):
-    return base.sized(
-        dict(
-            study="lstm_lag",
-            hidden_size=64,
-            length=100,
-            batch_size=32,
-            seeds=8,
-            forget_biases=(-2.0, 0.0, 1.0, 2.0, 3.0, 5.0),
-            report_lag=75,
-            train_steps=1000,
-            train_batch_size=64,
-            learning_rate=3e-3,
-        ),
-        SIZES,
+    return base.lag_study(
+        "lstm_lag",
         size,
+        tiny={"forget_biases": (0.0, 1.0), "train_batch_size": 4},
+        forget_biases=(-2.0, 0.0, 1.0, 2.0, 3.0, 5.0),
+        report_lag=75,
+        train_steps=1000,
+        train_batch_size=64,
+        learning_rate=3e-3,
     )

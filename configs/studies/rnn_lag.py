@@ -2,7 +2,7 @@
 
     python -m experiments.main --config=configs/studies/rnn_lag.py --workdir=runs/studies/rnn_lag
 
-Sizes: append ``:tiny`` or ``:paper`` to the config path.
+Sizes: append ``:tiny`` or ``:paper`` to the config path (:func:`configs.base.lag_study`).
 Expected: below the bound everywhere; vanishing when ||W_hh|| max|phi'| < 1; explosion only above it.
 Measured (default size, 8 seeds, 38 s on 2 CPU cores, 2026-11-28; docs/studies/rnn_lag/report.md): never above
 the bound (128/128 setting-seed pairs); tanh at radius 1 keeps 1.6e-8 of the gradient at lag 75 (2.1e-10 after 1000
@@ -12,37 +12,16 @@ Adam steps on the adding problem); radius 0.8 keeps 5.8e-14 (tanh) and 9.9e-18 (
 
 from configs import base
 
-SIZES = {
-    "tiny": {
-        "hidden_size": 4,
-        "length": 6,
-        "batch_size": 2,
-        "seeds": 1,
-        "radii": (1.0,),
-        "activations": ("tanh",),
-        "train_steps": 2,
-        "train_batch_size": 4,
-    },
-    "default": {},
-    "paper": {"hidden_size": 128, "length": 200, "batch_size": 128, "seeds": 8, "train_steps": 5000},
-}
-
 
 def get_config(size="default"):
-    return base.sized(
-        dict(
-            study="rnn_lag",
-            hidden_size=64,
-            length=100,
-            batch_size=32,
-            seeds=8,
-            radii=(0.8, 1.0, 1.25, 2.5),
-            activations=("tanh", "relu", "sigmoid", "identity"),
-            report_lag=75,
-            train_steps=1000,
-            train_batch_size=64,
-            learning_rate=1e-3,
-        ),
-        SIZES,
+    return base.lag_study(
+        "rnn_lag",
         size,
+        tiny={"radii": (1.0,), "activations": ("tanh",), "train_batch_size": 4},
+        radii=(0.8, 1.0, 1.25, 2.5),
+        activations=("tanh", "relu", "sigmoid", "identity"),
+        report_lag=75,
+        train_steps=1000,
+        train_batch_size=64,
+        learning_rate=1e-3,
     )

@@ -1,24 +1,5 @@
-"""What every cell has: the base classes and the notation of :mod:`gated.cells`.
-
-Notation: D input size, H hidden size, G number of fused gates. A cell is
-written for ONE example (no batch axis): ``x`` is ``(D,)``, ``h`` is ``(H,)``.
-Batches come from ``jax.vmap``, time from ``jax.lax.scan`` (see
-:func:`gated.run`).
-
-Every cell splits into
-
-* ``u = cell.project(params, x)``: the input-side affine map ``x W_x + b``
-  ``(G*H,)``, which depends on ``x`` only and so is computed for all time steps
-  at once, outside the scan, on :func:`gated.run`'s reference path;
-* ``carry, y = cell.step(params, carry, u)``: the recurrent part, the only
-  thing inside the scan;
-* ``carry, y = cell(params, carry, x)``: both.
-
-Parameters are NamedTuples with fused gates: an input kernel ``(D, G*H)``, a
-recurrent kernel ``(H, G*H)`` and a bias ``(G*H,)``, gate blocks side by side
-in the order given by ``cell.gates``. Cells are frozen dataclasses: hashable,
-so they can be static arguments of ``jax.jit``.
-"""
+"""The base classes of every cell, :class:`Cell` and :class:`RecurrentCell`, and the activations. The notation and
+the split of a cell into ``project`` (outside the scan) and ``step`` (inside it) are in :mod:`gated.cells`."""
 
 from __future__ import annotations
 
