@@ -258,8 +258,14 @@ def _lstm_scale(h: int, dtype) -> Array:
     return jnp.concatenate([half, half, jnp.ones((h,), dtype), half])
 
 
-def _lstm_gates(a: Array, h: int):
-    """``(i, f, g, o)`` from the block ``a = tanh(z * scale)``."""
+def lstm_block(pre: Array, hidden: int) -> Array:
+    """``a = tanh(z * scale)`` of a pre-activation block ``z`` ``(..., 4H)``: ``tanh(z/2)`` for i, f, o and
+    ``tanh(z)`` for g, one ``tanh`` for the whole block. The LSTM's gates, on the fused and native paths."""
+    return jnp.tanh(pre * _lstm_scale(hidden, pre.dtype).reshape((1,) * (pre.ndim - 1) + (-1,)))
+
+
+def lstm_gates(a: Array, h: int):
+    """``(i, f, g, o)`` from the block ``a = tanh(z * scale)`` (:func:`lstm_block`)."""
     i, f, g, o = (a[..., k * h : (k + 1) * h] for k in range(4))
     return 0.5 + 0.5 * i, 0.5 + 0.5 * f, g, 0.5 + 0.5 * o
 
@@ -268,14 +274,13 @@ def _lstm_loop(unroll, w_x, w_h, b, xs, h0, c0, m):
     """Every step's ``(h_t, c_t)``. The input projection is inside the loop, as one matmul with the recurrent one:
     ``[x_t, h] [W_x; W_h]``."""
     hidden = w_h.shape[0]
-    scale = _lstm_scale(hidden, xs.dtype)[None, :]
     w, bias = jnp.concatenate([w_x, w_h], axis=0), b[None, :]
 
     def body(carry, inputs):
         h, c = carry
         x, mt = inputs
-        a = jnp.tanh((jnp.concatenate([x, h], axis=1) @ w + bias) * scale)
-        i, f, g, o = _lstm_gates(a, hidden)
+        a = lstm_block(jnp.concatenate([x, h], axis=1) @ w + bias, hidden)
+        i, f, g, o = lstm_gates(a, hidden)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         h_new, c_new = _masked(mt, h_new, h), _masked(mt, c_new, c)
@@ -303,7 +308,7 @@ def _lstm_jvp(unroll, primals, tangents):
     dw_x, dw_h, db, dxs, dh0, dc0, _ = _nonzero(tangents)
     hs, cs = _lstm(unroll, w_x, w_h, b, xs, h0, c0, m)
     hidden = w_h.shape[0]
-    w, scale = jnp.concatenate([w_x, w_h], axis=0), _lstm_scale(hidden, xs.dtype)[None, None]
+    w = jnp.concatenate([w_x, w_h], axis=0)
     # Which gate blocks of s * dpre sum into dc (i, f, g) and which into dh (o). A masked sum rather than slices:
     # its transpose is a broadcast, where that of slices is pads, which XLA:CPU runs slower in the reverse loop.
     to_c = jnp.array([1, 1, 1, 0], xs.dtype)[None, :, None]
@@ -311,8 +316,8 @@ def _lstm_jvp(unroll, primals, tangents):
 
     def chunk(carry, inputs):
         x, hp, cp, c, mk, dx = inputs
-        a = jnp.tanh((_matmul(jnp.concatenate([x, hp], axis=2), w) + b[None, None]) * scale)
-        i, f, g, o = _lstm_gates(a, hidden)
+        a = lstm_block(_matmul(jnp.concatenate([x, hp], axis=2), w) + b[None, None], hidden)
+        i, f, g, o = lstm_gates(a, hidden)
         tc = jnp.tanh(c)  # c_t at every valid step; the mask keeps the carry at padded ones
         s = jnp.concatenate([0.25 * g, 0.25 * cp, i, 0.25 * tc], axis=-1) * (1 - a * a)  # (1 - a^2) / 4 = sigma'
         e = _input_tangent(w_x, x, hp, dw_x, dw_h, db, dx)
@@ -336,6 +341,17 @@ def _lstm_jvp(unroll, primals, tangents):
 
 # GRU, reset="after": r, z = sigmoid(u_rz + (h W_h)_rz); n = tanh(u_n + r * ((h W_h)_n + b_hn));
 # h_t = n + keep * (h_{t-1} - n) with keep = z ("keep") or 1 - z ("write").
+
+
+def gru_gates(w_x, w_h, b, b_hn, x, hp):
+    """``(r, z, n, hn)`` of a chunk ``(k, B, .)`` from its inputs ``x`` and previous carries ``hp``, two matmuls
+    over all its rows (``hn = h W_hn + b_hn``). The GRU's gates, on the fused and native paths."""
+    hidden = hp.shape[-1]
+    u = _matmul(x, w_x) + b[None, None]
+    v = _matmul(hp, w_h) + jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])[None, None]
+    rz = jax.nn.sigmoid(u[..., : 2 * hidden] + v[..., : 2 * hidden])
+    r, z, hn = rz[..., :hidden], rz[..., hidden:], v[..., 2 * hidden :]
+    return r, z, jnp.tanh(u[..., 2 * hidden :] + r * hn), hn
 
 
 def _gru_loop(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m):
@@ -384,11 +400,7 @@ def _gru_jvp(keep_z, unroll, primals, tangents):
 
     def chunk(dh, inputs):
         x, hp, mk, dx = inputs
-        u = _matmul(x, w_x) + b[None, None]
-        v = _matmul(hp, w_h) + jnp.concatenate([zeros, b_hn])[None, None]
-        rz = jax.nn.sigmoid(u[..., : 2 * hidden] + v[..., : 2 * hidden])
-        r, z, hn = rz[..., :hidden], rz[..., hidden:], v[..., 2 * hidden :]
-        n = jnp.tanh(u[..., 2 * hidden :] + r * hn)
+        r, z, n, hn = gru_gates(w_x, w_h, b, b_hn, x, hp)
         keep = z if keep_z else 1 - z
         c_n = (1 - keep) * (1 - n * n)
         a_z = (hp - n) * z * (1 - z)
@@ -411,4 +423,4 @@ def _gru_jvp(keep_z, unroll, primals, tangents):
     return hs, _over_chunks(chunk, _dense(dh0, h0), per_step, 4 * h0.size)
 
 
-__all__ = ["check_params", "chunk_length", "previous", "sequence", "supports"]
+__all__ = ["check_params", "chunk_length", "gru_gates", "lstm_block", "lstm_gates", "previous", "sequence", "supports"]

@@ -42,7 +42,7 @@ def test_the_wheel_holds_gated_alone_and_needs_jax_and_numpy(wheel):
         entry_points = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"gated"}
     assert "gated/experiments/main.py" in names and "gated/configs/adding.py" in names
-    assert "gated/configs/studies/rnn_lag.py" in names and "gated/csrc/loops_cpu.cc" in names
+    assert "gated/configs/studies/rnn_lag.py" in names and "gated/native/loops_cpu.cc" in names
     required = sorted(re.findall(r"^Requires-Dist: ([\w-]+)[^;\n]*$", metadata, re.M))
     assert required == ["jax", "numpy"], required
     assert "gated.experiments.main:run" in entry_points

@@ -3,7 +3,7 @@
 Not the default, and not pure JAX. What it gives up, and what it buys:
 
 * CPU only, float32, H a multiple of 16, x86-64 with AVX2 and FMA, and a C++
-  compiler on the machine: ``csrc/loops_cpu.cc`` is compiled on first use
+  compiler on the machine: ``loops_cpu.cc`` (beside this file) is compiled on first use
   (seconds) against the XLA FFI headers that jaxlib ships, and cached in
   ``~/.cache/gated`` (see :func:`configure`). Nothing is built or loaded until
   a computation asks for ``impl="native"``.
@@ -41,13 +41,14 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
+from gated import fused
 from gated.cells import Cell, LSTMState
 from gated.fused import chunk_length, previous
 from gated.options import Call, integer
 
 Array = jax.Array
 
-_SOURCE = Path(__file__).parent / "csrc" / "loops_cpu.cc"
+_SOURCE = Path(__file__).parent / "loops_cpu.cc"
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC", "-pthread", "-w"]
 _TARGETS = {
     "gated_lstm_forward": "GatedLstmForward",
@@ -215,9 +216,9 @@ def _dense(cotangent: Any, like: Array) -> Array:
 
 
 def _lstm_activations(pre: Array, hidden: int) -> Array:
-    """``[sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]`` of a pre-activation block ``(..., 4H)``."""
-    i, f, g, o = (pre[..., k * hidden : (k + 1) * hidden] for k in range(4))
-    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+    """``[sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]`` of a pre-activation block ``(..., 4H)``: the
+    fused path's transcription of the gates (:func:`gated.fused.lstm_gates`)."""
+    return jnp.concatenate(fused.lstm_gates(fused.lstm_block(pre, hidden), hidden), axis=-1)
 
 
 def _lstm_forward(keep: bool, w_x, w_h, b, xs, h0, c0, m):
@@ -292,14 +293,8 @@ def _gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
 
 
 def _gru_recompute(w_x, w_h, b, b_hn, x, hp):
-    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries (two matmuls)."""
-    hidden = hp.shape[-1]
-    u = x @ w_x + b[None, None]
-    v = hp @ w_h + jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])[None, None]
-    rz = jax.nn.sigmoid(u[..., : 2 * hidden] + v[..., : 2 * hidden])
-    hn = v[..., 2 * hidden :]
-    n = jnp.tanh(u[..., 2 * hidden :] + rz[..., :hidden] * hn)
-    return jnp.concatenate([rz, n, hn], axis=-1)
+    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries: :func:`gated.fused.gru_gates`."""
+    return jnp.concatenate(fused.gru_gates(w_x, w_h, b, b_hn, x, hp), axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))

@@ -1,5 +1,5 @@
-// CPU kernels for the time loops of the LSTM and the GRU, called from JAX through the XLA FFI (gated/native.py builds
-// and loads them; gated/fused.py calls them).
+// CPU kernels for the time loops of the LSTM and the GRU, called from JAX through the XLA FFI (gated/native/__init__.py,
+// beside this file, builds, loads and calls them).
 //
 // XLA:CPU runs a scan as a loop of separate kernels: per step one small matmul plus four to eight launches around it
 // (the elementwise fusion, dynamic slices and updates, the counter). These kernels run the whole loop in C++: each
@@ -15,8 +15,9 @@
 //   backward: one chunk of steps, walked from the last: wq (H/16, 4H, 16) = W_h^T in panels of 16 output units,
 //             dh and dc (B, H), dys, cs (c_t), cps (c_{t-1}) (T, B, H), acts (T, B, 4H), mask (T, B) -> dh0, dc0
 //             (B, H) and every step's pre-activation gradient (T, B, 4H).
-// The GRU's layouts are given above its kernels. The XLA transcriptions these are tested against are
-// gated/fused.py's _lstm_gates_forward/_backward and _gru_gates_forward/_backward.
+// The GRU's layouts are given above its kernels. The JAX transcription of the same gate arithmetic is
+// gated/fused.py's lstm_block/lstm_gates and gru_gates (the native path recomputes a chunk's gates with them under
+// remat); tests/test_native.py checks these kernels against gated.run's reference path.
 #include <immintrin.h>
 
 #include <algorithm>
