@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .base import DTYPE, legend_panel, plt_panels, rate_text, wilson
 
@@ -48,11 +49,11 @@ def _descent_program(config):
     grad = jax.grad(lambda p: cliff_loss(p[0], p[1], config.steps, config.target))
 
     def descend(start, threshold):
+        optimizer = optax.chain(optax.clip_by_global_norm(threshold), optax.sgd(config.learning_rate))
+
         def step(p, _):
-            g = grad(p)
-            norm = jnp.linalg.norm(g)
-            g = jnp.where(norm > threshold, g * threshold / norm, g)  # clip_by_global_norm
-            p = p - config.learning_rate * g
+            updates, _ = optimizer.update(grad(p), optimizer.init(p))  # both transformations keep no state
+            p = optax.apply_updates(p, updates)
             return p, p
 
         _, path = jax.lax.scan(step, start, None, length=config.descent_steps)

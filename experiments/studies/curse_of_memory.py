@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+import gated
+
 from .base import plt_figure
 
 TITLE = "9. The curse of memory: a linear recurrence's variance and sensitivity as |lambda| -> 1"
@@ -45,11 +47,26 @@ def laws(variant: str, lam: float) -> tuple[float, float | None]:
 
 
 def _final(variant: str, parameter, xs, gamma):
-    """h_T from h_0 = 0 for ``xs`` ``(T, B)``, as a function of the variant's parameter (lambda, or nu for the LRU)."""
-    lam = jnp.exp(-jnp.exp(parameter)) if variant == "lru" else parameter
-    scale = {"plain": 1.0, "lru": gamma, "gated": 1.0 - lam}[variant]
-    h, _ = jax.lax.scan(lambda h, x: (lam * h + scale * x, None), jnp.zeros(xs.shape[1], xs.dtype), xs)
-    return h
+    """h_T from h_0 = 0 for ``xs`` ``(T, B)``, as a function of the variant's parameter (lambda, or nu for the LRU),
+    run by the library's cells with one unit: the identity RNN ``h = x W_x + h W_h`` with ``W_h = lambda``; the LRU
+    with ``nu_log = nu``, no phase, ``gamma_log = log gamma`` (held), ``B = 1``, ``C = 1``; the minGRU
+    ``h = (1 - z) h + z x`` with a constant update gate ``z = 1 - lambda`` (its bias ``logit(1 - lambda)``)."""
+    one, zero = jnp.ones((1, 1), xs.dtype), jnp.zeros((1, 1), xs.dtype)
+    if variant == "plain":
+        cell = gated.cells.rnn(1, activation="identity")
+        params = cell.params_type(one, parameter * one, jnp.zeros((1,), xs.dtype))
+    elif variant == "lru":
+        cell = gated.cells.lru(1)
+        kernel = jnp.concatenate([one, zero, zero], axis=1)  # B: real part 1, imaginary 0; no skip
+        vector = lambda v: jnp.full((1,), v, xs.dtype)
+        params = cell.params_type(kernel, jnp.zeros((3,), xs.dtype), parameter * vector(1.0), vector(-jnp.inf),
+                                  jnp.log(gamma) * vector(1.0), one, zero)  # fmt: skip
+    else:
+        cell = gated.cells.mingru(1)
+        bias = jnp.concatenate([jnp.log((1 - parameter) / parameter)[None], jnp.zeros((1,), xs.dtype)])
+        params = cell.params_type(jnp.concatenate([zero, one], axis=1), bias)
+    carry, _ = gated.run(cell, params, xs[..., None])
+    return cell.hidden(carry)[:, 0]
 
 
 def _measure(variant: str, lam: float, xs) -> tuple[np.ndarray, np.ndarray]:
