@@ -6,11 +6,13 @@ import os
 import pathlib
 import re
 
+import chex
 import numpy as np
 import pytest
 
 from experiments import config as config_lib
-from experiments import engine, workdir, writers
+from experiments import engine, loop, workdir, writers
+from experiments import train as train_lib
 
 
 def tiny_config(**updates):
@@ -412,3 +414,21 @@ def test_a_damaged_config_json_and_a_file_as_workdir_are_refused(tmp_path):
         engine.train_and_evaluate(tiny_config(), tmp_path / "file")
     with pytest.raises(workdir.WorkdirError, match=r"workdir '.*file/sub': cannot write .*Not a directory"):
         engine.train_and_evaluate(tiny_config(), tmp_path / "file" / "sub")
+
+
+def test_the_training_loop_compiles_once_across_steps_evaluations_and_a_resume(tmp_path, monkeypatch):
+    """chex.assert_max_traces on the train and eval steps: one trace each for a whole run, its evaluations and its
+    checkpoints, and none more when a killed run resumes in the same process (the programs are reused)."""
+    traced = lambda make: lambda *a, **k: chex.assert_max_traces(make(*a, **k), n=1)
+    monkeypatch.setattr(train_lib, "make_train_step", traced(train_lib.make_train_step))
+    monkeypatch.setattr(train_lib, "make_eval_step", traced(train_lib.make_eval_step))
+    loop._programs.cache_clear()
+    chex.clear_trace_counter()
+    config = tiny_config(**{"model.hidden_size": 3})  # shapes no other test compiles
+    _crash_at(monkeypatch, 5)  # dies after its first checkpoints
+    with pytest.raises(Crash):
+        engine.train_and_evaluate(config, tmp_path / "run")
+    monkeypatch.setattr(workdir, "_replace", os.replace)
+    result = engine.train_and_evaluate(config, tmp_path / "run")[""]  # resumes: a second trace would raise
+    assert result["steps"] == config.train.steps
+    loop._programs.cache_clear()  # the wrapped programs stay out of the other tests

@@ -1,5 +1,6 @@
 """Flax linen and NNX modules against the pure functions, Flax's own cells, serialisation and the examples."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,7 @@ LENGTHS = jnp.array([6, 2, 0])
 
 
 def _equal(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal(a, b)  # the same structure, shapes and values
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)

@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,3 +165,24 @@ def test_run_with_zero_steps_returns_the_initial_carry():
     final, ys = gated.run(cell, params, jnp.zeros((0, 4, 2)), carry=carry)
     assert ys.shape == (0, 4, 3)
     _assert_close(final, carry, 0, 0)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_run_under_jit_compiles_once_across_lengths_and_initial_carries(impl):
+    """chex.assert_max_traces: new lengths, a new initial carry or new parameters of the same shapes reuse the
+    compiled program; and the shapes it checks are what it returns."""
+    cell = gated.cells.lstm(3)
+    chex.clear_trace_counter()  # chex counts traces per code object, across the parametrized cases
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def final_and_outputs(params, xs, lengths, carry):
+        return gated.run(cell, params, xs, lengths=lengths, carry=carry, impl=impl)
+
+    xs = jax.random.normal(jax.random.key(0), (6, 2, 4), jnp.float32)
+    for k, lengths in enumerate(([6, 2], [0, 6], [3, 3])):
+        params = cell.init(jax.random.key(k), 4)
+        carry = jax.tree.map(lambda a, k=k: a + k, cell.initial_carry((2,)))
+        final, ys = final_and_outputs(params, xs, jnp.array(lengths), carry)
+        chex.assert_shape(ys, (6, 2, 3))
+        chex.assert_trees_all_equal_shapes(final, cell.initial_carry((2,)))
