@@ -11,12 +11,11 @@ optax Adam behind ``clip_by_global_norm``.
 
 from __future__ import annotations
 
-import argparse
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from absl import app, flags
 from flax import nnx
 
 import gated
@@ -103,14 +102,19 @@ def train_nnx(steps: int = 100, hidden_size: int = 32, seed: int = 0) -> list[fl
     return [float(step(model, opt, k)) for k in jax.random.split(jax.random.key(seed + 1), steps)]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200)
-    args = parser.parse_args(argv)
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; the one flag is --steps")
     for name, train in (("linen", train_linen), ("nnx", train_nnx)):
-        losses = train(args.steps)
+        losses = train(flags.FLAGS.steps)
         print(f"{name:5s}: loss {losses[0]:.3f} at step 1 -> {sum(losses[-10:]) / 10:.3f} (mean of the last 10 steps)")
 
 
+def run():
+    """The command line (its flag defined here, so importing this module for its functions defines none)."""
+    flags.DEFINE_integer("steps", 200, "Training steps of each example.", lower_bound=1)
+    app.run(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()
