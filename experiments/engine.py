@@ -7,11 +7,12 @@ A run is ``config -> workdir``:
   ``overwrite=True`` (``--overwrite``); and a lock refuses a second process.
 - ``checkpoint.msgpack``: the one file a resume reads, holding the training state AND the metrics so far, written
   atomically every ``train.checkpoint_every`` steps and at the end. Everything else is derived from it, so a run
-  killed at any point resumes to exactly the files of an uninterrupted run.
+  killed at any point resumes to exactly the files of an uninterrupted run (TensorBoard's: to the same curves).
 - ``metrics.jsonl`` (one strict-JSON line per logged step; test metrics every ``train.eval_every`` steps and at the
-  end), TensorBoard event files beside it, ``final.npz`` (parameters and curves), ``loss.png`` (train and test
-  loss, gradient norm), ``report.md``, and last ``result.json``: status, the step it diverged at, the final and
-  the best test metrics with their steps, the chance levels.
+  end), TensorBoard event files beside it (appended as the run goes: :class:`experiments.writers.Events`),
+  ``final.npz`` (parameters and curves), ``loss.png`` (train and test loss, gradient norm), ``report.md``, and last
+  ``result.json``: status, the step it diverged at, the final and the best test metrics with their steps, the
+  chance levels.
 
 A sweep (a config's ``sweep()``) puts one such folder per run under ``workdir/runs/``, and a ``report.md`` and
 ``results.json`` over all of them. Runs that differ only in numbers that keep shapes equal (seed, learning rate,
@@ -122,21 +123,19 @@ def train_group(
     if workdir_lib.has_checkpoint(checkpoint):
         progress = checkpoints.restore(checkpoint, progress, sharding)
     programs = loop.programs(spec.model, spec.task, spec.optimizer, t.batch_size, t.eval_batch_size, data_mesh)
-
-    def save(p: loop.Progress) -> None:
-        checkpoints.save(checkpoint, p)
-        if is_writer():
-            for i, d in enumerate(run_dirs):
-                rows = writers.metric_rows(p, i)
-                workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(r, None) + "\n" for r in rows))
-                writers.write_events(d, rows)  # TensorBoard follows a run at its checkpoints
-
-    reporter = Reporter(label, t.steps, int(loop.fetch(progress.states.step)[0]))
-    progress = loop.train(
-        programs, progress, data_keys, eval_keys, steps=t.steps, log_every=t.log_every, eval_every=t.eval_every,
-        checkpoint_every=t.checkpoint_every, save=save, on_log=reporter, stop_when_all_diverged=True,
-    )  # fmt: skip
-    reporter.close()
+    start = int(loop.fetch(progress.states.step)[0])
+    events = [writers.Events(d, start) for d in run_dirs] if is_writer() else []
+    reporter = Reporter(label, t.steps, start)
+    try:
+        progress = loop.train(
+            programs, progress, data_keys, eval_keys, steps=t.steps, log_every=t.log_every, eval_every=t.eval_every,
+            checkpoint_every=t.checkpoint_every, save=_saver(checkpoint, run_dirs, events), on_log=reporter,
+            stop_when_all_diverged=True,
+        )  # fmt: skip
+    finally:
+        reporter.close()
+        for e in events:
+            e.close()
     final = loop.fetch(progress.states)
     results = []
     for i, (d, c) in enumerate(zip(run_dirs, configs, strict=True)):
@@ -147,6 +146,22 @@ def train_group(
             writers.write_run(d, c, rows, result, params, spec.task)
         results.append(result)
     return results
+
+
+def _saver(checkpoint: pathlib.Path, run_dirs: list[pathlib.Path], events: list[writers.Events]):
+    """What a group does at each checkpoint: TensorBoard's new rows appended first, then the checkpoint, then each
+    run's metrics.jsonl (derived from it, so a resume rewrites it)."""
+
+    def save(p: loop.Progress) -> None:
+        rows = [writers.metric_rows(p, i) for i in range(len(run_dirs))]
+        for e, r in zip(events, rows, strict=False):  # no events on the processes that do not write
+            e.add(r)
+        checkpoints.save(checkpoint, p)
+        if is_writer():
+            for d, r in zip(run_dirs, rows, strict=True):
+                workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(x, None) + "\n" for x in r))
+
+    return save
 
 
 def train_and_evaluate(

@@ -54,6 +54,11 @@ def _replace(source: str, target: pathlib.Path) -> None:
     os.replace(source, target)
 
 
+def appended(path: pathlib.Path) -> None:
+    """The point where records appended under ``path`` (a run's TensorBoard events) have been flushed: nothing to
+    do, but the fault-injection tests stop here too."""
+
+
 def write(path: str | os.PathLike, data: bytes | str) -> None:
     """Writes ``data`` to ``path`` atomically: a reader (or a rerun after a crash) sees the old file or the new one."""
     path = pathlib.Path(path)

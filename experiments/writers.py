@@ -8,7 +8,6 @@ import json
 import math
 import pathlib
 import re
-import tempfile
 from typing import Any
 
 import jax
@@ -116,7 +115,6 @@ def run_result(final: train_lib.TrainState, progress: loop.Progress, run: int, t
 def write_run(d: pathlib.Path, config, rows: list[dict], result: dict, params: Any, task) -> None:
     """A finished run's files, result.json last (its presence says the run's outputs are complete)."""
     workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(r, None) + "\n" for r in rows))
-    write_events(d, rows)
     arrays = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)}
     curve = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows if key in r], float)
     arrays.update({f"curve/{k}": curve(k) for k in ("loss", "grad_norm", "test_loss")})
@@ -130,24 +128,43 @@ def write_run(d: pathlib.Path, config, rows: list[dict], result: dict, params: A
     workdir_lib.write(d / "result.json", workdir_lib.to_json(result))
 
 
-EVENTS_FILE = "events.out.tfevents.gated"
+EVENTS_PREFIX = "events.out.tfevents."  # tensorboardX names a file events.out.tfevents.<time>.<host><suffix>
 
 
-def write_events(d: pathlib.Path, rows: list[dict]) -> None:
-    """TensorBoard event files (``tensorboard --logdir WORKDIR`` shows every run of a sweep), written by
-    tensorboardX into a temporary folder, then moved beside metrics.jsonl in one atomic write."""
-    from tensorboardX import SummaryWriter
+class Events:
+    """A run's TensorBoard scalars (``tensorboard --logdir WORKDIR`` shows every run of a sweep), written by one
+    tensorboardX ``SummaryWriter`` that stays open while the run trains and appends each checkpoint's new rows.
 
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = SummaryWriter(tmp, flush_secs=3600)
+    Appended before the checkpoint they belong to is written (:func:`experiments.engine.train_group`), so the files
+    always hold at least what the checkpoint holds. A run resumed from the checkpoint at step ``start`` opens a new
+    file with ``purge_step = start + 1``: TensorBoard hides whatever a killed process appended after that
+    checkpoint, and the resumed run appends those steps again, so the curves read as one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, start: int):
+        from tensorboardX import SummaryWriter
+
+        self.run_dir, self.last = run_dir, start
+        # tensorboardX names a file by the second it opens it, and reopens a same-named one empty: the start step in
+        # the name keeps a file of earlier steps; one of the same start holds only steps this file purges anyway.
+        suffix = f".from-{start:09d}.gated"
+        self.writer = SummaryWriter(str(run_dir), purge_step=start + 1, flush_secs=3600, filename_suffix=suffix)
+
+    def add(self, rows: list[dict]) -> None:
+        """Appends the rows after the last one written, and flushes them to the file."""
         for r in rows:
+            if r["step"] <= self.last:
+                continue
             for k, v in r.items():
                 if k != "step" and isinstance(v, float):
-                    writer.add_scalar(k.replace("test_", "test/") if k.startswith("test_") else f"train/{k}", v,
-                                      r["step"])  # fmt: skip
-        writer.close()
-        (event_file,) = pathlib.Path(tmp).glob("events.out.tfevents.*")
-        workdir_lib.write(d / EVENTS_FILE, event_file.read_bytes())
+                    self.writer.add_scalar(k.replace("test_", "test/") if k.startswith("test_") else f"train/{k}", v,
+                                           r["step"])  # fmt: skip
+            self.last = r["step"]
+        self.writer.flush()
+        workdir_lib.appended(self.run_dir)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _plot_curves(run_dir: pathlib.Path, rows: list[dict], task: tasks_lib.Task, result: dict) -> None:

@@ -52,8 +52,15 @@ EXACT = ("result.json", "metrics.jsonl", "config.json", "results.json", "report.
 
 
 def _assert_same_workdir(a: pathlib.Path, b: pathlib.Path):
-    files = lambda d: sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file() and p.name != ".lock")
+    """The same files (TensorBoard's: the same scalars, as TensorBoard reads them) and the same results."""
+    tensorboard = lambda p: p.name.startswith(writers.EVENTS_PREFIX)
+    files = lambda d: sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file() and p.name != ".lock"
+                             and not tensorboard(p))  # fmt: skip
     assert files(a) == files(b)
+    runs = sorted({p.parent.relative_to(a) for p in a.rglob("*") if tensorboard(p)})
+    assert runs == sorted({p.parent.relative_to(b) for p in b.rglob("*") if tensorboard(p)})
+    for run in runs:
+        assert _read_events(a / run, values=True) == _read_events(b / run, values=True), run
     for rel in files(a):
         if rel.name in EXACT:
             assert (a / rel).read_text() == (b / rel).read_text(), rel
@@ -69,7 +76,9 @@ def test_single_run_writes_a_complete_workdir(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     expected = ["checkpoint.msgpack", "checkpoint.previous.msgpack", "config.json", "final.npz", "loss.png",
                 "metrics.jsonl", "report.md"]  # fmt: skip
-    assert files == sorted([*expected, ".lock", "result.json", writers.EVENTS_FILE])
+    events = [f for f in files if f.startswith(writers.EVENTS_PREFIX)]
+    assert len(events) == 1 and events[0].endswith(".from-000000000.gated")
+    assert sorted(set(files) - set(events)) == sorted([*expected, ".lock", "result.json"])
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
     assert {"loss", "accuracy", "grad_norm", "clipped", "update_norm", "param_norm", "finite"} <= rows[0].keys()
@@ -88,23 +97,29 @@ def test_single_run_writes_a_complete_workdir(tmp_path):
     assert "status: finished after 12 steps" in report and "final test (step 12)" in report
 
 
-def _read_events(path):
-    """The scalar tags and steps of a TensorBoard event file (TFRecord framing around Event protos)."""
+def _read_events(run_dir, values=False):
+    """The scalars TensorBoard shows for a run: its event files (TFRecord framing around Event protos) read in name
+    order, a SessionLog START at step s (a resumed run's ``purge_step``) hiding every earlier event at step >= s.
+    Returns ``{tag: [step, ...]}``, or ``[(step, value), ...]`` with ``values``."""
     from tensorboardX.proto import event_pb2
 
-    data, scalars = path.read_bytes(), {}
-    while data:
-        (length,) = np.frombuffer(data[:8], "<u8")
-        event = event_pb2.Event.FromString(data[12 : 12 + int(length)])
-        for value in event.summary.value:
-            scalars.setdefault(value.tag, []).append(event.step)
-        data = data[12 + int(length) + 4 :]
-    return scalars
+    scalars = {}
+    for path in sorted(run_dir.glob(writers.EVENTS_PREFIX + "*")):
+        data = path.read_bytes()
+        while data:
+            (length,) = np.frombuffer(data[:8], "<u8")
+            event = event_pb2.Event.FromString(data[12 : 12 + int(length)])
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                scalars = {k: [p for p in v if p[0] < event.step] for k, v in scalars.items()}
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+            data = data[12 + int(length) + 4 :]
+    return scalars if values else {k: [s for s, _ in v] for k, v in scalars.items()}
 
 
 def test_tensorboard_event_files_hold_every_logged_metric(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path)
-    scalars = _read_events(tmp_path / writers.EVENTS_FILE)
+    scalars = _read_events(tmp_path)
     assert scalars["train/loss"] == [2, 4, 6, 8, 10, 12]
     assert scalars["test/loss"] == [6, 12] and "train/grad_norm" in scalars
 
@@ -124,7 +139,13 @@ def _crash_at(monkeypatch, n):
             raise Crash(target)
         original(source, target)
 
+    def appended(path):  # TensorBoard's records are flushed: a kill after them
+        calls["n"] += 1
+        if calls["n"] - 1 == n:
+            raise Crash(path)
+
     monkeypatch.setattr(workdir, "_replace", replace)
+    monkeypatch.setattr(workdir, "appended", appended)
     return calls
 
 
@@ -139,6 +160,7 @@ def _kill_at_every_write(tmp_path, monkeypatch, config, sweep=None):
         with pytest.raises(Crash):
             engine.train_and_evaluate(config, killed, sweep)
         monkeypatch.setattr(workdir, "_replace", os.replace)
+        monkeypatch.setattr(workdir, "appended", lambda path: None)
         engine.train_and_evaluate(config, killed, sweep)  # the same command again
         _assert_same_workdir(whole, killed)  # no temporary left behind either
     return writes
@@ -395,7 +417,7 @@ def test_a_resume_removes_what_a_killed_writer_left(tmp_path):
     engine.train_and_evaluate(tiny_config(), tmp_path / "whole" / "run", sweep)
     killed = tmp_path / "killed" / "run"
     engine.train_and_evaluate(tiny_config(), killed, sweep)  # then as if killed while writing its first result
-    leftovers = [killed / "runs" / "seed-0" / f".{writers.EVENTS_FILE}.x1y2.tmp", killed / ".config.json.a.tmp"]
+    leftovers = [killed / "runs" / "seed-0" / ".metrics.jsonl.x1y2.tmp", killed / ".config.json.a.tmp"]
     (killed / "runs" / "seed-0" / "result.json").unlink()
     for path in leftovers:
         path.write_bytes(b"half")
