@@ -162,19 +162,25 @@ def unspelled(v: Any) -> Any:
     return _map_leaves(lambda x: float(x) if isinstance(x, str) and x in ("inf", "-inf", "nan") else x, v)
 
 
+def _hashed(key: str, value: Any) -> bool:
+    """Whether a flattened config key changes the result: all but :data:`NOT_HASHED` and the cell options left
+    unset (None: the cell's default), so that a cell option added to gated binds no existing workdir anew."""
+    return key not in NOT_HASHED and not (key.startswith("model.options.") and value is None)
+
+
 def binding(config: dict, extra: dict | None = None) -> dict:
     """What ``config.json`` holds: the config (and e.g. a sweep's entries) and the hash of what changes the result.
     Non-finite numbers in them are spelled as strings."""
     config, extra = spelled(config), spelled(extra or {})
-    hashed = {k: v for k, v in flatten(config).items() if k not in NOT_HASHED}
+    hashed = {k: v for k, v in flatten(config).items() if _hashed(k, v)}
     payload = json.dumps({"config": hashed, **extra}, sort_keys=True, allow_nan=False)
     return {"hash": hashlib.sha256(payload.encode()).hexdigest(), "config": config, **extra}
 
 
 def differences(old: dict, new: dict) -> list[str]:
     """The keys whose values differ between two bindings, as ``key: old -> new``."""
-    a = {k: v for k, v in flatten(old).items() if k != "hash" and k.removeprefix("config.") not in NOT_HASHED}
-    b = {k: v for k, v in flatten(new).items() if k != "hash" and k.removeprefix("config.") not in NOT_HASHED}
+    a = {k: v for k, v in flatten(old).items() if k != "hash" and _hashed(k.removeprefix("config."), v)}
+    b = {k: v for k, v in flatten(new).items() if k != "hash" and _hashed(k.removeprefix("config."), v)}
     return [f"{k.removeprefix('config.')}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
             for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]  # fmt: skip
 
@@ -265,7 +271,10 @@ class Workdir:
                     f"workdir {str(self.path)!r}: its {CONFIG_FILE} is damaged (not the JSON object gated writes); "
                     "choose a new workdir, or pass --overwrite to delete it and start afresh"
                 )
-            if old.get("hash") != self.bound["hash"]:
+            # the stored config hashed anew: a workdir bound before a cell option was added (unset there) still binds
+            extra = {k: v for k, v in old.items() if k not in ("hash", "config")}
+            rehashed = binding(old["config"], extra)["hash"] if isinstance(old.get("config"), dict) else None
+            if "hash" not in old or rehashed != self.bound["hash"]:
                 diff = differences(old, self.bound) if "hash" in old else ["(written without a hash by older code)"]
                 raise WorkdirError(
                     f"workdir {str(self.path)!r} holds a run of another config ({'; '.join(diff)}); "
