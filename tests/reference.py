@@ -81,14 +81,16 @@ def positive(z):
 
 
 def mingru_step(cell, p, h, x):
-    """z = sigmoid(x W_z + b_z), h~ = g(x W_h + b_h), h_t = (1 - z) h + z h~."""
+    """z = sigmoid(x W_z + b_z), h~ = g(x W_h + b_h), h_t = a h + z h~ with a = 1 - z, or 1 - 2 z for
+    eigenvalues="[-1, 1]"."""
     hs = cell.hidden_size
     wx, b = _blocks(p.input_kernel, ("z", "h"), hs), _blocks(p.bias, ("z", "h"), hs)
     x = f64(x)
     z = sigmoid(x @ wx["z"] + b["z"])
     cand = x @ wx["h"] + b["h"]
     cand = positive(cand) if cell.log_space else cand
-    h_new = (1 - z) * f64(h) + z * cand
+    a = 1 - z if cell.eigenvalues == "[0, 1]" else 1 - 2 * z
+    h_new = a * f64(h) + z * cand
     return h_new, h_new
 
 

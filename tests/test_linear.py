@@ -17,6 +17,7 @@ from tests.conftest import random_carry, random_params
 LINEAR_CONFIGS = [
     ("mingru", {}),
     ("mingru", {"log_space": True}),
+    ("mingru", {"eigenvalues": "[-1, 1]"}),
     ("minlstm", {}),
     ("minlstm", {"log_space": True}),
     ("lru", {}),
@@ -319,3 +320,21 @@ def test_slstm_gradients_equal_finite_differences():
     resets = xs[..., 0] > 1.0
     f = jax.jit(lambda p, x: gated.run(cell, p, x, carry=carry, lengths=jnp.array([T, 7, 0]), resets=resets)[1])
     check_grads(f, (params, xs), order=2, modes=("fwd", "rev"))
+
+
+def test_mingru_with_eigenvalues_in_minus_one_to_one_flips_its_state():
+    """eigenvalues="[-1, 1]": the decay 1 - 2z reaches -1 where the update gate is open, so the state changes sign
+    (what parity needs); "[0, 1]" keeps it in [0, 1]. log_space, which needs a positive decay, is refused with it."""
+    from gated import diagnostics
+
+    params = gated.cells.LinearParams(jnp.zeros((1, 2)), jnp.array([30.0, 0.0]))  # z = 1, candidate 0
+    xs = jnp.zeros((4, 1))
+    flips = gated.cells.mingru(1, eigenvalues="[-1, 1]")
+    np.testing.assert_allclose(diagnostics.decay_factors(flips, params, xs)[:, 0], -1.0, atol=1e-12)
+    _, ys = gated.run(flips, params, xs[:, None], carry=jnp.ones((1, 1)))
+    np.testing.assert_allclose(ys[:, 0, 0], [-1.0, 1.0, -1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(diagnostics.decay_factors(gated.cells.mingru(1), params, xs)[:, 0], 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"eigenvalues='\[-1, 1\]' needs log_space=False"):
+        gated.cells.mingru(4, eigenvalues="[-1, 1]", log_space=True)
+    with pytest.raises(ValueError, match=r"eigenvalues: expected .*'\[0, 1\]'.*got '\[-2, 1\]'"):
+        gated.cells.mingru(4, eigenvalues="[-2, 1]")

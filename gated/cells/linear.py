@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from gated import init as initializers
-from gated.options import boolean, integer, number, option
+from gated.options import boolean, choice, integer, number, option
 
 from .base import Array, Cell
 
@@ -117,19 +117,31 @@ class MinGRU(LinearCell):
     with ``g`` the identity, or with ``log_space=True`` Feng et al.'s positive ``g`` (:func:`positive`), which
     keeps ``h`` positive (from a non-negative initial carry) so that the parallel forms run in log space, stable
     over long sequences. Gates ``("z", "h")``.
+
+    ``eigenvalues`` is the range of the state's decay ``a_t``: "[0, 1]" (Feng et al.: ``a_t = 1 - z_t``), or
+    "[-1, 1]" (``a_t = 1 - 2 z_t``: the decay stretched to negative values, as Grazzi et al. 2025, "Unlocking
+    state-tracking in linear RNNs through negative eigenvalues", do for Mamba and DeltaNet), which lets the state
+    flip its sign from one step to the next, as parity needs. It excludes ``log_space`` (a log needs a positive
+    decay).
     """
 
     log_space: bool = option(False, boolean)
+    eigenvalues: str = option("[0, 1]", choice, choices=("[0, 1]", "[-1, 1]"))
 
     name: ClassVar[str] = "mingru"
     params_type: ClassVar[type] = LinearParams
     gates: ClassVar[tuple[str, ...]] = ("z", "h")
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.log_space and self.eigenvalues != "[0, 1]":
+            raise ValueError(f"eigenvalues={self.eigenvalues!r} needs log_space=False: a log needs a positive decay")
+
     def coefficients(self, params, u):
         z = jax.nn.sigmoid(self.gate(u, "z"))
         candidate = self.gate(u, "h")
         candidate = positive(candidate) if self.log_space else candidate
-        return 1.0 - z, z * candidate
+        return (1.0 - z if self.eigenvalues == "[0, 1]" else 1.0 - 2.0 * z), z * candidate
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
