@@ -19,6 +19,7 @@ Several processes (``jax.distributed``; e.g. one per SLURM task, or by hand) sha
 runs of a sweep, or a single run's batch, are sharded over every process's devices; process 0 writes the workdir.
 """
 
+import difflib
 import logging as std_logging
 import os
 import sys
@@ -115,7 +116,8 @@ def set_override(config: ml_collections.ConfigDict, path: str, text: str) -> Non
     for p in parents:
         node = node[p]
     if leaf not in node:
-        raise KeyError(f"{path}: no such key in the config")
+        close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+        raise KeyError(f"{path}: no such key in the config" + (f"; did you mean {close[0]!r}?" if close else ""))
     parse = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser()}.get(
         node.get_type(leaf)
     )

@@ -404,6 +404,8 @@ def test_a_shadowed_option_from_the_command_line_keeps_its_type():
     assert config.model.options["update"] == "write"
     with pytest.raises(KeyError, match="model.options.nope: no such key"):
         main.set_override(config, "model.options.nope", "1")
+    with pytest.raises(KeyError, match="model.options.eigenvalue: no such key in the config; did you mean 'eigenva"):
+        main.set_override(config, "model.options.eigenvalue", "[-1, 1]")
 
 
 @pytest.mark.parametrize("name", ["gru", "mingru"])
