@@ -15,7 +15,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -23,6 +22,7 @@ from ml_collections import config_dict
 
 import gated
 
+from . import make_configs_importable
 from . import tasks as tasks_lib
 from . import train as train_lib
 
@@ -152,16 +152,6 @@ def fill_options(config: ml_collections.ConfigDict) -> None:
     options = {k: given.get_ref(k) if k in given else config_dict.placeholder(t) for k, t in CELL_OPTIONS.items()}
     with config.unlocked():
         config.model.options = ml_collections.ConfigDict(options)
-
-
-def make_configs_importable() -> None:
-    """Config files share :mod:`configs.base` (``from configs import base``): in a checkout ``configs`` is the
-    top-level folder beside ``experiments``; where gated is installed it is ``gated.configs``, aliased here."""
-    if "configs" in sys.modules:
-        return
-    package = __package__.rpartition(".")[0]
-    if package:  # installed: gated.experiments
-        sys.modules["configs"] = importlib.import_module(f"{package}.configs")
 
 
 def load_config_module(path: str | os.PathLike):

@@ -28,7 +28,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from . import BUNDLED_CONFIGS
+from . import BUNDLED_CONFIGS, make_configs_importable
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results.")
@@ -56,6 +56,7 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, co
     error as one line and exit code 2."""
     argv, shadowed = split_shadowed([find_config(a) if a.startswith("--config=") else a for a in argv])
     sys.argv = argv  # config_flags reads its overrides from sys.argv
+    make_configs_importable()  # config_flags loads the config file while it parses
     try:
         rest = flag_values(argv)
         if any(path.startswith("model.options.") for path, _ in shadowed):
