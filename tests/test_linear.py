@@ -17,7 +17,6 @@ from tests.conftest import random_carry, random_params
 LINEAR_CONFIGS = [
     ("mingru", {}),
     ("mingru", {"log_space": True}),
-    ("mingru", {"eigenvalues": "[-1, 1]"}),
     ("minlstm", {}),
     ("minlstm", {"log_space": True}),
     ("lru", {}),
@@ -26,6 +25,8 @@ LINEAR_CONFIGS = [
     ("mlstm", {"num_heads": 2}),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LINEAR_CONFIGS]
+# The minGRU with negative decays, in the tests of its values, parallel forms and Jacobians.
+NEGATIVE, NEGATIVE_ID = ("mingru", {"eigenvalues": "[-1, 1]"}), "mingru-eigenvalues=[-1, 1]"
 T, B, D, H = 13, 3, 4, 6
 F64 = {"rtol": 1e-10, "atol": 1e-10}
 
@@ -47,8 +48,8 @@ def _close(a, b, **tol):
     chex.assert_trees_all_close(jax.tree.leaves(a), jax.tree.leaves(b), **(tol or F64))
 
 
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, ("slstm", {}), ("slstm", {"exponential_forget": True})],
-                         ids=[*IDS, "slstm", "slstm-exponential_forget=True"])  # fmt: skip
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, NEGATIVE, ("slstm", {}), ("slstm", {"exponential_forget": True})],
+                         ids=[*IDS, NEGATIVE_ID, "slstm", "slstm-exponential_forget=True"])  # fmt: skip
 def test_step_equals_the_numpy_transcription(config):
     cell, params, carry, xs = _case(*config)
     one = jax.tree.map(lambda a: a[0], carry)
@@ -62,7 +63,7 @@ FAST_AND_SLOW = [pytest.param(c, marks=pytest.mark.slow) if c == ("minlstm", {"l
                  for c in LINEAR_CONFIGS]  # fmt: skip
 
 
-@pytest.mark.parametrize("config", FAST_AND_SLOW, ids=IDS)
+@pytest.mark.parametrize("config", [*FAST_AND_SLOW, NEGATIVE], ids=[*IDS, NEGATIVE_ID])
 def test_parallel_forms_equal_the_sequential_reference(config):
     """Values and gradients, float64 to 1e-10, with lengths, resets, both directions, remat, and chunks that do
     and do not divide T."""
@@ -194,7 +195,7 @@ def test_parallel_forms_refuse_what_they_do_not_cover():
         gated.cells.lru(H, r_min=0.99, r_max=0.9)
 
 
-@pytest.mark.parametrize("config", LINEAR_CONFIGS[1:], ids=IDS[1:])
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS[1:], NEGATIVE], ids=[*IDS[1:], NEGATIVE_ID])
 def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
     """ds_{T-1}/ds_k = diag(prod_{j>k} a_j): against the full Jacobians by autodiff along the trajectory (for the LRU,
     each unit's real 2x2 block is the rotation-scaling of the complex product)."""

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.stats
 
 import gated
 from gated import diagnostics
@@ -134,6 +133,8 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """
     if trials == 0:
         return 0.0, 1.0
+    import scipy.stats  # here: the command line imports the studies, and scipy.stats takes a second to import
+
     level = 2 * scipy.stats.norm.cdf(z) - 1  # 0.950004 for 1.96, the z the notes quote
     ci = scipy.stats.binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
     return max(0.0, float(ci.low)), min(1.0, float(ci.high))
