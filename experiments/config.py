@@ -146,9 +146,7 @@ def fill_options(config: ml_collections.ConfigDict) -> None:
     """Gives ``config.model.options``, in place, every cell option: those it sets, then the others unset (typed
     placeholders, so that an override is parsed as the option's type). An unknown option is refused."""
     given = config.model.options
-    unknown = sorted(set(given.keys()) - set(CELL_OPTIONS))
-    if unknown:
-        raise ConfigError(f"config.model.options.{unknown[0]}: unknown key; valid keys here are {sorted(CELL_OPTIONS)}")
+    _check_keys(given, CELL_OPTIONS, "model.options.", partial=True)
     options = {k: given.get_ref(k) if k in given else config_dict.placeholder(t) for k, t in CELL_OPTIONS.items()}
     with config.unlocked():
         config.model.options = ml_collections.ConfigDict(options)

@@ -153,13 +153,15 @@ def _saver(checkpoint: pathlib.Path, run_dirs: list[pathlib.Path], events: list[
     run's metrics.jsonl (derived from it, so a resume rewrites it)."""
 
     def save(p: loop.Progress) -> None:
+        if not is_writer():
+            checkpoints.save(checkpoint, p)  # every process takes part in gathering the state; process 0 writes
+            return
         rows = [writers.metric_rows(p, i) for i in range(len(run_dirs))]
-        for e, r in zip(events, rows, strict=False):  # no events on the processes that do not write
+        for e, r in zip(events, rows, strict=True):
             e.add(r)
         checkpoints.save(checkpoint, p)
-        if is_writer():
-            for d, r in zip(run_dirs, rows, strict=True):
-                workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(x, None) + "\n" for x in r))
+        for d, r in zip(run_dirs, rows, strict=True):
+            workdir_lib.write(d / "metrics.jsonl", "".join(workdir_lib.to_json(x, None) + "\n" for x in r))
 
     return save
 

@@ -81,7 +81,7 @@ def gradient_norms(
 ) -> dict[str, Array]:
     """Euclidean norms ``||dL/dh_t||`` (key "h"), and ``||dL/dc_t||`` (key "c") for an LSTM, for every t: ``(T,)``."""
     _, grads = carry_gradients(cell, params, xs, loss_fn, carry=carry)
-    flat = cell.hidden(grads)
+    flat = hidden(grads)
     norms = {"h": jnp.sqrt(jnp.sum(flat**2, axis=tuple(range(1, flat.ndim))))}  # a state (H, N) counts whole
     norms.update({k: jnp.linalg.norm(v, axis=-1) for k, v in cell.other_states(grads).items()})
     return norms

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 import gated
+from gated import diagnostics
 
 from .base import plt_figure
 
@@ -66,7 +67,7 @@ def _final(variant: str, parameter, xs, gamma):
         bias = jnp.concatenate([jnp.log((1 - parameter) / parameter)[None], jnp.zeros((1,), xs.dtype)])
         params = cell.params_type(jnp.concatenate([zero, one], axis=1), bias)
     carry, _ = gated.run(cell, params, xs[..., None])
-    return cell.hidden(carry)[:, 0]
+    return diagnostics.hidden(carry)[:, 0]
 
 
 def _measure(variant: str, lam: float, xs) -> tuple[np.ndarray, np.ndarray]:

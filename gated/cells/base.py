@@ -94,10 +94,6 @@ class Cell:
         x = _check_array("x", x, (d,), "one example of input_size D; batch with jax.vmap or gated.run")
         return x @ params.input_kernel + params.bias
 
-    def hidden(self, carry) -> Array:
-        """The hidden state ``h`` of a carry (the carry itself, or its type's ``hidden()``)."""
-        return carry.hidden() if hasattr(carry, "hidden") else carry
-
     def other_states(self, carry) -> dict[str, Array]:
         """The carry's states besides ``h`` that the diagnostics report on by name (the LSTM's ``c``)."""
         return {}
