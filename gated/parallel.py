@@ -9,7 +9,8 @@ Two forms, both pure JAX (every transform works), both used by :func:`gated.run`
 
 A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs both forms in log space: the pairs
 are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so long products of gates
-that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023).
+that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial state, which may be negative,
+is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`).
 
 A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
 true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 
 from gated import reference
 from gated.cells import LinearCell, stabilised_combine, trailing_axes
+from gated.cells.linear import cast_like
 from gated.options import Call
 
 Array = jax.Array
@@ -80,7 +82,22 @@ def _logaddexp(x: Array, y: Array) -> Array:
 def _log_combine(earlier, later):
     la1, lb1 = earlier
     la2, lb2 = later
-    return la1 + la2, _logaddexp(la2 + lb1, lb2)
+    return la1 + la2, jax.tree.map(lambda x, y: _logaddexp(la2 + x, y), lb1, lb2)
+
+
+def _log_elements(a: Array, b: Array, s0: Array, resets: Array | None) -> tuple[tuple, tuple]:
+    """The log-space elements and start of ``s_t = a_t s_{t-1} + b_t`` with ``a, b >= 0`` and ``s0`` of any sign.
+
+    The states are linear in ``s0``: ``s_t = p_t + s0 w_t``, where ``p`` is the recurrence from 0 on ``b`` and
+    ``w`` the recurrence from 1 on no input but, at a reset step, ``a_t`` (the weight of the initial state it
+    restores). Both are non-negative, so both run in log space, in one scan: ``(log a_t, (log b_t, log r_t a_t))``
+    from ``(-inf, 0)``, ``a_t`` zero at a reset. (A log of ``s0`` itself would be NaN, or -inf, for ``s0 <= 0``.)
+    """
+    weight = jnp.zeros_like(a) if resets is None else _where(resets, a, 0.0)
+    if resets is not None:
+        a = _where(resets, 0.0, a)
+    start = (jnp.full_like(s0, -jnp.inf), jnp.zeros_like(s0))
+    return (_safe_log(a), (_safe_log(b), _safe_log(weight))), start
 
 
 def _safe_log(x: Array) -> Array:
@@ -126,13 +143,13 @@ def scan_projected(
         a, b = coefficients(us)
         s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
         a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
-        if resets is not None:
-            a, b = _where(resets, 0.0, a), _where(resets, a * s0[None] + b, b)
-        if cell.log_space:
-            elements, combine, identity = (_safe_log(a), _safe_log(b)), _log_combine, (0.0, -jnp.inf)
-            start = _safe_log(s0)
-            apply = lambda prefix, state: _logaddexp(prefix[0] + state, prefix[1])
+        if cell.log_space:  # b >= 0, but s0 may have either sign: its term is scanned apart (see _log_elements)
+            elements, start = _log_elements(a, b, s0, resets)
+            combine, identity = _log_combine, (0.0, -jnp.inf)
+            apply = lambda prefix, state: jax.tree.map(lambda lb, ls: _logaddexp(prefix[0] + ls, lb), prefix[1], state)
         else:
+            if resets is not None:
+                a, b = _where(resets, 0.0, a), _where(resets, a * s0[None] + b, b)
             elements, combine, start, identity = (a, b), _linear_combine, s0, (1.0, 0.0)
             apply = lambda prefix, state: prefix[0] * state + prefix[1]
     if mask is not None:  # padding is the identity update
@@ -143,12 +160,12 @@ def scan_projected(
         states = apply(prefix, jax.tree.map(lambda a: a[None], start))
     else:
         states = _chunked(elements, start, combine, apply, identity, chunk)
-    if cell.log_space:
-        states = jnp.exp(states)
+    if cell.log_space:  # s_t = exp(log of the inputs' part) + s0 exp(log of s0's weight)
+        states = jnp.exp(states[0]) + cell.to_state(carry)[None] * jnp.exp(states[1])
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
         ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
-    return cell.from_state(jax.tree.map(lambda a: a[-1], states)), ys
+    return cast_like(cell.from_state(jax.tree.map(lambda a: a[-1], states)), carry), ys.astype(us.dtype)
 
 
 def _like(elements: Any, identity: tuple) -> Any:

@@ -35,8 +35,6 @@ def _case(name, options, dtype=jnp.float64, seed=0):
     cell = gated.cells.get(name, H, **options)
     params = random_params(cell, jax.random.key(seed), D, dtype)
     carry = random_carry(cell, jax.random.key(seed + 1), (B,), dtype)
-    if getattr(cell, "log_space", False):
-        carry = jnp.abs(carry)  # the log-space forms need a non-negative state
     if cell.name == "slstm":
         carry = carry._replace(n=jnp.abs(carry.n) + 1.0)  # a normaliser is positive
     xs = jax.random.normal(jax.random.key(seed + 2), (T, B, D), dtype)
@@ -339,3 +337,69 @@ def test_mingru_with_eigenvalues_in_minus_one_to_one_flips_its_state():
         gated.cells.mingru(4, eigenvalues="[-1, 1]", log_space=True)
     with pytest.raises(ValueError, match=r"eigenvalues: expected .*'\[0, 1\]'.*got '\[-2, 1\]'"):
         gated.cells.mingru(4, eigenvalues="[-2, 1]")
+
+
+def test_log_space_forms_take_an_initial_carry_of_either_sign():
+    """The defect: a log-space minGRU from a negative carry gave parallel results off by 0.92 (the log of a negative
+    state read as -inf). The initial state's weight is scanned apart: float64 to 1e-10 against the reference, with
+    resets that restore the negative state."""
+    cell = gated.cells.mingru(H, log_space=True)
+    params = random_params(cell, jax.random.key(7), D, jnp.float64)
+    carry = -1.0 - jnp.abs(random_carry(cell, jax.random.key(8), (B,), jnp.float64))
+    xs = jax.random.normal(jax.random.key(9), (T, B, D), jnp.float64)
+    resets = jnp.zeros((T, B), bool).at[6, 1].set(True)
+    run = jax.jit(lambda impl: gated.run(cell, params, xs, carry=carry, resets=resets, impl=impl, chunk=4),
+                  static_argnums=0)  # fmt: skip
+    want = run("reference")
+    assert float(jnp.min(want[1])) < 0.0  # the states are negative where the initial one still weighs
+    for impl in ("associative", "chunked"):
+        _close(run(impl), want)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=lambda d: jnp.dtype(d).name)
+def test_rglru_gradients_stay_finite_where_its_recurrence_gate_saturates(dtype):
+    """The defect: with the recurrence gate's bias at -200, r_t rounds to 0, a_t to 1, and the derivative of
+    sqrt(1 - a_t^2) is infinite: NaN gradients. Bounded at 1000, as recurrentgemma does; the bound changes neither
+    the value nor, above 1 / (4 * 1000^2), the derivative (forward and reverse mode)."""
+    from gated.cells.rglru import sqrt_bound_derivative
+
+    cell = gated.cells.rglru(H)
+    params = cell.init(jax.random.key(0), D, dtype)
+    params = params._replace(bias=params.bias.at[:H].set(-200.0))  # gate "a" is the first block
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), dtype)
+    for impl in ("reference", "associative"):
+        grads = jax.jit(jax.grad(lambda p, impl=impl: jnp.sum(gated.run(cell, p, xs, impl=impl)[1].astype(
+            jnp.float32))))(params)  # fmt: skip
+        assert all(np.isfinite(np.asarray(g, np.float32)).all() for g in jax.tree.leaves(grads)), impl
+    x = jnp.array([0.0, 1e-9, 1e-6, 0.25, 4.0], jnp.float64)
+    np.testing.assert_array_equal(sqrt_bound_derivative(x, 1000.0), jnp.sqrt(x))
+    slope = jax.vmap(jax.grad(lambda v: sqrt_bound_derivative(v, 1000.0)))(x)
+    np.testing.assert_allclose(slope, [1000.0, 1000.0, 500.0, 1.0, 0.25], rtol=1e-12)
+    np.testing.assert_allclose(jax.jvp(lambda v: sqrt_bound_derivative(v, 1000.0), (x,), (jnp.ones_like(x),))[1],
+                               slope, rtol=1e-12)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, ("slstm", {})], ids=[*IDS, "slstm"])
+def test_every_modern_cell_runs_and_differentiates_in_bfloat16(config):
+    """bfloat16 parameters, inputs and carry (the LRU crashed here: its complex state came back as float32): the
+    outputs, the carry and the gradients keep bfloat16 and are finite, and the outputs are near the float32 run's
+    from the same (rounded) parameters; on the default path and, for the LRU (complex) and a log-space cell, the
+    associative form."""
+    name, options = config
+    cell = gated.cells.get(name, 8, **options)
+    params = cell.init(jax.random.key(0), 3, jnp.bfloat16)
+    xs = jax.random.normal(jax.random.key(1), (9, 2, 3), jnp.bfloat16)
+    wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    want = gated.run(cell, wide, xs.astype(jnp.float32))[1]
+    for impl in ("auto", "associative") if name == "lru" or options.get("log_space") else ("auto",):
+
+        def loss(p, impl=impl):
+            carry, ys = gated.run(cell, p, xs, impl=impl)
+            return jnp.sum(ys.astype(jnp.float32)), (carry, ys)
+
+        (_, (carry, ys)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        assert ys.dtype == jnp.bfloat16 and all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(carry))
+        assert all(g.dtype == jnp.bfloat16 and np.isfinite(np.asarray(g, np.float32)).all()
+                   for g in jax.tree.leaves(grads)), impl  # fmt: skip
+        np.testing.assert_allclose(ys.astype(jnp.float32), want, atol=0.1, rtol=0.05)

@@ -81,7 +81,13 @@ class LinearCell(Cell):
         else:
             a, b = self.coefficients(params, u)
             state = a * self.to_state(carry) + b
-        return self.from_state(state), self.output(params, state, u)
+        return cast_like(self.from_state(state), carry), self.output(params, state, u).astype(u.dtype)
+
+
+def cast_like(carry, like):
+    """``carry`` in the dtypes of ``like``'s leaves: a state computed in a wider type (the LRU's complex64 from
+    bfloat16 parameters) goes back into the carry's type, as a scan needs."""
+    return jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), carry, like)
 
 
 def stabilised_combine(earlier, later):
@@ -115,8 +121,8 @@ class MinGRU(LinearCell):
         h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
 
     with ``g`` the identity, or with ``log_space=True`` Feng et al.'s positive ``g`` (:func:`positive`), which
-    keeps ``h`` positive (from a non-negative initial carry) so that the parallel forms run in log space, stable
-    over long sequences. Gates ``("z", "h")``.
+    makes every step's input ``b_t`` positive so that the parallel forms run in log space, stable over long
+    sequences (an initial carry of either sign is exact there: its weight is scanned apart). Gates ``("z", "h")``.
 
     ``eigenvalues`` is the range of the state's decay ``a_t``: "[0, 1]" (Feng et al.: ``a_t = 1 - z_t``), or
     "[-1, 1]" (``a_t = 1 - 2 z_t``: the decay stretched to negative values, as Grazzi et al. 2025, "Unlocking

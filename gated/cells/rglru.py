@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -12,6 +13,24 @@ from gated.options import number, option
 
 from .base import Array
 from .linear import LinearCell
+
+# The bound on the derivative of sqrt(1 - a^2) (recurrentgemma's _MAX_SQRT_GRADIENT).
+MAX_SQRT_GRADIENT = 1000.0
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def sqrt_bound_derivative(x: Array, max_gradient: float) -> Array:
+    """``sqrt(x)`` whose derivative is bounded by ``max_gradient``: ``1 / (2 sqrt(max(x, 1 / (4 max_gradient^2))))``
+    (De et al. 2024; ``recurrentgemma``'s ``sqrt_bound_derivative``, here a ``custom_jvp``, so that forward mode and
+    higher derivatives work too)."""
+    return jnp.sqrt(x)
+
+
+@sqrt_bound_derivative.defjvp
+def _sqrt_bound_derivative_jvp(max_gradient, primals, tangents):
+    (x,), (x_dot,) = primals, tangents
+    floor = jnp.asarray(1.0 / (4.0 * max_gradient**2), jnp.result_type(x))
+    return jnp.sqrt(x), 0.5 * x_dot / jnp.sqrt(jnp.maximum(x, floor))
 
 
 class RGLRUParams(NamedTuple):
@@ -32,7 +51,10 @@ class RGLRU(LinearCell):
         a_t &= \sigma(\Lambda)^{c\, r_t}, \qquad
         h_t = a_t \odot h_{t-1} + \sqrt{1 - a_t^2} \odot (i_t \odot v_t)
 
-    with ``c = 8``; ``log a_t = -c r_t softplus(-Lambda)`` is computed in log space. ``Lambda`` is initialised so
+    with ``c = 8``; ``log a_t = -c r_t softplus(-Lambda)`` is computed in log space. The derivative of the square
+    root is bounded at ``max_sqrt_gradient`` (1000, as in ``recurrentgemma``): where ``a_t`` rounds to 1 (a
+    saturated gate, ``r_t = 0``) the true derivative is infinite and the gradient would be NaN; the bound changes
+    nothing where ``1 - a_t^2 >= 1 / (4 max_sqrt_gradient^2)``. ``Lambda`` is initialised so
     that ``a^c = sigma(Lambda)^c`` is uniform in ``[a_min, a_max]``. In Griffin the input ``v`` is the block's
     own branch of width H; here it is the projection ``x W_v``. Gates ``("a", "x", "v")``.
     """
@@ -64,5 +86,6 @@ class RGLRU(LinearCell):
         r = jax.nn.sigmoid(self.gate(u, "a"))
         log_a = -self.c * r * jax.nn.softplus(-params.a_param)
         a = jnp.exp(log_a)
-        scale = jnp.sqrt(-jnp.expm1(2.0 * log_a))  # sqrt(1 - a^2), accurate as a -> 1
+        # sqrt(1 - a^2), accurate as a -> 1, its derivative bounded
+        scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), MAX_SQRT_GRADIENT)
         return a, scale * jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
