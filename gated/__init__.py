@@ -17,9 +17,14 @@ Sequences::
                     time_axis=0, unroll=1, remat=False, return_carries=False)
     layer = recurrent(cell) | bidirectional(cell, merge="concat") | stack([...], residual=False)
     params = layer.init(key, D);   carry, ys = layer(params, xs, lengths=..., time_axis=...)
+
+Blocks (:mod:`gated.blocks`), what the modern papers stack around a recurrence::
+
+    blocks.RMSNorm() | LayerNorm() | MLP(F) | GatedMLP(F, variant="swiglu") | Highway()   y = block(params, x)
+    blocks.CausalConv(width=4)     carry, ys = conv(params, xs, carry=None)   (a streaming state)
 """
 
-from gated import cells, init
+from gated import blocks, cells, init
 from gated.cells import GRUGates, GRUParams, LSTMGates, LSTMParams, LSTMState, RNNParams
 from gated.layers import (
     Bidirectional,
@@ -48,6 +53,7 @@ __all__ = [
     "RecurrentParams",
     "Stack",
     "bidirectional",
+    "blocks",
     "cells",
     "init",
     "recurrent",

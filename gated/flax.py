@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gated import blocks as blocks_lib
 from gated import cells as cells_lib
 from gated import layers as layers_lib
 
@@ -136,6 +137,32 @@ class RNN(nn.Module):
         params = self.param("layer", lambda key: layer.init(key, jnp.shape(xs)[-1], self.param_dtype))
         carry, ys = layer(params, xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis, resets=resets)
         return (carry, ys) if self.return_carry else ys
+
+
+class Block(nn.Module):
+    """A :mod:`gated.blocks` block (a norm, an MLP, a gated MLP, a highway layer, the causal convolution): its
+    parameters from the block's own ``init``, one entry ``'block'``, and its call, so that
+    ``module.apply(variables, x, ...)`` equals ``block(variables['params']['block'], x, ...)``.
+
+    Attributes:
+      block: the block.
+      param_dtype: dtype of the parameters.
+    """
+
+    block: Any
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if not isinstance(self.block, blocks_lib.Block):
+            raise TypeError(f"block: expected a gated.blocks block (gated.blocks.RMSNorm(), ...), got "
+                            f"{type(self.block).__name__}")  # fmt: skip
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array, *args, **kwargs):
+        """The block's call on ``x`` (the convolution's ``carry`` and ``time_axis`` passed on)."""
+        params = self.param("block", lambda key: self.block.init(key, jnp.shape(x)[-1], self.param_dtype))
+        return self.block(params, x, *args, **kwargs)
 
 
 class _Linen(NamedTuple):

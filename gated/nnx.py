@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gated import blocks as blocks_lib
 from gated import cells as cells_lib
 from gated import layers as layers_lib
 from gated.flax import over_batch, sequence_layer
@@ -91,3 +92,18 @@ class RNN(nnx.Module):
         along = dict(lengths=lengths, time_axis=self.time_axis, resets=resets)
         carry, ys = self.layer(_values(self.params), xs, carry=initial_carry, **along)
         return (carry, ys) if self.return_carry else ys
+
+
+class Block(nnx.Module):
+    """A :mod:`gated.blocks` block; ``self.params`` is its NamedTuple of Params, from the block's own ``init``, and
+    the call is the block's (the convolution's ``carry`` and ``time_axis`` passed on)."""
+
+    def __init__(self, block: blocks_lib.Block, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        if not isinstance(block, blocks_lib.Block):
+            raise TypeError(f"block: expected a gated.blocks block (gated.blocks.RMSNorm(), ...), got "
+                            f"{type(block).__name__}")  # fmt: skip
+        self.block = block
+        self.params = _wrap(block.init(rngs.params(), input_size, param_dtype))
+
+    def __call__(self, x: Array, *args, **kwargs):
+        return self.block(_values(self.params), x, *args, **kwargs)
