@@ -41,7 +41,7 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def _features(name: str, x: Any, size: int, what: str) -> Array:
+def check_features(name: str, x: Any, size: int, what: str) -> Array:
     """``x`` as a floating-point array whose last axis is ``size``, or a clear error."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
@@ -51,7 +51,7 @@ def _features(name: str, x: Any, size: int, what: str) -> Array:
     return x
 
 
-def _row(v: Array, ndim: int) -> Array:
+def broadcast_row(v: Array, ndim: int) -> Array:
     """A per-feature vector ``(D,)`` as an array of rank ``ndim`` (``(1, ..., 1, D)``), to broadcast against
     ``(..., D)`` without rank promotion (which a user may have set to raise)."""
     return v.reshape((1,) * (ndim - v.ndim) + v.shape)
@@ -77,7 +77,7 @@ class Block:
             got = type(params).__name__
             raise TypeError(f"params: expected {self.params_type.__name__} ({type(self).__name__}.init), got {got}")
         size = params[0].shape[self.input_axis]
-        return _features("x", x, size, "the input_size the parameters were made for")
+        return check_features("x", x, size, "the input_size the parameters were made for")
 
 
 class RMSNormParams(NamedTuple):
@@ -106,7 +106,7 @@ class RMSNorm(Block):
         x = self._input(params, x)
         wide = _wide(x)
         normed = wide * jax.lax.rsqrt(jnp.mean(wide * wide, axis=-1, keepdims=True) + self.eps)
-        return normed.astype(x.dtype) * _row(params.scale, x.ndim)
+        return normed.astype(x.dtype) * broadcast_row(params.scale, x.ndim)
 
 
 class LayerNormParams(NamedTuple):
@@ -138,7 +138,7 @@ class LayerNorm(Block):
         wide = _wide(x)
         centred = wide - jnp.mean(wide, axis=-1, keepdims=True)
         normed = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + self.eps)
-        return normed.astype(x.dtype) * _row(params.scale, x.ndim) + _row(params.bias, x.ndim)
+        return normed.astype(x.dtype) * broadcast_row(params.scale, x.ndim) + broadcast_row(params.bias, x.ndim)
 
 
 class MLPParams(NamedTuple):
@@ -172,8 +172,8 @@ class MLP(Block):
 
     def __call__(self, params: MLPParams, x: Array) -> Array:
         x = self._input(params, x)
-        hidden = ACTIVATIONS[self.activation](x @ params.kernel_in + _row(params.bias_in, x.ndim))
-        return hidden @ params.kernel_out + _row(params.bias_out, x.ndim)
+        hidden = ACTIVATIONS[self.activation](x @ params.kernel_in + broadcast_row(params.bias_in, x.ndim))
+        return hidden @ params.kernel_out + broadcast_row(params.bias_out, x.ndim)
 
 
 # Shazeer 2020's gated feed-forward variants: the function of the gate branch.
@@ -245,7 +245,7 @@ class Highway(Block):
 
     def __call__(self, params: HighwayParams, x: Array) -> Array:
         x = self._input(params, x)
-        transform, gate = jnp.split(x @ params.kernel + _row(params.bias, x.ndim), 2, axis=-1)
+        transform, gate = jnp.split(x @ params.kernel + broadcast_row(params.bias, x.ndim), 2, axis=-1)
         t = jax.nn.sigmoid(gate)
         return t * ACTIVATIONS[self.activation](transform) + (1.0 - t) * x
 
@@ -317,7 +317,8 @@ class CausalConv(Block):
             reads = [jnp.where(t - (past - k) >= start, r, 0) for k, r in enumerate(reads)]
             times = jnp.arange(steps - past, steps).reshape(past, *[1] * (xs.ndim - 1))
             kept = jnp.where(times >= start[-1:], kept, 0)
-        ys = sum(_row(params.kernel[k], xs.ndim) * r for k, r in enumerate(reads)) + _row(params.bias, xs.ndim)
+        ys = sum(broadcast_row(params.kernel[k], xs.ndim) * r for k, r in enumerate(reads))
+        ys = ys + broadcast_row(params.bias, xs.ndim)
         return kept, jnp.moveaxis(ys, 0, time_axis)
 
     def _segment_starts(self, resets: Any, time_axis: int, shape: tuple[int, ...]) -> Array:
@@ -345,6 +346,8 @@ def get(name: str, **options) -> Block:
     return BLOCKS[name](**options)
 
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "GatedMLP", "GatedMLPParams",
-           "Highway", "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm", "RMSNormParams",
-           "get"]  # fmt: skip
+__all__ = [
+    "ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "GatedMLP", "GatedMLPParams", "Highway",
+    "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm", "RMSNormParams", "broadcast_row",
+    "check_features", "get",
+]  # fmt: skip

@@ -20,9 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gated import blocks as blocks_lib
 from gated import cells as cells_lib
 from gated import layers as layers_lib
+from gated import mixers as mixers_lib
 
 Array = jax.Array
 
@@ -140,8 +140,8 @@ class RNN(nn.Module):
 
 
 class Block(nn.Module):
-    """A :mod:`gated.blocks` block (a norm, an MLP, a gated MLP, a highway layer, the causal convolution): its
-    parameters from the block's own ``init``, one entry ``'block'``, and its call, so that
+    """A :mod:`gated.blocks` block (a norm, an MLP, a gated MLP, a highway layer, the causal convolution) or a
+    :mod:`gated.mixers` mixer: its parameters from its own ``init``, one entry ``'block'``, and its call, so that
     ``module.apply(variables, x, ...)`` equals ``block(variables['params']['block'], x, ...)``.
 
     Attributes:
@@ -153,9 +153,7 @@ class Block(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        if not isinstance(self.block, blocks_lib.Block):
-            raise TypeError(f"block: expected a gated.blocks block (gated.blocks.RMSNorm(), ...), got "
-                            f"{type(self.block).__name__}")  # fmt: skip
+        mixers_lib.check_block(self.block)
         super().__post_init__()
 
     @nn.compact

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gated import blocks as blocks_lib
 from gated import cells as cells_lib
 from gated import layers as layers_lib
+from gated import mixers as mixers_lib
 from gated.flax import over_batch, sequence_layer
 
 Array = jax.Array
@@ -95,14 +95,11 @@ class RNN(nnx.Module):
 
 
 class Block(nnx.Module):
-    """A :mod:`gated.blocks` block; ``self.params`` is its NamedTuple of Params, from the block's own ``init``, and
-    the call is the block's (the convolution's ``carry`` and ``time_axis`` passed on)."""
+    """A :mod:`gated.blocks` block or :mod:`gated.mixers` mixer; ``self.params`` is its NamedTuple of Params, from its
+    own ``init``, and the call is its own (a carry, ``resets`` and ``time_axis`` passed on)."""
 
-    def __init__(self, block: blocks_lib.Block, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-        if not isinstance(block, blocks_lib.Block):
-            raise TypeError(f"block: expected a gated.blocks block (gated.blocks.RMSNorm(), ...), got "
-                            f"{type(block).__name__}")  # fmt: skip
-        self.block = block
+    def __init__(self, block: Any, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.block = mixers_lib.check_block(block)
         self.params = _wrap(block.init(rngs.params(), input_size, param_dtype))
 
     def __call__(self, x: Array, *args, **kwargs):

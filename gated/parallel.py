@@ -148,7 +148,10 @@ def scan_projected(
             combine, identity = _log_combine, (0.0, -jnp.inf)
             apply = lambda prefix, state: jax.tree.map(lambda lb, ls: _logaddexp(prefix[0] + ls, lb), prefix[1], state)
         else:
-            if resets is not None:
+            if resets is not None and cell.restarts:  # the cell's own rule for a segment start
+                a0, b0 = jax.vmap(jax.vmap(lambda u: cell.restart(params, u)))(us)
+                a, b = _where(resets, a0.astype(a.dtype), a), _where(resets, b0, b)
+            elif resets is not None:
                 a, b = _where(resets, 0.0, a), _where(resets, a * s0[None] + b, b)
             elements, combine, start, identity = (a, b), _linear_combine, s0, (1.0, 0.0)
             apply = lambda prefix, state: prefix[0] * state + prefix[1]

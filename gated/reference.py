@@ -28,14 +28,16 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
     """``xs`` ``(T, B, D)``, carry leaves ``(B, ...)``, ``mask`` and ``resets`` ``(T, B)`` or None; returns the final
     carry and the outputs ``(T, B, H)`` (every step's carry with ``call.return_carries``), zero at padded steps."""
     us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
-    step = jax.vmap(lambda c, u: cell.step(params, c, u))
     initial = carry
 
     def body(carry, inputs):
         u, valid, start = inputs
         if start is not None:  # a new segment: the initial carry again
             carry = jax.tree.map(lambda c, c0: jnp.where(trailing_axes(start, c.ndim), c0, c), carry, initial)
-        new, y = step(carry, u)
+        if start is not None and cell.restarts:  # or the cell's own rule for a segment start
+            new, y = jax.vmap(lambda c, u, s: cell.step(params, c, u, start=s))(carry, u, start)
+        else:
+            new, y = jax.vmap(lambda c, u: cell.step(params, c, u))(carry, u)
         out = new if call.return_carries else y
         if valid is not None:  # a padded step holds the carry and outputs zeros
             new = jax.tree.map(lambda n, o: jnp.where(trailing_axes(valid, n.ndim), n, o), new, carry)

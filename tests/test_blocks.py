@@ -268,7 +268,7 @@ def test_linen_and_nnx_modules_equal_the_pure_functions():
     resets = jnp.zeros((6, 2), bool).at[3, 0].set(True)
     chex_equal(module.apply(variables, x, carry, resets=resets),
                conv(variables["params"]["block"], x, carry, resets=resets))  # fmt: skip
-    with pytest.raises(TypeError, match="block: expected a gated.blocks block .*, got LSTM"):
+    with pytest.raises(TypeError, match="block: expected a gated.blocks block or gated.mixers mixer .*, got LSTM"):
         gated.flax.Block(gated.cells.lstm(4))
-    with pytest.raises(TypeError, match="block: expected a gated.blocks block .*, got LSTM"):
+    with pytest.raises(TypeError, match="block: expected a gated.blocks block or gated.mixers mixer .*, got LSTM"):
         gated.nnx.Block(gated.cells.lstm(4), D, rngs=nnx.Rngs(0))

@@ -54,6 +54,12 @@ class Cell:
     # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
     linear: ClassVar[bool] = False
 
+    @property
+    def restarts(self) -> bool:
+        """Whether a segment start (``resets`` of :func:`gated.run`) has the cell's own rule (a linear cell's
+        ``restart``) instead of the initial carry restored and the usual step taken."""
+        return False
+
     def kernel_limits(self) -> str | None:
         """What of this cell's options its kernel does not cover ("covers ..."), or None."""
         return None

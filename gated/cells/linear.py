@@ -74,12 +74,21 @@ class LinearCell(Cell):
         """``y_t`` from the new state (the state itself, but for the LRU)."""
         return state
 
-    def step(self, params, carry, u: Array):
+    def restart(self, params, u: Array) -> tuple[Array, Array]:
+        """``(a_t, b_t)`` of a step that starts a segment, for a cell that ``restarts`` by its own rule."""
+        raise NotImplementedError(f"the {self.name} cell restores its initial carry at a segment start")
+
+    def step(self, params, carry, u: Array, start: Array | None = None):
+        """``(carry, y)``; ``start`` (a boolean scalar, for a cell that ``restarts``): the step starts a segment and
+        takes the coefficients of :meth:`restart`."""
         u = self._check_step(carry, u)
         if self.stabilised:  # the state (m, s) is the update (-inf, m, s) composed with this step's
             state = stabilised_combine((-jnp.inf, *self.to_state(carry)), self.coefficients(params, u))[1:]
         else:
             a, b = self.coefficients(params, u)
+            if start is not None and self.restarts:
+                a0, b0 = self.restart(params, u)
+                a, b = jnp.where(start, a0, a), jnp.where(start, b0, b)
             state = a * self.to_state(carry) + b
         return cast_like(self.from_state(state), carry), self.output(params, state, u).astype(u.dtype)
 

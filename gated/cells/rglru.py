@@ -9,7 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated.options import number, option
+from gated.options import choice, number, option
 
 from .base import Array
 from .linear import LinearCell
@@ -57,11 +57,17 @@ class RGLRU(LinearCell):
     nothing where ``1 - a_t^2 >= 1 / (4 max_sqrt_gradient^2)``. ``Lambda`` is initialised so
     that ``a^c = sigma(Lambda)^c`` is uniform in ``[a_min, a_max]``. In Griffin the input ``v`` is the block's
     own branch of width H; here it is the projection ``x W_v``. Gates ``("a", "x", "v")``.
+
+    ``segment_start`` is what a segment start (``resets`` of :func:`gated.run`) does: "restore" (the default, as
+    every cell) restores the initial carry and takes the usual step; "recurrentgemma" sets ``a_t = 0`` and drops the
+    ``sqrt(1 - a_t^2)`` factor, ``h_t = i_t \odot v_t``, as the authors' code does at ``segment_pos == 0``
+    (:class:`gated.mixers.Griffin` then treats the first step of a sequence with no carry as such a start).
     """
 
     c: float = option(8.0, number, low=0.0, low_open=True)
     a_min: float = option(0.9, number, low=0.0, high=1.0, low_open=True, high_open=True)
     a_max: float = option(0.999, number, low=0.0, high=1.0, low_open=True, high_open=True)
+    segment_start: str = option("restore", choice, choices=("restore", "recurrentgemma"))
 
     name: ClassVar[str] = "rglru"
     params_type: ClassVar[type] = RGLRUParams
@@ -78,6 +84,14 @@ class RGLRU(LinearCell):
         a_c = jax.random.uniform(k_a, (self.hidden_size,), jnp.float32, self.a_min, self.a_max)
         a = a_c ** (1.0 / self.c)
         return RGLRUParams(*params, jnp.log(a / (1.0 - a)).astype(dtype))  # Lambda = logit(a)
+
+    @property
+    def restarts(self) -> bool:
+        return self.segment_start == "recurrentgemma"
+
+    def restart(self, params, u):
+        gated_input = jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
+        return jnp.zeros_like(gated_input), gated_input
 
     def coefficients(self, params, u):
         if getattr(params, "a_param", None) is None or params.a_param.shape != (self.hidden_size,):

@@ -1,0 +1,183 @@
+"""The papers' recurrent mixers (gated.mixers): Griffin's recurrent block against a float64 NumPy transcription of
+De et al. 2024, Fig. 2 and eqs. 1-4, run in pieces and token by token against the whole sequence, and against the
+authors' code (recurrentgemma's JAX RecurrentBlock) live when it is installed and always against its committed
+outputs; the RG-LRU's recurrentgemma segment start on every form."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gated
+from gated import mixers
+from gated.interop import recurrentgemma as interop
+from tests import recurrentgemma_cases as cases
+from tests import reference
+from tests.conftest import random_carry, random_params
+
+T, B, D, H = 9, 2, 5, 6
+F64 = {"rtol": 1e-10, "atol": 1e-12}
+GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "recurrentgemma_golden.npz"
+
+
+def _gelu_tanh(z):
+    return 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3)))
+
+
+def _numpy_griffin(mixer, p, xs, starts):
+    """One example, ``xs`` (T, D), from no past; ``starts`` (T,) the segment starts (restore: zero conv inputs
+    and zero state before the start; recurrentgemma: also h_t = i_t v_t at the start)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    cell, width = mixer.cell, mixer.conv_width
+    gate = _gelu_tanh(xs @ p.gate_kernel + p.gate_bias)  # eq. (the GeLU branch of Fig. 2)
+    u = xs @ p.input_kernel + p.input_bias
+    segment = np.maximum.accumulate(np.where(starts, np.arange(len(xs)), 0))
+    conv = np.stack([sum(p.conv.kernel[width - 1 - s] * u[t - s] for s in range(width) if t - s >= segment[t])
+                     + p.conv.bias for t in range(len(xs))])  # fmt: skip
+    h, out = np.zeros(cell.hidden_size), []
+    for t, x in enumerate(conv):
+        if starts[t]:
+            h = np.zeros(cell.hidden_size)
+        h, _ = reference.rglru_step(cell, p.cell, h, x)  # eqs. 1-4: r, i, a = sigmoid(Lambda)^(c r), h
+        if starts[t] and cell.segment_start == "recurrentgemma":  # a = 0 and no sqrt(1 - a^2) factor
+            k = np.split(p.cell.input_kernel, 3, axis=1)
+            bias = np.split(p.cell.bias, 3)
+            h = reference.sigmoid(x @ k[1] + bias[1]) * (x @ k[2] + bias[2])
+        out.append(h)
+    return (np.stack(out) * gate) @ p.output_kernel + p.output_bias
+
+
+@pytest.mark.parametrize("segment_start", ["restore", "recurrentgemma"])
+def test_griffin_equals_its_numpy_transcription(segment_start):
+    mixer = mixers.Griffin(gated.cells.rglru(H, segment_start=segment_start))
+    params = random_params(mixer, jax.random.key(0), D, jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+    resets = np.zeros((T, B), bool)
+    resets[4, 0] = True
+    _, ys = jax.jit(lambda p, x, r: mixer(p, x, resets=r))(params, xs, resets)
+    for b in range(B):
+        starts = resets[:, b].copy()
+        starts[0] |= segment_start == "recurrentgemma"  # no carry: the first step starts a segment there
+        np.testing.assert_allclose(ys[:, b], _numpy_griffin(mixer, params, np.asarray(xs[:, b]), starts), **F64)
+
+
+@pytest.mark.parametrize("cell", [gated.cells.rglru(H, segment_start="recurrentgemma"), gated.cells.lru(H)],
+                         ids=["rglru", "lru"])  # fmt: skip
+def test_griffin_in_pieces_and_token_by_token_equals_the_whole(cell):
+    """The carry (convolution buffer and recurrent state) continues a sequence exactly; any cell of width H fits
+    where the RG-LRU goes (the paper's LRU ablation)."""
+    mixer = mixers.Griffin(cell, conv_width=3)
+    params = random_params(mixer, jax.random.key(2), D, jnp.float64)
+    xs = jax.random.normal(jax.random.key(3), (T, B, D), jnp.float64)
+    final, ys = jax.jit(mixer)(params, xs)
+    carry, pieces = None, []
+    for s, e in ((0, 1), (1, 5), (5, T)):
+        carry, part = mixer(params, xs[s:e], carry)
+        pieces.append(part)
+    np.testing.assert_allclose(jnp.concatenate(pieces), ys, **F64)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F64), carry, final)
+    first, y0 = mixer(params, xs[:1])
+
+    def token(carry, x):
+        carry, y = mixer(params, x[None], carry)
+        return carry, y[0]
+
+    last, rest = jax.lax.scan(token, first, xs[1:])
+    np.testing.assert_allclose(jnp.concatenate([y0, rest]), ys, **F64)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F64), last, final)
+    batch_major = mixer(params, jnp.swapaxes(xs, 0, 1), time_axis=1)[1]
+    np.testing.assert_allclose(jnp.swapaxes(batch_major, 0, 1), ys, **F64)
+
+
+def _check_recurrentgemma(record, rtol=1e-5, atol=1e-5):
+    """gated's Griffin, with recurrentgemma's parameters converted, gives its outputs and caches (float32): one
+    sequence, two segments, and one token decoded from the cache of a prompt."""
+    mixer, params = interop.from_recurrent_block(cases.nested(record))
+    x = jnp.swapaxes(jnp.asarray(record["x"]), 0, 1)  # time-major
+    close = lambda got, key: np.testing.assert_allclose(got, record[key], rtol=rtol, atol=atol, err_msg=key)
+    for name, pos in cases.SEGMENTS.items():
+        carry, ys = jax.jit(lambda p, x, r: mixer(p, x, resets=r))(params, x, jnp.asarray(pos == 0).T)
+        close(jnp.swapaxes(ys, 0, 1), f"{name}/ys")
+        close(carry.cell, f"{name}/lru")
+        close(jnp.swapaxes(carry.conv, 0, 1), f"{name}/conv")
+    prompt, _ = mixer(params, x[: cases.DECODE_FROM])
+    carry, y = mixer(params, x[cases.DECODE_FROM : cases.DECODE_FROM + 1], prompt)
+    close(jnp.swapaxes(y, 0, 1), "decode/ys")
+    close(carry.cell, "decode/lru")
+    close(jnp.swapaxes(carry.conv, 0, 1), "decode/conv")
+
+
+def test_against_recurrentgemmas_committed_outputs():
+    with np.load(GOLDEN) as data:
+        _check_recurrentgemma({k: data[k] for k in data.files})
+
+
+@pytest.mark.slow
+def test_against_live_recurrentgemma():
+    pytest.importorskip("recurrentgemma.jax")
+    _check_recurrentgemma(cases.run_recurrentgemma(5))
+
+
+def test_rglru_recurrentgemma_segment_start_on_every_form():
+    """segment_start="recurrentgemma": h_t = i_t v_t at a reset, on the reference path and the parallel forms
+    (float64, values and gradients), and in a step with start=True; "restore" ignores start."""
+    cell = gated.cells.rglru(H, segment_start="recurrentgemma")
+    params = random_params(cell, jax.random.key(4), D, jnp.float64)
+    carry = random_carry(cell, jax.random.key(5), (B,), jnp.float64)
+    xs = jax.random.normal(jax.random.key(6), (T, B, D), jnp.float64)
+    resets = jnp.zeros((T, B), bool).at[3, 0].set(True).at[0, 1].set(True)
+
+    def loss(impl):
+        def f(p, x):
+            final, ys = gated.run(cell, p, x, carry=carry, resets=resets, impl=impl, chunk=4)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(final)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, xs)
+
+    want = loss("reference")
+    for impl in ("associative", "chunked"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F64), loss(impl), want)
+    u = cell.project(params, xs[3, 0])
+    new, y = cell.step(params, carry[0], u, start=jnp.bool_(True))
+    np.testing.assert_allclose(new, jax.nn.sigmoid(cell.gate(u, "x")) * cell.gate(u, "v"), **F64)
+    restore = gated.cells.rglru(H)
+    np.testing.assert_array_equal(restore.step(params, carry[0], u, start=jnp.bool_(True))[0],
+                                  restore.step(params, carry[0], u)[0])  # fmt: skip
+    with pytest.raises(ValueError, match="segment_start: expected 'restore' or 'recurrentgemma', got 'zero'"):
+        gated.cells.rglru(H, segment_start="zero")
+
+
+def test_linen_and_nnx_modules_equal_the_pure_function():
+    from flax import nnx
+
+    import gated.flax
+    import gated.nnx
+
+    mixer = mixers.Griffin(gated.cells.rglru(H, segment_start="recurrentgemma"))
+    xs = jax.random.normal(jax.random.key(7), (T, B, D))
+    module = gated.flax.Block(mixer)
+    variables = module.init(jax.random.key(0), xs)
+    params = variables["params"]["block"]
+    carry, ys = module.apply(variables, xs[:4])
+    expected = mixer(params, xs[:4])
+    jax.tree.map(np.testing.assert_array_equal, (carry, ys), expected)
+    jax.tree.map(np.testing.assert_array_equal, module.apply(variables, xs[4:], carry), mixer(params, xs[4:], carry))
+    nnx_module = gated.nnx.Block(mixer, D, rngs=nnx.Rngs(0))
+    pure = jax.tree.map(lambda v: v[...], nnx_module.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+    jax.tree.map(np.testing.assert_array_equal, nnx_module(xs), mixer(pure, xs))
+
+
+def test_errors_name_what_they_got():
+    with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell.*got str .rglru.; make one with"):
+        mixers.Griffin("rglru")
+    mixer = mixers.Griffin(gated.cells.rglru(H))
+    params = mixer.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match=r"xs: expected a last axis of 5 .*, got shape \(4, 2, 3\)"):
+        mixer(params, jnp.zeros((4, 2, 3)))
+    with pytest.raises(TypeError, match="params: expected GriffinParams"):
+        mixer(params.cell, jnp.zeros((4, 2, D)))
+    record = {"params/linear_x/kernel": np.zeros((D, H))}
+    with pytest.raises(ValueError, match="params: expected recurrentgemma RecurrentBlock parameters, missing key"):
+        interop.from_recurrent_block(cases.nested(record))
