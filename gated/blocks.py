@@ -68,6 +68,8 @@ class Block:
     params_type: ClassVar[type]
     # The axis of the first parameter that is the input size D.
     input_axis: ClassVar[int] = 0
+    # Whether the block reads the past (and takes a carry): the convolution; the others are position-wise.
+    sequential: ClassVar[bool] = False
 
     def __post_init__(self):
         check_fields(self)
@@ -276,6 +278,7 @@ class CausalConv(Block):
     width: int = option(4, integer, minimum=1)
     params_type: ClassVar[type] = ConvParams
     input_axis: ClassVar[int] = 1
+    sequential: ClassVar[bool] = True
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ConvParams:
         d = integer("input_size", input_size)

@@ -13,7 +13,7 @@ Notation: T time, D the model width, H the recurrence's width, W the convolution
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,8 @@ class Griffin:
     conv_width: int = option(4, integer, minimum=1)
     activation: str = option("gelu_tanh", choice, choices=tuple(blocks.ACTIVATIONS))
     impl: str = option("auto", choice, choices=IMPLS)
+
+    sequential: ClassVar[bool] = True
 
     def __post_init__(self):
         cells.check_cell(self.cell)

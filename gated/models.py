@@ -1,0 +1,174 @@
+"""Models from blocks: the residual block the papers stack, a token model (an embedding, N layers, a final norm and
+a tied or untied head), and generation one token at a time from a carry.
+
+A layer of a model is a :mod:`gated.blocks` block, a :mod:`gated.mixers` mixer, a :mod:`gated.layers` layer or a
+:class:`Residual` around any of them. The sequential ones (the convolution, the mixers, the recurrent layers) take
+and return a carry, so a model runs a sequence whole, in pieces or one token at a time with the same outputs:
+:func:`generate` decodes with ``lax.scan`` from the carry its prompt leaves.
+
+Notation: T time, V the vocabulary, D the model width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gated import blocks
+from gated.options import boolean, check_fields, integer, number, option
+
+Array = jax.Array
+
+
+def sequential(layer: Any) -> bool:
+    """Whether ``layer`` is called with a carry, ``(params, xs, carry=, resets=, time_axis=) -> (carry, ys)``: the
+    convolution, a mixer, a recurrent layer, a :class:`Residual`; else ``(params, x) -> y`` (position-wise)."""
+    return getattr(layer, "sequential", True)
+
+
+def _apply(layer: Any, params: Any, xs: Array, carry: Any, resets: Array | None, time_axis: int):
+    if sequential(layer):
+        return layer(params, xs, carry=carry, resets=resets, time_axis=time_axis)
+    return None, layer(params, xs)
+
+
+class ResidualParams(NamedTuple):
+    """The norm's parameters (None without one) and the mixer's."""
+
+    norm: Any
+    mixer: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    r"""A pre-norm residual block, :math:`y = x + \mathrm{mixer}(\mathrm{norm}(x))` (Griffin's and Mamba's
+    residual blocks, the pre-LN transformer's).
+
+    Attributes:
+      mixer: a block, mixer or layer whose output has the input's width.
+      norm: :class:`gated.blocks.RMSNorm` (default), :class:`gated.blocks.LayerNorm` or None.
+    """
+
+    mixer: Any
+    norm: Any = blocks.RMSNorm()
+
+    # Called with a carry (None around a position-wise mixer) whatever the mixer.
+    sequential: ClassVar[bool] = True
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ResidualParams:
+        k_norm, k_mixer = jax.random.split(key)
+        norm = None if self.norm is None else self.norm.init(k_norm, input_size, dtype)
+        return ResidualParams(norm, self.mixer.init(k_mixer, input_size, dtype))
+
+    def __call__(self, params: ResidualParams, xs: Array, carry: Any = None, *, resets: Array | None = None,
+                 time_axis: int = 0) -> tuple[Any, Array]:  # fmt: skip
+        normed = xs if self.norm is None else self.norm(params.norm, xs)
+        carry, ys = _apply(self.mixer, params.mixer, normed, carry, resets, time_axis)
+        if ys.shape != xs.shape:
+            raise ValueError(f"mixer: expected outputs of the input's shape {xs.shape} for the residual sum, got "
+                             f"{ys.shape}")  # fmt: skip
+        return carry, xs + ys
+
+
+class ModelParams(NamedTuple):
+    """``embedding`` (V, D), normal with variance 1; each layer's parameters; the final norm's (or None); the head's
+    ``(D, V)`` kernel, or None when it is tied to the embedding."""
+
+    embedding: Array
+    layers: tuple
+    final_norm: Any
+    head: Array | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    r"""A token model: :math:`h^0_t = E[x_t] \cdot s`, :math:`h^{l} = \mathrm{layer}_l(h^{l-1})`,
+    logits :math:`= \mathrm{norm}(h^N) W` with :math:`W = E^\top` when tied.
+
+    Attributes:
+      vocab_size: V.
+      width: D.
+      layers: the N layers, each a block, mixer, layer or :class:`Residual` of width D.
+      final_norm: a norm or None.
+      tie_embeddings: the head is the embedding's transpose (default True).
+      embedding_scale: :math:`s`, multiplies the embedded tokens (1.0; Griffin uses :math:`\sqrt{D}`).
+    """
+
+    vocab_size: int = option(check=integer, minimum=1)
+    width: int = option(check=integer, minimum=1)
+    layers: tuple = ()
+    final_norm: Any = blocks.RMSNorm()
+    tie_embeddings: bool = option(True, boolean)
+    embedding_scale: float = option(1.0, number, low=0.0, low_open=True)
+
+    def __post_init__(self):
+        check_fields(self)
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    def init(self, key: Array, dtype=jnp.float32) -> ModelParams:
+        keys = jax.random.split(key, len(self.layers) + 3)
+        wide = jnp.promote_types(dtype, jnp.float32)
+        embedding = jax.random.normal(keys[0], (self.vocab_size, self.width), wide).astype(dtype)
+        layers = tuple(layer.init(k, self.width, dtype) for layer, k in zip(self.layers, keys[3:], strict=True))
+        norm = None if self.final_norm is None else self.final_norm.init(keys[1], self.width, dtype)
+        head = None
+        if not self.tie_embeddings:
+            head = (jax.random.normal(keys[2], (self.width, self.vocab_size), wide) / self.width**0.5).astype(dtype)
+        return ModelParams(embedding, layers, norm, head)
+
+    def __call__(self, params: ModelParams, tokens: Array, carry: tuple | None = None, *,
+                 resets: Array | None = None, time_axis: int = 0) -> tuple[tuple, Array]:  # fmt: skip
+        """``(carry, logits)``: ``tokens`` ``(T, *batch)`` integers (time on ``time_axis``), logits
+        ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing."""
+        tokens = jnp.asarray(tokens)
+        if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim < 1:
+            raise TypeError(f"tokens: expected integers (T, *batch), got dtype {tokens.dtype} shape {tokens.shape}")
+        if carry is not None and len(carry) != len(self.layers):
+            raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
+        hidden = jnp.take(params.embedding, tokens, axis=0) * jnp.asarray(self.embedding_scale, params.embedding.dtype)
+        carries = []
+        for i, layer in enumerate(self.layers):
+            state, hidden = _apply(layer, params.layers[i], hidden, None if carry is None else carry[i], resets,
+                                   time_axis)  # fmt: skip
+            carries.append(state)
+        if self.final_norm is not None:
+            hidden = self.final_norm(params.final_norm, hidden)
+        head = params.embedding.T if params.head is None else params.head
+        return tuple(carries), hidden @ head
+
+
+def generate(model: Model, params: ModelParams, prompt: Array, num_steps: int, key: Array | None = None, *,
+             temperature: float = 0.0) -> tuple[Array, Array]:  # fmt: skip
+    """Continues ``prompt`` ``(T0, *batch)`` by ``num_steps`` tokens, one at a time from the model's carry, under
+    ``lax.scan`` (so under ``jit`` with ``num_steps`` static).
+
+    ``temperature`` 0 is greedy (the most likely token); above 0, samples ``softmax(logits / temperature)`` with
+    ``key``. Returns the new tokens ``(num_steps, *batch)`` and the logits each was drawn from
+    ``(num_steps, *batch, V)``: equal to the model's logits on the whole sequence at those steps.
+    """
+    num_steps = integer("num_steps", num_steps, minimum=0)
+    temperature = number("temperature", temperature, low=0.0)
+    if temperature > 0 and key is None:
+        raise ValueError("key: expected a PRNG key to sample with temperature > 0, got None")
+    carry, logits = model(params, prompt)
+    keys = jax.random.split(jax.random.key(0) if key is None else key, num_steps)
+
+    def pick(logits, key):
+        if temperature == 0:
+            return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
+        return jax.random.categorical(key, logits.astype(jnp.float32) / temperature, axis=-1).astype(prompt.dtype)
+
+    def one(state, key):
+        carry, logits = state
+        token = pick(logits, key)
+        carry, new = model(params, token[None], carry)
+        return (carry, new[0]), (token, logits)
+
+    _, (tokens, drawn) = jax.lax.scan(one, (carry, logits[-1]), keys)
+    return tokens, drawn
+
+
+__all__ = ["Model", "ModelParams", "Residual", "ResidualParams", "generate", "sequential"]

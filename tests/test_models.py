@@ -1,0 +1,131 @@
+"""Models (gated.models): the residual block and a token model against their composition by hand, and generation
+one token at a time from a carry against the parallel forward pass of the same tokens, for a Hawk model on every
+scan form of its RG-LRU, a model with a convolution and an LSTM stack."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gated
+from gated import blocks, mixers, models
+from tests.conftest import random_params
+
+V, D, T, B = 11, 6, 7, 2
+F64 = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def _hawk(impl="auto", width=D):
+    cell = gated.cells.rglru(width, segment_start="recurrentgemma")
+    return models.Model(V, width, layers=[models.Residual(mixers.Griffin(cell, impl=impl)),
+                                          models.Residual(blocks.GatedMLP(2 * width, variant="geglu"))],
+                        embedding_scale=width**0.5)  # fmt: skip
+
+
+MODELS = {
+    "hawk": _hawk(),
+    "hawk-associative": _hawk("associative"),
+    "hawk-chunked": _hawk("chunked"),
+    "conv-untied": models.Model(
+        V,
+        D,
+        layers=[models.Residual(blocks.CausalConv(width=3), norm=blocks.LayerNorm()), blocks.Highway()],
+        tie_embeddings=False,
+    ),  # fmt: skip
+    "lstm-stack": models.Model(
+        V, D, layers=[gated.recurrent(gated.cells.lstm(D)), gated.recurrent(gated.cells.gru(D))], final_norm=None
+    ),  # fmt: skip
+}
+
+
+def _noisy(params, seed):
+    """``params`` with every leaf moved at random (norm scales and biases off their initial ones and zeros)."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    moved = [a + 0.3 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(tree, moved)
+
+
+def test_residual_and_model_equal_their_composition_by_hand():
+    mixer = mixers.Griffin(gated.cells.rglru(D))
+    residual = models.Residual(mixer)
+    params = random_params(residual, jax.random.key(0), D, jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+    carry, ys = jax.jit(residual)(params, xs)
+    want_carry, mixed = jax.jit(lambda p, x: mixer(p.mixer, blocks.RMSNorm()(p.norm, x)))(params, xs)
+    np.testing.assert_allclose(ys, xs + mixed, **F64)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F64), carry, want_carry)
+    model = MODELS["conv-untied"]
+    params = (
+        random_params(model, jax.random.key(2), D, jnp.float64) if False else model.init(jax.random.key(2), jnp.float64)
+    )
+    tokens = jax.random.randint(jax.random.key(3), (T, B), 0, V)
+    _, logits = jax.jit(model)(params, tokens)
+
+    @jax.jit
+    def by_hand(params, tokens):
+        conv, highway = model.layers
+        hidden = params.embedding[tokens]
+        hidden = hidden + conv.mixer(params.layers[0].mixer, blocks.LayerNorm()(params.layers[0].norm, hidden))[1]
+        hidden = highway(params.layers[1], hidden)
+        return blocks.RMSNorm()(params.final_norm, hidden) @ params.head
+
+    np.testing.assert_allclose(logits, by_hand(params, tokens), **F64)
+    tied = MODELS["hawk"]
+    params = _noisy(tied.init(jax.random.key(4), jnp.float64), 4)
+    assert params.head is None
+    _, logits = jax.jit(tied)(params, tokens)
+
+    @jax.jit
+    def tied_by_hand(params, tokens):
+        hidden = params.embedding[tokens] * D**0.5
+        for layer, p in zip(tied.layers, params.layers, strict=True):
+            hidden = layer(p, hidden)[1]
+        return blocks.RMSNorm()(params.final_norm, hidden) @ params.embedding.T
+
+    np.testing.assert_allclose(logits, tied_by_hand(params, tokens), **F64)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_generation_gives_the_logits_of_the_parallel_forward_pass(name):
+    """Greedy and temperature decoding under jit: each step's logits equal the whole sequence's (prompt and
+    generated tokens) run at once, float64 to 1e-10; greedy picks their argmax."""
+    model = MODELS[name]
+    params = _noisy(model.init(jax.random.key(5), jnp.float64), 5)
+    prompt = jax.random.randint(jax.random.key(6), (4, B), 0, V)
+    for temperature in (0.0, 1.5):
+        run = jax.jit(lambda p, x, k, t=temperature: models.generate(model, p, x, 5, k, temperature=t))
+        tokens, drawn = run(params, prompt, jax.random.key(7))
+        assert tokens.shape == (5, B) and drawn.shape == (5, B, V)
+        _, logits = model(params, jnp.concatenate([prompt, tokens]))
+        np.testing.assert_allclose(drawn, logits[3:-1], **F64)
+        if temperature == 0.0:
+            np.testing.assert_array_equal(tokens, jnp.argmax(logits[3:-1], axis=-1))
+
+
+def test_temperature_samples_from_the_softmax():
+    """A model whose logits ignore the input (an empty stack, a fixed embedding): over 4000 sampled tokens at
+    temperature 2, the frequencies are softmax(logits / 2) within 4 standard errors."""
+    model = models.Model(4, 4, layers=[], final_norm=None)
+    params = model.init(jax.random.key(0))._replace(embedding=jnp.diag(jnp.array([0.0, 1.0, 2.0, 4.0])))
+    prompt = jnp.zeros((1, 4000), jnp.int32)  # token 0: logits row 0 of E E^T, all zero -> uniform
+    tokens, _ = jax.jit(lambda k: models.generate(model, params, prompt, 1, k, temperature=2.0))(jax.random.key(1))
+    frequencies = np.bincount(np.asarray(tokens[0]), minlength=4) / 4000
+    np.testing.assert_allclose(frequencies, 0.25, atol=4 * np.sqrt(0.25 * 0.75 / 4000))
+
+
+def test_errors():
+    model = MODELS["hawk"]
+    params = model.init(jax.random.key(0))
+    with pytest.raises(TypeError, match="tokens: expected integers"):
+        model(params, jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"carry: expected one entry per layer \(2\), got 1"):
+        model(params, jnp.zeros((3, 2), int), (None,))
+    with pytest.raises(ValueError, match="key: expected a PRNG key to sample with temperature > 0"):
+        models.generate(model, params, jnp.zeros((3, 2), int), 2, temperature=1.0)
+    with pytest.raises(ValueError, match="mixer: expected outputs of the input's shape"):
+        models.Residual(gated.recurrent(gated.cells.lstm(3)))(
+            models.Residual(gated.recurrent(gated.cells.lstm(3))).init(jax.random.key(0), D), jnp.zeros((3, 2, D))
+        )
+    with pytest.raises(ValueError, match="vocab_size: expected a positive int, got 0"):
+        models.Model(0, D)
