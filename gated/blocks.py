@@ -70,6 +70,8 @@ class Block:
     input_axis: ClassVar[int] = 0
     # Whether the block reads the past (and takes a carry): the convolution; the others are position-wise.
     sequential: ClassVar[bool] = False
+    # Whether the call takes a PRNG ``key`` (dropout; None at evaluation).
+    stochastic: ClassVar[bool] = False
 
     def __post_init__(self):
         check_fields(self)
@@ -252,6 +254,39 @@ class Highway(Block):
         return t * ACTIVATIONS[self.activation](transform) + (1.0 - t) * x
 
 
+class DropoutParams(NamedTuple):
+    """Dropout has no parameters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout(Block):
+    r"""Dropout (Srivastava et al. 2014), inverted: each entry is kept with probability :math:`1 - p` and scaled by
+    :math:`1 / (1 - p)`, so that its expectation is the input; ``y = dropout(params, x, key=key)``. Without a key
+    (evaluation) it is the identity, and at ``rate`` 0 it is the identity whatever the key.
+
+    Attributes:
+      rate: :math:`p`, the probability of dropping an entry, in [0, 1).
+    """
+
+    rate: float = option(0.0, number, low=0.0, high=1.0, high_open=True)
+    params_type: ClassVar[type] = DropoutParams
+    stochastic: ClassVar[bool] = True
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> DropoutParams:
+        del key, dtype
+        integer("input_size", input_size)
+        return DropoutParams()
+
+    def __call__(self, params: DropoutParams, x: Array, key: Array | None = None) -> Array:
+        if not isinstance(params, DropoutParams):
+            raise TypeError(f"params: expected DropoutParams (Dropout.init), got {type(params).__name__}")
+        x = check_features("x", x, jnp.shape(x)[-1] if jnp.ndim(x) else -1, "features")
+        if key is None or self.rate == 0.0:
+            return x
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
+
+
 class ConvParams(NamedTuple):
     """``kernel`` (W, D), ``kernel[W - 1]`` weighing the present input and ``kernel[0]`` the oldest, normal with
     variance 1/W; ``bias`` (D,), zeros."""
@@ -340,7 +375,7 @@ class CausalConv(Block):
 
 
 BLOCKS = {"rmsnorm": RMSNorm, "layernorm": LayerNorm, "mlp": MLP, "gated_mlp": GatedMLP, "highway": Highway,
-          "causal_conv": CausalConv}  # fmt: skip
+          "dropout": Dropout, "causal_conv": CausalConv}  # fmt: skip
 
 
 def get(name: str, **options) -> Block:
@@ -350,7 +385,7 @@ def get(name: str, **options) -> Block:
 
 
 __all__ = [
-    "ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "GatedMLP", "GatedMLPParams", "Highway",
-    "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm", "RMSNormParams", "broadcast_row",
-    "check_features", "get",
+    "ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "Dropout", "DropoutParams", "GatedMLP",
+    "GatedMLPParams", "Highway", "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm",
+    "RMSNormParams", "broadcast_row", "check_features", "get",
 ]  # fmt: skip

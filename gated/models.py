@@ -29,10 +29,11 @@ def sequential(layer: Any) -> bool:
     return getattr(layer, "sequential", True)
 
 
-def _apply(layer: Any, params: Any, xs: Array, carry: Any, resets: Array | None, time_axis: int):
+def _apply(layer: Any, params: Any, xs: Array, carry: Any, resets: Array | None, time_axis: int, key: Array | None):
+    random = {"key": key} if getattr(layer, "stochastic", False) else {}
     if sequential(layer):
-        return layer(params, xs, carry=carry, resets=resets, time_axis=time_axis)
-    return None, layer(params, xs)
+        return layer(params, xs, carry=carry, resets=resets, time_axis=time_axis, **random)
+    return None, layer(params, xs, **random)
 
 
 class ResidualParams(NamedTuple):
@@ -50,13 +51,19 @@ class Residual:
     Attributes:
       mixer: a block, mixer or layer whose output has the input's width.
       norm: :class:`gated.blocks.RMSNorm` (default), :class:`gated.blocks.LayerNorm` or None.
+      dropout: the rate of dropout on the mixer's output before the sum (default 0; with a ``key`` only).
     """
 
     mixer: Any
     norm: Any = blocks.RMSNorm()
+    dropout: float = option(0.0, number, low=0.0, high=1.0, high_open=True)
 
-    # Called with a carry (None around a position-wise mixer) whatever the mixer.
+    # Called with a carry (None around a position-wise mixer) and a key, whatever the mixer.
     sequential: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
+
+    def __post_init__(self):
+        check_fields(self)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ResidualParams:
         k_norm, k_mixer = jax.random.split(key)
@@ -64,9 +71,12 @@ class Residual:
         return ResidualParams(norm, self.mixer.init(k_mixer, input_size, dtype))
 
     def __call__(self, params: ResidualParams, xs: Array, carry: Any = None, *, resets: Array | None = None,
-                 time_axis: int = 0) -> tuple[Any, Array]:  # fmt: skip
+                 time_axis: int = 0, key: Array | None = None) -> tuple[Any, Array]:  # fmt: skip
+        """``(carry, ys)``; ``key`` (None at evaluation) draws the dropout masks, the mixer's own included."""
         normed = xs if self.norm is None else self.norm(params.norm, xs)
-        carry, ys = _apply(self.mixer, params.mixer, normed, carry, resets, time_axis)
+        k_mixer, k_out = (None, None) if key is None else jax.random.split(key)
+        carry, ys = _apply(self.mixer, params.mixer, normed, carry, resets, time_axis, k_mixer)
+        ys = blocks.Dropout(self.dropout)(blocks.DropoutParams(), ys, k_out)
         if ys.shape != xs.shape:
             raise ValueError(f"mixer: expected outputs of the input's shape {xs.shape} for the residual sum, got "
                              f"{ys.shape}")  # fmt: skip
@@ -119,10 +129,11 @@ class Model:
             head = (jax.random.normal(keys[2], (self.width, self.vocab_size), wide) / self.width**0.5).astype(dtype)
         return ModelParams(embedding, layers, norm, head)
 
-    def __call__(self, params: ModelParams, tokens: Array, carry: tuple | None = None, *,
-                 resets: Array | None = None, time_axis: int = 0) -> tuple[tuple, Array]:  # fmt: skip
+    def __call__(self, params: ModelParams, tokens: Array, carry: tuple | None = None, *, resets: Array | None = None,
+                 time_axis: int = 0, key: Array | None = None) -> tuple[tuple, Array]:  # fmt: skip
         """``(carry, logits)``: ``tokens`` ``(T, *batch)`` integers (time on ``time_axis``), logits
-        ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing."""
+        ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing.
+        ``key`` draws the dropout masks of every layer that has them (training); None turns them off."""
         tokens = jnp.asarray(tokens)
         if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim < 1:
             raise TypeError(f"tokens: expected integers (T, *batch), got dtype {tokens.dtype} shape {tokens.shape}")
@@ -130,9 +141,10 @@ class Model:
             raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
         hidden = jnp.take(params.embedding, tokens, axis=0) * jnp.asarray(self.embedding_scale, params.embedding.dtype)
         carries = []
+        keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         for i, layer in enumerate(self.layers):
             state, hidden = _apply(layer, params.layers[i], hidden, None if carry is None else carry[i], resets,
-                                   time_axis)  # fmt: skip
+                                   time_axis, keys[i])  # fmt: skip
             carries.append(state)
         if self.final_norm is not None:
             hidden = self.final_norm(params.final_norm, hidden)

@@ -129,3 +129,25 @@ def test_errors():
         )
     with pytest.raises(ValueError, match="vocab_size: expected a positive int, got 0"):
         models.Model(0, D)
+
+
+def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
+    """A model with dropout between layers and on a residual branch: with a key its logits change (and differ from
+    key to key), without one they are the evaluation pass; at rate 0 a key changes nothing."""
+
+    def model(rate):
+        griffin = mixers.Griffin(gated.cells.rglru(D))
+        mlp = models.Residual(blocks.MLP(8), dropout=rate)
+        layers = [blocks.Dropout(rate), mlp, models.Residual(griffin, dropout=rate)]
+        return models.Model(V, D, layers=layers)
+
+    dropping, plain = model(0.5), model(0.0)
+    params = dropping.init(jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (T, B), 0, V)
+    run = jax.jit(lambda m, key: m(params, tokens, key=key)[1], static_argnums=0)
+    evaluation = jax.jit(lambda m: m(params, tokens)[1], static_argnums=0)
+    np.testing.assert_array_equal(evaluation(dropping), evaluation(plain))
+    np.testing.assert_array_equal(run(plain, jax.random.key(2)), evaluation(plain))
+    first, second = run(dropping, jax.random.key(2)), run(dropping, jax.random.key(3))
+    assert not np.allclose(first, evaluation(dropping)) and not np.allclose(first, second)
+    np.testing.assert_array_equal(first, run(dropping, jax.random.key(2)))  # the same key, the same masks
