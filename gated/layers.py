@@ -83,6 +83,11 @@ class Recurrent:
     def output_size(self) -> int:
         return self.cell.hidden_size
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether the call takes a ``key`` (a :class:`gated.cells.RecurrentDropout` cell's masks)."""
+        return self.cell.stochastic
+
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> RecurrentParams:
         initial = self.cell.initial_carry((), dtype) if self.learn_initial_carry else None
         return RecurrentParams(self.cell.init(key, input_size, dtype), initial)
@@ -96,7 +101,11 @@ class Recurrent:
         lengths: Array | None = None,
         time_axis: int = 0,
         resets: Array | None = None,
+        key: Array | None = None,
     ) -> tuple[Any, Array]:
+        """``(carry, ys)`` by :func:`gated.run`; ``key`` draws the masks of a stochastic cell (None: evaluation)."""
+        if self.cell.stochastic:
+            xs = self.cell.append_masks(xs, key, time_axis)
         if carry is None and self.learn_initial_carry:
             if params.initial_carry is None:
                 raise ValueError("params.initial_carry: expected the learned initial carry, got None")

@@ -187,8 +187,8 @@ def _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis) -> 
     xs = jnp.moveaxis(xs, axis, 0)
     num_steps, *batch, input_size = xs.shape
     batch_shape, size = tuple(batch), math.prod(batch)
-    if input_size != params.input_kernel.shape[0]:
-        raise ValueError(f"xs: expected input size D = {params.input_kernel.shape[0]} on the last axis, got shape "
+    if input_size != cell.input_size(params):
+        raise ValueError(f"xs: expected input size D = {cell.input_size(params)} on the last axis, got shape "
                          f"{xs.shape}")  # fmt: skip
     flat = xs.reshape(num_steps, size, input_size)
     dtype = jax.eval_shape(lambda x: cell.project(params, x), jax.ShapeDtypeStruct((input_size,), xs.dtype)).dtype

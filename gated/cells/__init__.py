@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from gated import options as opts
 
 from .base import ACTIVATIONS, Array, Cell, RecurrentCell
+from .dropout import RecurrentDropout
 from .gru import GRU, GRUGates, GRUParams
 from .linear import LinearCell, LinearParams, MinGRU, MinLSTM, positive, stabilised_combine, trailing_axes
 from .lru import LRU, LRUParams, LRUState
@@ -45,7 +46,8 @@ from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMStat
 __all__ = [
     "ACTIVATIONS", "Array", "CELLS", "Cell", "GRU", "GRUGates", "GRUParams", "LRU", "LRUParams", "LRUState", "LSTM",
     "LSTMGates", "LSTMParams", "LSTMState", "LinearCell", "LinearParams", "MLSTM", "MLSTMParams", "MLSTMState",
-    "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "SLSTM", "SLSTMParams",
+    "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "RecurrentDropout", "SLSTM",
+    "SLSTMParams",
     "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru", "is_cell", "lru", "lstm",
     "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssm",
     "stabilised_combine", "trailing_axes",

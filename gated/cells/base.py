@@ -53,6 +53,8 @@ class Cell:
     kernel: ClassVar[str | None] = None
     # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
     linear: ClassVar[bool] = False
+    # Whether each step reads random masks appended to its inputs (RecurrentDropout), drawn from a layer's key.
+    stochastic: ClassVar[bool] = False
 
     @property
     def restarts(self) -> bool:
@@ -93,6 +95,10 @@ class Cell:
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32):
         """Zero carry; ``batch_shape`` prepends batch axes to every leaf."""
         return jnp.zeros((*batch_shape, self.hidden_size), dtype)
+
+    def input_size(self, params) -> int:
+        """D, the size of the ``x`` that :meth:`project` reads, from the parameters."""
+        return params.input_kernel.shape[0]
 
     def project(self, params, x: Array) -> Array:
         """Input projection ``x W_x + b`` of one example: ``(D,) -> (G*H,)``."""
