@@ -27,6 +27,15 @@ from gated import mixers as mixers_lib
 Array = jax.Array
 
 
+def cast(tree: Any, dtype: Any) -> Any:
+    """The floating-point leaves of ``tree`` in ``dtype`` (None: unchanged): a module's compute ``dtype``, beside its
+    ``param_dtype``, as Flax's modules have (bfloat16 computation from float32 parameters)."""
+    if dtype is None:
+        return tree
+    floating = lambda a: jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if floating(a) else a, tree)
+
+
 def over_batch(fn, num_batch_axes: int):
     """``fn`` vmapped over ``num_batch_axes`` leading axes of every argument."""
     for _ in range(num_batch_axes):
@@ -40,13 +49,16 @@ class Cell(nn.RNNCellBase):
 
     Attributes:
       cell: a :mod:`gated.cells` cell.
-      param_dtype: dtype of the parameters (and of the carry ``initialize_carry`` makes).
+      param_dtype: dtype of the parameters.
+      dtype: dtype of the computation (None: the parameters'): parameters, inputs and carry are cast to it, and
+        ``initialize_carry`` makes a carry of it.
 
     The parameters are one entry, ``'cell'``, holding the cell's NamedTuple.
     """
 
     cell: cells_lib.Cell
     param_dtype: Any = jnp.float32
+    dtype: Any = None
 
     def __post_init__(self):
         cells_lib.check_cell(self.cell)
@@ -55,6 +67,7 @@ class Cell(nn.RNNCellBase):
     @nn.compact
     def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
         params = self.param("cell", lambda key: self.cell.init(key, x.shape[-1], self.param_dtype))
+        params, carry, x = cast((params, carry, x), self.dtype)
         return over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
 
     @nn.nowrap
@@ -62,7 +75,7 @@ class Cell(nn.RNNCellBase):
         """Zero carry for inputs of shape ``input_shape`` ``(*batch, D)``: leaves ``(*batch, H)`` (``rng`` unused,
         as for Flax's cells with their default zero carry)."""
         del rng
-        return self.cell.initial_carry(tuple(input_shape[:-1]), self.param_dtype)
+        return self.cell.initial_carry(tuple(input_shape[:-1]), self.dtype or self.param_dtype)
 
     @property
     def num_feature_axes(self) -> int:
@@ -108,6 +121,7 @@ class RNN(nn.Module):
         ``(*batch, T, D)``; 0 is ``gated.run``'s time-major ``(T, *batch, D)``.
       return_carry: return ``(carry, ys)`` instead of ``ys``.
       param_dtype: dtype of the parameters.
+      dtype: dtype of the computation (None: the parameters'); parameters, inputs and carry are cast to it.
 
     The parameters are one entry, ``'layer'``, holding the layer's params pytree.
     """
@@ -121,6 +135,7 @@ class RNN(nn.Module):
     time_axis: int = -2
     return_carry: bool = False
     param_dtype: Any = jnp.float32
+    dtype: Any = None
 
     @nn.nowrap
     def sequence_layer(self):
@@ -135,6 +150,7 @@ class RNN(nn.Module):
         ``resets`` shaped like ``xs`` without its feature axis."""
         layer = self.sequence_layer()
         params = self.param("layer", lambda key: layer.init(key, jnp.shape(xs)[-1], self.param_dtype))
+        params, xs, initial_carry = cast((params, xs, initial_carry), self.dtype)
         carry, ys = layer(params, xs, carry=initial_carry, lengths=lengths, time_axis=self.time_axis, resets=resets)
         return (carry, ys) if self.return_carry else ys
 
@@ -147,10 +163,12 @@ class Block(nn.Module):
     Attributes:
       block: the block.
       param_dtype: dtype of the parameters.
+      dtype: dtype of the computation (None: the parameters'); parameters, inputs and carry are cast to it.
     """
 
     block: Any
     param_dtype: Any = jnp.float32
+    dtype: Any = None
 
     def __post_init__(self):
         mixers_lib.check_block(self.block)
@@ -160,6 +178,7 @@ class Block(nn.Module):
     def __call__(self, x: Array, *args, **kwargs):
         """The block's call on ``x`` (the convolution's ``carry`` and ``time_axis`` passed on)."""
         params = self.param("block", lambda key: self.block.init(key, jnp.shape(x)[-1], self.param_dtype))
+        params, x, args = cast((params, x, args), self.dtype)
         return self.block(params, x, *args, **kwargs)
 
 

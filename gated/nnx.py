@@ -21,7 +21,7 @@ from flax import nnx
 from gated import cells as cells_lib
 from gated import layers as layers_lib
 from gated import mixers as mixers_lib
-from gated.flax import over_batch, sequence_layer
+from gated.flax import cast, over_batch, sequence_layer
 
 Array = jax.Array
 
@@ -38,13 +38,15 @@ class Cell(nnx.RNNCellBase):
     """One time step of a gated cell, for inputs ``(*batch, D)``; ``self.params`` is the cell's NamedTuple of Params.
     An ``nnx.RNNCellBase``, so it also runs inside Flax's own ``nnx.RNN``."""
 
-    def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+    def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32,
+                 dtype=None):  # fmt: skip
         self.cell = cells_lib.check_cell(cell)
         self.param_dtype = param_dtype
+        self.dtype = dtype
         self.params = _wrap(cell.init(rngs.params(), input_size, param_dtype))
 
     def __call__(self, carry: Any, x: Array) -> tuple[Any, Array]:
-        params = _values(self.params)
+        params, carry, x = cast((_values(self.params), carry, x), self.dtype)
         return over_batch(lambda c, xi: self.cell(params, c, xi), x.ndim - 1)(carry, x)
 
     def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None, carry_init: Any = None) -> Any:
@@ -52,7 +54,7 @@ class Cell(nnx.RNNCellBase):
         dtype. ``rngs`` is unused; a ``carry_init`` other than None (zeros) is refused."""
         if carry_init is not None:
             raise ValueError("carry_init: gated cells start from zeros (pass initial_carry to run from another)")
-        return self.cell.initial_carry(tuple(input_shape[:-1]), self.param_dtype)
+        return self.cell.initial_carry(tuple(input_shape[:-1]), self.dtype or self.param_dtype)
 
     @property
     def num_feature_axes(self) -> int:
@@ -74,23 +76,26 @@ class RNN(nnx.Module):
         time_axis: int = -2,
         return_carry: bool = False,
         param_dtype=jnp.float32,
+        dtype=None,
         **options,
     ):
         unknown = sorted(set(options) - set(layers_lib.LAYER_OPTIONS))
         if unknown:
-            raise TypeError(f"{unknown[0]}: not an option of gated.nnx.RNN; expected some of "
-                            f"{['time_axis', 'return_carry', 'param_dtype', *layers_lib.LAYER_OPTIONS]}")  # fmt: skip
+            known = ["time_axis", "return_carry", "param_dtype", "dtype", *layers_lib.LAYER_OPTIONS]
+            raise TypeError(f"{unknown[0]}: not an option of gated.nnx.RNN; expected some of {known}")
         layer = sequence_layer(layer, **{**layers_lib.LAYER_OPTIONS, **options})
         self.layer = layer
         self.time_axis = time_axis
         self.return_carry = return_carry
+        self.dtype = dtype
         self.params = _wrap(layer.init(rngs.params(), input_size, param_dtype))
 
     def __call__(
         self, xs: Array, *, initial_carry: Any = None, lengths: Array | None = None, resets: Array | None = None
     ):
         along = dict(lengths=lengths, time_axis=self.time_axis, resets=resets)
-        carry, ys = self.layer(_values(self.params), xs, carry=initial_carry, **along)
+        params, xs, initial_carry = cast((_values(self.params), xs, initial_carry), self.dtype)
+        carry, ys = self.layer(params, xs, carry=initial_carry, **along)
         return (carry, ys) if self.return_carry else ys
 
 
@@ -98,9 +103,11 @@ class Block(nnx.Module):
     """A :mod:`gated.blocks` block or :mod:`gated.mixers` mixer; ``self.params`` is its NamedTuple of Params, from its
     own ``init``, and the call is its own (a carry, ``resets`` and ``time_axis`` passed on)."""
 
-    def __init__(self, block: Any, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+    def __init__(self, block: Any, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=None):
         self.block = mixers_lib.check_block(block)
+        self.dtype = dtype
         self.params = _wrap(block.init(rngs.params(), input_size, param_dtype))
 
     def __call__(self, x: Array, *args, **kwargs):
-        return self.block(_values(self.params), x, *args, **kwargs)
+        params, x, args = cast((_values(self.params), x, args), self.dtype)
+        return self.block(params, x, *args, **kwargs)

@@ -206,6 +206,39 @@ def test_modules_with_bfloat16_parameters():
     assert nnx_module(xs_bm).dtype == jnp.bfloat16
 
 
+def test_a_compute_dtype_beside_the_parameters_dtype():
+    """dtype=bfloat16 over float32 parameters (Flax's dtype and param_dtype): the parameters stay float32, the
+    outputs are bfloat16 and equal the pure functions on the parameters and inputs cast to bfloat16; the same for
+    the NNX modules and the block modules."""
+    from gated import blocks
+
+    half = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
+    xs_bm = jnp.swapaxes(XS, 0, 1).astype(jnp.float32)
+    cell = gated.cells.lstm(8)
+    module = gated.flax.RNN(cell, dtype=jnp.bfloat16)
+    variables = module.init(jax.random.key(0), xs_bm)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+    ys = module.apply(variables, xs_bm)
+    want = gated.recurrent(cell)(half(variables["params"]["layer"]), half(xs_bm), time_axis=-2)[1]
+    assert ys.dtype == jnp.bfloat16
+    chex.assert_trees_all_equal(ys, want)
+    cell_module = gated.flax.Cell(gated.cells.gru(8), dtype=jnp.bfloat16)
+    carry = cell_module.initialize_carry(jax.random.key(0), xs_bm[:, 0].shape)
+    variables = cell_module.init(jax.random.key(0), carry, xs_bm[:, 0])
+    assert carry.dtype == jnp.bfloat16 and variables["params"]["cell"].bias.dtype == jnp.float32
+    assert cell_module.apply(variables, carry, xs_bm[:, 0])[1].dtype == jnp.bfloat16
+    nnx_module = gated.nnx.RNN(cell, 4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    params = jax.tree.map(lambda v: v[...], nnx_module.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    chex.assert_trees_all_equal(nnx_module(xs_bm), gated.recurrent(cell)(half(params), half(xs_bm), time_axis=-2)[1])
+    norm = gated.flax.Block(blocks.RMSNorm(), dtype=jnp.bfloat16)
+    variables = norm.init(jax.random.key(0), xs_bm)
+    out = norm.apply(variables, xs_bm)
+    assert out.dtype == jnp.bfloat16 and variables["params"]["block"].scale.dtype == jnp.float32
+    nnx_norm = gated.nnx.Block(blocks.RMSNorm(), 4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    chex.assert_trees_all_equal(nnx_norm(xs_bm), out)
+
+
 def test_every_layer_option_and_resets_reach_run_from_layers_stacks_and_modules():
     """The layer options live in Recurrent's fields (gated.layers.LAYER_OPTIONS); chunk and resets reach gated.run
     from a layer, a stack, a bidirectional pair and the linen and NNX modules."""

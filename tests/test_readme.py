@@ -19,6 +19,7 @@ CHECKS = {
     "h_n": "assert h_n.shape == (4, 8, 32) and ys.shape == (20, 8, 64)",
     "rate": "assert bool(jnp.all(bound >= spectral * (1 - 1e-6))) and norms.shape == (50,) and rate < 0",
     "decay": "assert outputs.shape == (4096, 8, 64) and decay.shape == (4096, 64)",
+    "drawn": "assert drawn.shape == (8, 4, 256) and new.shape == (8, 4) and scores.shape == (16, 4, 256)",
 }
 SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
