@@ -66,12 +66,14 @@ class Griffin:
       cell: the recurrence (its ``hidden_size`` is H); ``gated.cells.rglru(H)`` in the paper.
       conv_width: W (default 4).
       activation: the gate branch's (default "gelu_tanh").
+      conv_activation: after the convolution (default "identity"; Mamba's block, :class:`Mamba`, has SiLU).
       impl: the backend of :func:`gated.run` for the cell ("auto" by default).
     """
 
     cell: cells.Cell
     conv_width: int = option(4, integer, minimum=1)
     activation: str = option("gelu_tanh", choice, choices=tuple(blocks.ACTIVATIONS))
+    conv_activation: str = option("identity", choice, choices=tuple(blocks.ACTIVATIONS))
     impl: str = option("auto", choice, choices=IMPLS)
 
     sequential: ClassVar[bool] = True
@@ -116,14 +118,34 @@ class Griffin:
             resets = first if resets is None else jnp.asarray(resets) | first
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, branch = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
+        branch = blocks.ACTIVATIONS[self.conv_activation](branch)
         cell_carry, branch = run(self.cell, params.cell, branch, carry=cell_carry, resets=resets,
                                  time_axis=time_axis, impl=self.impl)  # fmt: skip
         ys = (branch * gate) @ params.output_kernel + row(params.output_bias)
         return GriffinState(conv_carry, cell_carry), ys
 
 
+@dataclasses.dataclass(frozen=True)
+class Mamba(Griffin):
+    r"""Mamba's block (Gu & Dao 2023, "Mamba: linear-time sequence modeling with selective state spaces", Fig. 3):
+    the composition of :class:`Griffin` with SiLU after the convolution and on the gate,
+
+    .. math::
+        z = x W_z, \qquad u = \mathrm{SiLU}(\mathrm{Conv1D}_W(x W_u)), \qquad
+        y = (\mathrm{SSM}(u) \odot \mathrm{SiLU}(z)) W_o
+
+    with the selective SSM (``gated.cells.ssm(E, state_size=N)``, E the expanded width, 2D in the paper) as the
+    cell. Mamba's projections have no biases; here they have, initialised to zero. Mamba's low-rank step-size
+    projection (``dt_proj(x_proj(u))``) is a dense one here, which any low-rank product is; and the SSM's channel
+    input is a projection ``v = u W_v`` (Mamba's is ``u`` itself: ``W_v = I``).
+    """
+
+    activation: str = option("silu", choice, choices=tuple(blocks.ACTIVATIONS))
+    conv_activation: str = option("silu", choice, choices=tuple(blocks.ACTIVATIONS))
+
+
 # The mixers, for the modules that wrap any of them (gated.flax.Block, gated.nnx.Block).
-MIXERS = (Griffin,)
+MIXERS = (Griffin,)  # Mamba is a Griffin
 
 
 def check_block(block: Any, name: str = "block") -> Any:
@@ -138,4 +160,4 @@ def check_block(block: Any, name: str = "block") -> Any:
     return block
 
 
-__all__ = ["MIXERS", "Griffin", "GriffinParams", "GriffinState", "check_block"]
+__all__ = ["MIXERS", "Griffin", "GriffinParams", "GriffinState", "Mamba", "check_block"]

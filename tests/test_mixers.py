@@ -169,6 +169,35 @@ def test_linen_and_nnx_modules_equal_the_pure_function():
     jax.tree.map(np.testing.assert_array_equal, nnx_module(xs), mixer(pure, xs))
 
 
+def _silu(z):
+    return z / (1.0 + np.exp(-z))
+
+
+def test_mamba_equals_its_numpy_transcription():
+    """Gu & Dao 2023, Fig. 3 and Algorithm 2: SiLU(conv(x W_u)) into the selective SSM (h_t = exp(dt A) h + dt v B^T,
+    y = h C + D v), times SiLU(x W_z), projected; from no past and in pieces."""
+    mixer = mixers.Mamba(gated.cells.ssm(H, state_size=3), conv_width=3)
+    params = random_params(mixer, jax.random.key(8), D, jnp.float64)
+    xs = jax.random.normal(jax.random.key(9), (T, B, D), jnp.float64)
+    final, ys = jax.jit(mixer)(params, xs)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    for b in range(B):
+        x = np.asarray(xs[:, b])
+        u = x @ p.input_kernel + p.input_bias
+        conv = _silu(np.stack([sum(p.conv.kernel[2 - s] * u[t - s] for s in range(3) if t >= s) + p.conv.bias
+                               for t in range(T)]))  # fmt: skip
+        h, out = np.zeros((H, 3)), []
+        for v in conv:
+            h, y = reference.step(mixer.cell, p.cell, h, v)
+            out.append(y)
+        want = (np.stack(out) * _silu(x @ p.gate_kernel + p.gate_bias)) @ p.output_kernel + p.output_bias
+        np.testing.assert_allclose(ys[:, b], want, **F64)
+    carry, first = mixer(params, xs[:4])
+    last, rest = mixer(params, xs[4:], carry)
+    np.testing.assert_allclose(jnp.concatenate([first, rest]), ys, **F64)
+    np.testing.assert_allclose(last.cell, final.cell, **F64)
+
+
 def test_errors_name_what_they_got():
     with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell.*got str .rglru.; make one with"):
         mixers.Griffin("rglru")
