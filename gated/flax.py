@@ -194,7 +194,12 @@ class _Linen(NamedTuple):
 
 # Flax's own cells, by the name of the gated cell each one equals.
 _LINEN = {
-    "lstm": _Linen("LSTMCell", ("i", "f", "g", "o"), "h", {"peepholes": False, "coupled": False, "forget_gate": True}),
+    "lstm": _Linen(
+        "LSTMCell",
+        ("i", "f", "g", "o"),
+        "h",
+        {"peepholes": False, "coupled": False, "forget_gate": True, "layer_norm": False},
+    ),  # fmt: skip
     "gru": _Linen("GRUCell", ("r", "z", "n"), "i", {"reset": "after", "update": "keep"}, candidate_bias="hn"),
     "rnn": _Linen("SimpleCell", None, "i", {}),  # SimpleCell (residual=False), with the same activation
 }

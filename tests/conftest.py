@@ -39,6 +39,7 @@ CELL_CONFIGS = [
     ("lstm", {"coupled": True, "peepholes": True}),
     ("lstm", {"forget_gate": False}),
     ("lstm", {"forget_gate": False, "peepholes": True}),
+    ("lstm", {"layer_norm": True, "peepholes": True}),
     ("gru", {"update": "keep", "reset": "after"}),
     ("gru", {"update": "keep", "reset": "before"}),
     ("gru", {"update": "write", "reset": "after"}),

@@ -34,25 +34,34 @@ def lstm_step(cell, p, carry, x):
     """Seed 002 LSTM with the peephole, CIFG and no-forget-gate variants."""
     hs = cell.hidden_size
     h, c, x = f64(carry[0]), f64(carry[1]), f64(x)
-    wx = _blocks(p.input_kernel, cell.gates, hs)
-    wh = _blocks(p.recurrent_kernel, cell.gates, hs)
-    b = _blocks(p.bias, cell.gates, hs)
+    from_x, from_h = x @ f64(p.input_kernel), h @ f64(p.recurrent_kernel)
+    read = np.tanh
+    if getattr(cell, "layer_norm", False):  # Ba et al. 2016, eqs. 20-22: LN(W_x x) a_x + LN(W_h h) a_h + b
+        norms = [f64(a) for a in p.norms]
+        from_x, from_h = layer_norm(from_x) * norms[0], layer_norm(from_h) * norms[1]
+        read = lambda c: np.tanh(layer_norm(c) * norms[2] + norms[3])  # h_t = o tanh(LN(c_t) a_c + b_c)
+    pre = _blocks(from_x + from_h + f64(p.bias), cell.gates, hs)
     peep = _blocks(p.peepholes, cell.peephole_gates, hs) if cell.peepholes else {}
     zero = np.zeros(hs)
 
-    i = sigmoid(x @ wx["i"] + h @ wh["i"] + b["i"] + peep.get("i", zero) * c)
-    g = np.tanh(x @ wx["g"] + h @ wh["g"] + b["g"])
+    i = sigmoid(pre["i"] + peep.get("i", zero) * c)
+    g = np.tanh(pre["g"])
     if not cell.forget_gate:
         c_new = c + i * g
     else:
         if cell.coupled:
             f = 1.0 - i
         else:
-            f = sigmoid(x @ wx["f"] + h @ wh["f"] + b["f"] + peep.get("f", zero) * c)
+            f = sigmoid(pre["f"] + peep.get("f", zero) * c)
         c_new = f * c + i * g
-    o = sigmoid(x @ wx["o"] + h @ wh["o"] + b["o"] + peep.get("o", zero) * c_new)
-    h_new = o * np.tanh(c_new)
+    o = sigmoid(pre["o"] + peep.get("o", zero) * c_new)
+    h_new = o * read(c_new)
     return (h_new, c_new), h_new
+
+
+def layer_norm(z, eps=1e-5):
+    """(z - mean) / sqrt(var + eps) over the last axis (the biased variance)."""
+    return (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + eps)
 
 
 def gru_step(cell, p, h, x):

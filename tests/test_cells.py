@@ -162,3 +162,30 @@ def test_half_precision_init_and_run(dtype):
             )
             assert all(leaf.dtype == dtype and np.isfinite(np.asarray(leaf, np.float32)).all()
                        for leaf in jax.tree.leaves(grads))  # fmt: skip
+
+
+def test_layer_normalised_lstm_is_served_where_it_can_be_and_refused_where_not():
+    """layer_norm=True (Ba et al. 2016): gated.run's default takes the reference path (the fused kernel names why
+    not); at init the gains are ones and the cell-state bias zero; the forget-gate product of gate_path holds, and
+    what reads c through LN's coupling (the readout slope, the gated path by autodiff, Flax's LSTMCell) is refused
+    or left out."""
+    import gated.flax
+    from gated import diagnostics, fused
+
+    cell = gated.cells.lstm(4, layer_norm=True)
+    params = cell.init(jax.random.key(0), 3)
+    assert isinstance(params.norms, gated.cells.LSTMNorms)
+    np.testing.assert_array_equal(params.norms.input_scale, np.ones(16))
+    assert not params.norms.cell_bias.any()
+    assert "layer normalisation" in fused.supports(cell)
+    with pytest.raises(ValueError, match="impl: 'fused' is not available here: .*layer normalisation"):
+        gated.run(cell, params, jnp.ones((5, 2, 3)), impl="fused")
+    xs = jax.random.normal(jax.random.key(1), (6, 3))
+    path = diagnostics.gate_path(cell, params, xs)
+    assert "dh_dc" not in path and path["product"].shape == (6, 4)
+    with pytest.raises(ValueError, match="the gated path by autodiff covers the LSTM without layer_norm"):
+        diagnostics.gate_path_by_autodiff(cell, params, xs)
+    with pytest.raises(ValueError, match="params.norms: expected LSTMNorms"):
+        cell.project(params._replace(norms=None), jnp.ones(3))
+    with pytest.raises(ValueError, match="Flax's LSTMCell is .*layer_norm=False"):
+        gated.flax.to_linen_params(params, cell)

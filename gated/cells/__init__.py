@@ -37,7 +37,7 @@ from .dropout import RecurrentDropout
 from .gru import GRU, GRUGates, GRUParams
 from .linear import LinearCell, LinearParams, MinGRU, MinLSTM, positive, stabilised_combine, trailing_axes
 from .lru import LRU, LRUParams, LRUState
-from .lstm import LSTM, LSTMGates, LSTMParams, LSTMState
+from .lstm import LSTM, LSTMGates, LSTMNorms, LSTMParams, LSTMState
 from .rglru import RGLRU, RGLRUParams
 from .rnn import RNN, RNNParams
 from .ssm import SelectiveSSM, SSMParams
@@ -45,12 +45,11 @@ from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMStat
 
 __all__ = [
     "ACTIVATIONS", "Array", "CELLS", "Cell", "GRU", "GRUGates", "GRUParams", "LRU", "LRUParams", "LRUState", "LSTM",
-    "LSTMGates", "LSTMParams", "LSTMState", "LinearCell", "LinearParams", "MLSTM", "MLSTMParams", "MLSTMState",
-    "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "RecurrentDropout", "SLSTM",
-    "SLSTMParams",
-    "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru", "is_cell", "lru", "lstm",
-    "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssm",
-    "stabilised_combine", "trailing_axes",
+    "LSTMGates", "LSTMNorms", "LSTMParams", "LSTMState", "LinearCell", "LinearParams", "MLSTM", "MLSTMParams",
+    "MLSTMState", "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "RecurrentDropout",
+    "SLSTM", "SLSTMParams", "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru",
+    "is_cell", "lru", "lstm", "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn",
+    "slstm", "ssm", "stabilised_combine", "trailing_axes",
 ]  # fmt: skip
 
 CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
