@@ -138,7 +138,7 @@ def state_jacobians(cell: Cell, params: Any, xs: Array, *, carry: Any = None) ->
 
 def jacobian_norms(cell: Cell, params: Any, xs: Array, *, carry: Any = None) -> dict[str, Array]:
     """Exact ``||dh_{T-1}/dh_k||_2`` (key "spectral") and Frobenius norm (key "frobenius") for every k, ``(T,)``."""
-    h = cell.hidden_size
+    h = cell.output_size  # h leads the flattened state
     blocks = state_jacobians(cell, params, xs, carry=carry)[:, :h, :h]
     return {
         "spectral": jnp.linalg.svd(blocks, compute_uv=False)[:, 0],
@@ -260,6 +260,9 @@ def output_gate_path(cell: Cell, params: LSTMParams, xs: Array, *, carry: Any = 
       ``||K|| ||W_o||``, ``"k_norm"``: ``||K||``, ``"w_o_norm"``: ``||W_o||_2``}.
     """
     require(cell, "a gated.cells.lstm cell", "lstm")
+    if cell.layer_norm or cell.proj_size:
+        raise ValueError("cell: the output-gate path and its bound are the plain LSTM's (h = o tanh(c)); got "
+                         f"layer_norm={cell.layer_norm}, proj_size={cell.proj_size}")  # fmt: skip
     us, carry0, before, after = _trajectory(cell, params, xs, carry)
     acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
     k_norm = jnp.max(jnp.abs(jnp.tanh(acts.c) * acts.o * (1.0 - acts.o)))

@@ -81,7 +81,7 @@ class Recurrent:
 
     @property
     def output_size(self) -> int:
-        return self.cell.hidden_size
+        return self.cell.output_size
 
     @property
     def stochastic(self) -> bool:

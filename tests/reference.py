@@ -56,6 +56,8 @@ def lstm_step(cell, p, carry, x):
         c_new = f * c + i * g
     o = sigmoid(pre["o"] + peep.get("o", zero) * c_new)
     h_new = o * read(c_new)
+    if getattr(cell, "proj_size", None):  # Sak et al. 2014: h_t = (o_t tanh(c_t)) W_hr, of size P
+        h_new = h_new @ f64(p.projection)
     return (h_new, c_new), h_new
 
 
@@ -216,9 +218,10 @@ def run(cell, p, xs, carry, length=None, reverse=False):
     """
     num_steps = len(xs)
     length = num_steps if length is None else int(length)
-    ys = np.zeros((num_steps, cell.hidden_size))
+    ys = np.zeros((num_steps, cell.output_size))
     is_lstm = cell.name == "lstm"
-    carries = [np.zeros((num_steps, cell.hidden_size)) for _ in range(2 if is_lstm else 1)]
+    carries = [np.zeros((num_steps, size)) for size in ((cell.output_size, cell.hidden_size) if is_lstm else
+                                                        (cell.hidden_size,))]  # fmt: skip
     carry = tuple(f64(a) for a in carry) if is_lstm else f64(carry)
     order = range(length - 1, -1, -1) if reverse else range(length)
     for t in order:

@@ -183,9 +183,43 @@ def test_layer_normalised_lstm_is_served_where_it_can_be_and_refused_where_not()
     xs = jax.random.normal(jax.random.key(1), (6, 3))
     path = diagnostics.gate_path(cell, params, xs)
     assert "dh_dc" not in path and path["product"].shape == (6, 4)
-    with pytest.raises(ValueError, match="the gated path by autodiff covers the LSTM without layer_norm"):
+    with pytest.raises(ValueError, match="the gated path by autodiff covers the LSTM without layer_norm or proj_size"):
         diagnostics.gate_path_by_autodiff(cell, params, xs)
+    with pytest.raises(ValueError, match="the output-gate path and its bound are the plain LSTM's"):
+        diagnostics.output_gate_path(cell, params, xs)
     with pytest.raises(ValueError, match="params.norms: expected LSTMNorms"):
         cell.project(params._replace(norms=None), jnp.ones(3))
     with pytest.raises(ValueError, match="Flax's LSTMCell is .*layer_norm=False"):
         gated.flax.to_linen_params(params, cell)
+
+
+@pytest.mark.parametrize("options", [{}, {"peepholes": True, "layer_norm": True}], ids=["plain", "peepholes-ln"])
+def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(options):
+    """proj_size=P (Sak et al. 2014, PyTorch's proj_size): h_t = (o_t tanh(c_t)) W_hr of size P, what the gates
+    read and what the cell outputs; c keeps H units. Against the float64 NumPy loop with lengths and reverse, and
+    finite differences of both orders; the layer's output size is P and a stack reads it."""
+    cell = gated.cells.lstm(6, proj_size=3, **options)
+    params = random_params(cell, jax.random.key(0), 4, jnp.float64)
+    carry = random_carry(cell, jax.random.key(1), (2,), jnp.float64)
+    assert carry.h.shape == (2, 3) and carry.c.shape == (2, 6)
+    xs = jax.random.normal(jax.random.key(2), (7, 2, 4), jnp.float64)
+    lengths = jnp.array([7, 4])
+    for reverse in (False, True):
+        final, ys = jax.jit(lambda p, c, x, r=reverse: gated.run(cell, p, x, carry=c, lengths=lengths, reverse=r))(
+            params, carry, xs
+        )
+        for b in range(2):
+            one = jax.tree.map(lambda a, b=b: a[b], carry)
+            want_final, want_ys, _ = reference.run(cell, params, np.asarray(xs[:, b]), one, int(lengths[b]), reverse)
+            np.testing.assert_allclose(ys[:, b], want_ys, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(final.h[b], want_final[0], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(final.c[b], want_final[1], rtol=1e-10, atol=1e-12)
+    if not options:  # the layer-normalised cell's derivatives: its CELL_CONFIGS case
+        check_grads(lambda p, x: gated.run(cell, p, x, carry=carry)[1], (params, xs[:3]), order=2, modes=("fwd", "rev"))
+    stack = gated.stack([cell, gated.cells.gru(5)])
+    assert gated.recurrent(cell).output_size == 3
+    assert stack.init(jax.random.key(3), 4)[1].cell.input_kernel.shape[0] == 3  # the GRU reads h of size P
+    with pytest.raises(ValueError, match="proj_size: expected less than hidden_size 6 .*got 6"):
+        gated.cells.lstm(6, proj_size=6)
+    with pytest.raises(ValueError, match=r"params.projection: expected shape \(6, 3\) \(proj_size=3\), got None"):
+        cell.step(params._replace(projection=None), jax.tree.map(lambda a: a[0], carry), cell.project(params, xs[0, 0]))

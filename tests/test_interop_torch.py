@@ -26,7 +26,8 @@ def check_case(name, record, config, dtype, rtol, atol):
         carry, ys = layer(params, x)
         state = interop.final_state(carry, config)
         h_n, c_n = state if config.mode == "LSTM" else (state, None)
-        total = jnp.sum(ys * r) + jnp.sum(h_n * s) + (0.0 if c_n is None else jnp.sum(c_n * s))
+        total = jnp.sum(ys * r) + jnp.sum(h_n * s[..., : config.output_size])
+        total = total + (0.0 if c_n is None else jnp.sum(c_n * s))
         return total, (ys, h_n, c_n)
 
     (_, (ys, h_n, c_n)), (g_w, g_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(weights, x)
@@ -107,9 +108,20 @@ def test_errors():
         interop.to_state_dict(wide, config)
 
 
-def test_proj_size_is_refused():
+def test_proj_size_is_read_and_only_an_lstm_has_it():
+    """An LSTM with proj_size is lstm(H, proj_size=P) (the fixtures and live cases check its numbers); its state
+    dict goes back to PyTorch exactly, weight_hr included; a GRU with a projection is refused."""
     torch = pytest.importorskip("torch")
-    with pytest.raises(ValueError, match=r"proj_size=2 \(LSTM with projections\) has no gated equivalent"):
-        interop.config_of(torch.nn.LSTM(3, 4, proj_size=2))
+    module = torch.nn.LSTM(3, 4, proj_size=2)
+    config = interop.config_of(module)
+    assert config.proj_size == 2 and config.output_size == 2
+    layer, params = interop.from_torch(module)
+    assert layer.layers[0].cell.proj_size == 2 and layer.output_size == 2
+    back = interop.to_state_dict(params, config)  # the weights as they were (the two biases come back summed)
+    for name in ("weight_ih_l0", "weight_hh_l0", "weight_hr_l0"):
+        np.testing.assert_array_equal(back[name], module.state_dict()[name].numpy())
+    jax.tree.map(np.testing.assert_array_equal, interop.from_state_dict(back, config)[1], params)
+    with pytest.raises(ValueError, match="config.proj_size: only an LSTM has a projection, got 2 for GRU"):
+        interop.cell_for(config._replace(mode="GRU"))
     with pytest.raises(TypeError, match=r"module: expected torch.nn.LSTM, GRU or RNN"):
         interop.config_of(torch.nn.Linear(3, 4))

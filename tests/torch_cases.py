@@ -3,7 +3,9 @@
 Each case runs a torch module on fixed inputs and records the outputs, the
 final states and the gradients of the scalar loss
 
-    L = sum(output * R) + sum(h_n * S) [+ sum(c_n * S)]
+    L = sum(output * R) + sum(h_n * S[..., :P]) [+ sum(c_n * S)]
+
+(P the size of h: ``proj_size`` where set, else the hidden size).
 
 with respect to the input and every named weight.
 """
@@ -15,6 +17,9 @@ from gated.interop.torch import torch_module
 CASES = {
     "lstm_2layer_bidirectional": dict(mode="LSTM", input_size=3, hidden_size=4, num_layers=2, bidirectional=True),
     "lstm_nobias": dict(mode="LSTM", input_size=3, hidden_size=5, bias=False),
+    "lstm_projected_2layer_bidirectional": dict(
+        mode="LSTM", input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2
+    ),  # fmt: skip
     "gru_2layer_bidirectional": dict(mode="GRU", input_size=3, hidden_size=4, num_layers=2, bidirectional=True),
     "gru_nobias": dict(mode="GRU", input_size=2, hidden_size=3, bias=False),
     "rnn_tanh_2layer": dict(mode="RNN_TANH", input_size=3, hidden_size=4, num_layers=2),
@@ -30,11 +35,11 @@ def run_torch(torch, config, seed, dtype):
     rng = np.random.default_rng(seed)
     dirs = 2 if config.bidirectional else 1
     x = torch.tensor(rng.standard_normal((T, B, config.input_size)), dtype=dtype, requires_grad=True)
-    r = torch.tensor(rng.standard_normal((T, B, dirs * config.hidden_size)), dtype=dtype)
+    r = torch.tensor(rng.standard_normal((T, B, dirs * config.output_size)), dtype=dtype)
     s = torch.tensor(rng.standard_normal((config.num_layers * dirs, B, config.hidden_size)), dtype=dtype)
     out, state = module(x)
     h_n, c_n = state if config.mode == "LSTM" else (state, None)
-    loss = (out * r).sum() + (h_n * s).sum() + (0 if c_n is None else (c_n * s).sum())
+    loss = (out * r).sum() + (h_n * s[..., : config.output_size]).sum() + (0 if c_n is None else (c_n * s).sum())
     loss.backward()
     record = {"x": x, "R": r, "S": s, "output": out, "h_n": h_n, "grad/x": x.grad}
     if c_n is not None:

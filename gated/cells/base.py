@@ -82,6 +82,11 @@ class Cell:
         return (self.hidden_size,)
 
     @property
+    def output_size(self) -> int:
+        """The size of ``y`` (and of ``h``): H, but for an LSTM with ``proj_size``."""
+        return self.hidden_size
+
+    @property
     def projection_size(self) -> int:
         """The size of ``project(params, x)``: G*H (more for a cell with per-step vectors of another size)."""
         return self.num_gates * self.hidden_size

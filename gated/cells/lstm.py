@@ -22,7 +22,9 @@ class LSTMParams(NamedTuple):
     ``peepholes`` (P*H,) diagonal peephole weights in the order
     ``cell.peephole_gates``, or None without peepholes; ``norms``, the
     layer normalisation's gains and cell-state bias (:class:`LSTMNorms`), or
-    None without it.
+    None without it; ``projection`` ``(H, P)``, the projection of the hidden
+    state with ``proj_size`` P (then ``recurrent_kernel`` is ``(P, G*H)``), or
+    None.
     """
 
     input_kernel: Array
@@ -30,6 +32,7 @@ class LSTMParams(NamedTuple):
     bias: Array
     peepholes: Array | None = None
     norms: LSTMNorms | None = None
+    projection: Array | None = None
 
 
 class LSTMNorms(NamedTuple):
@@ -114,6 +117,10 @@ class LSTM(RecurrentCell):
         normalised apart, ``LN(x W_x) a_x + LN(h W_h) a_h + b``, and the cell
         state before its tanh, ``h_t = o_t * tanh(LN(c_t) a_c + b_c)``; the
         pre-activations' own LN biases are the cell's ``bias``.
+      proj_size: P, an LSTM with a projected hidden state (Sak, Senior &
+        Beaufays 2014; PyTorch's ``proj_size``): ``h_t = (o_t * tanh(c_t))
+        W_hr``, of size P < H, is what the gates read and what the cell
+        outputs; ``c_t`` keeps H units. None (default): no projection.
 
     References:
       Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000;
@@ -126,14 +133,15 @@ class LSTM(RecurrentCell):
     forget_gate: bool = option(True, boolean)
     chrono_init: int | None = option(None, integer, optional=True, minimum=3, expected="an int T_max > 2 or None")
     layer_norm: bool = option(False, boolean)
+    proj_size: int | None = option(None, integer, optional=True, minimum=1, expected="a positive int or None")
 
     name: ClassVar[str] = "lstm"
     params_type: ClassVar[type] = LSTMParams
     kernel: ClassVar[str | None] = "lstm"
 
     def kernel_limits(self) -> str | None:
-        if self.peepholes or self.coupled or not self.forget_gate or self.layer_norm:
-            return "covers the cell with a forget gate, without peepholes, coupling or layer normalisation"
+        if self.peepholes or self.coupled or not self.forget_gate or self.layer_norm or self.proj_size:
+            return "covers the cell with a forget gate, without peepholes, coupling, layer normalisation or projection"
         return None
 
     def __post_init__(self):
@@ -142,6 +150,13 @@ class LSTM(RecurrentCell):
             raise ValueError("coupled=True ties the forget gate to the input gate; it needs forget_gate=True")
         if self.chrono_init is not None and not self.forget_gate:
             raise ValueError("chrono_init: sets the forget-gate bias; it needs forget_gate=True")
+        if self.proj_size is not None and self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size: expected less than hidden_size {self.hidden_size} (as PyTorch), got "
+                             f"{self.proj_size}")  # fmt: skip
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -156,8 +171,12 @@ class LSTM(RecurrentCell):
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LSTMParams:
         """Parameters for inputs of size ``input_size``; see the class docstring for the biases."""
-        k_kernels, k_chrono = jax.random.split(key)
+        k_kernels, k_chrono, k_projection = jax.random.split(key, 3)
         w_x, w_h = self._init_kernels(k_kernels, input_size, dtype)
+        projection = None
+        if self.proj_size:  # the recurrent kernel reads P units: the first P rows of the (H, G*H) draw
+            w_h = w_h[: self.proj_size]
+            projection = initializers.input_kernel(k_projection, self.hidden_size, self.proj_size, dtype)
         h = self.hidden_size
         blocks = {name: jnp.zeros((h,), dtype) for name in self.gates}
         if self.forget_gate:
@@ -177,7 +196,7 @@ class LSTM(RecurrentCell):
         if self.layer_norm:
             ones = jnp.ones((self.num_gates * h,), dtype)
             norms = LSTMNorms(ones, ones, jnp.ones((h,), dtype), jnp.zeros((h,), dtype))
-        return LSTMParams(w_x, w_h, bias, peepholes, norms)
+        return LSTMParams(w_x, w_h, bias, peepholes, norms, projection)
 
     def project(self, params: LSTMParams, x: Array) -> Array:
         """``x W_x + b``, or with ``layer_norm`` ``LN(x W_x) a_x + b`` (input-side only, so still outside the scan)."""
@@ -205,7 +224,7 @@ class LSTM(RecurrentCell):
 
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LSTMState:
         zeros = jnp.zeros((*batch_shape, self.hidden_size), dtype)
-        return LSTMState(zeros, zeros)
+        return LSTMState(jnp.zeros((*batch_shape, self.output_size), dtype), zeros)
 
     def gate_activations(self, params: LSTMParams, carry: LSTMState, u: Array) -> LSTMGates:
         """The gate activations of one step and the new cell state (``step`` is built on this).
@@ -243,6 +262,13 @@ class LSTM(RecurrentCell):
     def step(self, params: LSTMParams, carry: LSTMState, u: Array) -> tuple[LSTMState, Array]:
         act = self.gate_activations(params, carry, u)
         h_new = act.o * self._read(params, act.c)
+        if self.proj_size:
+            h, p = self.hidden_size, self.proj_size
+            projection = getattr(params, "projection", None)
+            if projection is None or projection.shape != (h, p):
+                got = None if projection is None else projection.shape
+                raise ValueError(f"params.projection: expected shape {(h, p)} (proj_size={p}), got {got}")
+            h_new = h_new @ projection
         return LSTMState(h_new, act.c), h_new
 
     def other_states(self, carry: LSTMState) -> dict[str, Array]:
@@ -260,15 +286,17 @@ class LSTM(RecurrentCell):
         return act.f
 
     def gated_update(self, act: LSTMGates, carry: LSTMState) -> LSTMState:
-        if self.layer_norm:
-            raise ValueError("cell: the gated path by autodiff covers the LSTM without layer_norm (its h reads c "
-                             "through LN's gains); gate_path's product of forget gates holds for it")  # fmt: skip
+        if self.layer_norm or self.proj_size:
+            raise ValueError(
+                "cell: the gated path by autodiff covers the LSTM without layer_norm or proj_size "
+                "(its h reads c through parameters); gate_path's forget-gate product holds for it"
+            )
         c_new = act.f * carry.c + act.i * act.g
         return LSTMState(act.o * jnp.tanh(c_new), c_new)
 
     def readout_slope(self, act: LSTMGates) -> Array | None:
-        """``dh/dc`` of one step, ``o tanh'(c)``; None with ``layer_norm``, where LN couples the units (the
-        slope is a full matrix)."""
-        if self.layer_norm:
+        """``dh/dc`` of one step, ``o tanh'(c)``; None with ``layer_norm`` or ``proj_size``, where the units are
+        coupled (the slope is a full matrix)."""
+        if self.layer_norm or self.proj_size:
             return None
         return act.o * (1.0 - jnp.tanh(act.c) ** 2)

@@ -12,8 +12,9 @@ The mapping (PyTorch's gate orders are gated's: LSTM i, f, g, o; GRU r, z, n):
   ``candidate_bias = b_hn``, which PyTorch applies inside the reset product.
 
 Back to PyTorch, ``bias_ih`` takes the folded bias and ``bias_hh`` zeros (``b_hn``
-for a GRU), so gated -> torch -> gated is exact. ``proj_size != 0`` (LSTM
-projections) has no gated equivalent and is refused.
+for a GRU), so gated -> torch -> gated is exact. An LSTM with ``proj_size``
+(projections) is ``gated.cells.lstm(H, proj_size=P)``, ``weight_hr`` its
+``projection`` transposed.
 
 PyTorch itself is needed only by :func:`from_torch`, :func:`config_of`,
 :func:`torch_module` and :func:`to_torch`; the state-dict functions take NumPy
@@ -42,6 +43,12 @@ class TorchConfig(NamedTuple):
     num_layers: int = 1
     bidirectional: bool = False
     bias: bool = True
+    proj_size: int = 0  # an LSTM's projected hidden state (0: none)
+
+    @property
+    def output_size(self) -> int:
+        """The size of h: ``proj_size`` where set, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
 
 
 def config_of(module: Any) -> TorchConfig:
@@ -49,13 +56,10 @@ def config_of(module: Any) -> TorchConfig:
     mode = getattr(module, "mode", None)
     if mode not in MODES:
         raise TypeError(f"module: expected torch.nn.LSTM, GRU or RNN (mode in {MODES}), got {type(module).__name__}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(
-            f"module: proj_size={module.proj_size} (LSTM with projections) has no gated equivalent; expected 0"
-        )
     return TorchConfig(
-        mode, module.input_size, module.hidden_size, module.num_layers, bool(module.bidirectional), bool(module.bias)
-    )
+        mode, module.input_size, module.hidden_size, module.num_layers, bool(module.bidirectional), bool(module.bias),
+        int(getattr(module, "proj_size", 0)),
+    )  # fmt: skip
 
 
 def cell_for(config: TorchConfig) -> cells_lib.Cell:
@@ -63,8 +67,10 @@ def cell_for(config: TorchConfig) -> cells_lib.Cell:
     if config.mode not in MODES:
         raise ValueError(f"config.mode: expected one of {MODES}, got {config.mode!r}")
     h = config.hidden_size
+    if config.proj_size and config.mode != "LSTM":
+        raise ValueError(f"config.proj_size: only an LSTM has a projection, got {config.proj_size} for {config.mode}")
     if config.mode == "LSTM":
-        return cells_lib.lstm(h)
+        return cells_lib.lstm(h, proj_size=config.proj_size or None)
     if config.mode == "GRU":
         return cells_lib.gru(h, reset="after", update="keep")
     return cells_lib.rnn(h, activation="tanh" if config.mode == "RNN_TANH" else "relu")
@@ -89,7 +95,9 @@ def _array(value: Any) -> Any:
 
 def _cell_params(cell: cells_lib.Cell, state_dict: dict, suffix: str, config: TorchConfig, input_size: int):
     h, g = config.hidden_size, cell.num_gates
-    expected = {f"weight_ih{suffix}": (g * h, input_size), f"weight_hh{suffix}": (g * h, h)}
+    expected = {f"weight_ih{suffix}": (g * h, input_size), f"weight_hh{suffix}": (g * h, config.output_size)}
+    if config.proj_size:
+        expected[f"weight_hr{suffix}"] = (config.proj_size, h)
     if config.bias:
         expected.update({f"bias_ih{suffix}": (g * h,), f"bias_hh{suffix}": (g * h,)})
     arrays = {}
@@ -108,6 +116,8 @@ def _cell_params(cell: cells_lib.Cell, state_dict: dict, suffix: str, config: To
         last = (g - 1) * h
         bias = jnp.concatenate([b_ih[:last] + b_hh[:last], b_ih[last:]])
         return cell.params_type(w_ih.T, w_hh.T, bias, b_hh[last:])
+    if config.proj_size:
+        return cell.params_type(w_ih.T, w_hh.T, b_ih + b_hh, projection=arrays[f"weight_hr{suffix}"].T)
     return cell.params_type(w_ih.T, w_hh.T, b_ih + b_hh)
 
 
@@ -128,7 +138,7 @@ def from_state_dict(state_dict: dict, config: TorchConfig) -> tuple[layers_lib.S
             layers_lib.RecurrentParams(_cell_params(cell, state_dict, s, config, size)) for s in _suffixes(config, k)
         ]
         params.append(layers_lib.BidirectionalState(*per_dir) if config.bidirectional else per_dir[0])
-        size = config.hidden_size * len(per_dir)
+        size = config.output_size * len(per_dir)
     return layer, tuple(params)
 
 
@@ -140,13 +150,15 @@ def to_state_dict(params: tuple, config: TorchConfig) -> dict[str, np.ndarray]:
     out = {}
     for k, layer_params in enumerate(params):
         per_dir = list(layer_params) if config.bidirectional else [layer_params]
-        size = config.input_size if k == 0 else config.hidden_size * len(per_dir)
+        size = config.input_size if k == 0 else config.output_size * len(per_dir)
         paths = [f"params[{k}].{d}.cell" for d in layers_lib.BidirectionalState._fields] if config.bidirectional else [
             f"params[{k}].cell"]  # fmt: skip
         for suffix, p, path in zip(_suffixes(config, k), per_dir, paths, strict=True):
             p = cells_lib.check_params(cell, p.cell, size, name=path)
             out[f"weight_ih{suffix}"] = np.asarray(p.input_kernel).T
             out[f"weight_hh{suffix}"] = np.asarray(p.recurrent_kernel).T
+            if config.proj_size:
+                out[f"weight_hr{suffix}"] = np.asarray(p.projection).T
             bias = np.asarray(p.bias)
             b_hh = np.zeros_like(bias)
             if _separate_candidate_bias(cell):
@@ -169,7 +181,7 @@ def torch_module(config: TorchConfig) -> Any:
 
     kwargs = dict(num_layers=config.num_layers, bidirectional=config.bidirectional, bias=config.bias)
     if config.mode == "LSTM":
-        return torch.nn.LSTM(config.input_size, config.hidden_size, **kwargs)
+        return torch.nn.LSTM(config.input_size, config.hidden_size, proj_size=config.proj_size, **kwargs)
     if config.mode == "GRU":
         return torch.nn.GRU(config.input_size, config.hidden_size, **kwargs)
     cell_for(config)  # refuses an unknown mode
