@@ -22,9 +22,12 @@ Blocks (:mod:`gated.blocks`), what the modern papers stack around a recurrence::
 
     blocks.RMSNorm() | LayerNorm() | MLP(F) | GatedMLP(F, variant="swiglu") | Highway()   y = block(params, x)
     blocks.CausalConv(width=4)     carry, ys = conv(params, xs, carry=None)   (a streaming state)
+    mixers.Griffin(cell) | mixers.Mamba(cell)   carry, ys = mixer(params, xs, carry=None, resets=None)
+    models.Model(V, D, layers=[models.Residual(mixer), ...])   carry, logits = model(params, tokens, key=None)
+    models.generate(model, params, prompt, steps, key, temperature=0.0)
 """
 
-from gated import blocks, cells, init
+from gated import blocks, cells, init, mixers, models
 from gated.cells import GRUGates, GRUParams, LSTMGates, LSTMParams, LSTMState, RNNParams
 from gated.layers import (
     Bidirectional,
@@ -56,6 +59,8 @@ __all__ = [
     "blocks",
     "cells",
     "init",
+    "mixers",
+    "models",
     "recurrent",
     "run",
     "stack",
