@@ -198,8 +198,8 @@ _LINEN = {
         "LSTMCell",
         ("i", "f", "g", "o"),
         "h",
-        {"peepholes": False, "coupled": False, "forget_gate": True, "layer_norm": False},
-    ),  # fmt: skip
+        {"peepholes": False, "coupled": False, "forget_gate": True, "layer_norm": False, "proj_size": None},
+    ),
     "gru": _Linen("GRUCell", ("r", "z", "n"), "i", {"reset": "after", "update": "keep"}, candidate_bias="hn"),
     "rnn": _Linen("SimpleCell", None, "i", {}),  # SimpleCell (residual=False), with the same activation
 }

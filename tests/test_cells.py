@@ -219,6 +219,10 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
     stack = gated.stack([cell, gated.cells.gru(5)])
     assert gated.recurrent(cell).output_size == 3
     assert stack.init(jax.random.key(3), 4)[1].cell.input_kernel.shape[0] == 3  # the GRU reads h of size P
+    import gated.flax
+
+    with pytest.raises(ValueError, match="Flax's LSTMCell is .*proj_size=None, got .*proj_size=3"):
+        gated.flax.to_linen_params(params, cell)
     with pytest.raises(ValueError, match="proj_size: expected less than hidden_size 6 .*got 6"):
         gated.cells.lstm(6, proj_size=6)
     with pytest.raises(ValueError, match=r"params.projection: expected shape \(6, 3\) \(proj_size=3\), got None"):

@@ -129,7 +129,9 @@ def test_parity_with_flax_cells(flax_cell, cell):
 
 def test_flax_conversion_refuses_cells_flax_lacks():
     with pytest.raises(
-        ValueError, match=r"Flax's LSTMCell is peepholes=False, coupled=False, forget_gate=True, got pe"
+        ValueError,
+        match=r"Flax's LSTMCell is peepholes=False, coupled=False, forget_gate=True, layer_norm=False, proj_size=None, "
+        r"got peepholes=True",
     ):
         gated.flax.from_linen_params({}, gated.cells.lstm(5, peepholes=True))
     with pytest.raises(ValueError, match=r"Flax's GRUCell is reset='after', update='keep', got reset='before'"):
