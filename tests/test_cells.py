@@ -198,6 +198,8 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
     """proj_size=P (Sak et al. 2014, PyTorch's proj_size): h_t = (o_t tanh(c_t)) W_hr of size P, what the gates
     read and what the cell outputs; c keeps H units. Against the float64 NumPy loop with lengths and reverse, and
     finite differences of both orders; the layer's output size is P and a stack reads it."""
+    import gated.flax
+
     cell = gated.cells.lstm(6, proj_size=3, **options)
     params = random_params(cell, jax.random.key(0), 4, jnp.float64)
     carry = random_carry(cell, jax.random.key(1), (2,), jnp.float64)
@@ -219,8 +221,6 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
     stack = gated.stack([cell, gated.cells.gru(5)])
     assert gated.recurrent(cell).output_size == 3
     assert stack.init(jax.random.key(3), 4)[1].cell.input_kernel.shape[0] == 3  # the GRU reads h of size P
-    import gated.flax
-
     with pytest.raises(ValueError, match="Flax's LSTMCell is .*proj_size=None, got .*proj_size=3"):
         gated.flax.to_linen_params(params, cell)
     with pytest.raises(ValueError, match="proj_size: expected less than hidden_size 6 .*got 6"):
