@@ -63,8 +63,10 @@ def test_griffin_equals_its_numpy_transcription(segment_start):
         np.testing.assert_allclose(ys[:, b], _numpy_griffin(mixer, params, np.asarray(xs[:, b]), starts), **F64)
 
 
-@pytest.mark.parametrize("cell", [gated.cells.rglru(H, segment_start="recurrentgemma"), gated.cells.lru(H)],
-                         ids=["rglru", "lru"])  # fmt: skip
+CELLS = [gated.cells.rglru(H, segment_start="recurrentgemma"), pytest.param(gated.cells.lru(H), marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=["rglru", "lru"])
 def test_griffin_in_pieces_and_token_by_token_equals_the_whole(cell):
     """The carry (convolution buffer and recurrent state) continues a sequence exactly; any cell of width H fits
     where the RG-LRU goes (the paper's LRU ablation)."""
