@@ -227,3 +227,21 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
         gated.cells.lstm(6, proj_size=6)
     with pytest.raises(ValueError, match=r"params.projection: expected shape \(6, 3\) \(proj_size=3\), got None"):
         cell.step(params._replace(projection=None), jax.tree.map(lambda a: a[0], carry), cell.project(params, xs[0, 0]))
+
+
+def test_the_new_lstm_variants_and_recurrent_dropout_run_and_differentiate_in_bfloat16():
+    """bfloat16 parameters and inputs: outputs in bfloat16, finite gradients, near the float32 run's."""
+    xs = jax.random.normal(jax.random.key(1), (6, 2, 3), jnp.bfloat16)
+    for cell in (gated.cells.lstm(8, layer_norm=True), gated.cells.lstm(8, proj_size=4),
+                 gated.cells.RecurrentDropout(cell=gated.cells.gru(8), dropout=0.2, zoneout=0.1)):  # fmt: skip
+        layer = gated.recurrent(cell)
+        params = layer.init(jax.random.key(0), 3, jnp.bfloat16)
+        key = {"key": jax.random.key(2)} if cell.stochastic else {}
+        ys, grads = jax.jit(lambda p, layer=layer, key=key: (layer(p, xs, **key)[1],
+                                                             jax.grad(lambda q: jnp.sum(layer(q, xs, **key)[1].astype(
+                                                                 jnp.float32)))(p)))(params)  # fmt: skip
+        assert ys.dtype == jnp.bfloat16
+        assert all(np.isfinite(np.asarray(g, np.float32)).all() for g in jax.tree.leaves(grads))
+        wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+        want = layer(wide, xs.astype(jnp.float32), **key)[1]
+        np.testing.assert_allclose(ys.astype(jnp.float32), want, atol=0.05)
