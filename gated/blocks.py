@@ -62,6 +62,15 @@ def _wide(x: Array) -> Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def standardise(x: Array, eps: float) -> Array:
+    """``(x - mean) / sqrt(var + eps)`` over the last axis, the mean and (biased) variance taken in float32 at
+    least, the result in ``x``'s type: layer normalisation without its gain and bias (:class:`LayerNorm`, the
+    layer-normalised LSTM)."""
+    wide = _wide(x)
+    centred = wide - jnp.mean(wide, axis=-1, keepdims=True)
+    return (centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
 class Block:
     """What every block has: checked options (``__post_init__``), and ``input_size`` read from its parameters."""
 
@@ -139,10 +148,8 @@ class LayerNorm(Block):
 
     def __call__(self, params: LayerNormParams, x: Array) -> Array:
         x = self._input(params, x)
-        wide = _wide(x)
-        centred = wide - jnp.mean(wide, axis=-1, keepdims=True)
-        normed = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + self.eps)
-        return normed.astype(x.dtype) * broadcast_row(params.scale, x.ndim) + broadcast_row(params.bias, x.ndim)
+        normed = standardise(x, self.eps)
+        return normed * broadcast_row(params.scale, x.ndim) + broadcast_row(params.bias, x.ndim)
 
 
 class MLPParams(NamedTuple):
@@ -387,5 +394,5 @@ def get(name: str, **options) -> Block:
 __all__ = [
     "ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "Dropout", "DropoutParams", "GatedMLP",
     "GatedMLPParams", "Highway", "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm",
-    "RMSNormParams", "broadcast_row", "check_features", "get",
+    "RMSNormParams", "broadcast_row", "check_features", "get", "standardise",
 ]  # fmt: skip

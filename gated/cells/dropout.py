@@ -56,7 +56,7 @@ class RecurrentDropout(Cell):
     def __post_init__(self):
         if not isinstance(self.cell, Cell):
             raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
-        if self.cell.kernel not in CLASSIC or getattr(self.cell, "stochastic", False):
+        if self.cell.kernel not in CLASSIC:  # a RecurrentDropout has no kernel: not wrapped twice
             raise ValueError(f"cell: expected a classic cell {CLASSIC} (its output is its hidden state), got a "
                              f"{self.cell.name} cell")  # fmt: skip
         object.__setattr__(self, "hidden_size", self.cell.hidden_size)

@@ -9,6 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gated import blocks
 from gated import init as initializers
 from gated.options import boolean, integer, number, option
 
@@ -51,12 +52,8 @@ LAYER_NORM_EPS = 1e-5
 
 
 def _normalise(z: Array) -> Array:
-    """``(z - mean) / sqrt(var + eps)`` over the last axis, the mean and variance in float32 at least."""
-    wide = z.astype(jnp.promote_types(z.dtype, jnp.float32))
-    centred = wide - jnp.mean(wide, axis=-1, keepdims=True)
-    return (centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LAYER_NORM_EPS)).astype(
-        z.dtype
-    )
+    """``(z - mean) / sqrt(var + eps)`` over the last axis (:func:`gated.blocks.standardise`)."""
+    return blocks.standardise(z, LAYER_NORM_EPS)
 
 
 class LSTMState(NamedTuple):
@@ -171,11 +168,12 @@ class LSTM(RecurrentCell):
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LSTMParams:
         """Parameters for inputs of size ``input_size``; see the class docstring for the biases."""
-        k_kernels, k_chrono, k_projection = jax.random.split(key, 3)
+        k_kernels, k_chrono = jax.random.split(key)
         w_x, w_h = self._init_kernels(k_kernels, input_size, dtype)
         projection = None
         if self.proj_size:  # the recurrent kernel reads P units: the first P rows of the (H, G*H) draw
             w_h = w_h[: self.proj_size]
+            k_projection = jax.random.fold_in(key, 2)  # apart from the split, so the other draws stay as they were
             projection = initializers.input_kernel(k_projection, self.hidden_size, self.proj_size, dtype)
         h = self.hidden_size
         blocks = {name: jnp.zeros((h,), dtype) for name in self.gates}

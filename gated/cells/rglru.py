@@ -89,8 +89,13 @@ class RGLRU(LinearCell):
     def restarts(self) -> bool:
         return self.segment_start == "recurrentgemma"
 
+    def _gated_input(self, u: Array) -> Array:
+        """``i_t v_t``, the input the recurrence adds (scaled by ``sqrt(1 - a_t^2)`` but at a recurrentgemma
+        restart)."""
+        return jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
+
     def restart(self, params, u):
-        gated_input = jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
+        gated_input = self._gated_input(u)
         return jnp.zeros_like(gated_input), gated_input
 
     def coefficients(self, params, u):
@@ -102,4 +107,4 @@ class RGLRU(LinearCell):
         a = jnp.exp(log_a)
         # sqrt(1 - a^2), accurate as a -> 1, its derivative bounded
         scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), MAX_SQRT_GRADIENT)
-        return a, scale * jax.nn.sigmoid(self.gate(u, "x")) * self.gate(u, "v")
+        return a, scale * self._gated_input(u)
