@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from gated import blocks, cells
 from gated import init as initializers
-from gated.options import check_fields, choice, integer, option
+from gated.options import check_fields, choice, integer, number, option
 from gated.scan import IMPLS, run
 
 Array = jax.Array
@@ -112,10 +112,7 @@ class Griffin:
         row = lambda v: blocks.broadcast_row(v, xs.ndim)
         gate = blocks.ACTIVATIONS[self.activation](xs @ params.gate_kernel + row(params.gate_bias))
         branch = xs @ params.input_kernel + row(params.input_bias)
-        if carry is None and self.cell.restarts:  # no past: the first step starts a segment (segment_pos == 0)
-            first = jnp.zeros(xs.shape[:-1], bool)
-            first = jnp.moveaxis(jnp.moveaxis(first, time_axis % xs.ndim, 0).at[0].set(True), 0, time_axis % xs.ndim)
-            resets = first if resets is None else jnp.asarray(resets) | first
+        resets = _first_step_starts(self.cell, xs, carry, resets, time_axis)  # no past: segment_pos == 0
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, branch = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         branch = blocks.ACTIVATIONS[self.conv_activation](branch)
@@ -144,8 +141,188 @@ class Mamba(Griffin):
     conv_activation: str = option("silu", choice, choices=tuple(blocks.ACTIVATIONS))
 
 
+def _first_step_starts(cell, xs: Array, carry: Any, resets: Array | None, time_axis: int) -> Array | None:
+    """``resets`` with the first step a segment start where there is no carry and the cell ``restarts`` by its own
+    rule (``rglru(segment_start="recurrentgemma")``: ``recurrentgemma``'s ``segment_pos == 0``)."""
+    if carry is not None or not cell.restarts:
+        return resets
+    axis = time_axis % xs.ndim
+    first = jnp.moveaxis(jnp.moveaxis(jnp.zeros(xs.shape[:-1], bool), axis, 0).at[0].set(True), 0, axis)
+    return first if resets is None else jnp.asarray(resets) | first
+
+
+def head_norm(x: Array, scale: Array, num_heads: int, eps: float) -> Array:
+    """xLSTM's ``MultiHeadLayerNorm`` (a group norm with one group per head): each head's ``H/K`` features
+    standardised apart (:func:`gated.blocks.standardise`), then times ``scale`` ``(H,)``; no bias."""
+    heads = x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+    return blocks.standardise(heads, eps).reshape(x.shape) * blocks.broadcast_row(scale, x.ndim)
+
+
+class MLSTMBlockParams(NamedTuple):
+    """Parameters of :class:`MLSTMBlock`: the up-projection ``(D, 2E)`` (the mLSTM branch, then the gate branch), the
+    convolution's, the cell's (reading ``2E``), the learnable skip ``(E,)`` (ones), the head norm's scale ``(E,)``
+    (ones) and the down-projection ``(E, D)``. No biases, as the reference code's default."""
+
+    up_kernel: Array
+    conv: blocks.ConvParams
+    cell: Any
+    skip: Array
+    norm_scale: Array
+    down_kernel: Array
+
+
+class XLSTMState(NamedTuple):
+    """The carry of :class:`MLSTMBlock` and :class:`SLSTMBlock`: the convolution's last ``W - 1`` inputs and the
+    cell's carry."""
+
+    conv: Array
+    cell: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class MLSTMBlock:
+    r"""xLSTM's mLSTM block (Beck et al. 2024, "xLSTM: Extended long short-term memory", Fig. 10 and the reference
+    code's ``mLSTMLayer``): a pre up-projection block. From the input, two branches of width E (2D in the paper):
+
+    .. math::
+        [x^m, z] &= x W_{up}, \qquad c = \mathrm{SiLU}(\mathrm{Conv1D}_W(x^m))\\
+        \tilde h &= \mathrm{mLSTM}([c, x^m]), \qquad
+        y = \big((\mathrm{HeadNorm}(\tilde h) + s \odot c) \odot \mathrm{SiLU}(z)\big) W_{down}
+
+    The cell is ``gated.cells.mlstm(E, num_heads=K, output_gate=False)``: the block's ``SiLU(z)`` is its output
+    gate. In the reference code the queries and keys read ``c`` and the values ``x^m`` through block-diagonal
+    projections (blocks of 4), and the input and forget gates read ``[q, k, v]``; here the cell's projection of
+    ``[c, x^m]`` is dense, which holds every one of those (the zero blocks are free parameters). ``s`` is the
+    learnable skip, HeadNorm :func:`head_norm` (one group per head).
+
+    Attributes:
+      cell: an :class:`gated.cells.MLSTM` (its ``hidden_size`` is E).
+      conv_width: W (default 4).
+      eps: the head norm's epsilon (default 1e-5, as the reference code's).
+      impl: the backend of :func:`gated.run` for the cell.
+    """
+
+    cell: cells.Cell
+    conv_width: int = option(4, integer, minimum=1)
+    eps: float = option(1e-5, number, low=0.0, low_open=True)
+    impl: str = option("auto", choice, choices=IMPLS)
+
+    sequential: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.cell, cells.MLSTM):
+            raise TypeError(f"cell: expected an mLSTM (gated.cells.mlstm(E, num_heads=K, output_gate=False)), got "
+                            f"{type(self.cell).__name__}")  # fmt: skip
+        check_fields(self)
+
+    @property
+    def conv(self) -> blocks.CausalConv:
+        return blocks.CausalConv(width=self.conv_width)
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLSTMBlockParams:
+        d, e = integer("input_size", input_size), self.cell.hidden_size
+        k_up, k_c, k_r, k_down = jax.random.split(key, 4)
+        ones = jnp.ones((e,), dtype)
+        return MLSTMBlockParams(initializers.input_kernel(k_up, d, 2 * e, dtype), self.conv.init(k_c, e, dtype),
+                                self.cell.init(k_r, 2 * e, dtype), ones, ones,
+                                initializers.input_kernel(k_down, e, d, dtype))  # fmt: skip
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> XLSTMState:
+        e = self.cell.hidden_size
+        return XLSTMState(self.conv.initial_carry(batch_shape, e, dtype), self.cell.initial_carry(batch_shape, dtype))
+
+    def __call__(self, params: MLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
+                 resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
+        """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell."""
+        if not isinstance(params, MLSTMBlockParams):
+            raise TypeError(f"params: expected MLSTMBlockParams (MLSTMBlock.init), got {type(params).__name__}")
+        xs = blocks.check_features("xs", xs, params.up_kernel.shape[0], "the input_size the parameters were made for")
+        branch, z = jnp.split(xs @ params.up_kernel, 2, axis=-1)
+        conv_carry, cell_carry = (None, None) if carry is None else carry
+        conv_carry, c = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
+        c = jax.nn.silu(c)
+        cell_carry, h = run(self.cell, params.cell, jnp.concatenate([c, branch], axis=-1), carry=cell_carry,
+                            resets=resets, time_axis=time_axis, impl=self.impl)  # fmt: skip
+        skip = c * blocks.broadcast_row(params.skip, c.ndim)
+        h = head_norm(h, params.norm_scale, self.cell.num_heads, self.eps) + skip
+        return XLSTMState(conv_carry, cell_carry), (h * jax.nn.silu(z)) @ params.down_kernel
+
+
+class SLSTMBlockParams(NamedTuple):
+    """Parameters of :class:`SLSTMBlock`: the convolution's, the cell's (reading ``2D``) and the head norm's scale
+    ``(D,)`` (ones)."""
+
+    conv: blocks.ConvParams
+    cell: Any
+    norm_scale: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SLSTMBlock:
+    r"""The mixer of xLSTM's sLSTM block (Beck et al. 2024, Fig. 9 and the reference code's ``sLSTMLayer``): a post
+    up-projection block, the sLSTM at the model's width D,
+
+    .. math::
+        c = \mathrm{SiLU}(\mathrm{Conv1D}_W(x)), \qquad y = \mathrm{HeadNorm}(\mathrm{sLSTM}([c, x]))
+
+    In the paper the input and forget gates read ``c`` and the cell input and output gates ``x``, and the recurrent
+    matrix is block-diagonal over ``num_heads`` heads; here the cell's kernels are dense (``[c, x]`` in, ``R`` full),
+    which holds those as special cases. The block of Fig. 9 is this mixer in a residual block, followed by a gated
+    MLP (GeLU, up-projection 4/3) in another: two :class:`gated.models.Residual` layers.
+
+    Attributes:
+      cell: an :class:`gated.cells.SLSTM` of width D.
+      num_heads: K, the head norm's groups (default 4; must divide D).
+      conv_width: W (default 4).
+      eps: the head norm's epsilon (default 1e-5).
+    """
+
+    cell: cells.Cell
+    num_heads: int = option(4, integer, minimum=1)
+    conv_width: int = option(4, integer, minimum=1)
+    eps: float = option(1e-5, number, low=0.0, low_open=True)
+    impl: str = option("auto", choice, choices=IMPLS)
+
+    sequential: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.cell, cells.SLSTM):
+            raise TypeError(f"cell: expected an sLSTM (gated.cells.slstm(D)), got {type(self.cell).__name__}")
+        check_fields(self)
+        if self.cell.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads: expected a positive int dividing the cell's hidden_size "
+                             f"{self.cell.hidden_size}, got {self.num_heads}")  # fmt: skip
+
+    @property
+    def conv(self) -> blocks.CausalConv:
+        return blocks.CausalConv(width=self.conv_width)
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> SLSTMBlockParams:
+        d = integer("input_size", input_size)
+        if d != self.cell.hidden_size:
+            raise ValueError(f"input_size: expected the cell's hidden_size {self.cell.hidden_size} (the sLSTM runs at "
+                             f"the model's width), got {d}")  # fmt: skip
+        k_c, k_r = jax.random.split(key)
+        return SLSTMBlockParams(self.conv.init(k_c, d, dtype), self.cell.init(k_r, 2 * d, dtype), jnp.ones((d,), dtype))
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> XLSTMState:
+        d = self.cell.hidden_size
+        return XLSTMState(self.conv.initial_carry(batch_shape, d, dtype), self.cell.initial_carry(batch_shape, dtype))
+
+    def __call__(self, params: SLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
+                 resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
+        if not isinstance(params, SLSTMBlockParams):
+            raise TypeError(f"params: expected SLSTMBlockParams (SLSTMBlock.init), got {type(params).__name__}")
+        xs = blocks.check_features("xs", xs, params.norm_scale.shape[0], "the input_size the parameters were made for")
+        conv_carry, cell_carry = (None, None) if carry is None else carry
+        conv_carry, c = self.conv(params.conv, xs, conv_carry, resets=resets, time_axis=time_axis)
+        cell_carry, h = run(self.cell, params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), carry=cell_carry,
+                            resets=resets, time_axis=time_axis, impl=self.impl)  # fmt: skip
+        return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
+
+
 # The mixers, for the modules that wrap any of them (gated.flax.Block, gated.nnx.Block).
-MIXERS = (Griffin,)  # Mamba is a Griffin
+MIXERS = (Griffin, MLSTMBlock, SLSTMBlock)  # Mamba is a Griffin
 
 
 def check_block(block: Any, name: str = "block") -> Any:
@@ -160,4 +337,7 @@ def check_block(block: Any, name: str = "block") -> Any:
     return block
 
 
-__all__ = ["MIXERS", "Griffin", "GriffinParams", "GriffinState", "Mamba", "check_block"]
+__all__ = [
+    "MIXERS", "Griffin", "GriffinParams", "GriffinState", "MLSTMBlock", "MLSTMBlockParams", "Mamba", "SLSTMBlock",
+    "SLSTMBlockParams", "XLSTMState", "check_block", "head_norm",
+]  # fmt: skip

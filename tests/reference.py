@@ -185,9 +185,11 @@ def mlstm_step(cell, p, carry, x):
     hs, heads = cell.hidden_size, cell.num_heads
     d = hs // heads
     proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
-    q, k, v, o = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(4))
+    g = 4 if cell.output_gate else 3  # without the output gate o = 1 (xLSTM's mLSTM block gates outside the cell)
+    q, k, v, o = (proj[j * hs : (j + 1) * hs].reshape(heads, d) if j < g else np.full((heads, d), np.inf)
+                  for j in range(4))  # fmt: skip
     k = k / np.sqrt(d)
-    i_pre, f_pre = proj[4 * hs : 4 * hs + heads], proj[4 * hs + heads :]
+    i_pre, f_pre = proj[g * hs : g * hs + heads], proj[g * hs + heads :]
     c, n, m = (f64(a) for a in carry)
     c_new, n_new, m_new, h = np.empty_like(c), np.empty_like(n), np.empty_like(m), np.empty((heads, d))
     for j in range(heads):

@@ -46,8 +46,10 @@ def _close(a, b, **tol):
     chex.assert_trees_all_close(jax.tree.leaves(a), jax.tree.leaves(b), **(tol or F64))
 
 
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, NEGATIVE, ("slstm", {}), ("slstm", {"exponential_forget": True})],
-                         ids=[*IDS, NEGATIVE_ID, "slstm", "slstm-exponential_forget=True"])  # fmt: skip
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, NEGATIVE, ("slstm", {}), ("slstm", {"exponential_forget": True}),
+                                    ("mlstm", {"num_heads": 2, "output_gate": False})],
+                         ids=[*IDS, NEGATIVE_ID, "slstm", "slstm-exponential_forget=True",
+                              "mlstm-output_gate=False"])  # fmt: skip
 def test_step_equals_the_numpy_transcription(config):
     cell, params, carry, xs = _case(*config)
     one = jax.tree.map(lambda a: a[0], carry)

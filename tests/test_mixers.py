@@ -151,13 +151,17 @@ def test_rglru_recurrentgemma_segment_start_on_every_form():
         gated.cells.rglru(H, segment_start="zero")
 
 
-def test_linen_and_nnx_modules_equal_the_pure_function():
+@pytest.mark.parametrize("kind", ["griffin", "mlstm"])
+def test_linen_and_nnx_modules_equal_the_pure_function(kind):
     from flax import nnx
 
     import gated.flax
     import gated.nnx
 
-    mixer = mixers.Griffin(gated.cells.rglru(H, segment_start="recurrentgemma"))
+    if kind == "griffin":
+        mixer = mixers.Griffin(gated.cells.rglru(H, segment_start="recurrentgemma"))
+    else:
+        mixer = mixers.MLSTMBlock(gated.cells.mlstm(H, num_heads=2, output_gate=False))
     xs = jax.random.normal(jax.random.key(7), (T, B, D))
     module = gated.flax.Block(mixer)
     variables = module.init(jax.random.key(0), xs)
@@ -212,3 +216,77 @@ def test_errors_name_what_they_got():
     record = {"params/linear_x/kernel": np.zeros((D, H))}
     with pytest.raises(ValueError, match="params: expected recurrentgemma RecurrentBlock parameters, missing key"):
         interop.from_recurrent_block(cases.nested(record))
+
+
+def _numpy_conv(p, u, width):
+    return np.stack([sum(p.kernel[width - 1 - s] * u[t - s] for s in range(width) if t >= s) + p.bias
+                     for t in range(len(u))])  # fmt: skip
+
+
+def _numpy_head_norm(h, scale, heads, eps):
+    x = h.reshape(*h.shape[:-1], heads, -1)
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return x.reshape(h.shape) * scale
+
+
+def _numpy_cell(cell, p, us):
+    carry, out = jax.tree.map(lambda a: np.asarray(a, np.float64), cell.initial_carry(dtype=jnp.float64)), []
+    for u in us:
+        carry, y = reference.step(cell, p, carry, u)
+        out.append(y)
+    return np.stack(out)
+
+
+XLSTM_BLOCKS = {
+    "mlstm": lambda: mixers.MLSTMBlock(gated.cells.mlstm(2 * H, num_heads=2, output_gate=False), conv_width=3),
+    "slstm": lambda: mixers.SLSTMBlock(gated.cells.slstm(D + 1), num_heads=3, conv_width=3),
+}
+
+
+@pytest.mark.parametrize("name", list(XLSTM_BLOCKS))
+def test_xlstm_blocks_equal_their_numpy_transcription(name):
+    """Beck et al. 2024, Figs. 9 and 10 (the reference code's mLSTMLayer and sLSTMLayer): the mLSTM block's
+    up-projection, SiLU(conv), mLSTM of [conv, x^m], head norm plus learnable skip, times SiLU(z), down-projection;
+    the sLSTM block's SiLU(conv) and x into the sLSTM, then the head norm. Whole, in pieces and token by token."""
+    mixer = XLSTM_BLOCKS[name]()
+    d = D if name == "mlstm" else D + 1
+    params = random_params(mixer, jax.random.key(10), d, jnp.float64)
+    xs = jax.random.normal(jax.random.key(11), (T, B, d), jnp.float64)
+    final, ys = jax.jit(mixer)(params, xs)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    for b in range(B):
+        x = np.asarray(xs[:, b])
+        if name == "mlstm":
+            branch, z = np.split(x @ p.up_kernel, 2, axis=-1)
+            c = _silu(_numpy_conv(p.conv, branch, 3))
+            h = _numpy_cell(mixer.cell, p.cell, np.concatenate([c, branch], -1))
+            h = _numpy_head_norm(h, p.norm_scale, 2, mixer.eps) + p.skip * c
+            want = (h * _silu(z)) @ p.down_kernel
+        else:
+            c = _silu(_numpy_conv(p.conv, x, 3))
+            want = _numpy_head_norm(_numpy_cell(mixer.cell, p.cell, np.concatenate([c, x], -1)), p.norm_scale, 3,
+                                    mixer.eps)  # fmt: skip
+        np.testing.assert_allclose(ys[:, b], want, **F64)
+    carry, first = mixer(params, xs[:4])
+    last, rest = mixer(params, xs[4:], carry)
+    np.testing.assert_allclose(jnp.concatenate([first, rest]), ys, **F64)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F64), last, final)
+    step = jax.jit(lambda c, x: mixer(params, x[None], c))
+    carry, tokens = mixer.initial_carry((B,), jnp.float64), []
+    for t in range(T):
+        carry, y = step(carry, xs[t])
+        tokens.append(y[0])
+    np.testing.assert_allclose(jnp.stack(tokens), ys, **F64)
+
+
+def test_xlstm_block_errors_name_what_they_got():
+    with pytest.raises(TypeError, match=r"cell: expected an mLSTM .*got SLSTM"):
+        mixers.MLSTMBlock(gated.cells.slstm(H))
+    with pytest.raises(TypeError, match=r"cell: expected an sLSTM .*got MLSTM"):
+        mixers.SLSTMBlock(gated.cells.mlstm(H))
+    with pytest.raises(ValueError, match=r"num_heads: expected a positive int dividing the cell's hidden_size 6, got"):
+        mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=4)
+    with pytest.raises(ValueError, match=r"input_size: expected the cell's hidden_size 6 .*, got 5"):
+        mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=2).init(jax.random.key(0), D)
+    with pytest.raises(TypeError, match="params: expected MLSTMBlockParams"):
+        mixers.MLSTMBlock(gated.cells.mlstm(H))(None, jnp.zeros((2, D)))

@@ -135,7 +135,9 @@ class MLSTM(LinearCell):
         i'_t = e^{\tilde i_t - m_t},\ f'_t = e^{\log f_t + m_{t-1} - m_t}\\
         h_t &= o_t \odot \frac{C_t q_t}{\max(|n_t^\top q_t|,\ e^{-m_t})}
 
-    per head (``num_heads`` K heads of size d = H/K, each with scalar gates); ``C``, ``n`` are the stabilised
+    per head (``num_heads`` K heads of size d = H/K, each with scalar gates; without ``output_gate``,
+    :math:`o_t = 1` and there is no ``o`` block, as in xLSTM's mLSTM block, which gates outside the cell:
+    :class:`gated.mixers.MLSTMBlock`); ``C``, ``n`` are the stabilised
     memory and normaliser (the unstabilised ones times ``exp(-m_t)``), so the output equals the paper's
     ``C q / max(|n^T q|, 1)`` of the unstabilised memory. The recurrence is ``s_t = f_t s_{t-1} + e^{i~_t} b_t``
     in the true state, so the parallel forms scan the stabilised pairs (:mod:`gated.parallel`). Initialisation as
@@ -145,14 +147,19 @@ class MLSTM(LinearCell):
 
     Attributes:
       num_heads: K, which must divide H.
+      output_gate: the output gate :math:`o_t` (default True; False: gates ``("q", "k", "v")`` only).
     """
 
     num_heads: int = option(1, integer, minimum=1)
+    output_gate: bool = option(True, boolean)
 
     name: ClassVar[str] = "mlstm"
     params_type: ClassVar[type] = MLSTMParams
-    gates: ClassVar[tuple[str, ...]] = ("q", "k", "v", "o")
     stabilised: ClassVar[bool] = True
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        return ("q", "k", "v", "o") if self.output_gate else ("q", "k", "v")
 
     def __post_init__(self):
         super().__post_init__()
@@ -171,16 +178,16 @@ class MLSTM(LinearCell):
 
     @property
     def projection_size(self) -> int:
-        return 4 * self.hidden_size + 2 * self.num_heads
+        return self.num_gates * self.hidden_size + 2 * self.num_heads
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLSTMParams:
         k_x, k_i = jax.random.split(key)
         params = super().init(k_x, input_size, dtype)
-        h, k = self.hidden_size, self.num_heads
-        kernel = params.input_kernel.at[:, 4 * h :].set(0.0)
+        gh, k = self.num_gates * self.hidden_size, self.num_heads
+        kernel = params.input_kernel.at[:, gh:].set(0.0)
         i_bias = 0.1 * jax.random.normal(k_i, (k,), jnp.float32)
-        bias = params.bias.at[4 * h : 4 * h + k].set(i_bias.astype(dtype))
-        bias = bias.at[4 * h + k :].set(jnp.linspace(3.0, 6.0, k, dtype=jnp.float32).astype(dtype))
+        bias = params.bias.at[gh : gh + k].set(i_bias.astype(dtype))
+        bias = bias.at[gh + k :].set(jnp.linspace(3.0, 6.0, k, dtype=jnp.float32).astype(dtype))
         return MLSTMParams(kernel, bias)
 
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> MLSTMState:
@@ -193,11 +200,11 @@ class MLSTM(LinearCell):
 
     def coefficients(self, params, u):
         """``(log f_t (K,), i~_t (K,), (v_t k_t^T, k_t))``: the stabilised update's coefficients."""
-        h, k = self.hidden_size, self.num_heads
+        gh, k = self.num_gates * self.hidden_size, self.num_heads
         keys = self._heads(u, "k") / math.sqrt(self.head_size)
         values = self._heads(u, "v")
-        log_f = jax.nn.log_sigmoid(u[4 * h + k :])
-        return log_f, u[4 * h : 4 * h + k], (values[:, :, None] * keys[:, None, :], keys)
+        log_f = jax.nn.log_sigmoid(u[gh + k :])
+        return log_f, u[gh : gh + k], (values[:, :, None] * keys[:, None, :], keys)
 
     def to_state(self, carry):
         return carry.m, (carry.c, carry.n)
@@ -211,4 +218,5 @@ class MLSTM(LinearCell):
         q = self._heads(u, "q")
         read = jnp.einsum("kab,kb->ka", c, q)
         scale = jnp.maximum(jnp.abs(jnp.sum(n * q, axis=-1)), jnp.exp(-m))
-        return jax.nn.sigmoid(self.gate(u, "o")) * (read / scale[:, None]).reshape(self.hidden_size)
+        h = (read / scale[:, None]).reshape(self.hidden_size)
+        return jax.nn.sigmoid(self.gate(u, "o")) * h if self.output_gate else h
