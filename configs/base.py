@@ -25,6 +25,19 @@ def get_config() -> ml_collections.ConfigDict:
                 impl="auto",
                 # The cell options this config sets; unset ones keep the cell's default, one the cell lacks is refused.
                 options=ml_collections.ConfigDict(),
+                # "layers": the cells' recurrent layers (num_layers, bidirectional, residual) and a dense readout;
+                # "blocks": a gated.models.Model of num_layers blocks, built from the keys below.
+                architecture="layers",
+                mixer="cell",  # blocks: "cell" (a recurrent layer), "griffin", "mamba", "mlstm", "slstm"
+                width=64,  # blocks: the model width D (the cell's width is hidden_size)
+                mlp="none",  # blocks: a residual MLP after each mixer: "none", "mlp" or a gated one ("geglu", ...)
+                mlp_expansion=4.0,  # blocks: the MLP's hidden width over D
+                norm="rmsnorm",  # blocks: the residual blocks' pre-norm and the final norm, or "none"
+                conv_width=4,  # blocks: the mixers' causal convolution
+                heads=4,  # blocks: the sLSTM block's head norm groups
+                dropout=0.0,  # blocks: on residual branches, or (residual False) between layers and at both ends
+                tie_embeddings=False,  # blocks, token tasks: the head is the embedding's transpose
+                dtype="float32",  # the compute dtype ("bfloat16": parameters and optimiser stay float32)
             ),
             task=dict(name="adding", length=100),
             optimizer=dict(

@@ -130,8 +130,81 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
     except ValueError as err:
         prefix = "config." if str(err).startswith(("task", "optimizer")) else "config.model: "
         raise ConfigError(f"{prefix}{err}") from None
-    model = train_lib.SequenceModel(layer, task.output_size, task.readout)
+    require(m.dtype in train_lib.DTYPES, "model.dtype", f"one of {tuple(train_lib.DTYPES)}", m.dtype)
+    if m.architecture == "layers":
+        block_keys = ("mixer", "width", "mlp", "mlp_expansion", "norm", "conv_width", "heads", "dropout",
+                      "tie_embeddings")  # fmt: skip
+        for key in block_keys:
+            require(m[key] == schema.model[key], f"model.{key}",
+                    f"{schema.model[key]!r} (it sets a block model: model.architecture 'blocks')", m[key])  # fmt: skip
+        vocab = task.input_size if task.tokens else None
+        model = train_lib.SequenceModel(layer, task.output_size, task.readout, m.dtype, vocab)
+    else:
+        require(m.architecture == "blocks", "model.architecture", "'layers' or 'blocks'", m.architecture)
+        model = train_lib.BlockModel(build_blocks(m, cell, task), task.readout, m.dtype)
     return RunSpec(cell, model, task, optimizer, float(o.learning_rate), float(o.clip_threshold))
+
+
+MIXERS = ("cell", "griffin", "mamba", "mlstm", "slstm")
+MLPS = ("none", "mlp", *gated.blocks.GLU_GATES)
+NORMS = {"rmsnorm": gated.blocks.RMSNorm, "layernorm": gated.blocks.LayerNorm, "none": lambda: None}
+
+
+def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tasks_lib.Task) -> gated.models.Model:
+    """The :class:`gated.models.Model` of a ``model.architecture = "blocks"`` config: ``num_layers`` times the mixer
+    (in a pre-norm residual block, then a residual MLP, when ``model.residual``; else dropout then the mixer, and
+    dropout before the head, as Zaremba et al. 2014), a final norm, and an embedding (token tasks) or an input
+    projection (feature tasks)."""
+    require(m.mixer in MIXERS, "model.mixer", f"one of {MIXERS}", m.mixer)
+    require(m.mlp in MLPS, "model.mlp", f"one of {MLPS}", m.mlp)
+    require(m.norm in NORMS, "model.norm", f"one of {tuple(NORMS)}", m.norm)
+    require(is_int(m.width, 1), "model.width", "a positive int", m.width)
+    require(is_number(m.mlp_expansion, 0), "model.mlp_expansion", "a number > 0", m.mlp_expansion)
+    require(is_number(m.dropout, 0, False, 1), "model.dropout", "a number in [0, 1)", m.dropout)
+    require(not m.bidirectional, "model.bidirectional", "False (a block model is causal)", m.bidirectional)
+    require(m.tie_embeddings in (True, False), "model.tie_embeddings", "a bool", m.tie_embeddings)
+    require(not m.tie_embeddings or task.tokens, "model.tie_embeddings",
+            f"False: task {task.name!r} reads features, not tokens", m.tie_embeddings)  # fmt: skip
+    width = m.width
+    if m.mixer in ("cell", "slstm") and m.residual:
+        expected = f"model.width = {width}: a residual {m.mixer!r} mixer's cell has the model's width"
+        require(m.hidden_size == width, "model.hidden_size", expected, m.hidden_size)
+    require(m.residual or (m.mlp == "none" and m.norm == "none"), "model.residual",
+            "True to have an MLP or a norm (they come in residual blocks)", m.residual)  # fmt: skip
+    try:
+        if m.mixer == "cell":
+            mixer = gated.recurrent(cell, impl=m.impl)
+        elif m.mixer in ("griffin", "mamba"):
+            kind = gated.mixers.Griffin if m.mixer == "griffin" else gated.mixers.Mamba
+            mixer = kind(cell, conv_width=m.conv_width, impl=m.impl)
+        elif m.mixer == "mlstm":
+            mixer = gated.mixers.MLSTMBlock(cell, conv_width=m.conv_width, impl=m.impl)
+        else:
+            mixer = gated.mixers.SLSTMBlock(cell, num_heads=m.heads, conv_width=m.conv_width, impl=m.impl)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model.mixer {m.mixer!r}: {err}") from None
+    norm = NORMS[m.norm]()
+    hidden = max(1, round(m.mlp_expansion * width))
+    mlp = None
+    if m.mlp != "none":
+        mlp = gated.blocks.MLP(hidden) if m.mlp == "mlp" else gated.blocks.GatedMLP(hidden, m.mlp)
+    layers = []
+    for _ in range(m.num_layers):
+        if m.residual:
+            layers.append(gated.models.Residual(mixer, norm, m.dropout))
+            if mlp is not None:
+                layers.append(gated.models.Residual(mlp, norm, m.dropout))
+        else:
+            layers += [gated.blocks.Dropout(m.dropout), mixer]
+    if not m.residual:
+        layers.append(gated.blocks.Dropout(m.dropout))
+    try:
+        return gated.models.Model(
+            vocab_size=task.output_size, width=width, layers=tuple(layers), final_norm=norm,
+            tie_embeddings=bool(m.tie_embeddings), input_size=None if task.tokens else task.input_size,
+        )  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model: {err}") from None
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
+import pathlib
+import sysconfig
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -53,6 +56,7 @@ class Task:
     name: ClassVar[str]
     kind: ClassVar[str]  # "classification" or "regression"
     readout: ClassVar[str]  # "per_step" or "last"
+    tokens: ClassVar[bool] = False  # inputs are integer tokens (T, B) in [0, input_size), not features (T, B, D)
 
     def __post_init__(self):
         _positive_int("length", self.length, 2)
@@ -372,7 +376,115 @@ class Digits(Task):
         return _full(pixels.T[:, :, None], jnp.asarray(labels)[index])
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review, Digits)}
+def stdlib_corpus() -> pathlib.Path:
+    """The default text: the Python standard library's top-level source files (``Lib/*.py``), on every machine that
+    runs Python."""
+    return pathlib.Path(sysconfig.get_paths()["stdlib"])
+
+
+@functools.lru_cache(maxsize=4)
+def read_corpus(path: str, validation_percent: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(train bytes, validation bytes, description)`` of a UTF-8 text file or folder.
+
+    A folder: its ``*.py`` files directly inside it when ``path`` is the default (""), else every file under it
+    (recursively), read in sorted order of their relative paths. A file goes to validation when the first 8 hex
+    digits of the SHA-256 of its relative path, modulo 100, are below ``validation_percent``: a split by file,
+    fixed, the same on every machine. One file is split by position: its last ``validation_percent`` percent.
+    The description holds the byte counts, the file counts and the SHA-256 of the whole corpus (the runs' results
+    record it: another machine's standard library may differ by a patch release).
+    """
+    root = stdlib_corpus() if path == "" else pathlib.Path(path).expanduser()
+    if not root.exists():
+        raise ValueError(f"task.path: expected a UTF-8 text file or folder, got {path!r}, which does not exist")
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(root.glob("*.py")) if path == "" else sorted(f for f in root.rglob("*") if f.is_file())
+    if not files:
+        raise ValueError(f"task.path: expected a folder holding text files, got {path!r}, which holds none")
+    train, valid, digest = [], [], hashlib.sha256()
+    for f in files:
+        data = f.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"task.path: expected UTF-8 text, got {f} ({err})") from None
+        name = f.name if root.is_file() else f.relative_to(root).as_posix()
+        digest.update(name.encode() + b"\0" + data)
+        if root.is_file():
+            cut = len(data) - len(data) * validation_percent // 100
+            train.append(data[:cut])
+            valid.append(data[cut:])
+        elif int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 100 < validation_percent:
+            valid.append(data)
+        else:
+            train.append(data)
+    as_array = lambda parts: np.frombuffer(b"".join(parts), np.uint8).copy()
+    train_bytes, valid_bytes = as_array(train), as_array(valid)
+    description = {"path": str(root), "files": len(files), "train_bytes": int(train_bytes.size),
+                   "validation_bytes": int(valid_bytes.size), "sha256": digest.hexdigest()}  # fmt: skip
+    return train_bytes, valid_bytes, description
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Text(Task):
+    """Byte-level language modelling of real text: predict each next byte (a vocabulary of 256).
+
+    ``path`` is a UTF-8 text file or a folder of them; the default ("") is the Python standard library's top-level
+    source files, which every machine that runs this code has, so nothing is downloaded (Python 3.11.7: 168 files,
+    4,698,388 bytes; see :func:`read_corpus` for the split by file). A batch is ``batch_size`` windows of
+    ``length + 1`` bytes at uniformly random offsets of the split, inputs the first ``length`` bytes (integer
+    tokens ``(T, B)``), targets the next ones. Classification at every step; the test split is the validation
+    files. Chance (uniform bytes): cross-entropy log 256, 8 bits per byte; the metric ``bits_per_byte`` is the
+    cross-entropy over log 2.
+    """
+
+    length: int = 128
+    path: str = ""
+    validation_percent: int = 10
+
+    name: ClassVar[str] = "text"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+    tokens: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.path, str):
+            raise ValueError(f"task.path: expected a str (a file or folder; '': the standard library), got "
+                             f"{self.path!r}")  # fmt: skip
+        _positive_int("validation_percent", self.validation_percent)
+        if self.validation_percent >= 100:
+            raise ValueError(f"task.validation_percent: expected an int in [1, 100), got {self.validation_percent}")
+        train, valid, _ = self.corpus()
+        for split, data in (("train", train), ("validation", valid)):
+            if data.size <= self.length + 1:
+                raise ValueError(f"task.length: expected fewer steps than the {split} split's {data.size} bytes "
+                                 f"minus 1 (task.path {self.path!r}), got {self.length}")  # fmt: skip
+
+    def corpus(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        return read_corpus(self.path, self.validation_percent)
+
+    @property
+    def description(self) -> dict:
+        return self.corpus()[2]
+
+    input_size = property(lambda self: 256)
+    output_size = property(lambda self: 256)
+    chance_loss = property(lambda self: math.log(256))
+    chance_accuracy = property(lambda self: 1 / 256)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        train, valid, _ = self.corpus()
+        data = valid if split == "test" else train
+        starts = jax.random.randint(key, (batch_size,), 0, data.size - self.length)
+        window = jnp.take(jnp.asarray(data), starts[None, :] + jnp.arange(self.length + 1)[:, None]).astype(jnp.int32)
+        return _full(window[:-1], window[1:])
+
+
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review, Digits, Text)
+}
 
 
 def get(name: str, **options) -> Task:

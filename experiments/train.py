@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from gated import layers as layers_lib
+from gated import models as models_lib
 
 from . import tasks as tasks_lib
 
@@ -37,18 +38,32 @@ class ModelParams(NamedTuple):
     readout_bias: Array
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _last_step(ys: Array, lengths: Array | None) -> Array:
+    """``ys`` ``(T, B, ...)`` at each sequence's last valid step, ``(B, ...)``."""
+    t = ys.shape[0]
+    last = jnp.full(ys.shape[1:2], t - 1) if lengths is None else jnp.maximum(lengths - 1, 0)
+    return jnp.take_along_axis(ys, last.reshape(1, -1, *[1] * (ys.ndim - 2)), axis=0)[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class SequenceModel:
     """A recurrent layer followed by a dense readout.
 
     ``readout="per_step"``: logits ``o_t = h_t W2 + b2`` at every step, ``(T, B, C)``
     (seed 002's sequence element classification). ``readout="last"``: the
-    readout of the output at each sequence's last valid step, ``(B, C)``.
+    readout of the output at each sequence's last valid step, ``(B, C)``. Token inputs ``(T, B)`` (a task whose
+    ``tokens`` is set) are one-hot encoded over ``vocab_size``. ``dtype``: the compute type
+    (:func:`loss_and_metrics` casts the parameters and inputs to it; they are kept in float32).
     """
 
     layer: Any
     output_size: int
     readout: str = "per_step"
+    dtype: str = "float32"
+    vocab_size: int | None = None
 
     def __post_init__(self):
         if self.readout not in ("per_step", "last"):
@@ -59,19 +74,59 @@ class SequenceModel:
         kernel = jax.nn.initializers.lecun_normal()(k_out, (self.layer.output_size, self.output_size), dtype)
         return ModelParams(self.layer.init(k_layer, input_size, dtype), kernel, jnp.zeros((self.output_size,), dtype))
 
-    def __call__(self, params: ModelParams, xs: Array, lengths: Array | None = None) -> Array:
+    def __call__(self, params: ModelParams, xs: Array, lengths: Array | None = None, key: Array | None = None) -> Array:
+        del key  # no dropout in a layer stack
+        if jnp.issubdtype(xs.dtype, jnp.integer):
+            if self.vocab_size is None:
+                raise ValueError(f"xs: expected features (T, B, D), got integers of shape {xs.shape} and no vocab_size")
+            xs = jax.nn.one_hot(xs, self.vocab_size, dtype=params.readout_kernel.dtype)
         _, ys = self.layer(params.recurrent, xs, lengths=lengths)
         if self.readout == "last":
-            t = ys.shape[0]
-            last = jnp.full(ys.shape[1:-1], t - 1) if lengths is None else jnp.maximum(lengths - 1, 0)
-            ys = jnp.take_along_axis(ys, last[None, ..., None], axis=0)[0]
-            return ys @ params.readout_kernel + params.readout_bias[None, :]
+            return _last_step(ys, lengths) @ params.readout_kernel + params.readout_bias[None, :]
         return jnp.einsum("tbh,hc->tbc", ys, params.readout_kernel) + params.readout_bias[None, None, :]
 
 
-def loss_and_metrics(model: SequenceModel, kind: str, params: ModelParams, batch: tasks_lib.Batch):
-    """Mean loss over labelled steps (cross-entropy or squared error) and ``{"accuracy": ...}`` for classification."""
-    outputs = model(params, batch.xs, batch.lengths)
+@dataclasses.dataclass(frozen=True)
+class BlockModel:
+    """A :class:`gated.models.Model` (embedding or input projection, blocks, final norm, head) as the engine's
+    model: the same ``init`` and call as :class:`SequenceModel`, ``readout`` "per_step" or "last".
+
+    Every layer is causal, so ``lengths`` need not reach the layers: a step's output depends on no later input,
+    and the loss reads only valid steps (the last valid one with ``readout="last"``). ``key`` draws the dropout
+    masks (training); without one, dropout is off.
+    """
+
+    model: models_lib.Model
+    readout: str = "per_step"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.readout not in ("per_step", "last"):
+            raise ValueError(f"readout: expected 'per_step' or 'last', got {self.readout!r}")
+
+    @property
+    def output_size(self) -> int:
+        return self.model.vocab_size
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> models_lib.ModelParams:
+        del input_size  # the model's own (its vocabulary or input_size)
+        return self.model.init(key, dtype)
+
+    def __call__(self, params, xs: Array, lengths: Array | None = None, key: Array | None = None) -> Array:
+        _, logits = self.model(params, xs, key=key)
+        return _last_step(logits, lengths) if self.readout == "last" else logits
+
+
+def loss_and_metrics(model, kind: str, params: Any, batch: tasks_lib.Batch, key: Array | None = None,
+                     bits: bool = False):  # fmt: skip
+    """Mean loss over labelled steps (cross-entropy or squared error) and ``{"accuracy": ...}`` for classification,
+    with ``bits`` its ``bits_per_byte`` (cross-entropy / log 2) too. The model runs in its ``dtype`` (parameters
+    and float inputs cast to it); the loss is computed in float32. ``key``: the model's dropout masks."""
+    compute = DTYPES[getattr(model, "dtype", "float32")]
+    if compute != jnp.float32:
+        params = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+    xs = batch.xs.astype(compute) if jnp.issubdtype(batch.xs.dtype, jnp.floating) else batch.xs
+    outputs = model(params, xs, batch.lengths, key=key).astype(jnp.float32)
     if model.readout == "per_step":
         weights = batch.mask.astype(outputs.dtype) / jnp.maximum(jnp.sum(batch.mask), 1)
     else:
@@ -79,7 +134,9 @@ def loss_and_metrics(model: SequenceModel, kind: str, params: ModelParams, batch
     if kind == "classification":
         ce = optax.softmax_cross_entropy_with_integer_labels(outputs, batch.targets)
         correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(outputs.dtype)
-        return jnp.sum(ce * weights), {"accuracy": jnp.sum(correct * weights)}
+        loss = jnp.sum(ce * weights)
+        extra = {"bits_per_byte": loss / jnp.log(2.0)} if bits else {}
+        return loss, {"accuracy": jnp.sum(correct * weights), **extra}
     if kind == "regression":
         squared = jnp.sum((outputs - batch.targets) ** 2, axis=-1)
         return jnp.sum(squared * weights), {}
@@ -208,10 +265,12 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
     tx = optimizer.make()
 
     def train_step(state: TrainState, data_key: Array):
-        batch = shard_batch(task.sample(jax.random.fold_in(data_key, state.step), batch_size), mesh)
+        step_key = jax.random.fold_in(data_key, state.step)
+        batch = shard_batch(task.sample(step_key, batch_size), mesh)
+        dropout_key = jax.random.fold_in(step_key, 1)  # the masks: another stream of the step's key
 
         def loss_fn(params):
-            return loss_and_metrics(model, task.kind, params, batch)
+            return loss_and_metrics(model, task.kind, params, batch, dropout_key, task.tokens)
 
         (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
@@ -245,7 +304,8 @@ def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
     """``eval_step(params, key) -> metrics`` on one batch of ``batch_size`` from the test split."""
 
     def eval_step(params: Any, key: Array):
-        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size, "test"))
+        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size, "test"), None,
+                                       task.tokens)  # fmt: skip
         return {"loss": loss, **extra}
 
     return eval_step

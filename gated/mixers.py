@@ -210,9 +210,7 @@ class MLSTMBlock:
     sequential: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not isinstance(self.cell, cells.MLSTM):
-            raise TypeError(f"cell: expected an mLSTM (gated.cells.mlstm(E, num_heads=K, output_gate=False)), got "
-                            f"{type(self.cell).__name__}")  # fmt: skip
+        cells.require(self.cell, "an mLSTM (gated.cells.mlstm(E, num_heads=K, output_gate=False))", "mlstm")
         check_fields(self)
 
     @property
@@ -286,8 +284,7 @@ class SLSTMBlock:
     sequential: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not isinstance(self.cell, cells.SLSTM):
-            raise TypeError(f"cell: expected an sLSTM (gated.cells.slstm(D)), got {type(self.cell).__name__}")
+        cells.require(self.cell, "an sLSTM (gated.cells.slstm(D))", "slstm")
         check_fields(self)
         if self.cell.hidden_size % self.num_heads:
             raise ValueError(f"num_heads: expected a positive int dividing the cell's hidden_size "

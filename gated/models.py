@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from gated import blocks
+from gated import init as initializers
 from gated.options import boolean, check_fields, integer, number, option
 
 Array = jax.Array
@@ -96,11 +97,13 @@ class ModelParams(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class Model:
     r"""A token model: :math:`h^0_t = E[x_t] \cdot s`, :math:`h^{l} = \mathrm{layer}_l(h^{l-1})`,
-    logits :math:`= \mathrm{norm}(h^N) W` with :math:`W = E^\top` when tied.
+    logits :math:`= \mathrm{norm}(h^N) W` with :math:`W = E^\top` when tied. With ``input_size``, a model of
+    feature sequences: :math:`h^0_t = x_t E \cdot s` with :math:`E` a ``(input_size, D)`` kernel.
 
     Attributes:
-      vocab_size: V.
+      vocab_size: V, the head's outputs (the vocabulary; the classes or targets of a model of features).
       width: D.
+      input_size: None (default): the inputs are tokens in [0, V); an int: feature vectors of that size.
       layers: the N layers, each a block, mixer, layer or :class:`Residual` of width D.
       final_norm: a norm or None.
       tie_embeddings: the head is the embedding's transpose (default True).
@@ -110,6 +113,7 @@ class Model:
     vocab_size: int = option(check=integer, minimum=1)
     width: int = option(check=integer, minimum=1)
     layers: tuple = ()
+    input_size: int | None = option(None, integer, minimum=1, optional=True)
     final_norm: Any = blocks.RMSNorm()
     tie_embeddings: bool = option(True, boolean)
     embedding_scale: float = option(1.0, number, low=0.0, low_open=True)
@@ -117,11 +121,17 @@ class Model:
     def __post_init__(self):
         check_fields(self)
         object.__setattr__(self, "layers", tuple(self.layers))
+        if self.input_size is not None and self.tie_embeddings:
+            raise ValueError(f"tie_embeddings: expected False with input_size={self.input_size} (features in, not "
+                             "tokens: there is no embedding to tie the head to)")  # fmt: skip
 
     def init(self, key: Array, dtype=jnp.float32) -> ModelParams:
         keys = jax.random.split(key, len(self.layers) + 3)
         wide = jnp.promote_types(dtype, jnp.float32)
-        embedding = jax.random.normal(keys[0], (self.vocab_size, self.width), wide).astype(dtype)
+        if self.input_size is None:
+            embedding = jax.random.normal(keys[0], (self.vocab_size, self.width), wide).astype(dtype)
+        else:
+            embedding = initializers.input_kernel(keys[0], self.input_size, self.width, dtype)
         layers = tuple(layer.init(k, self.width, dtype) for layer, k in zip(self.layers, keys[3:], strict=True))
         norm = None if self.final_norm is None else self.final_norm.init(keys[1], self.width, dtype)
         head = None
@@ -135,11 +145,19 @@ class Model:
         ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing.
         ``key`` draws the dropout masks of every layer that has them (training); None turns them off."""
         tokens = jnp.asarray(tokens)
-        if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim < 1:
+        if self.input_size is not None:
+            tokens = blocks.check_features("tokens", tokens, self.input_size, "features: the model's input_size")
+            if tokens.ndim < 2:
+                raise ValueError(f"tokens: expected features (T, *batch, {self.input_size}), got shape {tokens.shape}")
+        elif not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim < 1:
             raise TypeError(f"tokens: expected integers (T, *batch), got dtype {tokens.dtype} shape {tokens.shape}")
         if carry is not None and len(carry) != len(self.layers):
             raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
-        hidden = jnp.take(params.embedding, tokens, axis=0) * jnp.asarray(self.embedding_scale, params.embedding.dtype)
+        if self.input_size is None:
+            hidden = jnp.take(params.embedding, tokens, axis=0)
+        else:
+            hidden = tokens.astype(params.embedding.dtype) @ params.embedding
+        hidden = hidden * jnp.asarray(self.embedding_scale, params.embedding.dtype)
         carries = []
         keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         for i, layer in enumerate(self.layers):
@@ -161,6 +179,9 @@ def generate(model: Model, params: ModelParams, prompt: Array, num_steps: int, k
     ``key``. Returns the new tokens ``(num_steps, *batch)`` and the logits each was drawn from
     ``(num_steps, *batch, V)``: equal to the model's logits on the whole sequence at those steps.
     """
+    if model.input_size is not None:
+        raise ValueError(f"model: expected a token model (input_size None) to generate from, got input_size="
+                         f"{model.input_size}")  # fmt: skip
     num_steps = integer("num_steps", num_steps, minimum=0)
     temperature = number("temperature", temperature, low=0.0)
     if temperature > 0 and key is None:

@@ -280,9 +280,9 @@ def test_xlstm_blocks_equal_their_numpy_transcription(name):
 
 
 def test_xlstm_block_errors_name_what_they_got():
-    with pytest.raises(TypeError, match=r"cell: expected an mLSTM .*got SLSTM"):
+    with pytest.raises(TypeError, match=r"cell: expected an mLSTM .*got 'slstm'"):
         mixers.MLSTMBlock(gated.cells.slstm(H))
-    with pytest.raises(TypeError, match=r"cell: expected an sLSTM .*got MLSTM"):
+    with pytest.raises(TypeError, match=r"cell: expected an sLSTM .*got 'mlstm'"):
         mixers.SLSTMBlock(gated.cells.mlstm(H))
     with pytest.raises(ValueError, match=r"num_heads: expected a positive int dividing the cell's hidden_size 6, got"):
         mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=4)

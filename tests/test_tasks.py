@@ -15,9 +15,13 @@ def test_shapes_and_sizes(name):
     task = tasks.get(name, length=64 if name == "digits" else 40)
     batch = jax.jit(task.sample, static_argnums=1)(KEY, 5)
     t = batch.xs.shape[0]
-    assert batch.xs.shape == (t, 5, task.input_size) and batch.mask.shape == (t, 5)
+    if task.tokens:  # integer tokens in [0, input_size)
+        assert batch.xs.shape == (t, 5) and batch.xs.dtype == jnp.int32
+        assert 0 <= int(batch.xs.min()) and int(batch.xs.max()) < task.input_size
+    else:
+        assert batch.xs.shape == (t, 5, task.input_size) and batch.xs.dtype == jnp.float32
+    assert batch.mask.shape == (t, 5) and batch.mask.dtype == jnp.bool_
     np.testing.assert_array_equal(batch.lengths, np.full(5, t))
-    assert batch.xs.dtype == jnp.float32 and batch.mask.dtype == jnp.bool_
     expected = (t, 5) if task.readout == "per_step" else ((5, 1) if task.kind == "regression" else (5,))
     assert batch.targets.shape == expected
 

@@ -1,0 +1,60 @@
+"""Byte-level language models of real text: the modern papers' named architectures at matched parameter counts.
+
+    python -m experiments.main --config=configs/language_model.py --workdir=runs/lm/hawk
+    python -m experiments.main --config=configs/language_model.py:mamba --workdir=runs/lm/mamba
+    python -m experiments.main --config=configs/language_model.py --workdir=runs/lm/sweep --sweep
+
+The text is the Python standard library's top-level source files (``task.path`` "" ; any UTF-8 file or folder
+works), split into training and validation files by a hash of each file's name (``experiments.tasks.Text``).
+Each architecture is data, the model keys of :data:`ARCHITECTURES`, about 1M parameters each at D = 128:
+
+- ``hawk``: De et al. 2024's Hawk: residual blocks of Griffin's recurrent block (RG-LRU, H = D) and a GeGLU MLP
+  (expansion 3), RMSNorm.
+- ``mamba``: Gu & Dao 2023: residual Mamba blocks (selective SSM, E = 2D, N = 16), no MLP, RMSNorm.
+- ``xlstm``: Beck et al. 2024's xLSTM[1:0]: residual mLSTM blocks (E = 2D, 4 heads), no MLP, LayerNorm.
+- ``mingru``: Feng et al. 2024, section 4: residual minGRU layers (H = D) with an MLP (expansion 4) between them.
+- ``lstm``: Zaremba et al. 2014's language model: two stacked LSTM layers (H = D = 240) with dropout between layers
+  and at both ends, no residual, no norm.
+
+Training: Adam at 2e-3 (warm-up 50 steps, cosine decay), clipping at global norm 1, batches of 16 windows of 128
+bytes, 400 steps (819,200 bytes, a fifth of the training split). The metric is validation bits per byte
+(``bits_per_byte``): 8.0 at chance (uniform bytes). The sweep trains every architecture over 3 seeds (one program
+per architecture).
+"""
+
+from configs import base
+
+ARCHITECTURES = {
+    "hawk": dict(architecture="blocks", mixer="griffin", cell="rglru", width=128, hidden_size=128, num_layers=4,
+                 mlp="geglu", mlp_expansion=3.0, norm="rmsnorm", residual=True),
+    "mamba": dict(architecture="blocks", mixer="mamba", cell="ssm", width=128, hidden_size=256, num_layers=4,
+                  options={"state_size": 16}, mlp="none", norm="rmsnorm", residual=True),
+    "xlstm": dict(architecture="blocks", mixer="mlstm", cell="mlstm", width=128, hidden_size=256, num_layers=2,
+                  options={"num_heads": 4, "output_gate": False}, mlp="none", norm="layernorm", residual=True),
+    "mingru": dict(architecture="blocks", mixer="cell", cell="mingru", width=128, hidden_size=128, num_layers=6,
+                   mlp="mlp", mlp_expansion=4.0, norm="layernorm", residual=True),
+    "lstm": dict(architecture="blocks", mixer="cell", cell="lstm", width=240, hidden_size=240, num_layers=2,
+                 mlp="none", norm="none", residual=False, dropout=0.1),
+}  # fmt: skip
+
+
+def model_keys(name: str) -> dict:
+    """The ``model`` keys of architecture ``name``, dotted (``{"model.mixer": "griffin", ...}``), for a sweep."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture: expected one of {sorted(ARCHITECTURES)}, got {name!r}")
+    return {f"model.{k}": v for k, v in ARCHITECTURES[name].items()}
+
+
+def get_config(name: str = "hawk"):
+    config = base.task_config(dict(name="text", length=128, path=""), steps=400, batch_size=16)
+    config.optimizer.update(learning_rate=2e-3, warmup_steps=50)
+    config.train.update(log_every=25, eval_every=100, eval_batch_size=64, checkpoint_every=100)
+    keys = model_keys(name)
+    options = keys.pop("model.options", {})
+    config.model.update({k.removeprefix("model."): v for k, v in keys.items()})
+    config.model.options.update(options)
+    return config
+
+
+def sweep():
+    return [{**model_keys(name), "seed": seed} for name in ARCHITECTURES for seed in range(3)]
