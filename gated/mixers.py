@@ -24,6 +24,7 @@ from gated.options import check_fields, choice, integer, number, option
 from gated.scan import IMPLS, run
 
 Array = jax.Array
+STATE_DTYPES = ("float32",)  # a mixer's state_dtype: the recurrence's type under a narrower compute type
 
 
 class GriffinParams(NamedTuple):
@@ -68,6 +69,8 @@ class Griffin:
       activation: the gate branch's (default "gelu_tanh").
       conv_activation: after the convolution (default "identity"; Mamba's block, :class:`Mamba`, has SiLU).
       impl: the backend of :func:`gated.run` for the cell ("auto" by default).
+      state_dtype: None, or "float32": the recurrence's state and sums in float32 whatever the compute type
+        (:func:`gated.run`'s ``state_dtype``; mixed precision).
     """
 
     cell: cells.Cell
@@ -75,6 +78,7 @@ class Griffin:
     activation: str = option("gelu_tanh", choice, choices=tuple(blocks.ACTIVATIONS))
     conv_activation: str = option("identity", choice, choices=tuple(blocks.ACTIVATIONS))
     impl: str = option("auto", choice, choices=IMPLS)
+    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
 
     sequential: ClassVar[bool] = True
 
@@ -117,7 +121,7 @@ class Griffin:
         conv_carry, branch = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         branch = blocks.ACTIVATIONS[self.conv_activation](branch)
         cell_carry, branch = run(self.cell, params.cell, branch, carry=cell_carry, resets=resets,
-                                 time_axis=time_axis, impl=self.impl)  # fmt: skip
+                                 time_axis=time_axis, impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
         ys = (branch * gate) @ params.output_kernel + row(params.output_bias)
         return GriffinState(conv_carry, cell_carry), ys
 
@@ -200,12 +204,14 @@ class MLSTMBlock:
       conv_width: W (default 4).
       eps: the head norm's epsilon (default 1e-5, as the reference code's).
       impl: the backend of :func:`gated.run` for the cell.
+      state_dtype: None, or "float32" (as :class:`Griffin`'s).
     """
 
     cell: cells.Cell
     conv_width: int = option(4, integer, minimum=1)
     eps: float = option(1e-5, number, low=0.0, low_open=True)
     impl: str = option("auto", choice, choices=IMPLS)
+    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
 
     sequential: ClassVar[bool] = True
 
@@ -239,8 +245,9 @@ class MLSTMBlock:
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         c = jax.nn.silu(c)
-        cell_carry, h = run(self.cell, params.cell, jnp.concatenate([c, branch], axis=-1), carry=cell_carry,
-                            resets=resets, time_axis=time_axis, impl=self.impl)  # fmt: skip
+        u = jnp.concatenate([c, branch], axis=-1)
+        cell_carry, h = run(self.cell, params.cell, u, carry=cell_carry, resets=resets, time_axis=time_axis,
+                            impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
         skip = c * blocks.broadcast_row(params.skip, c.ndim)
         h = head_norm(h, params.norm_scale, self.cell.num_heads, self.eps) + skip
         return XLSTMState(conv_carry, cell_carry), (h * jax.nn.silu(z)) @ params.down_kernel
@@ -273,6 +280,7 @@ class SLSTMBlock:
       num_heads: K, the head norm's groups (default 4; must divide D).
       conv_width: W (default 4).
       eps: the head norm's epsilon (default 1e-5).
+      impl, state_dtype: as :class:`MLSTMBlock`'s.
     """
 
     cell: cells.Cell
@@ -280,6 +288,7 @@ class SLSTMBlock:
     conv_width: int = option(4, integer, minimum=1)
     eps: float = option(1e-5, number, low=0.0, low_open=True)
     impl: str = option("auto", choice, choices=IMPLS)
+    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
 
     sequential: ClassVar[bool] = True
 
@@ -313,8 +322,9 @@ class SLSTMBlock:
         xs = blocks.check_features("xs", xs, params.norm_scale.shape[0], "the input_size the parameters were made for")
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, xs, conv_carry, resets=resets, time_axis=time_axis)
-        cell_carry, h = run(self.cell, params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), carry=cell_carry,
-                            resets=resets, time_axis=time_axis, impl=self.impl)  # fmt: skip
+        u = jnp.concatenate([jax.nn.silu(c), xs], axis=-1)
+        cell_carry, h = run(self.cell, params.cell, u, carry=cell_carry, resets=resets, time_axis=time_axis,
+                            impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
         return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
 
 

@@ -119,6 +119,7 @@ def run(
     impl: str = "auto",
     resets: Array | None = None,
     chunk: int = 64,
+    state_dtype: Any = None,
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over ``xs`` ``(T, *batch, D)`` (time on ``time_axis``): returns ``(carry, ys)``, the final
     carry (leaves ``(*batch, H)``) and the outputs ``(T, *batch, H)`` (or every step's carry if
@@ -129,7 +130,10 @@ def run(
     ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute each step in the backward pass. ``impl``: the backend
     (:data:`BACKENDS`; "auto" takes the first of the platform's :data:`AUTO` row that supports the call).
     ``resets`` (``(T, *batch)`` booleans): restore the initial carry before a step. ``chunk``: the chunk length of
-    ``impl="chunked"``.
+    ``impl="chunked"``. ``state_dtype``: the floating type the recurrence runs in (None: that of ``xs``); with
+    ``jnp.float32`` a bfloat16 sequence keeps its carry, its states and their sums in float32 (the parameters and
+    inputs are widened inside, the outputs come back in ``xs``'s type, the carry in ``state_dtype``): mixed
+    precision, as the mLSTM's normaliser and the SSM's decays need over long sequences.
 
     Raises:
       TypeError: non-floating ``xs`` or carry, non-integer ``lengths``, non-boolean ``resets``.
@@ -139,6 +143,15 @@ def run(
     call = Call(choice("impl", impl, IMPLS), integer("unroll", unroll), boolean("remat", remat),
                 integer("chunk", chunk), boolean("return_carries", return_carries))  # fmt: skip
     reverse = boolean("reverse", reverse)
+    if state_dtype is not None:
+        if not jnp.issubdtype(state_dtype, jnp.floating):
+            raise TypeError(f"state_dtype: expected a floating-point dtype (jnp.float32) or None, got {state_dtype!r}")
+        out_dtype = jnp.result_type(xs)
+        widen = lambda a: a.astype(state_dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+        carry, ys = run(cell, jax.tree.map(widen, params), widen(jnp.asarray(xs)), carry=carry, lengths=lengths,
+                        reverse=reverse, time_axis=time_axis, unroll=unroll, remat=remat,
+                        return_carries=return_carries, impl=impl, resets=resets, chunk=chunk)  # fmt: skip
+        return carry, ys if return_carries else jax.tree.map(lambda a: a.astype(out_dtype), ys)
     seq = _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis)
     call = call._replace(dtype=seq.carry_dtype, num_steps=seq.xs.shape[0], resets=seq.resets is not None)
     name = choose(cell, call)

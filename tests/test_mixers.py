@@ -290,3 +290,25 @@ def test_xlstm_block_errors_name_what_they_got():
         mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=2).init(jax.random.key(0), D)
     with pytest.raises(TypeError, match="params: expected MLSTMBlockParams"):
         mixers.MLSTMBlock(gated.cells.mlstm(H))(None, jnp.zeros((2, D)))
+
+
+def test_state_dtype_keeps_a_bfloat16_recurrence_in_float32():
+    """gated.run(state_dtype=float32) on bfloat16 inputs: the carry in float32, the outputs in bfloat16 and equal to
+    the float32 run of the widened parameters and inputs; a mixer passes it on, and it differentiates."""
+    cell = gated.cells.mlstm(4, num_heads=2)
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), cell.init(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (6, 2, 3)).astype(jnp.bfloat16)
+    carry, ys = gated.run(cell, params, xs, state_dtype=jnp.float32)
+    wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    want_carry, want = gated.run(cell, wide, xs.astype(jnp.float32))
+    assert ys.dtype == jnp.bfloat16 and all(a.dtype == jnp.float32 for a in jax.tree.leaves(carry))
+    np.testing.assert_array_equal(ys, want.astype(jnp.bfloat16))
+    jax.tree.map(np.testing.assert_array_equal, carry, want_carry)
+    mixer = mixers.Mamba(gated.cells.ssm(4, state_size=2), state_dtype="float32")
+    mp = jax.tree.map(lambda a: a.astype(jnp.bfloat16), mixer.init(jax.random.key(2), 3))
+    state, out = mixer(mp, xs)
+    assert out.dtype == jnp.bfloat16 and state.cell.dtype == jnp.float32
+    grads = jax.grad(lambda p: jnp.sum(mixer(p, xs)[1].astype(jnp.float32)))(mp)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    with pytest.raises(TypeError, match="state_dtype: expected a floating-point dtype"):
+        gated.run(cell, params, xs, state_dtype=jnp.int32)

@@ -21,7 +21,17 @@ VARIANTS = {
     "forget_bias_0": {"model.options.forget_bias": 0.0},
     "forget_bias_3": {"model.options.forget_bias": 3.0},
 }
-LINEAR = ("mingru", "minlstm", "lru", "rglru", "ssm", "mlstm")
+LINEAR = ("mingru", "minlstm", "lru", "rglru", "ssm", "mlstm", "mingru_stack", "hawk_stack")
+# The papers' stacks (engine block models, width and cells of hidden_size): Feng et al. 2024's two minGRU layers with
+# an MLP after each (section 4), and De et al. 2024's Hawk (two Griffin recurrent blocks with RG-LRUs and GeGLU MLPs).
+STACKS = {
+    "mingru_stack": {"model.architecture": "blocks", "model.mixer": "cell", "model.cell": "mingru",
+                     "model.num_layers": 2, "model.mlp": "mlp", "model.mlp_expansion": 4.0, "model.norm": "layernorm",
+                     "model.residual": True},
+    "hawk_stack": {"model.architecture": "blocks", "model.mixer": "griffin", "model.cell": "rglru",
+                   "model.num_layers": 2, "model.mlp": "geglu", "model.mlp_expansion": 3.0, "model.norm": "rmsnorm",
+                   "model.residual": True},
+}  # fmt: skip
 MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not": its upper end below
 
 
@@ -47,6 +57,8 @@ def lengths(config) -> dict[tuple[str, str], tuple[int, ...]]:
             base = tuple(config.adding_lengths if t == "adding" else config.temporal_order_lengths)
             extra = tuple(config.long_lengths) if t == "adding" and cell in config.long_cells else ()
             out[(t, cell)] = base + tuple(x for x in extra if x not in base)
+        if t == "adding":  # the stacks: on the adding problem's lengths
+            out.update({(t, stack): tuple(config.adding_lengths) for stack in config.stacks})
     return out
 
 
@@ -65,7 +77,11 @@ def _entry(cell, t, length, seed, **options):
 
 
 def _run(config, cell, t, length, seed):
-    """The engine entry of one run; a cell of ``chrono_cells`` gets the chrono initialisation for T_max = T."""
+    """The engine entry of one run; a cell of ``chrono_cells`` gets the chrono initialisation for T_max = T; a stack
+    of :data:`STACKS` its model keys at width ``hidden_size``."""
+    if cell in STACKS:
+        keys = {**STACKS[cell], "model.width": config.hidden_size}
+        return {**keys, "task.name": t, "task.length": length, "seed": seed}
     options = {"model.options.chrono_init": length} if cell in config.chrono_cells else {}
     return _entry(cell, t, length, seed, **options)
 
@@ -82,6 +98,9 @@ def compute(config, workdir) -> dict:
     for c in config.long_cells:
         if c not in config.cells:
             raise ValueError(f"config.long_cells: expected entries of config.cells {tuple(config.cells)}, got {c!r}")
+    for c in config.stacks:
+        if c not in STACKS:
+            raise ValueError(f"config.stacks: expected entries of {tuple(STACKS)}, got {c!r}")
     for c in config.chrono_cells:
         if c not in ("lstm", "gru"):
             raise ValueError(f"config.chrono_cells: expected entries of ('lstm', 'gru'), got {c!r}")
@@ -115,21 +134,23 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
 
 
 DISPLAY = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU",
-           "rglru": "RG-LRU", "slstm": "sLSTM", "mlstm": "mLSTM", "ssm": "selective SSM"}  # fmt: skip
+           "rglru": "RG-LRU", "slstm": "sLSTM", "mlstm": "mLSTM", "ssm": "selective SSM",
+           "mingru_stack": "2 minGRU layers + MLPs", "hawk_stack": "Hawk (2 blocks)"}  # fmt: skip
 
 
 def plot(results, config, report) -> None:
     counts, ts, n = _counts(results, config), lengths(config), config.seeds
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    families = [("classic cells", [c for c in config.cells if c not in LINEAR]),
-                ("gated linear recurrences", [c for c in config.cells if c in LINEAR])]  # fmt: skip
+    linear = [c for c in config.cells if c in LINEAR] + list(config.stacks)
+    families = [("classic cells", [c for c in config.cells if c not in LINEAR]), ("gated linear recurrences", linear)]
     families = [(name, cells) for name, cells in families if cells]
     fig, grid = plt_grid(len(config.tasks), len(families))
     for row, t in zip(grid, config.tasks, strict=True):
         criterion = (f"test MSE < {config.success_mse_fraction:g} x chance" if t == "adding"
                      else f"test accuracy >= {config.success_accuracy:g}")  # fmt: skip
         for ax, (family, cells) in zip(row, families, strict=True):
+            cells = [c for c in cells if (t, c) in ts]  # the stacks run the adding problem only
             for k, cell in enumerate(cells):
                 x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.04 * (k - (len(cells) - 1) / 2))  # dodge the bars
                 rate = np.asarray(counts[(t, cell)]) / n
@@ -189,7 +210,7 @@ def claims(results, config, report) -> None:
             k = at(t, "rnn", length)
             report.claim(f"The tanh RNN does not solve {t} at T = {length} on most seeds",
                          wilson(k, n)[1] < MOST, rate_text(k, n))  # fmt: skip
-        for cell in config.cells:
+        for cell in [*config.cells, *(config.stacks if t == "adding" else ())]:
             for x, k in zip(ts[(t, cell)], counts[(t, cell)], strict=True):
                 report.headline[f"{t}_T{x}_{cell}_solved"] = f"{k}/{n}"
     for cell in config.long_cells:
@@ -198,6 +219,15 @@ def claims(results, config, report) -> None:
             k = at("adding", cell, longest)
             report.claim(f"The input-gated linear recurrence {cell} solves adding at T = {longest} on most seeds",
                          wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
+    for stack in config.stacks if "adding" in config.tasks else ():
+        # Feng et al. 2024 (section 4) and De et al. 2024 stack their recurrences with MLPs: the stack solves the
+        # adding problem where the lone layer fails. Judged at the longest adding length the single minGRU ran.
+        longest = ts[("adding", stack)][-1]
+        k = at("adding", stack, longest)
+        single = "mingru" if stack == "mingru_stack" else "rglru"
+        alone = f"; the lone {single}: {at('adding', single, longest)}/{n}" if single in config.cells else ""
+        report.claim(f"The stack {DISPLAY[stack]} (width {config.hidden_size}) solves adding at T = {longest} on most "
+                     "seeds", wilson(k, n)[0] > MOST, rate_text(k, n) + alone)  # fmt: skip
     if "lru" in config.cells and "adding" in config.tasks:
         ks = counts[("adding", "lru")]
         report.claim(
