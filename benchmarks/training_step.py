@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ import numpy as np
 import optax
 
 import gated
+from experiments.writers import cpu_name
 
 CLASSES = 10
 SIZES = ["32,100,32,128", "64,200,64,256", "16,1000,32,128", "16,100,32,1024"]
@@ -102,18 +102,6 @@ def flax_model(cell_cls, hidden: int):
 
     model = Model()
     return (lambda key, d: model.init(key, jnp.zeros((1, 1, d), jnp.float32))), model.apply
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its widest vector extensions (from /proc/cpuinfo where there is one)."""
-    try:
-        info = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(vector) or 'no AVX2'})"
 
 
 def implementations(hidden: int, native: bool) -> dict:

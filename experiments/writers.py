@@ -7,6 +7,7 @@ import io
 import json
 import math
 import pathlib
+import platform
 import re
 from typing import Any
 
@@ -210,3 +211,15 @@ def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: s
     # took 40% of the plot's time, which every run pays at its end (and the fault tests at every rerun).
     fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.92, wspace=0.28)
     return fig
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector extensions (from /proc/cpuinfo where there is one)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(vector) or 'no AVX2'})"

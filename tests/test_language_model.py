@@ -136,3 +136,27 @@ def test_block_config_errors_name_the_key(corpus):
         config_lib.validate(config_lib.override(config, {"model.dtype": "float16"}))
     with pytest.raises(config_lib.ConfigError, match="config.model.mixer 'mlstm': cell: expected an mLSTM"):
         config_lib.validate(config_lib.override(config, {"model.mixer": "mlstm"}))
+
+
+@pytest.mark.slow
+def test_the_report_gathers_a_sweep_into_a_table_and_a_figure(corpus, tmp_path):
+    """experiments.lm_report over a sweep of two tiny architectures and two seeds: each architecture named, its
+    seeds' final validation bits per byte, their mean and t-interval, the parameters of final.npz, a timed step."""
+    from experiments import lm_report
+
+    config = _tiny("hawk", corpus)
+    sweep = [{**{f"model.{k}": v for k, v in _tiny(name, corpus).model.items() if k != "options"}, "seed": seed}
+             for name in ("hawk", "lstm") for seed in (0, 1)]  # fmt: skip
+    results = engine.train_and_evaluate(config, tmp_path / "sweep", sweep)
+    out = lm_report.report(tmp_path / "sweep", tmp_path / "out", time_steps=1)
+    for name in ("hawk", "lstm"):
+        s = out["architectures"][name]
+        finals = [r["final"]["bits_per_byte"] for r in results.values() if r["config"]["model"]["cell"] == _cell(name)]
+        assert sorted(s["final_bits_per_byte"]) == sorted(finals) and s["mean"] == pytest.approx(np.mean(finals))
+        assert s["half_width"] > 0 and s["seconds_per_step"] > 0 and s["params"] > 0
+    assert (tmp_path / "out" / "language_model.png").stat().st_size > 10_000
+    assert "| hawk |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _cell(name):
+    return language_model.ARCHITECTURES[name]["cell"]
