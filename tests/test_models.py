@@ -152,3 +152,23 @@ def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
     first, second = run(dropping, jax.random.key(2)), run(dropping, jax.random.key(3))
     assert not np.allclose(first, evaluation(dropping)) and not np.allclose(first, second)
     np.testing.assert_array_equal(first, run(dropping, jax.random.key(2)))  # the same key, the same masks
+
+
+LINEAR_CELLS = {"mingru": {}, "minlstm": {"log_space": True}, "lru": {}, "rglru": {}, "ssm": {"state_size": 2},
+                "mlstm": {"num_heads": 2}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [n if n == "mingru" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in LINEAR_CELLS])  # fmt: skip
+def test_generation_on_every_scan_form_of_the_linear_cells(name):
+    """A residual model of each gated linear recurrence decodes, on the reference path and on both parallel forms
+    (the prompt and each token), to the logits of its parallel forward pass (float64 to 1e-10)."""
+    cell = gated.cells.get(name, D, **LINEAR_CELLS[name])
+    prompt = jax.random.randint(jax.random.key(8), (5, B), 0, V)
+    for impl in ("reference", "associative", "chunked"):
+        model = models.Model(V, D, layers=[models.Residual(gated.recurrent(cell, impl=impl, chunk=2)),
+                                           models.Residual(blocks.MLP(2 * D))])  # fmt: skip
+        params = _noisy(model.init(jax.random.key(9), jnp.float64), 9)
+        tokens, drawn = jax.jit(lambda p, x, m=model: models.generate(m, p, x, 3))(params, prompt)
+        _, logits = model(params, jnp.concatenate([prompt, tokens]))
+        np.testing.assert_allclose(drawn, logits[4:-1], **F64, err_msg=impl)
