@@ -98,14 +98,9 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, float(half)
 
 
-def report(workdir: pathlib.Path, out: pathlib.Path, time_steps: int, compare: pathlib.Path | None = None) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = load(workdir)
-    other = load(compare) if compare is not None else {}
+def summarise(runs: dict, other: dict, time_steps: int) -> dict:
+    """Per architecture: its seeds' final validation bits per byte, their mean and t-interval, the parameters, the
+    step time measured here, and the compared sweep's final values."""
     summary = {}
     for name, rs in runs.items():
         finals = [r["result"]["final"]["bits_per_byte"] for r in rs]
@@ -121,40 +116,64 @@ def report(workdir: pathlib.Path, out: pathlib.Path, time_steps: int, compare: p
             "compare": [r["result"]["final"]["bits_per_byte"] for r in compared],
             "compare_dtype": compared[0]["config"]["model"]["dtype"] if compared else None,
         }  # fmt: skip
+    return summary
+
+
+def figure(runs: dict, summary: dict, path: pathlib.Path) -> None:
+    """Validation bits per byte against steps and against wall time (step x seconds per step): each seed thin,
+    the mean thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for k, (name, rs) in enumerate(runs.items()):
-        color = f"C{k}"
-        steps = rs[0]["curve"][:, 0]
+        s, steps = summary[name], rs[0]["curve"][:, 0]
         curves = np.stack([r["curve"][:, 1] for r in rs])
-        for ax, x in ((axes[0], steps), (axes[1], steps * (summary[name]["seconds_per_step"] or np.nan))):
+        for ax, x in ((axes[0], steps), (axes[1], steps * (s["seconds_per_step"] or np.nan))):
             for c in curves:
-                ax.plot(x, c, color=color, alpha=0.25, lw=1)
-            s = summary[name]
-            ax.plot(x, curves.mean(0), color=color, lw=2, marker="o", ms=3,
+                ax.plot(x, c, color=f"C{k}", alpha=0.25, lw=1)
+            ax.plot(x, curves.mean(0), color=f"C{k}", lw=2, marker="o", ms=3,
                     label=f"{name} ({s['params'] / 1e6:.2f}M): {s['mean']:.3f}")  # fmt: skip
     axes[0].set(xlabel="training step", ylabel="validation bits per byte", title="against steps")
     axes[1].set(xlabel="wall time on this machine (s): step x seconds per step", title="against wall time")
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(title="architecture (parameters): final mean")
-    fig.suptitle(f"Byte-level language models of the standard library's sources ({summary[name]['seeds']} seeds each; "
-                 "thin lines: each seed)")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "language_model.png", dpi=100)
+    seeds = max(s["seeds"] for s in summary.values())
+    fig.suptitle(f"Byte-level language models of the standard library's sources ({seeds} seeds each; thin lines: "
+                 "each seed)")  # fmt: skip
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    task = runs[next(iter(runs))][0]["config"]["task"]
-    corpus = tasks.get("text", **{k: v for k, v in task.items() if k != "name"}).description
-    header = "| architecture | parameters | validation bits/byte (mean, 95% t-interval) | best seed | tokens/s |"
-    lines = [header, "| --- | --- | --- | --- | --- |"]
-    if other:
-        lines[0] += f" {summary[name]['compare_dtype']} (seed 0) |"
+
+
+def table(summary: dict) -> list[str]:
+    """The markdown table, best mean first."""
+    compared = next((s["compare_dtype"] for s in summary.values() if s["compare_dtype"]), None)
+    lines = ["| architecture | parameters | validation bits/byte (mean, 95% t-interval) | best seed | tokens/s |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    if compared:
+        lines[0] += f" {compared} (seed 0) |"
         lines[1] += " --- |"
     for name, s in sorted(summary.items(), key=lambda kv: kv[1]["mean"]):
         speed = f"{s['tokens_per_second']:,.0f}" if s["tokens_per_second"] else "-"
         row = f"| {name} | {s['params']:,} | {s['mean']:.3f} ± {s['half_width']:.3f} | {s['best']:.3f} | {speed} |"
-        if other:
+        if compared:
             row += f" {', '.join(f'{v:.3f}' for v in s['compare']) or '-'} |"
         lines.append(row)
+    return lines
+
+
+def report(workdir: pathlib.Path, out: pathlib.Path, time_steps: int, compare: pathlib.Path | None = None) -> dict:
+    """Writes ``language_model.png``, ``report.md`` and ``results.json`` into ``out``; returns the results."""
+    runs = load(workdir)
+    summary = summarise(runs, load(compare) if compare is not None else {}, time_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    figure(runs, summary, out / "language_model.png")
+    task = runs[next(iter(runs))][0]["config"]["task"]
+    corpus = tasks.get("text", **{k: v for k, v in task.items() if k != "name"}).description
+    lines = table(summary)
     machine = f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, {datetime.date.today().isoformat()}"
     about = (
         f"The text: {corpus['files']} files of {corpus['path']}, {corpus['train_bytes']:,} training and "

@@ -25,6 +25,10 @@ The arguments of :func:`run`:
   boundaries of RL rollouts). Reading backwards, each segment is read backwards from its own last step. Resets at
   padded steps are ignored.
 - ``chunk``: the chunk length of ``impl="chunked"``.
+- ``state_dtype``: the floating type the recurrence runs in (None: that of ``xs``). With ``jnp.float32``, a
+  bfloat16 sequence keeps its carry, its states and their sums in float32: the parameters and inputs are widened
+  inside, the outputs come back in ``xs``'s type and the carry in ``state_dtype`` (mixed precision, as the mLSTM's
+  normaliser and the SSM's decays need over long sequences).
 - ``impl``: the backend, one module each (:data:`BACKENDS`), all pure JAX but "native":
 
   - "reference" (:mod:`gated.reference`): ``cell.project`` for every step and batch element at once, as one
@@ -130,10 +134,7 @@ def run(
     ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute each step in the backward pass. ``impl``: the backend
     (:data:`BACKENDS`; "auto" takes the first of the platform's :data:`AUTO` row that supports the call).
     ``resets`` (``(T, *batch)`` booleans): restore the initial carry before a step. ``chunk``: the chunk length of
-    ``impl="chunked"``. ``state_dtype``: the floating type the recurrence runs in (None: that of ``xs``); with
-    ``jnp.float32`` a bfloat16 sequence keeps its carry, its states and their sums in float32 (the parameters and
-    inputs are widened inside, the outputs come back in ``xs``'s type, the carry in ``state_dtype``): mixed
-    precision, as the mLSTM's normaliser and the SSM's decays need over long sequences.
+    ``impl="chunked"``. ``state_dtype``: the recurrence's floating type (mixed precision; None: ``xs``'s).
 
     Raises:
       TypeError: non-floating ``xs`` or carry, non-integer ``lengths``, non-boolean ``resets``.
@@ -144,14 +145,9 @@ def run(
                 integer("chunk", chunk), boolean("return_carries", return_carries))  # fmt: skip
     reverse = boolean("reverse", reverse)
     if state_dtype is not None:
-        if not jnp.issubdtype(state_dtype, jnp.floating):
-            raise TypeError(f"state_dtype: expected a floating-point dtype (jnp.float32) or None, got {state_dtype!r}")
-        out_dtype = jnp.result_type(xs)
-        widen = lambda a: a.astype(state_dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
-        carry, ys = run(cell, jax.tree.map(widen, params), widen(jnp.asarray(xs)), carry=carry, lengths=lengths,
-                        reverse=reverse, time_axis=time_axis, unroll=unroll, remat=remat,
-                        return_carries=return_carries, impl=impl, resets=resets, chunk=chunk)  # fmt: skip
-        return carry, ys if return_carries else jax.tree.map(lambda a: a.astype(out_dtype), ys)
+        return _widened(state_dtype, cell, params, xs, carry=carry, lengths=lengths, reverse=reverse,
+                        time_axis=time_axis, unroll=unroll, remat=remat, return_carries=return_carries, impl=impl,
+                        resets=resets, chunk=chunk)  # fmt: skip
     seq = _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis)
     call = call._replace(dtype=seq.carry_dtype, num_steps=seq.xs.shape[0], resets=seq.resets is not None)
     name = choose(cell, call)
@@ -159,6 +155,15 @@ def run(
     carry, ys = BACKENDS[name].sequence(cell, params, flip(seq.xs), seq.carry, flip(seq.mask), flip(seq.resets),
                                         call._replace(impl=name))  # fmt: skip
     return _unflatten(carry, jax.tree.map(flip, ys), seq.batch_shape, call.num_steps, seq.axis)
+
+
+def _widened(state_dtype: Any, cell: Cell, params: Any, xs: Array, **arguments) -> tuple[Any, Any]:
+    """:func:`run` in ``state_dtype``: the parameters and inputs widened, the outputs back in ``xs``'s type."""
+    if not jnp.issubdtype(state_dtype, jnp.floating):
+        raise TypeError(f"state_dtype: expected a floating-point dtype (jnp.float32) or None, got {state_dtype!r}")
+    widen = lambda a: a.astype(state_dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+    carry, ys = run(cell, jax.tree.map(widen, params), widen(jnp.asarray(xs)), **arguments)
+    return carry, ys if arguments["return_carries"] else jax.tree.map(lambda a: a.astype(jnp.result_type(xs)), ys)
 
 
 def choose(cell: Cell, call: Call) -> str:
