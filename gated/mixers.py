@@ -162,6 +162,40 @@ def head_norm(x: Array, scale: Array, num_heads: int, eps: float) -> Array:
     return blocks.standardise(heads, eps).reshape(x.shape) * blocks.broadcast_row(scale, x.ndim)
 
 
+class XLSTMState(NamedTuple):
+    """The carry of :class:`MLSTMBlock` and :class:`SLSTMBlock`: the convolution's last ``W - 1`` inputs and the
+    cell's carry."""
+
+    conv: Array
+    cell: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _XLSTMMixer:
+    """What xLSTM's two blocks share: a causal convolution, a cell run by :func:`gated.run`, a head norm."""
+
+    cell: cells.Cell
+    conv_width: int = option(4, integer, minimum=1)
+    eps: float = option(1e-5, number, low=0.0, low_open=True)
+    impl: str = option("auto", choice, choices=IMPLS)
+    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
+
+    sequential: ClassVar[bool] = True
+
+    @property
+    def conv(self) -> blocks.CausalConv:
+        return blocks.CausalConv(width=self.conv_width)
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> XLSTMState:
+        """Nothing seen: the zero convolution buffer (over the cell's width) and the cell's zero carry."""
+        h = self.cell.hidden_size
+        return XLSTMState(self.conv.initial_carry(batch_shape, h, dtype), self.cell.initial_carry(batch_shape, dtype))
+
+    def _cell(self, params: Any, u: Array, carry: Any, resets: Array | None, time_axis: int) -> tuple[Any, Array]:
+        return run(self.cell, params, u, carry=carry, resets=resets, time_axis=time_axis, impl=self.impl,
+                   state_dtype=self.state_dtype)  # fmt: skip
+
+
 class MLSTMBlockParams(NamedTuple):
     """Parameters of :class:`MLSTMBlock`: the up-projection ``(D, 2E)`` (the mLSTM branch, then the gate branch), the
     convolution's, the cell's (reading ``2E``), the learnable skip ``(E,)`` (ones), the head norm's scale ``(E,)``
@@ -175,16 +209,8 @@ class MLSTMBlockParams(NamedTuple):
     down_kernel: Array
 
 
-class XLSTMState(NamedTuple):
-    """The carry of :class:`MLSTMBlock` and :class:`SLSTMBlock`: the convolution's last ``W - 1`` inputs and the
-    cell's carry."""
-
-    conv: Array
-    cell: Any
-
-
 @dataclasses.dataclass(frozen=True)
-class MLSTMBlock:
+class MLSTMBlock(_XLSTMMixer):
     r"""xLSTM's mLSTM block (Beck et al. 2024, "xLSTM: Extended long short-term memory", Fig. 10 and the reference
     code's ``mLSTMLayer``): a pre up-projection block. From the input, two branches of width E (2D in the paper):
 
@@ -207,21 +233,9 @@ class MLSTMBlock:
       state_dtype: None, or "float32" (as :class:`Griffin`'s).
     """
 
-    cell: cells.Cell
-    conv_width: int = option(4, integer, minimum=1)
-    eps: float = option(1e-5, number, low=0.0, low_open=True)
-    impl: str = option("auto", choice, choices=IMPLS)
-    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
-
-    sequential: ClassVar[bool] = True
-
     def __post_init__(self):
         cells.require(self.cell, "an mLSTM (gated.cells.mlstm(E, num_heads=K, output_gate=False))", "mlstm")
         check_fields(self)
-
-    @property
-    def conv(self) -> blocks.CausalConv:
-        return blocks.CausalConv(width=self.conv_width)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLSTMBlockParams:
         d, e = integer("input_size", input_size), self.cell.hidden_size
@@ -230,10 +244,6 @@ class MLSTMBlock:
         return MLSTMBlockParams(initializers.input_kernel(k_up, d, 2 * e, dtype), self.conv.init(k_c, e, dtype),
                                 self.cell.init(k_r, 2 * e, dtype), ones, ones,
                                 initializers.input_kernel(k_down, e, d, dtype))  # fmt: skip
-
-    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> XLSTMState:
-        e = self.cell.hidden_size
-        return XLSTMState(self.conv.initial_carry(batch_shape, e, dtype), self.cell.initial_carry(batch_shape, dtype))
 
     def __call__(self, params: MLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
                  resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
@@ -245,9 +255,7 @@ class MLSTMBlock:
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         c = jax.nn.silu(c)
-        u = jnp.concatenate([c, branch], axis=-1)
-        cell_carry, h = run(self.cell, params.cell, u, carry=cell_carry, resets=resets, time_axis=time_axis,
-                            impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
+        cell_carry, h = self._cell(params.cell, jnp.concatenate([c, branch], axis=-1), cell_carry, resets, time_axis)
         skip = c * blocks.broadcast_row(params.skip, c.ndim)
         h = head_norm(h, params.norm_scale, self.cell.num_heads, self.eps) + skip
         return XLSTMState(conv_carry, cell_carry), (h * jax.nn.silu(z)) @ params.down_kernel
@@ -263,7 +271,7 @@ class SLSTMBlockParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class SLSTMBlock:
+class SLSTMBlock(_XLSTMMixer):
     r"""The mixer of xLSTM's sLSTM block (Beck et al. 2024, Fig. 9 and the reference code's ``sLSTMLayer``): a post
     up-projection block, the sLSTM at the model's width D,
 
@@ -277,20 +285,11 @@ class SLSTMBlock:
 
     Attributes:
       cell: an :class:`gated.cells.SLSTM` of width D.
+      conv_width, eps, impl, state_dtype: as :class:`MLSTMBlock`'s.
       num_heads: K, the head norm's groups (default 4; must divide D).
-      conv_width: W (default 4).
-      eps: the head norm's epsilon (default 1e-5).
-      impl, state_dtype: as :class:`MLSTMBlock`'s.
     """
 
-    cell: cells.Cell
     num_heads: int = option(4, integer, minimum=1)
-    conv_width: int = option(4, integer, minimum=1)
-    eps: float = option(1e-5, number, low=0.0, low_open=True)
-    impl: str = option("auto", choice, choices=IMPLS)
-    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
-
-    sequential: ClassVar[bool] = True
 
     def __post_init__(self):
         cells.require(self.cell, "an sLSTM (gated.cells.slstm(D))", "slstm")
@@ -298,10 +297,6 @@ class SLSTMBlock:
         if self.cell.hidden_size % self.num_heads:
             raise ValueError(f"num_heads: expected a positive int dividing the cell's hidden_size "
                              f"{self.cell.hidden_size}, got {self.num_heads}")  # fmt: skip
-
-    @property
-    def conv(self) -> blocks.CausalConv:
-        return blocks.CausalConv(width=self.conv_width)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> SLSTMBlockParams:
         d = integer("input_size", input_size)
@@ -311,10 +306,6 @@ class SLSTMBlock:
         k_c, k_r = jax.random.split(key)
         return SLSTMBlockParams(self.conv.init(k_c, d, dtype), self.cell.init(k_r, 2 * d, dtype), jnp.ones((d,), dtype))
 
-    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> XLSTMState:
-        d = self.cell.hidden_size
-        return XLSTMState(self.conv.initial_carry(batch_shape, d, dtype), self.cell.initial_carry(batch_shape, dtype))
-
     def __call__(self, params: SLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
                  resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
         if not isinstance(params, SLSTMBlockParams):
@@ -322,9 +313,8 @@ class SLSTMBlock:
         xs = blocks.check_features("xs", xs, params.norm_scale.shape[0], "the input_size the parameters were made for")
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, xs, conv_carry, resets=resets, time_axis=time_axis)
-        u = jnp.concatenate([jax.nn.silu(c), xs], axis=-1)
-        cell_carry, h = run(self.cell, params.cell, u, carry=cell_carry, resets=resets, time_axis=time_axis,
-                            impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
+        cell_carry, h = self._cell(params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), cell_carry, resets,
+                                   time_axis)  # fmt: skip
         return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
 
 
