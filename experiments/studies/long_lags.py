@@ -57,8 +57,8 @@ def lengths(config) -> dict[tuple[str, str], tuple[int, ...]]:
             base = tuple(config.adding_lengths if t == "adding" else config.temporal_order_lengths)
             extra = tuple(config.long_lengths) if t == "adding" and cell in config.long_cells else ()
             out[(t, cell)] = base + tuple(x for x in extra if x not in base)
-        if t == "adding":  # the stacks: on the adding problem's lengths
-            out.update({(t, stack): tuple(config.adding_lengths) for stack in config.stacks})
+        if t == "adding":  # the stacks: on the adding problem, at stack_lengths
+            out.update({(t, stack): tuple(config.stack_lengths) for stack in config.stacks})
     return out
 
 
