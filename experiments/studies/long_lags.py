@@ -48,6 +48,11 @@ def _base(config):
     return c
 
 
+def stacks(config) -> tuple[str, ...]:
+    """The config's stacks; none in a study computed before they were added (its stored config has no key)."""
+    return tuple(config.get("stacks", ()))
+
+
 def lengths(config) -> dict[tuple[str, str], tuple[int, ...]]:
     """The lengths each (task, cell) runs at: the task's lengths, and for ``long_cells`` on the adding problem
     the ``long_lengths`` after them."""
@@ -58,7 +63,7 @@ def lengths(config) -> dict[tuple[str, str], tuple[int, ...]]:
             extra = tuple(config.long_lengths) if t == "adding" and cell in config.long_cells else ()
             out[(t, cell)] = base + tuple(x for x in extra if x not in base)
         if t == "adding":  # the stacks: on the adding problem, at stack_lengths
-            out.update({(t, stack): tuple(config.stack_lengths) for stack in config.stacks})
+            out.update({(t, stack): tuple(config.stack_lengths) for stack in stacks(config)})
     return out
 
 
@@ -142,7 +147,7 @@ def plot(results, config, report) -> None:
     counts, ts, n = _counts(results, config), lengths(config), config.seeds
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    linear = [c for c in config.cells if c in LINEAR] + list(config.stacks)
+    linear = [c for c in config.cells if c in LINEAR] + list(stacks(config))
     families = [("classic cells", [c for c in config.cells if c not in LINEAR]), ("gated linear recurrences", linear)]
     families = [(name, cells) for name, cells in families if cells]
     fig, grid = plt_grid(len(config.tasks), len(families))
@@ -210,7 +215,7 @@ def claims(results, config, report) -> None:
             k = at(t, "rnn", length)
             report.claim(f"The tanh RNN does not solve {t} at T = {length} on most seeds",
                          wilson(k, n)[1] < MOST, rate_text(k, n))  # fmt: skip
-        for cell in [*config.cells, *(config.stacks if t == "adding" else ())]:
+        for cell in [*config.cells, *(stacks(config) if t == "adding" else ())]:
             for x, k in zip(ts[(t, cell)], counts[(t, cell)], strict=True):
                 report.headline[f"{t}_T{x}_{cell}_solved"] = f"{k}/{n}"
     for cell in config.long_cells:
@@ -219,7 +224,7 @@ def claims(results, config, report) -> None:
             k = at("adding", cell, longest)
             report.claim(f"The input-gated linear recurrence {cell} solves adding at T = {longest} on most seeds",
                          wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
-    for stack in config.stacks if "adding" in config.tasks else ():
+    for stack in stacks(config) if "adding" in config.tasks else ():
         # Feng et al. 2024 (section 4) and De et al. 2024 stack their recurrences with MLPs: the stack solves the
         # adding problem where the lone layer fails. Judged at the longest adding length the single minGRU ran.
         longest = ts[("adding", stack)][-1]
