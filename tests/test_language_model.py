@@ -89,7 +89,9 @@ def _tiny(name, corpus, **train):
     return config
 
 
-@pytest.mark.parametrize("name", list(language_model.ARCHITECTURES))
+# The fast tier decodes Hawk; the other architectures are in the slow tier (the whole suite runs them all).
+@pytest.mark.parametrize("name", [n if n == "hawk" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in language_model.ARCHITECTURES])  # fmt: skip
 def test_every_named_architecture_decodes_as_its_parallel_forward_pass(name, corpus):
     """generate's logits, one token at a time from the carry (recurrent states and convolution buffers), equal the
     whole sequence's, float64 to 1e-9, for each named architecture as its config builds it."""
@@ -104,6 +106,7 @@ def test_every_named_architecture_decodes_as_its_parallel_forward_pass(name, cor
     np.testing.assert_allclose(drawn, logits[2:-1], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_block_model_trains_on_text_through_the_engine(corpus, tmp_path):
     """Hawk on a few kilobytes: bits per byte is the cross-entropy over log 2, and a rerun resumes to the same
     result. bfloat16 compute trains too, near the float32 run; dropout draws its masks from the step's key."""

@@ -151,7 +151,7 @@ def test_rglru_recurrentgemma_segment_start_on_every_form():
         gated.cells.rglru(H, segment_start="zero")
 
 
-@pytest.mark.parametrize("kind", ["griffin", "mlstm"])
+@pytest.mark.parametrize("kind", ["griffin", pytest.param("mlstm", marks=pytest.mark.slow)])
 def test_linen_and_nnx_modules_equal_the_pure_function(kind):
     from flax import nnx
 
