@@ -23,8 +23,10 @@ per architecture).
 
 No published number: the papers train far larger models on other text for billions of tokens (their bits per
 byte on enwik8 or the Pile are near 1). Measured (``--sweep``, 2-core AMD EPYC, 2026-12-02; 3 seeds each, the mean
-and its 95% t-interval; docs/language_model/): final validation bits per byte mamba 2.148 +- 0.128, xlstm 2.328 +-
-0.107, mingru 2.361 +- 0.066, hawk 2.487 +- 0.041, lstm 2.629 +- 0.060, in about 40 minutes for the sweep.
+and its 95% t-interval; docs/language_model/): final validation bits per byte mamba 2.148 +- 0.130, xlstm 2.328 +-
+0.107, mingru 2.361 +- 0.067, hawk 2.487 +- 0.041, lstm 2.629 +- 0.060. The sweep took 75 minutes, sharing the 2
+cores with other jobs; alone, the measured step times give about 30 (mamba and xlstm 2.8k to 3.8k tokens/s, the
+others 9k to 14k).
 """
 
 from configs import base

@@ -114,6 +114,8 @@ def summarise(runs: dict, other: dict, time_steps: int) -> dict:
             "half_width": half, "best": min(finals), "seconds_per_step": step_s,
             "tokens_per_second": tokens / step_s if step_s else None, "steps": rs[0]["result"]["steps"],
             "compare": [r["result"]["final"]["bits_per_byte"] for r in compared],
+            "same_seeds": [next((x["result"]["final"]["bits_per_byte"] for x in rs
+                                 if x["config"]["seed"] == r["config"]["seed"]), None) for r in compared],
             "compare_dtype": compared[0]["config"]["model"]["dtype"] if compared else None,
         }  # fmt: skip
     return summary
@@ -154,13 +156,17 @@ def table(summary: dict) -> list[str]:
     lines = ["| architecture | parameters | validation bits/byte (mean, 95% t-interval) | best seed | tokens/s |",
              "| --- | --- | --- | --- | --- |"]  # fmt: skip
     if compared:
-        lines[0] += f" {compared} (seed 0) |"
+        lines[0] += f" {compared} (float32 of the same seed) |"
         lines[1] += " --- |"
     for name, s in sorted(summary.items(), key=lambda kv: kv[1]["mean"]):
         speed = f"{s['tokens_per_second']:,.0f}" if s["tokens_per_second"] else "-"
         row = f"| {name} | {s['params']:,} | {s['mean']:.3f} ± {s['half_width']:.3f} | {s['best']:.3f} | {speed} |"
         if compared:
-            row += f" {', '.join(f'{v:.3f}' for v in s['compare']) or '-'} |"
+            pairs = [
+                f"{v:.3f} ({w:.3f})" if w is not None else f"{v:.3f}"
+                for v, w in zip(s["compare"], s["same_seeds"], strict=True)
+            ]
+            row += f" {', '.join(pairs) or '-'} |"
         lines.append(row)
     return lines
 
