@@ -46,20 +46,22 @@ ARCHITECTURES = {
 
 
 def model_keys(name: str) -> dict:
-    """The ``model`` keys of architecture ``name``, dotted (``{"model.mixer": "griffin", ...}``), for a sweep."""
+    """The ``model`` keys of architecture ``name``, dotted (``{"model.mixer": "griffin", ...,
+    "model.options.state_size": 16}``), for a sweep (whose run names they make)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture: expected one of {sorted(ARCHITECTURES)}, got {name!r}")
-    return {f"model.{k}": v for k, v in ARCHITECTURES[name].items()}
+    keys = dict(ARCHITECTURES[name])
+    options = keys.pop("options", {})
+    return {**{f"model.{k}": v for k, v in keys.items()}, **{f"model.options.{k}": v for k, v in options.items()}}
 
 
 def get_config(name: str = "hawk"):
     config = base.task_config(dict(name="text", length=128, path=""), steps=400, batch_size=16)
     config.optimizer.update(learning_rate=2e-3, warmup_steps=50)
     config.train.update(log_every=25, eval_every=100, eval_batch_size=64, checkpoint_every=100)
-    keys = model_keys(name)
-    options = keys.pop("model.options", {})
-    config.model.update({k.removeprefix("model."): v for k, v in keys.items()})
-    config.model.options.update(options)
+    for dotted, value in model_keys(name).items():
+        section, key = dotted.removeprefix("model.").rpartition(".")[::2]
+        (config.model.options if section == "options" else config.model)[key] = value
     return config
 
 
