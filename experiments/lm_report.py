@@ -33,11 +33,16 @@ from . import train as train_lib
 from . import workdir as workdir_lib
 from .writers import cpu_name
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished sweep of configs/language_model.py.")
-_OUT = flags.DEFINE_string("out", None, "Folder for language_model.png, report.md and results.json.")
-_TIME_STEPS = flags.DEFINE_integer("time_steps", 5, "Training steps timed per architecture (0: no timing).")
-_DTYPE = flags.DEFINE_string("compare", None, "A second sweep (e.g. bfloat16) whose final validation bits per byte "
-                             "are put beside each architecture's.")  # fmt: skip
+
+def define_flags() -> None:
+    """The command line's flags, defined only when it runs (so that importing this module beside
+    :mod:`experiments.main`, whose ``--workdir`` is another flag, defines nothing)."""
+    flags.DEFINE_string("workdir", None, "A finished sweep of configs/language_model.py.")
+    flags.DEFINE_string("out", None, "Folder for language_model.png, report.md and results.json.")
+    flags.DEFINE_integer("time_steps", 5, "Training steps timed per architecture (0: no timing).")
+    flags.DEFINE_string("compare", None, "A second sweep (e.g. bfloat16) whose final validation bits per byte are "
+                        "put beside each architecture's.")  # fmt: skip
+    flags.mark_flags_as_required(["workdir", "out"])
 
 
 def architecture(config: dict) -> str:
@@ -196,10 +201,10 @@ def report(workdir: pathlib.Path, out: pathlib.Path, time_steps: int, compare: p
 
 def main(argv):
     del argv
-    compare = pathlib.Path(_DTYPE.value) if _DTYPE.value else None
-    report(pathlib.Path(_WORKDIR.value), pathlib.Path(_OUT.value), _TIME_STEPS.value, compare)
+    f = flags.FLAGS
+    report(pathlib.Path(f.workdir), pathlib.Path(f.out), f.time_steps, pathlib.Path(f.compare) if f.compare else None)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir", "out"])
+    define_flags()
     app.run(main)
