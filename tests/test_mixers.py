@@ -190,8 +190,7 @@ def test_mamba_equals_its_numpy_transcription():
     for b in range(B):
         x = np.asarray(xs[:, b])
         u = x @ p.input_kernel + p.input_bias
-        conv = _silu(np.stack([sum(p.conv.kernel[2 - s] * u[t - s] for s in range(3) if t >= s) + p.conv.bias
-                               for t in range(T)]))  # fmt: skip
+        conv = _silu(_numpy_conv(p.conv, u, 3))
         h, out = np.zeros((H, 3)), []
         for v in conv:
             h, y = reference.step(mixer.cell, p.cell, h, v)
