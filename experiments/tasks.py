@@ -390,8 +390,8 @@ def read_corpus(path: str, validation_percent: int) -> tuple[np.ndarray, np.ndar
     (recursively), read in sorted order of their relative paths. A file goes to validation when the first 8 hex
     digits of the SHA-256 of its relative path, modulo 100, are below ``validation_percent``: a split by file,
     fixed, the same on every machine. One file is split by position: its last ``validation_percent`` percent.
-    The description holds the byte counts, the file counts and the SHA-256 of the whole corpus (the runs' results
-    record it: another machine's standard library may differ by a patch release).
+    The description holds the byte counts, the file counts and the SHA-256 of the whole corpus (the language-model
+    report records it: another machine's standard library may differ by a patch release).
     """
     root = stdlib_corpus() if path == "" else pathlib.Path(path).expanduser()
     if not root.exists():
