@@ -165,6 +165,11 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
     require(m.tie_embeddings in (True, False), "model.tie_embeddings", "a bool", m.tie_embeddings)
     require(not m.tie_embeddings or task.tokens, "model.tie_embeddings",
             f"False: task {task.name!r} reads features, not tokens", m.tie_embeddings)  # fmt: skip
+    defaults = base_config().model
+    unused = {"heads": m.mixer != "slstm", "conv_width": m.mixer == "cell", "mlp_expansion": m.mlp == "none"}
+    for key, is_unused in unused.items():
+        require(not is_unused or m[key] == defaults[key], f"model.{key}",
+                f"{defaults[key]!r}: mixer {m.mixer!r} with mlp {m.mlp!r} does not use it", m[key])  # fmt: skip
     width = m.width
     if m.mixer in ("cell", "slstm") and m.residual:
         expected = f"model.width = {width}: a residual {m.mixer!r} mixer's cell has the model's width"

@@ -137,6 +137,12 @@ def test_block_config_errors_name_the_key(corpus):
         config_lib.validate(config_lib.override(config, {"model.mixer": "cell", "model.hidden_size": 16}))
     with pytest.raises(config_lib.ConfigError, match="config.model.dtype: expected one of .*, got 'float16'"):
         config_lib.validate(config_lib.override(config, {"model.dtype": "float16"}))
+    with pytest.raises(config_lib.ConfigError, match="config.model.heads: expected 4: mixer 'griffin' .*does not use"):
+        config_lib.validate(config_lib.override(config, {"model.heads": 2}))
+    with pytest.raises(config_lib.ConfigError, match="config.model.conv_width: expected 4: mixer 'cell'"):
+        config_lib.validate(config_lib.override(config, {"model.mixer": "cell", "model.conv_width": 3}))
+    with pytest.raises(config_lib.ConfigError, match="config.model.mlp_expansion: expected 4.0: .*mlp 'none'"):
+        config_lib.validate(config_lib.override(config, {"model.mlp": "none"}))
     with pytest.raises(config_lib.ConfigError, match="config.model.mixer 'mlstm': cell: expected an mLSTM"):
         config_lib.validate(config_lib.override(config, {"model.mixer": "mlstm"}))
 
