@@ -50,7 +50,10 @@ def model_keys(name: str) -> dict:
     "model.options.state_size": 16}``), for a sweep (whose run names they make)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture: expected one of {sorted(ARCHITECTURES)}, got {name!r}")
-    keys = dict(ARCHITECTURES[name])
+    # every model key some architecture sets, so that no sweep point inherits the default architecture's value
+    defaults = base.get_config().model
+    keys = {k: defaults[k] for a in ARCHITECTURES.values() for k in a if k != "options"}
+    keys.update(ARCHITECTURES[name])
     options = keys.pop("options", {})
     return {**{f"model.{k}": v for k, v in keys.items()}, **{f"model.options.{k}": v for k, v in options.items()}}
 

@@ -176,20 +176,7 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
         require(m.hidden_size == width, "model.hidden_size", expected, m.hidden_size)
     require(m.residual or (m.mlp == "none" and m.norm == "none"), "model.residual",
             "True to have an MLP or a norm (they come in residual blocks)", m.residual)  # fmt: skip
-    # a narrower compute type keeps the mixers' recurrences (their states and sums) in float32
-    state = {"impl": m.impl, "state_dtype": None if m.dtype == "float32" else "float32"}
-    try:
-        if m.mixer == "cell":
-            mixer = gated.recurrent(cell, impl=m.impl)
-        elif m.mixer in ("griffin", "mamba"):
-            kind = gated.mixers.Griffin if m.mixer == "griffin" else gated.mixers.Mamba
-            mixer = kind(cell, conv_width=m.conv_width, **state)
-        elif m.mixer == "mlstm":
-            mixer = gated.mixers.MLSTMBlock(cell, conv_width=m.conv_width, **state)
-        else:
-            mixer = gated.mixers.SLSTMBlock(cell, num_heads=m.heads, conv_width=m.conv_width, **state)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config.model.mixer {m.mixer!r}: {err}") from None
+    mixer = _mixer(m, cell)
     norm = NORMS[m.norm]()
     hidden = max(1, round(m.mlp_expansion * width))
     mlp = None
@@ -212,6 +199,25 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model: {err}") from None
+
+
+def _mixer(m: ml_collections.ConfigDict, cell: gated.cells.Cell):
+    """The sequence mixer of a block config's ``model.mixer``."""
+    # a narrower compute type keeps the mixers' recurrences (their states and sums) in float32
+    state = {"impl": m.impl, "state_dtype": None if m.dtype == "float32" else "float32"}
+    try:
+        if m.mixer == "cell":
+            mixer = gated.recurrent(cell, impl=m.impl)
+        elif m.mixer in ("griffin", "mamba"):
+            kind = gated.mixers.Griffin if m.mixer == "griffin" else gated.mixers.Mamba
+            mixer = kind(cell, conv_width=m.conv_width, **state)
+        elif m.mixer == "mlstm":
+            mixer = gated.mixers.MLSTMBlock(cell, conv_width=m.conv_width, **state)
+        else:
+            mixer = gated.mixers.SLSTMBlock(cell, num_heads=m.heads, conv_width=m.conv_width, **state)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model.mixer {m.mixer!r}: {err}") from None
+    return mixer
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
