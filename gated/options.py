@@ -108,6 +108,9 @@ def choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+# The range of a linear cell's decay: Grazzi et al. 2025's "[-1, 1]" lets the state flip its sign.
+EIGENVALUES = ("[0, 1]", "[-1, 1]")
+
 _TYPES = {integer: int, number: float, boolean: bool, choice: str}
 
 

@@ -10,7 +10,9 @@ Two forms, both pure JAX (every transform works), both used by :func:`gated.run`
 A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs both forms in log space: the pairs
 are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so long products of gates
 that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial state, which may be negative,
-is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`).
+is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`). A decay that can be negative
+(``eigenvalues="[-1, 1]"``) is logged as its magnitude and sign: each state's positive and negative parts are summed
+apart, both in log space, and subtracted at the end (:func:`_signed_log_combine`).
 
 A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
 true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
@@ -85,6 +87,37 @@ def _log_combine(earlier, later):
     return la1 + la2, jax.tree.map(lambda x, y: _logaddexp(la2 + x, y), lb1, lb2)
 
 
+def _signed_log_combine(earlier, later):
+    """The log-space operator of a decay of either sign: elements ``(log |a|, sign a, parts)``, each part a pair
+    ``(log P, log N)`` of a non-negative sum's positive and negative terms (the value ``P - N``). Multiplying by a
+    negative decay swaps a pair; no difference is taken inside the scan, so nothing cancels there."""
+    la1, sa1, b1 = earlier
+    la2, sa2, b2 = later
+    flip = sa2 < 0
+
+    def part(x, y):
+        positive, negative = jnp.where(flip, x[1], x[0]), jnp.where(flip, x[0], x[1])
+        return _logaddexp(la2 + positive, y[0]), _logaddexp(la2 + negative, y[1])
+
+    return la1 + la2, sa1 * sa2, tuple(part(x, y) for x, y in zip(b1, b2, strict=True))
+
+
+def _signed_log_elements(a: Array, b: Array, s0: Array, resets: Array | None) -> tuple[tuple, tuple]:
+    """:func:`_log_elements` for a decay ``a`` of either sign (``b >= 0``): ``(log |a|, sign a, ((log b, -inf),
+    (log w+, log w-)))`` from ``((-inf, -inf), (0, -inf))``, ``w`` the weight a reset gives the initial state."""
+    weight = jnp.zeros_like(a) if resets is None else _where(resets, a, 0.0)
+    if resets is not None:
+        a = _where(resets, 0.0, a)
+    sign = jnp.where(a < 0, -1.0, 1.0).astype(a.dtype)
+    never = jnp.full_like(b, -jnp.inf)
+    parts = ((_safe_log(b), never), (_safe_log(weight), _safe_log(-weight)))
+    start = (
+        (jnp.full_like(s0, -jnp.inf), jnp.full_like(s0, -jnp.inf)),
+        (jnp.zeros_like(s0), jnp.full_like(s0, -jnp.inf)),
+    )
+    return (_safe_log(jnp.abs(a)), sign, parts), start
+
+
 def _log_elements(a: Array, b: Array, s0: Array, resets: Array | None) -> tuple[tuple, tuple]:
     """The log-space elements and start of ``s_t = a_t s_{t-1} + b_t`` with ``a, b >= 0`` and ``s0`` of any sign.
 
@@ -143,7 +176,11 @@ def scan_projected(
         a, b = coefficients(us)
         s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
         a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
-        if cell.log_space:  # b >= 0, but s0 may have either sign: its term is scanned apart (see _log_elements)
+        if cell.log_space and cell.negative_eigenvalues:  # a of either sign: magnitudes logged, signs carried
+            elements, start = _signed_log_elements(a, b, s0, resets)
+            combine, identity = _signed_log_combine, (0.0, 1.0, -jnp.inf)
+            apply = lambda prefix, state: _signed_log_combine((0.0, 1.0, state), prefix)[2]
+        elif cell.log_space:  # b >= 0, but s0 may have either sign: its term is scanned apart (see _log_elements)
             elements, start = _log_elements(a, b, s0, resets)
             combine, identity = _log_combine, (0.0, -jnp.inf)
             apply = lambda prefix, state: jax.tree.map(lambda lb, ls: _logaddexp(prefix[0] + ls, lb), prefix[1], state)
@@ -163,7 +200,10 @@ def scan_projected(
         states = apply(prefix, jax.tree.map(lambda a: a[None], start))
     else:
         states = _chunked(elements, start, combine, apply, identity, chunk)
-    if cell.log_space:  # s_t = exp(log of the inputs' part) + s0 exp(log of s0's weight)
+    if cell.log_space and cell.negative_eigenvalues:  # each part's positive terms less its negative ones
+        (p, n), (wp, wn) = states
+        states = (jnp.exp(p) - jnp.exp(n)) + cell.to_state(carry)[None] * (jnp.exp(wp) - jnp.exp(wn))
+    elif cell.log_space:  # s_t = exp(log of the inputs' part) + s0 exp(log of s0's weight)
         states = jnp.exp(states[0]) + cell.to_state(carry)[None] * jnp.exp(states[1])
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:

@@ -132,13 +132,15 @@ def lru_step(cell, p, carry, x):
 
 
 def rglru_step(cell, p, h, x):
-    """r, i = sigmoid(.), a = sigmoid(Lambda)^(c r), h_t = a h + sqrt(1 - a^2) (i v)."""
+    """r, i = sigmoid(.), a = sigmoid(Lambda)^(c r) (then 2a - 1 for eigenvalues="[-1, 1]"),
+    h_t = a h + sqrt(1 - a^2) (i v)."""
     hs = cell.hidden_size
     wx, b = _blocks(p.input_kernel, ("a", "x", "v"), hs), _blocks(p.bias, ("a", "x", "v"), hs)
     x = f64(x)
     r, i = sigmoid(x @ wx["a"] + b["a"]), sigmoid(x @ wx["x"] + b["x"])
     v = x @ wx["v"] + b["v"]
     a = sigmoid(f64(p.a_param)) ** (cell.c * r)
+    a = 2 * a - 1 if cell.eigenvalues == "[-1, 1]" else a  # Grazzi et al.'s [-1, 1] range
     h_new = a * f64(h) + np.sqrt(1 - a**2) * (i * v)
     return h_new, h_new
 
@@ -148,13 +150,18 @@ def softplus(z):
 
 
 def ssm_step(cell, p, h, x):
-    """dt = softplus(.), h_t = exp(dt A) h + (dt v) B^T with A = -exp(a_log), y = h C + D v; h (H, N)."""
+    """dt = softplus(.), h_t = exp(dt A) h + (dt v) B^T with A = -exp(a_log) (2 exp(dt A) - 1 for eigenvalues="[-1,
+    1]"; dt, B, C the biases alone when not selective), y = h C + D v; h (H, N)."""
     hs, n = cell.hidden_size, cell.state_size
     proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
-    dt, v, b, c = proj[:hs], proj[hs : 2 * hs], proj[2 * hs : 2 * hs + n], proj[2 * hs + n :]
+    v = proj[hs : 2 * hs]
+    if not cell.selective:  # time-invariant: dt, B and C are the biases
+        proj = f64(p.bias)
+    dt, b, c = proj[:hs], proj[2 * hs : 2 * hs + n], proj[2 * hs + n :]
     dt = softplus(dt)
-    a = -np.exp(f64(p.a_log))
-    h_new = np.exp(dt[:, None] * a) * f64(h) + np.outer(dt * v, b)
+    decay = np.exp(dt[:, None] * -np.exp(f64(p.a_log)))
+    decay = 2 * decay - 1 if cell.eigenvalues == "[-1, 1]" else decay
+    h_new = decay * f64(h) + np.outer(dt * v, b)
     return h_new, h_new @ c + f64(p.skip) * v
 
 

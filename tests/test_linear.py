@@ -26,7 +26,12 @@ LINEAR_CONFIGS = [
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LINEAR_CONFIGS]
 # The minGRU with negative decays, in the tests of its values, parallel forms and Jacobians.
-NEGATIVE, NEGATIVE_ID = ("mingru", {"eigenvalues": "[-1, 1]"}), "mingru-eigenvalues=[-1, 1]"
+# The cells with negative decays (Grazzi et al.'s [-1, 1]; the minGRU in log space too, where signs are carried) and
+# the time-invariant SSM, in the tests of their values, parallel forms and Jacobians.
+MINUS = {"eigenvalues": "[-1, 1]"}
+NEGATIVES = [("mingru", MINUS), ("mingru", {**MINUS, "log_space": True}), ("rglru", MINUS),
+             ("ssm", {"state_size": 3, **MINUS}), ("ssm", {"state_size": 3, "selective": False})]  # fmt: skip
+NEGATIVE_IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in NEGATIVES]
 T, B, D, H = 13, 3, 4, 6
 F64 = {"rtol": 1e-10, "atol": 1e-10}
 
@@ -46,9 +51,9 @@ def _close(a, b, **tol):
     chex.assert_trees_all_close(jax.tree.leaves(a), jax.tree.leaves(b), **(tol or F64))
 
 
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, NEGATIVE, ("slstm", {}), ("slstm", {"exponential_forget": True}),
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, *NEGATIVES, ("slstm", {}), ("slstm", {"exponential_forget": True}),
                                     ("mlstm", {"num_heads": 2, "output_gate": False})],
-                         ids=[*IDS, NEGATIVE_ID, "slstm", "slstm-exponential_forget=True",
+                         ids=[*IDS, *NEGATIVE_IDS, "slstm", "slstm-exponential_forget=True",
                               "mlstm-output_gate=False"])  # fmt: skip
 def test_step_equals_the_numpy_transcription(config):
     cell, params, carry, xs = _case(*config)
@@ -63,7 +68,7 @@ FAST_AND_SLOW = [pytest.param(c, marks=pytest.mark.slow) if c == ("minlstm", {"l
                  for c in LINEAR_CONFIGS]  # fmt: skip
 
 
-@pytest.mark.parametrize("config", [*FAST_AND_SLOW, NEGATIVE], ids=[*IDS, NEGATIVE_ID])
+@pytest.mark.parametrize("config", [*FAST_AND_SLOW, *NEGATIVES], ids=[*IDS, *NEGATIVE_IDS])
 def test_parallel_forms_equal_the_sequential_reference(config):
     """Values and gradients, float64 to 1e-10, with lengths, resets, both directions, remat, and chunks that do
     and do not divide T."""
@@ -100,8 +105,11 @@ def test_every_chunk_length_and_remat(impl, chunk, remat):
             _close(grad(params, xs, impl, chunk, remat), grad(params, xs, "reference", 64, False))
 
 
+TRANSFORMED = [*LINEAR_CONFIGS[::2], LINEAR_CONFIGS[-1], *NEGATIVES[1:4]]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS[::2], LINEAR_CONFIGS[-1]], ids=[*IDS[::2], IDS[-1]])
+@pytest.mark.parametrize("config", TRANSFORMED, ids=[*IDS[::2], IDS[-1], *NEGATIVE_IDS[1:4]])
 def test_parallel_forms_under_every_transform(config):
     """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms equal the reference path's."""
     cell, params, carry, xs = _case(*config)
@@ -195,7 +203,7 @@ def test_parallel_forms_refuse_what_they_do_not_cover():
         gated.cells.lru(H, r_min=0.99, r_max=0.9)
 
 
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS[1:], NEGATIVE], ids=[*IDS[1:], NEGATIVE_ID])
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS[1:], *NEGATIVES], ids=[*IDS[1:], *NEGATIVE_IDS])
 def test_diagonal_jacobians_in_closed_form_equal_autodiff(config):
     """ds_{T-1}/ds_k = diag(prod_{j>k} a_j): against the full Jacobians by autodiff along the trajectory (for the LRU,
     each unit's real 2x2 block is the rotation-scaling of the complex product)."""
@@ -325,18 +333,19 @@ def test_slstm_gradients_equal_finite_differences():
 
 def test_mingru_with_eigenvalues_in_minus_one_to_one_flips_its_state():
     """eigenvalues="[-1, 1]": the decay 1 - 2z reaches -1 where the update gate is open, so the state changes sign
-    (what parity needs); "[0, 1]" keeps it in [0, 1]. log_space, which needs a positive decay, is refused with it."""
+    (what parity needs), in every form, log space included; "[0, 1]" keeps it in [0, 1]."""
     from gated import diagnostics
 
     params = gated.cells.LinearParams(jnp.zeros((1, 2)), jnp.array([30.0, 0.0]))  # z = 1, candidate 0
     xs = jnp.zeros((4, 1))
     flips = gated.cells.mingru(1, eigenvalues="[-1, 1]")
     np.testing.assert_allclose(diagnostics.decay_factors(flips, params, xs)[:, 0], -1.0, atol=1e-12)
-    _, ys = gated.run(flips, params, xs[:, None], carry=jnp.ones((1, 1)))
-    np.testing.assert_allclose(ys[:, 0, 0], [-1.0, 1.0, -1.0, 1.0], atol=1e-12)
+    in_log_space = gated.cells.mingru(1, eigenvalues="[-1, 1]", log_space=True)  # its candidate g(-30) ~ 1e-13
+    for cell, p in ((flips, params), (in_log_space, params._replace(bias=jnp.array([30.0, -30.0])))):
+        for impl in ("reference", "associative", "chunked"):
+            _, ys = gated.run(cell, p, xs[:, None], carry=jnp.ones((1, 1)), impl=impl)
+            np.testing.assert_allclose(ys[:, 0, 0], [-1.0, 1.0, -1.0, 1.0], atol=1e-12)
     np.testing.assert_allclose(diagnostics.decay_factors(gated.cells.mingru(1), params, xs)[:, 0], 0.0, atol=1e-12)
-    with pytest.raises(ValueError, match=r"eigenvalues='\[-1, 1\]' needs log_space=False"):
-        gated.cells.mingru(4, eigenvalues="[-1, 1]", log_space=True)
     with pytest.raises(ValueError, match=r"eigenvalues: expected .*'\[0, 1\]'.*got '\[-2, 1\]'"):
         gated.cells.mingru(4, eigenvalues="[-2, 1]")
 

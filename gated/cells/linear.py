@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from gated import init as initializers
-from gated.options import boolean, choice, integer, number, option
+from gated.options import EIGENVALUES, boolean, choice, integer, number, option
 
 from .base import Array, Cell
 
@@ -49,6 +49,12 @@ class LinearCell(Cell):
     # its coefficients are ``(log a_t, log b_t, b_t)``, the update ``exp(log a_t) s_{t-1} + exp(log b_t) b_t``:
     # exponential gates without overflow. See :mod:`gated.parallel` for its associative operator.
     stabilised: ClassVar[bool] = False
+
+    @property
+    def negative_eigenvalues(self) -> bool:
+        """Whether the decay ``a_t`` can be negative (the ``eigenvalues="[-1, 1]"`` option of the cells that have
+        it): a log-space form then carries each product's sign (:mod:`gated.parallel`)."""
+        return getattr(self, "eigenvalues", "[0, 1]") == "[-1, 1]"
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
         input_size = integer("input_size", input_size)
@@ -136,21 +142,17 @@ class MinGRU(LinearCell):
     ``eigenvalues`` is the range of the state's decay ``a_t``: "[0, 1]" (Feng et al.: ``a_t = 1 - z_t``), or
     "[-1, 1]" (``a_t = 1 - 2 z_t``: the decay stretched to negative values, as Grazzi et al. 2025, "Unlocking
     state-tracking in linear RNNs through negative eigenvalues", do for Mamba and DeltaNet), which lets the state
-    flip its sign from one step to the next, as parity needs. It excludes ``log_space`` (a log needs a positive
-    decay).
+    flip its sign from one step to the next, as parity needs. With ``log_space`` the parallel forms then scan the
+    logs of the products' magnitudes and carry their signs, the positive and negative parts of each state summed
+    apart (:mod:`gated.parallel`).
     """
 
     log_space: bool = option(False, boolean)
-    eigenvalues: str = option("[0, 1]", choice, choices=("[0, 1]", "[-1, 1]"))
+    eigenvalues: str = option("[0, 1]", choice, choices=EIGENVALUES)
 
     name: ClassVar[str] = "mingru"
     params_type: ClassVar[type] = LinearParams
     gates: ClassVar[tuple[str, ...]] = ("z", "h")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.log_space and self.eigenvalues != "[0, 1]":
-            raise ValueError(f"eigenvalues={self.eigenvalues!r} needs log_space=False: a log needs a positive decay")
 
     def coefficients(self, params, u):
         z = jax.nn.sigmoid(self.gate(u, "z"))

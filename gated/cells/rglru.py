@@ -9,7 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated.options import choice, number, option
+from gated.options import EIGENVALUES, choice, number, option
 
 from .base import Array
 from .linear import LinearCell
@@ -62,12 +62,18 @@ class RGLRU(LinearCell):
     every cell) restores the initial carry and takes the usual step; "recurrentgemma" sets ``a_t = 0`` and drops the
     ``sqrt(1 - a_t^2)`` factor, ``h_t = i_t \odot v_t``, as the authors' code does at ``segment_pos == 0``
     (:class:`gated.mixers.Griffin` then treats the first step of a sequence with no carry as such a start).
+
+    ``eigenvalues`` is the range of the decay: "[0, 1]" (De et al.), or "[-1, 1]": ``a_t -> 2 a_t - 1`` and the
+    input scaled by ``sqrt(1 - (2 a_t - 1)^2) = 2 sqrt(a_t (1 - a_t))``, as Grazzi et al. 2025 ("Unlocking
+    state-tracking in linear RNNs through negative eigenvalues") stretch Mamba's and DeltaNet's decays, so that the
+    state can flip its sign, as parity needs.
     """
 
     c: float = option(8.0, number, low=0.0, low_open=True)
     a_min: float = option(0.9, number, low=0.0, high=1.0, low_open=True, high_open=True)
     a_max: float = option(0.999, number, low=0.0, high=1.0, low_open=True, high_open=True)
     segment_start: str = option("restore", choice, choices=("restore", "recurrentgemma"))
+    eigenvalues: str = option("[0, 1]", choice, choices=EIGENVALUES)
 
     name: ClassVar[str] = "rglru"
     params_type: ClassVar[type] = RGLRUParams
@@ -105,6 +111,9 @@ class RGLRU(LinearCell):
         r = jax.nn.sigmoid(self.gate(u, "a"))
         log_a = -self.c * r * jax.nn.softplus(-params.a_param)
         a = jnp.exp(log_a)
+        if self.eigenvalues == "[-1, 1]":  # 2a - 1 and sqrt(1 - (2a - 1)^2) = sqrt(4 a (1 - a)), accurate as a -> 1
+            scale = sqrt_bound_derivative(-4.0 * a * jnp.expm1(log_a), MAX_SQRT_GRADIENT)
+            return 2.0 * a - 1.0, scale * self._gated_input(u)
         # sqrt(1 - a^2), accurate as a -> 1, its derivative bounded
         scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), MAX_SQRT_GRADIENT)
         return a, scale * self._gated_input(u)

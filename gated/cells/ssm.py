@@ -9,7 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated.options import integer, number, option
+from gated.options import EIGENVALUES, boolean, choice, integer, number, option
 
 from .base import Array
 from .linear import LinearCell
@@ -40,11 +40,18 @@ class SelectiveSSM(LinearCell):
     discretisation, as in Mamba's reference code. The step-size bias is drawn so that ``softplus(b_Delta)`` is
     log-uniform in ``[dt_min, dt_max]``. The carry is ``(H, N)``; ``y`` has size H. Gates ``("dt", "v")``, then B
     and C (N each) at the end of the projection.
+
+    ``selective=False`` is the time-invariant setting (S4D's, as Gu & Dao's Table 1 compares): the step size, B and C
+    are their biases alone, the same at every step, so only ``v`` reads the input (the projection's other columns
+    are then unused). ``eigenvalues="[-1, 1]"`` stretches the decay as Grazzi et al. 2025 do for Mamba,
+    ``exp(Delta A) -> 2 exp(Delta A) - 1``, so that the state can flip its sign, as parity needs.
     """
 
     state_size: int = option(16, integer, minimum=1)
     dt_min: float = option(1e-3, number, low=0.0, low_open=True)
     dt_max: float = option(0.1, number, low=0.0, low_open=True)
+    selective: bool = option(True, boolean)
+    eigenvalues: str = option("[0, 1]", choice, choices=EIGENVALUES)
 
     name: ClassVar[str] = "ssm"
     params_type: ClassVar[type] = SSMParams
@@ -76,14 +83,19 @@ class SelectiveSSM(LinearCell):
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
         return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
 
-    def _pieces(self, u: Array) -> tuple[Array, Array, Array, Array]:
+    def _pieces(self, params, u: Array) -> tuple[Array, Array, Array, Array]:
         h, n = self.hidden_size, self.state_size
-        return jax.nn.softplus(u[:h]), u[h : 2 * h], u[2 * h : 2 * h + n], u[2 * h + n :]
+        v = u[h : 2 * h]
+        if not self.selective:  # time-invariant: the step size, B and C are the biases alone
+            u = params.bias.astype(u.dtype)
+        return jax.nn.softplus(u[:h]), v, u[2 * h : 2 * h + n], u[2 * h + n :]
 
     def coefficients(self, params, u):
-        dt, v, b, _ = self._pieces(u)
-        return jnp.exp(dt[:, None] * -jnp.exp(params.a_log)), (dt * v)[:, None] * b[None, :]
+        dt, v, b, _ = self._pieces(params, u)
+        a = jnp.exp(dt[:, None] * -jnp.exp(params.a_log))
+        a = 2.0 * a - 1.0 if self.eigenvalues == "[-1, 1]" else a
+        return a, (dt * v)[:, None] * b[None, :]
 
     def output(self, params, state, u):
-        _, v, _, c = self._pieces(u)
+        _, v, _, c = self._pieces(params, u)
         return state @ c + params.skip * v
