@@ -165,6 +165,9 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
     require(m.tie_embeddings in (True, False), "model.tie_embeddings", "a bool", m.tie_embeddings)
     require(not m.tie_embeddings or task.tokens, "model.tie_embeddings",
             f"False: task {task.name!r} reads features, not tokens", m.tie_embeddings)  # fmt: skip
+    require(not m.tie_embeddings or task.input_size == task.output_size, "model.tie_embeddings",
+            f"False: task {task.name!r} reads {task.input_size} tokens and outputs {task.output_size}",
+            m.tie_embeddings)  # fmt: skip
     defaults = base_config().model
     unused = {"heads": m.mixer != "slstm", "conv_width": m.mixer == "cell", "mlp_expansion": m.mlp == "none"}
     for key, is_unused in unused.items():
@@ -196,6 +199,7 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
         return gated.models.Model(
             vocab_size=task.output_size, width=width, layers=tuple(layers), final_norm=norm,
             tie_embeddings=bool(m.tie_embeddings), input_size=None if task.tokens else task.input_size,
+            input_vocab_size=task.input_size if task.tokens and task.input_size != task.output_size else None,
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model: {err}") from None

@@ -482,8 +482,215 @@ class Text(Task):
         return _full(window[:-1], window[1:])
 
 
+def _tokens(tokens: Array, targets: Array, mask: Array | None = None) -> Batch:
+    """A batch of full-length integer-token sequences ``(T, B)`` (the model embeds them)."""
+    return _full(tokens.astype(jnp.int32), targets.astype(jnp.int32), mask)
+
+
+def _distinct_positions(key: Array, count: int, low: int, high: int, batch_size: int) -> Array:
+    """``count`` distinct steps in ``[low, high)`` per sequence, increasing: ``(count, B)``."""
+    scores = jax.random.uniform(key, (high - low, batch_size))
+    chosen = jnp.argsort(scores, axis=0)[:count]
+    return low + jnp.sort(chosen, axis=0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelectiveCopying(Task):
+    """Selective copying (Gu & Dao 2023, section 4.1.1, Figure 2): ``count`` data tokens from ``classes`` kinds lie at
+    random steps of a stretch of ``length`` noise tokens; ``count`` cue tokens follow, during which the model must
+    output the data tokens in order. Where they lie differs from sequence to sequence, so a recurrence must choose
+    what to keep from what it reads (selectivity); a time-invariant one sees only fixed lags. Total T = length +
+    count; inputs: data ``0..classes-1``, noise ``classes``, cue ``classes + 1``. Labels at the cue steps only.
+    Chance: accuracy 1/classes, cross-entropy log classes.
+    """
+
+    length: int = 64
+    count: int = 8
+    classes: int = 8
+
+    name: ClassVar[str] = "selective_copying"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+    tokens: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("count", self.count)
+        _positive_int("classes", self.classes, 2)
+        if self.count > self.length:
+            raise ValueError(f"task.count: expected at most length = {self.length} data tokens, got {self.count}")
+
+    @property
+    def total_length(self) -> int:
+        return self.length + self.count
+
+    input_size = property(lambda self: self.classes + 2)
+    output_size = property(lambda self: self.classes)
+    chance_loss = property(lambda self: math.log(self.classes))
+    chance_accuracy = property(lambda self: 1 / self.classes)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        k_data, k_pos = jax.random.split(key)
+        data = jax.random.randint(k_data, (self.count, batch_size), 0, self.classes, jnp.int32)
+        where = _distinct_positions(k_pos, self.count, 0, self.length, batch_size)
+        noise = jnp.full((self.length, batch_size), self.classes, jnp.int32)
+        stretch = noise.at[where, jnp.arange(batch_size)[None, :]].set(data)
+        tokens = jnp.concatenate([stretch, jnp.full((self.count, batch_size), self.classes + 1)])
+        targets = jnp.concatenate([jnp.zeros((self.length, batch_size), data.dtype), data])
+        mask = jnp.broadcast_to((jnp.arange(self.total_length) >= self.length)[:, None], tokens.shape)
+        return _tokens(tokens, targets, mask)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InductionHeads(Task):
+    """Induction heads (Olsson et al. 2022; Gu & Dao 2023, section 4.1.2, Table 2): random tokens from ``classes``
+    kinds, with a trigger token (``classes``) once at a random step followed by the answer token, and again at the last
+    step, where the model must output the answer (labelled there only). Any ``length`` works, so a model trained at
+    one length is tested at others (Gu & Dao: trained at 256, tested to 2^20). Chance: accuracy 1/classes,
+    cross-entropy log classes.
+    """
+
+    length: int = 64
+    classes: int = 16
+
+    name: ClassVar[str] = "induction_heads"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+    tokens: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _positive_int("length", self.length, 3)  # the trigger, its answer, the trigger again
+        _positive_int("classes", self.classes, 2)
+
+    input_size = property(lambda self: self.classes + 1)
+    output_size = property(lambda self: self.classes)
+    chance_loss = property(lambda self: math.log(self.classes))
+    chance_accuracy = property(lambda self: 1 / self.classes)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        k_tok, k_pos = jax.random.split(key)
+        t = self.length
+        tokens = jax.random.randint(k_tok, (t, batch_size), 0, self.classes)
+        trigger = jax.random.randint(k_pos, (batch_size,), 0, t - 2)  # its answer at trigger + 1 < t - 1
+        steps = jnp.arange(t)[:, None]
+        tokens = jnp.where((steps == trigger[None, :]) | (steps == t - 1), self.classes, tokens)
+        answer = jnp.take_along_axis(tokens, (trigger + 1)[None, :], axis=0)[0]
+        targets = jnp.where(steps == t - 1, answer[None, :], 0)
+        return _tokens(tokens, targets, jnp.broadcast_to(steps == t - 1, tokens.shape))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MQAR(Task):
+    """Multi-query associative recall (Arora et al. 2023, "Zoology", section 3): ``pairs`` key-value pairs
+    ``k1 v1 k2 v2 ...`` open the sequence (distinct keys from the first half of the ``vocabulary``, values from the
+    second), then every key is queried once, in random order at random later steps among padding tokens
+    (``vocabulary``); at a query the model must output the key's value. Labels at the queries only. Chance (the
+    values are uniform): accuracy 2/vocabulary, cross-entropy log(vocabulary / 2).
+    """
+
+    length: int = 64
+    pairs: int = 8
+    vocabulary: int = 64
+
+    name: ClassVar[str] = "mqar"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+    tokens: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("pairs", self.pairs)
+        _positive_int("vocabulary", self.vocabulary, 4)
+        if self.vocabulary % 2:
+            raise ValueError(f"task.vocabulary: expected an even count (keys, then values), got {self.vocabulary}")
+        if self.pairs > self.vocabulary // 2:
+            raise ValueError(f"task.pairs: expected at most vocabulary / 2 = {self.vocabulary // 2} (distinct keys), "
+                             f"got {self.pairs}")  # fmt: skip
+        if 3 * self.pairs > self.length:
+            raise ValueError(f"task.length: expected at least 3 * pairs = {3 * self.pairs} (the pairs, then a query "
+                             f"per key), got {self.length}")  # fmt: skip
+
+    input_size = property(lambda self: self.vocabulary + 1)
+    output_size = property(lambda self: self.vocabulary)
+    chance_loss = property(lambda self: math.log(self.vocabulary // 2))
+    chance_accuracy = property(lambda self: 2 / self.vocabulary)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        k_key, k_val, k_order, k_pos = jax.random.split(key, 4)
+        half, p, columns = self.vocabulary // 2, self.pairs, jnp.arange(batch_size)[None, :]
+        keys = jnp.argsort(jax.random.uniform(k_key, (half, batch_size)), axis=0)[:p].astype(jnp.int32)  # distinct
+        values = half + jax.random.randint(k_val, (p, batch_size), 0, half, jnp.int32)
+        context = jnp.stack([keys, values], axis=1).reshape(2 * p, batch_size)
+        order = jnp.argsort(jax.random.uniform(k_order, (p, batch_size)), axis=0)  # the queries' order
+        where = _distinct_positions(k_pos, p, 2 * p, self.length, batch_size)
+        rest = jnp.full((self.length - 2 * p, batch_size), self.vocabulary, jnp.int32)
+        tokens = jnp.concatenate([context, rest]).at[where, columns].set(keys[order, columns])
+        targets = jnp.zeros((self.length, batch_size), jnp.int32).at[where, columns].set(values[order, columns])
+        mask = jnp.zeros((self.length, batch_size), bool).at[where, columns].set(True)
+        return _tokens(tokens, targets, mask)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModularAddition(Task):
+    """State tracking (Merrill et al. 2024; Grazzi et al. 2025, section 5): tokens uniform in ``[0, modulus)``; the
+    label at every step is the running sum mod ``modulus`` of the tokens so far (the state of the cyclic group
+    Z_m). A linear recurrence with non-negative decays cannot track it at every length (Grazzi et al., Theorem 1).
+    Chance: accuracy 1/modulus, cross-entropy log modulus.
+    """
+
+    length: int = 64
+    modulus: int = 5
+
+    name: ClassVar[str] = "modular_addition"
+    kind: ClassVar[str] = "classification"
+    readout: ClassVar[str] = "per_step"
+    tokens: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("modulus", self.modulus, 2)
+
+    input_size = property(lambda self: self.modulus)
+    output_size = property(lambda self: self.modulus)
+    chance_loss = property(lambda self: math.log(self.modulus))
+    chance_accuracy = property(lambda self: 1 / self.modulus)
+
+    def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
+        tokens = jax.random.randint(key, (self.length, batch_size), 0, self.modulus)
+        return _tokens(tokens, jnp.cumsum(tokens, axis=0) % self.modulus)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Parity(ModularAddition):
+    """Parity: :class:`ModularAddition` mod 2, the label at every step the parity of the bits so far. Chance:
+    accuracy 1/2, cross-entropy log 2."""
+
+    modulus: int = 2
+
+    name: ClassVar[str] = "parity"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.modulus != 2:
+            raise ValueError(f"task.modulus: parity is the sum mod 2, got {self.modulus} (see 'modular_addition')")
+
+
 TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (Adding, DelayedRecall, TemporalOrder, CopyMemory, Review, Digits, Text)
+    t.name: t
+    for t in (
+        Adding,
+        DelayedRecall,
+        TemporalOrder,
+        CopyMemory,
+        Review,
+        Digits,
+        Text,
+        SelectiveCopying,
+        InductionHeads,
+        MQAR,
+        ModularAddition,
+        Parity,
+    )
 }
 
 

@@ -104,6 +104,8 @@ class Model:
       vocab_size: V, the head's outputs (the vocabulary; the classes or targets of a model of features).
       width: D.
       input_size: None (default): the inputs are tokens in [0, V); an int: feature vectors of that size.
+      input_vocab_size: None (default): the input tokens are the head's V; an int: tokens in [0, input_vocab_size)
+        (a task whose inputs hold symbols its outputs never do: cues, padding), untied.
       layers: the N layers, each a block, mixer, layer or :class:`Residual` of width D.
       final_norm: a norm or None.
       tie_embeddings: the head is the embedding's transpose (default True).
@@ -114,6 +116,7 @@ class Model:
     width: int = option(check=integer, minimum=1)
     layers: tuple = ()
     input_size: int | None = option(None, integer, minimum=1, optional=True)
+    input_vocab_size: int | None = option(None, integer, minimum=1, optional=True)
     final_norm: Any = blocks.RMSNorm()
     tie_embeddings: bool = option(True, boolean)
     embedding_scale: float = option(1.0, number, low=0.0, low_open=True)
@@ -124,12 +127,23 @@ class Model:
         if self.input_size is not None and self.tie_embeddings:
             raise ValueError(f"tie_embeddings: expected False with input_size={self.input_size} (features in, not "
                              "tokens: there is no embedding to tie the head to)")  # fmt: skip
+        if self.input_vocab_size is not None and self.input_size is not None:
+            raise ValueError(f"input_vocab_size: expected None with input_size={self.input_size} (features are not "
+                             f"tokens), got {self.input_vocab_size}")  # fmt: skip
+        if self.tokens != self.vocab_size and self.tie_embeddings:
+            raise ValueError(f"tie_embeddings: expected False with input_vocab_size={self.input_vocab_size} != "
+                             f"vocab_size={self.vocab_size} (the embedding is not the head's shape)")  # fmt: skip
+
+    @property
+    def tokens(self) -> int:
+        """The number of input tokens the embedding holds (``input_vocab_size``, else ``vocab_size``)."""
+        return self.vocab_size if self.input_vocab_size is None else self.input_vocab_size
 
     def init(self, key: Array, dtype=jnp.float32) -> ModelParams:
         keys = jax.random.split(key, len(self.layers) + 3)
         wide = jnp.promote_types(dtype, jnp.float32)
         if self.input_size is None:
-            embedding = jax.random.normal(keys[0], (self.vocab_size, self.width), wide).astype(dtype)
+            embedding = jax.random.normal(keys[0], (self.tokens, self.width), wide).astype(dtype)
         else:
             embedding = initializers.input_kernel(keys[0], self.input_size, self.width, dtype)
         layers = tuple(layer.init(k, self.width, dtype) for layer, k in zip(self.layers, keys[3:], strict=True))
@@ -182,6 +196,9 @@ def generate(model: Model, params: ModelParams, prompt: Array, num_steps: int, k
     if model.input_size is not None:
         raise ValueError(f"model: expected a token model (input_size None) to generate from, got input_size="
                          f"{model.input_size}")  # fmt: skip
+    if model.tokens != model.vocab_size:
+        raise ValueError(f"model: expected its outputs to be its inputs to generate (input_vocab_size None), got "
+                         f"input_vocab_size={model.input_vocab_size}, vocab_size={model.vocab_size}")  # fmt: skip
     num_steps = integer("num_steps", num_steps, minimum=0)
     temperature = number("temperature", temperature, low=0.0)
     if temperature > 0 and key is None:

@@ -132,6 +132,27 @@ def test_errors():
         models.Model(0, D)
 
 
+def test_input_tokens_other_than_the_outputs():
+    """input_vocab_size: the embedding holds that many tokens (a task's cues and padding), the head V; it is refused
+    tied, with features, and in generation (whose outputs are fed back as inputs)."""
+    model = models.Model(V, D, layers=[blocks.CausalConv(width=2)], input_vocab_size=V + 3, tie_embeddings=False)
+    params = model.init(jax.random.key(0))
+    assert params.embedding.shape == (V + 3, D) and params.head.shape == (D, V)
+    tokens = jnp.array([[V + 2, 0], [1, V]])
+    _, logits = model(params, tokens)
+    assert logits.shape == (2, 2, V) and bool(jnp.isfinite(logits).all())
+    moved = params._replace(embedding=params.embedding.at[V + 2].add(1.0))  # the row only sequence 0 reads
+    _, again = model(moved, tokens)
+    assert not np.allclose(again[:, 0], logits[:, 0])
+    np.testing.assert_array_equal(again[:, 1], logits[:, 1])
+    with pytest.raises(ValueError, match=r"tie_embeddings: expected False with input_vocab_size=14 != vocab_size=11"):
+        models.Model(V, D, input_vocab_size=V + 3)
+    with pytest.raises(ValueError, match=r"input_vocab_size: expected None with input_size=3"):
+        models.Model(V, D, input_size=3, input_vocab_size=5, tie_embeddings=False)
+    with pytest.raises(ValueError, match=r"model: expected its outputs to be its inputs to generate"):
+        models.generate(model, params, tokens, 2)
+
+
 def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
     """A model with dropout between layers and on a residual branch: with a key its logits change (and differ from
     key to key), without one they are the evaluation pass; at rate 0 a key changes nothing."""

@@ -39,6 +39,9 @@ NAMES = (
     "curse_of_memory",
     "cliff",
     "latch",
+    "selectivity",
+    "recall",
+    "state_tracking",
 )
 
 
