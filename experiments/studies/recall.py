@@ -75,9 +75,10 @@ def plot(results, config, report) -> None:
     chance = 2 / config.vocabulary
     for ax in (left, right):
         ax.axhline(chance, color="0.5", ls=":")
-        ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
         ax.set_ylim(0, 1.02)
+    left.set_xscale("log")
+    right.set_xticks(list(config.pairs))
     left.set(xlabel="recurrent state size per layer (numbers)", ylabel=f"MQAR test accuracy (median of {n} seeds)",
              title=f"{most} key-value pairs")  # fmt: skip
     left.legend(fontsize=9)
