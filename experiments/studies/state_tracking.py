@@ -21,7 +21,8 @@ def _task(config, name: str, length: int) -> dict:
 
 
 def _entries(config, model: str, task: str) -> list[dict]:
-    keys = {**modern.model_keys(model, config.width),
+    options = {"state_size": config.ssm_state_size} if model.removesuffix(modern.NEGATIVE) == "mamba" else {}
+    keys = {**modern.model_keys(model, config.width, **options),
             **{f"task.{k}": v for k, v in _task(config, task, config.length).items()}}  # fmt: skip
     return [{**keys, "seed": s} for s in range(config.seeds)]
 
