@@ -69,6 +69,7 @@ def plot(results, config, report) -> None:
         name = "parity" if t == "parity" else f"addition mod {config.modulus}"
         ax.set_xscale("log")
         ax.set_xticks(lengths, [str(x) for x in lengths])
+        ax.set_xticks([], minor=True)
         ylabel = f"fraction of {n} seeds with accuracy\nover every step >= {config.success_accuracy:g}"
         ax.set(xlabel=f"test length (trained at T = {config.length})", ylim=(-0.05, 1.05), title=name, ylabel=ylabel)
         ax.grid(True, alpha=0.3)
