@@ -176,14 +176,8 @@ def scan_projected(
         a, b = coefficients(us)
         s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
         a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
-        if cell.log_space and cell.negative_eigenvalues:  # a of either sign: magnitudes logged, signs carried
-            elements, start = _signed_log_elements(a, b, s0, resets)
-            combine, identity = _signed_log_combine, (0.0, 1.0, -jnp.inf)
-            apply = lambda prefix, state: _signed_log_combine((0.0, 1.0, state), prefix)[2]
-        elif cell.log_space:  # b >= 0, but s0 may have either sign: its term is scanned apart (see _log_elements)
-            elements, start = _log_elements(a, b, s0, resets)
-            combine, identity = _log_combine, (0.0, -jnp.inf)
-            apply = lambda prefix, state: jax.tree.map(lambda lb, ls: _logaddexp(prefix[0] + ls, lb), prefix[1], state)
+        if cell.log_space:
+            elements, start, combine, identity, apply = _log_forms(cell, a, b, s0, resets)
         else:
             if resets is not None and cell.restarts:  # the cell's own rule for a segment start
                 a0, b0 = jax.vmap(jax.vmap(lambda u: cell.restart(params, u)))(us)
@@ -209,6 +203,19 @@ def scan_projected(
     if mask is not None:
         ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
     return cast_like(cell.from_state(jax.tree.map(lambda a: a[-1], states)), carry), ys.astype(us.dtype)
+
+
+def _log_forms(cell: LinearCell, a: Array, b: Array, s0: Array, resets: Array | None):
+    """``(elements, start, combine, identity, apply)`` of a log-space cell: ``b >= 0``, ``s0`` of either sign (its
+    term scanned apart, :func:`_log_elements`), and ``a`` of either sign with negative eigenvalues (magnitudes logged,
+    signs carried, :func:`_signed_log_combine`)."""
+    if cell.negative_eigenvalues:
+        elements, start = _signed_log_elements(a, b, s0, resets)
+        apply = lambda prefix, state: _signed_log_combine((0.0, 1.0, state), prefix)[2]
+        return elements, start, _signed_log_combine, (0.0, 1.0, -jnp.inf), apply
+    elements, start = _log_elements(a, b, s0, resets)
+    apply = lambda prefix, state: jax.tree.map(lambda lb, ls: _logaddexp(prefix[0] + ls, lb), prefix[1], state)
+    return elements, start, _log_combine, (0.0, -jnp.inf), apply
 
 
 def _like(elements: Any, identity: tuple) -> Any:
