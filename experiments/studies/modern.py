@@ -128,13 +128,9 @@ def _evaluation(model, task, batch_size):
     return jax.jit(jax.vmap(one))
 
 
-def solved(accuracies, threshold: float) -> int:
-    return sum(a >= threshold for a in accuracies)
-
-
-def interval_text(k: int, n: int) -> str:
-    low, high = wilson(k, n)
-    return f"{k}/{n} ({low:.2f}-{high:.2f})"
+def solved(accuracies, config) -> int:
+    """Seeds whose accuracy reaches ``config.success_accuracy``."""
+    return sum(a >= config.success_accuracy for a in accuracies)
 
 
 def rate_bars(ax, xs, counts, n, label, **style):

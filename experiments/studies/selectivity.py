@@ -50,10 +50,6 @@ def compute(config, workdir) -> dict:
     return {"runs": runs, "accuracy": accuracy, "extrapolation": longer}
 
 
-def _solved(accuracies, config) -> int:
-    return modern.solved(accuracies, config.success_accuracy)
-
-
 def plot(results, config, report) -> None:
     acc, n = results["accuracy"], config.seeds
     fig, (left, right) = plt_figure(2, width=6.5)
@@ -78,8 +74,8 @@ def plot(results, config, report) -> None:
     left.legend(loc="upper left", fontsize=9)
     lengths = [config.induction_length] + [f * config.induction_length for f in config.extrapolation]
     for i, m in enumerate(models):
-        counts = [_solved(acc["induction_heads"][m], config)]
-        counts += [_solved(results["extrapolation"][m][str(f)], config) for f in config.extrapolation]
+        counts = [modern.solved(acc["induction_heads"][m], config)]
+        counts += [modern.solved(results["extrapolation"][m][str(f)], config) for f in config.extrapolation]
         ls = "--" if m in modern.TIME_INVARIANT else "-"
         x = np.asarray(lengths, float) * (1 + 0.04 * (i - (len(models) - 1) / 2))  # dodged
         modern.rate_bars(right, x, counts, n, modern.display(m), ls=ls)
@@ -102,7 +98,7 @@ def plot(results, config, report) -> None:
     rows = []
     for m in models:
         row = [modern.display(m)]
-        row += [f"{np.median(acc[t][m]):.3f}, {_solved(acc[t][m], config)}/{n}" for t in TASKS]
+        row += [f"{np.median(acc[t][m]):.3f}, {modern.solved(acc[t][m], config)}/{n}" for t in TASKS]
         row += [f"{np.median(results['extrapolation'][m][str(f)]):.3f}" for f in config.extrapolation]
         rows.append(row)
     report.text(f"Test accuracy (median of {n} seeds) and seeds solved (accuracy >= {config.success_accuracy:g}):")
@@ -129,14 +125,14 @@ def claims(results, config, report) -> None:
                 np.median(results["extrapolation"][m][str(f)])
             )
     if "mamba" in config.models:
-        k = _solved(acc["induction_heads"]["mamba"], config)
+        k = modern.solved(acc["induction_heads"]["mamba"], config)
         report.claim("The selective SSM (Mamba's block) solves induction heads at the training length on most seeds "
                      "(Gu & Dao 2023, Table 2)", wilson(k, n)[0] > 0.5, rate_text(k, n))  # fmt: skip
         for f in config.extrapolation:
-            k = _solved(results["extrapolation"]["mamba"][str(f)], config)
+            k = modern.solved(results["extrapolation"]["mamba"][str(f)], config)
             report.claim(f"... and at {f}x its training length (Gu & Dao: to 4000x)", wilson(k, n)[0] > 0.5,
                          rate_text(k, n))  # fmt: skip
     for m in invariant:
-        k = _solved(acc["induction_heads"][m], config)
+        k = modern.solved(acc["induction_heads"][m], config)
         report.claim(f"A time-invariant recurrence ({modern.display(m)}) does not solve induction heads on most seeds",
                      wilson(k, n)[1] < 0.5, rate_text(k, n))  # fmt: skip

@@ -49,10 +49,6 @@ def compute(config, workdir) -> dict:
     return {"runs": runs, "accuracy": accuracy}
 
 
-def _solved(accuracies, config) -> int:
-    return modern.solved(accuracies, config.success_accuracy)
-
-
 def plot(results, config, report) -> None:
     acc, n = results["accuracy"], config.seeds
     factors = [1, *config.test_factors]
@@ -60,7 +56,7 @@ def plot(results, config, report) -> None:
     fig, grid = plt_grid(1, len(config.tasks), width=6.5)
     for ax, t in zip(grid[0], config.tasks, strict=True):
         for i, m in enumerate(config.models):
-            counts = [_solved(acc[t][m][str(f)], config) for f in factors]
+            counts = [modern.solved(acc[t][m][str(f)], config) for f in factors]
             style = {"ls": "--" if m.endswith(modern.NEGATIVE) else ("-" if m in NONLINEAR else ":")}
             base = m.removesuffix(modern.NEGATIVE)
             color = f"C{[b.removesuffix(modern.NEGATIVE) for b in config.models].index(base) % 10}"
@@ -85,7 +81,7 @@ def plot(results, config, report) -> None:
         f"{config.steps} Adam steps of {config.batch_size}.",
     )
     header = ["model", *[f"{t} {f}x" for t in config.tasks for f in factors]]
-    rows = [[modern.display(m), *[f"{np.median(acc[t][m][str(f)]):.3f} ({_solved(acc[t][m][str(f)], config)}/{n})"
+    rows = [[modern.display(m), *[f"{np.median(acc[t][m][str(f)]):.3f} ({modern.solved(acc[t][m][str(f)], config)}/{n})"
                                   for t in config.tasks for f in factors]] for m in config.models]  # fmt: skip
     report.text(f"Test accuracy over every step, median of {n} seeds (seeds solved):")
     report.table(header, rows)
@@ -96,7 +92,7 @@ def claims(results, config, report) -> None:
     for t in config.tasks:
         for m in config.models:
             for f in [1, *config.test_factors]:
-                report.headline[f"{t}_{m}_{f}x_solved"] = f"{_solved(acc[t][m][str(f)], config)}/{n}"
+                report.headline[f"{t}_{m}_{f}x_solved"] = f"{modern.solved(acc[t][m][str(f)], config)}/{n}"
     if "parity" not in config.tasks:
         return
     parity = acc["parity"]
