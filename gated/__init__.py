@@ -7,14 +7,17 @@ Cells (:mod:`gated.cells`), one example at a time::
 
     cells.rnn(H, activation=...)   cells.lstm(H, forget_bias=..., peepholes=..., coupled=..., forget_gate=...)
     cells.gru(H, update="keep"|"write", reset="after"|"before")   cells.get(name, H, **options)
-    cells.mingru | minlstm | lru | rglru | ssm | mlstm (gated linear recurrences)   cells.slstm (xLSTM)
+    cells.mingru | minlstm | lru | rglru | ssm | mlstm | ssd (gated linear recurrences)   cells.slstm (xLSTM)
+    cells.gated_deltanet (the delta rule)
     params = cell.init(key, D)     carry = cell.initial_carry()
     u = cell.project(params, x)    carry, y = cell.step(params, carry, u)    carry, y = cell(params, carry, x)
 
 Sequences::
 
     carry, ys = run(cell, params, xs, carry=None, lengths=None, reverse=False,
-                    time_axis=0, unroll=1, remat=False, return_carries=False)
+                    time_axis=0, unroll=1, remat=False, return_carries=False, resets=None, chunk=64,
+                    impl="auto" | "reference" | "fused" | "associative" | "chunked" | "sequential" | "chunkwise"
+                         | "recomputed" | "native")
     layer = recurrent(cell) | bidirectional(cell, merge="concat") | stack([...], residual=False)
     params = layer.init(key, D);   carry, ys = layer(params, xs, lengths=..., time_axis=...)
 

@@ -52,10 +52,10 @@ class Recurrent:
         of zeros; an explicit ``carry`` argument still overrides it.
       unroll: passed to ``jax.lax.scan``.
       remat: recompute in the backward pass instead of storing (see :func:`gated.run`).
-      impl: the backend of :func:`gated.run`: "auto" (the fused kernels of
-        :mod:`gated.fused` where the cell has one), "fused", "reference",
-        "associative", "chunked" or the opt-in "native".
-      chunk: the chunk length of ``impl="chunked"``.
+      impl: the backend of :func:`gated.run`: "auto" (its table :data:`gated.scan.AUTO`, per platform and
+        cell), "fused", "reference", "associative", "chunked", "sequential", "chunkwise", "recomputed" or the
+        opt-in "native".
+      chunk: the chunk length of ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"``.
 
     These are the layer options, in this one place: :func:`recurrent`,
     :func:`bidirectional`, :func:`stack` and the Flax linen and NNX modules

@@ -1,11 +1,13 @@
 """Parallel forms of the gated linear recurrences (:class:`gated.cells.LinearCell`): ``s_t = a_t * s_{t-1} + b_t``.
 
-Two forms, both pure JAX (every transform works), both used by :func:`gated.run` with ``impl=``:
+Three forms, all pure JAX (every transform works), used by :func:`gated.run` with ``impl=``:
 
 - ``"associative"``: one ``jax.lax.associative_scan`` over time of the pairs ``(a_t, b_t)`` with the operator
   ``(a, b) o (a', b') = (a a', a' b + b')``; O(log T) depth, O(T) work.
 - ``"chunked"``: the same scan inside chunks of ``chunk`` steps, all chunks at once, then a sequential
   ``lax.scan`` over the chunks that carries the state from one chunk to the next.
+- ``"sequential"``: the coefficients of every step at once, then one ``lax.scan`` whose body is the update alone
+  (``a_t s + b_t``): the fewest operations, and a backward pass that is the same small scan reversed.
 
 A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs both forms in log space: the pairs
 are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so long products of gates
@@ -40,7 +42,7 @@ from gated.options import Call
 
 Array = jax.Array
 
-FORMS = ("associative", "chunked")
+FORMS = ("associative", "chunked", "sequential")
 
 
 def supports(cell: Any, call: Call | None = None) -> str | None:
@@ -55,7 +57,7 @@ def supports(cell: Any, call: Call | None = None) -> str | None:
 
 def sequence(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
              call: Call) -> tuple[Any, Array]:  # fmt: skip
-    """The backend of :func:`gated.run` for ``impl="associative"`` and ``"chunked"`` (``call.impl``): ``xs``
+    """The backend of :func:`gated.run` for ``impl="associative"``, ``"chunked"`` and ``"sequential"``: ``xs``
     ``(T, B, D)`` projected for every step at once, then :func:`scan_projected` (an empty sequence takes the
     reference path, as there is nothing to scan)."""
     if xs.shape[0] == 0:
@@ -163,6 +165,7 @@ def scan_projected(
     if form not in FORMS:
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
     coefficients = jax.vmap(jax.vmap(lambda u: cell.coefficients(params, u)))
+    log = cell.log_space and form != "sequential"  # one step at a time, no product of many gates to underflow
     if cell.stabilised:  # elements (log a, log b, b); the state (m, s) is the element (-inf, m, s)
         elements = coefficients(us)
         m0, s0 = cell.to_state(carry)
@@ -176,7 +179,7 @@ def scan_projected(
         a, b = coefficients(us)
         s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
         a = jnp.broadcast_to(a, b.shape).astype(b.dtype)  # a constant a (the LRU's lambda) per step, b's dtype
-        if cell.log_space:
+        if log:
             elements, start, combine, identity, apply = _log_forms(cell, a, b, s0, resets)
         else:
             if resets is not None and cell.restarts:  # the cell's own rule for a segment start
@@ -189,15 +192,11 @@ def scan_projected(
     if mask is not None:  # padding is the identity update
         ones = jax.tree.map(lambda e, i: jnp.full_like(e, i), elements, _like(elements, identity))
         elements = _where(mask, elements, ones)
-    if form == "associative":
-        prefix = jax.lax.associative_scan(combine, elements, axis=0)
-        states = apply(prefix, jax.tree.map(lambda a: a[None], start))
-    else:
-        states = _chunked(elements, start, combine, apply, identity, chunk)
-    if cell.log_space and cell.negative_eigenvalues:  # each part's positive terms less its negative ones
+    states = _states(form, elements, start, combine, apply, identity, chunk)
+    if log and cell.negative_eigenvalues:  # each part's positive terms less its negative ones
         (p, n), (wp, wn) = states
         states = (jnp.exp(p) - jnp.exp(n)) + cell.to_state(carry)[None] * (jnp.exp(wp) - jnp.exp(wn))
-    elif cell.log_space:  # s_t = exp(log of the inputs' part) + s0 exp(log of s0's weight)
+    elif log:  # s_t = exp(log of the inputs' part) + s0 exp(log of s0's weight)
         states = jnp.exp(states[0]) + cell.to_state(carry)[None] * jnp.exp(states[1])
     ys = jax.vmap(jax.vmap(lambda s, u: cell.output(params, s, u)))(states, us)
     if mask is not None:
@@ -221,6 +220,28 @@ def _log_forms(cell: LinearCell, a: Array, b: Array, s0: Array, resets: Array | 
 def _like(elements: Any, identity: tuple) -> Any:
     """The identity element's values, one per leaf of ``elements`` (the last entry serving every leaf of ``b``)."""
     return tuple(jax.tree.map(lambda _, v=value: v, part) for part, value in zip(elements, identity, strict=True))
+
+
+def _states(form, elements, start, combine, apply, identity, chunk):
+    """Every step's state from the elements, by ``form``."""
+    if form == "associative":
+        prefix = jax.lax.associative_scan(combine, elements, axis=0)
+        return apply(prefix, jax.tree.map(lambda a: a[None], start))
+    if form == "sequential":
+        return _sequential(elements, start, apply)
+    return _chunked(elements, start, combine, apply, identity, chunk)
+
+
+def _sequential(elements, start, apply):
+    """The states one step after another: a ``lax.scan`` whose body is the recurrence's update alone (``a s + b``,
+    or its log-space or stabilised form), every coefficient computed before it for all steps at once."""
+
+    def step(state, element):
+        new = apply(jax.tree.map(lambda e: e[None], element), jax.tree.map(lambda a: a[None], state))
+        new = jax.tree.map(lambda a: a[0], new)
+        return new, new
+
+    return jax.lax.scan(step, start, elements)[1]
 
 
 def _chunked(elements, start, combine, apply, identity, chunk: int):

@@ -8,6 +8,7 @@ carry, mask, resets, call)`` on time-major inputs read forwards (``run`` flips t
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import jax
@@ -44,4 +45,32 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
             out = jax.tree.map(lambda o: jnp.where(trailing_axes(valid, o.ndim), o, jnp.zeros_like(o)), out)
         return new, out
 
-    return jax.lax.scan(jax.checkpoint(body) if call.remat else body, carry, (us, mask, resets), unroll=call.unroll)
+    if not call.remat or us.shape[0] <= call.chunk:
+        return jax.lax.scan(jax.checkpoint(body) if call.remat else body, carry, (us, mask, resets), unroll=call.unroll)
+    return _recomputed(body, carry, us, mask, resets, call)
+
+
+def _recomputed(body, carry, us, mask, resets, call):
+    """The scan of ``body`` in chunks of ``call.chunk`` steps, each recomputed in the backward pass: only the carry
+    at each chunk's start is stored (padding to a whole chunk holds the carry, as ``mask`` False does)."""
+    num_steps, size = us.shape[0], call.chunk
+    pad = -num_steps % size
+    if pad and mask is None:
+        mask = jnp.ones(us.shape[:2], bool)
+    fill = lambda a, value: None if a is None else jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), value, a.dtype)])
+    chunks = jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), (fill(us, 0), fill(mask, False),
+                                                                          fill(resets, False)))  # fmt: skip
+
+    def chunk(carry, inputs):
+        return jax.lax.scan(body, carry, inputs, unroll=call.unroll)
+
+    carry, outs = jax.lax.scan(jax.checkpoint(chunk), carry, chunks)
+    return carry, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:num_steps], outs)
+
+
+def _recomputed_sequence(cell, params, xs, carry, mask, resets, call):
+    return sequence(cell, params, xs, carry, mask, resets, call._replace(remat=True))
+
+
+# impl="recomputed": the reference path with remat, its carries stored every ``chunk`` steps only
+recomputed = types.SimpleNamespace(supports=supports, sequence=_recomputed_sequence)

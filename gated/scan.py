@@ -16,15 +16,17 @@ The arguments of :func:`run`:
 - ``reverse``: read each sequence backwards. With ``lengths``, each sequence starts from its own last valid step;
   padding stays at the end and outputs stay aligned with their inputs.
 - ``unroll``: passed to ``jax.lax.scan``.
-- ``remat``: recompute each step's internals in the backward pass (``jax.checkpoint`` on the scan body), storing
-  only the carries. The fused kernels store only the carries anyway.
+- ``remat``: recompute in the backward pass instead of storing: on the reference path, the carry is stored only
+  at every ``chunk``-th step and each chunk's steps are recomputed (``jax.checkpoint`` on a scan over chunks;
+  ``impl="recomputed"`` is this path); on the others, their whole sequence. The fused kernels store only the
+  carries anyway.
 - ``return_carries``: return every step's full carry (for an LSTM, the ``c_t`` too) in place of the outputs; zero
   at padded steps.
 - ``resets``: optional booleans shaped like ``xs`` without its feature axis (``(T, *batch)`` time-major): True
   where a new segment starts, so the initial ``carry`` is restored before that step (packed sequences, episode
   boundaries of RL rollouts). Reading backwards, each segment is read backwards from its own last step. Resets at
   padded steps are ignored.
-- ``chunk``: the chunk length of ``impl="chunked"``.
+- ``chunk``: the chunk length of ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"`` (and of ``remat``).
 - ``state_dtype``: the floating type the recurrence runs in (None: that of ``xs``). With ``jnp.float32``, a
   bfloat16 sequence keeps its carry, its states and their sums in float32: the parameters and inputs are widened
   inside, the outputs come back in ``xs``'s type and the carry in ``state_dtype`` (mixed precision, as the mLSTM's
@@ -37,13 +39,23 @@ The arguments of :func:`run`:
   - "fused" (:mod:`gated.fused`): the LSTM, GRU and RNN as one kernel whose derivative is a linear tangent
     recurrence; the same values and derivatives to rounding, every transform.
   - "associative" and "chunked" (:mod:`gated.parallel`, gated linear recurrences only: ``mingru``, ``minlstm``,
-    ``lru``, ``rglru``, ``ssm``, ``mlstm``): one associative scan over time, or one inside each chunk of
+    ``lru``, ``rglru``, ``ssm``, ``mlstm``, ``ssd``): one associative scan over time, or one inside each chunk of
     ``chunk`` steps and a sequential scan across the chunks.
+  - "sequential" (:mod:`gated.parallel`, the same cells): every step's coefficients at once, then one
+    ``lax.scan`` of the update ``a_t s + b_t`` alone.
+  - "chunkwise" (:mod:`gated.chunkwise`, the matrix-state cells ``mlstm``, ``ssd``, ``gated_deltanet``): within
+    each chunk, masked decay-weighted matmuls of queries, keys and values; across chunks, a sequential scan of the
+    matrix state, each chunk recomputed in the backward pass (only the states at chunk boundaries are stored).
+  - "recomputed" (:mod:`gated.reference` with ``remat``): the reference path storing its carry every ``chunk``
+    steps only, each chunk recomputed in the backward pass: the selective SSM's ``(T, H, N)`` states are never
+    all held.
   - "native" (:mod:`gated.native`; opt-in, CPU only, float32, LSTM and GRU): C++ loops; reverse-mode
     differentiation only, and ``vmap`` runs its batch one after another.
-  - "auto" (the default): the first backend of the platform's row of :data:`AUTO` that supports the call:
-    "fused" where the cell has a kernel, ``return_carries`` is False and there are no ``resets``; on
-    accelerators "associative" for a gated linear recurrence; else "reference".
+  - "auto" (the default): the first backend of the platform's and the cell's row of :data:`AUTO` (a measured
+    table) that supports the call: on the CPU "sequential" for the elementwise linear recurrences, "chunkwise"
+    for the mLSTM and SSD, "recomputed" for the SSM, Gated DeltaNet and sLSTM; "fused" where the cell has a
+    kernel, ``return_carries`` is False and there are no ``resets``; on accelerators "associative" for an
+    elementwise linear recurrence; else "reference".
 
 The pure-JAX backends give the same program on every machine, and ``grad``, ``jvp``, ``jacfwd``, ``jacrev``,
 ``hessian``, ``vmap``, ``remat`` and ``jit`` work on them. Adding a backend is one module offering
@@ -60,19 +72,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated import fused, native, parallel, reference
+from gated import chunkwise, fused, native, parallel, reference
 from gated.cells import Cell
 from gated.options import Call, boolean, choice, integer
 
 Array = jax.Array
 
-IMPLS = ("auto", "fused", "reference", "native", "associative", "chunked")
+IMPLS = ("auto", "fused", "reference", "native", "associative", "chunked", "sequential", "chunkwise",
+         "recomputed")  # fmt: skip
 # The backends: each a module with supports(cell, call) and sequence(cell, params, xs, carry, mask, resets, call).
-BACKENDS = {"reference": reference, "fused": fused, "native": native, "associative": parallel, "chunked": parallel}
-# What impl="auto" runs, per platform: the first backend of the row that supports the call. On the CPU the
-# sequential scan is the fastest training step of every gated linear recurrence (benchmarks/linear_forms.py,
-# benchmarks/results/linear_forms.md); elsewhere they take the associative scan.
-AUTO = {"cpu": ("fused", "reference"), "default": ("fused", "associative", "reference")}
+BACKENDS = {"reference": reference, "fused": fused, "native": native, "associative": parallel, "chunked": parallel,
+            "sequential": parallel, "chunkwise": chunkwise, "recomputed": reference.recomputed}  # fmt: skip
+# What impl="auto" runs: per platform, per cell name ("*": every other cell), the backends to try in order; the
+# first that supports the call runs it (a call a backend does not serve, as return_carries=True, falls through to
+# "reference"). The CPU row is measured: benchmarks/linear_forms.py, B 8, D = H = 64, T = 256 to 16384, its table
+# in benchmarks/results/linear_forms.md (2-core AMD EPYC, AVX2 and AVX-512). There the elementwise recurrences
+# train fastest on the sequential scan of their update alone; the SSM as fast on the reference path, and in a
+# seventh of the memory recomputed; the mLSTM and SSD chunkwise; Gated DeltaNet and the sLSTM recomputed (the delta
+# rule's triangular solves make its chunkwise form slower on a CPU). The other platforms' row is not measured
+# (no GPU was lent): the associative scan for the elementwise recurrences, the chunkwise form for the matrix ones.
+SEQUENTIAL, CHUNKWISE, RECOMPUTED = ("sequential", "reference"), ("chunkwise", "reference"), ("recomputed",)
+AUTO = {
+    "cpu": {"mingru": SEQUENTIAL, "minlstm": SEQUENTIAL, "lru": SEQUENTIAL, "rglru": SEQUENTIAL, "ssm": RECOMPUTED,
+            "mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": RECOMPUTED, "slstm": RECOMPUTED,
+            "*": ("fused", "reference")},
+    "default": {"mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": CHUNKWISE,
+                "*": ("fused", "associative", "reference")},
+}  # fmt: skip
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -131,10 +157,11 @@ def run(
 
     ``carry``: initial carry (zeros if None). ``lengths`` ``(*batch,)``: valid lengths; padded steps keep the carry,
     output zeros, and their inputs never reach a value or gradient. ``reverse``: read each sequence backwards.
-    ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute each step in the backward pass. ``impl``: the backend
-    (:data:`BACKENDS`; "auto" takes the first of the platform's :data:`AUTO` row that supports the call).
+    ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute in the backward pass. ``impl``: the backend
+    (:data:`BACKENDS`; "auto" takes the first of the platform's and cell's :data:`AUTO` row that supports it).
     ``resets`` (``(T, *batch)`` booleans): restore the initial carry before a step. ``chunk``: the chunk length of
-    ``impl="chunked"``. ``state_dtype``: the recurrence's floating type (mixed precision; None: ``xs``'s).
+    ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"`` (and ``remat``'s). ``state_dtype``: the recurrence's
+    floating type (mixed precision; None: ``xs``'s).
 
     Raises:
       TypeError: non-floating ``xs`` or carry, non-integer ``lengths``, non-boolean ``resets``.
@@ -167,13 +194,14 @@ def _widened(state_dtype: Any, cell: Cell, params: Any, xs: Array, **arguments) 
 
 
 def choose(cell: Cell, call: Call) -> str:
-    """The backend that runs ``call``: ``call.impl``, or for "auto" the first of the platform's :data:`AUTO` row
-    that supports it.
+    """The backend that runs ``call``: ``call.impl``, or for "auto" the first of the platform's and cell's
+    :data:`AUTO` row that supports it.
 
     Raises:
       ValueError: an ``impl`` that does not support the call, with the reason.
     """
-    names = AUTO.get(jax.default_backend(), AUTO["default"]) if call.impl == "auto" else (call.impl,)
+    row = AUTO.get(jax.default_backend(), AUTO["default"])
+    names = row.get(cell.name, row["*"]) if call.impl == "auto" else (call.impl,)
     for name in names:
         reason = BACKENDS[name].supports(cell, call._replace(impl=name))
         if reason is None:

@@ -209,8 +209,44 @@ def mlstm_step(cell, p, carry, x):
     return (c_new, n_new, m_new), h.reshape(hs)
 
 
+def ssd_step(cell, p, h, x):
+    """Mamba-2's SSD (Dao & Gu 2024), per head k: dt = softplus(.), S^k = exp(dt^k A^k) S^k + dt^k x^k B^T,
+    y^k = S^k C + D^k x^k, A = -exp(a_log); S (K, P, N)."""
+    hs, heads, n = cell.hidden_size, cell.num_heads, cell.state_size
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    xs = proj[:hs].reshape(heads, hs // heads)
+    dt = softplus(proj[hs : hs + heads])
+    b, c = proj[hs + heads : hs + heads + n], proj[hs + heads + n :]
+    a = -np.exp(f64(p.a_log))
+    s_new, y = np.empty_like(f64(h)), np.empty_like(xs)
+    for k in range(heads):
+        s_new[k] = np.exp(dt[k] * a[k]) * f64(h)[k] + dt[k] * np.outer(xs[k], b)
+        y[k] = s_new[k] @ c + f64(p.skip)[k] * xs[k]
+    return s_new, y.reshape(hs)
+
+
+def gated_deltanet_step(cell, p, s, x):
+    """Gated DeltaNet (Yang et al. 2024, eq. 10), per head: q, k L2-normalised (q / sqrt(d)), beta = sigmoid,
+    alpha = exp(-exp(a) softplus(.)), S = alpha S (I - beta k k^T) + beta v k^T, y = S q; S (K, d, d)."""
+    hs, heads = cell.hidden_size, cell.num_heads
+    d = hs // heads
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    q, k, v = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(3))
+    gate, strength = proj[3 * hs : 3 * hs + heads], proj[3 * hs + heads :]
+    s_new, y = np.empty_like(f64(s)), np.empty((heads, d))
+    for j in range(heads):
+        qj = q[j] / np.sqrt(q[j] @ q[j] + 1e-6) / np.sqrt(d)
+        kj = k[j] / np.sqrt(k[j] @ k[j] + 1e-6)
+        alpha = np.exp(-np.exp(f64(p.a_log)[j]) * softplus(gate[j]))
+        beta = sigmoid(strength[j])
+        s_new[j] = alpha * f64(s)[j] @ (np.eye(d) - beta * np.outer(kj, kj)) + beta * np.outer(v[j], kj)
+        y[j] = s_new[j] @ qj
+    return s_new, y.reshape(hs)
+
+
 STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
-         "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step, "slstm": slstm_step, "mlstm": mlstm_step}  # fmt: skip
+         "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step, "slstm": slstm_step, "mlstm": mlstm_step,
+         "ssd": ssd_step, "gated_deltanet": gated_deltanet_step}  # fmt: skip
 
 
 def step(cell, p, carry, x):

@@ -169,6 +169,8 @@ RUN_CELLS = {
     "rglru": {},
     "ssm": {"state_size": 2},
     "mlstm": {"num_heads": 2},
+    "ssd": {"num_heads": 2, "state_size": 2},
+    "gated_deltanet": {"num_heads": 2},
     "slstm": {},
 }
 

@@ -1,7 +1,7 @@
 """The gated linear recurrences (minGRU, minLSTM, LRU, RG-LRU, the selective SSM, xLSTM's mLSTM) and xLSTM's
-sLSTM: each step against a float64 NumPy transcription, the parallel forms (associative, chunked) against the
-sequential reference in values and derivatives, and resets inside a sequence, for every cell, against splitting the
-sequence by hand; the xLSTM stabilisers against the paper's unstabilised equations."""
+sLSTM: each step against a float64 NumPy transcription, the parallel forms (associative, chunked, sequential)
+against the sequential reference in values and derivatives, and resets inside a sequence, for every cell, against
+splitting the sequence by hand; the xLSTM stabilisers against the paper's unstabilised equations."""
 
 import chex
 import jax
@@ -86,6 +86,7 @@ def test_parallel_forms_equal_the_sequential_reference(config):
 
     forward, backward = (loss("reference", r, 64, False)(params, carry, xs) for r in (False, True))
     _close(loss("associative", False, 64, False)(params, carry, xs), forward)
+    _close(loss("sequential", True, 64, True)(params, carry, xs), backward)
     _close(loss("chunked", True, 4, True)(params, carry, xs), backward)  # 4 does not divide T = 13
 
 

@@ -176,17 +176,19 @@ def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
 
 
 LINEAR_CELLS = {"mingru": {}, "minlstm": {"log_space": True}, "lru": {}, "rglru": {}, "ssm": {"state_size": 2},
-                "mlstm": {"num_heads": 2}}  # fmt: skip
+                "mlstm": {"num_heads": 2}, "ssd": {"num_heads": 2, "state_size": 2},
+                "gated_deltanet": {"num_heads": 2}}  # fmt: skip
+FORMS = ("reference", "associative", "chunked", "chunkwise", "recomputed")
 
 
 @pytest.mark.parametrize("name", [n if n == "mingru" else pytest.param(n, marks=pytest.mark.slow)
                                   for n in LINEAR_CELLS])  # fmt: skip
 def test_generation_on_every_scan_form_of_the_linear_cells(name):
-    """A residual model of each gated linear recurrence decodes, on the reference path and on both parallel forms
+    """A residual model of each gated linear recurrence and matrix-state cell decodes, on every form that runs it
     (the prompt and each token), to the logits of its parallel forward pass (float64 to 1e-10)."""
     cell = gated.cells.get(name, D, **LINEAR_CELLS[name])
     prompt = jax.random.randint(jax.random.key(8), (5, B), 0, V)
-    for impl in ("reference", "associative", "chunked"):
+    for impl in (f for f in FORMS if gated.scan.BACKENDS[f].supports(cell, None) is None):
         model = models.Model(V, D, layers=[models.Residual(gated.recurrent(cell, impl=impl, chunk=2)),
                                            models.Residual(blocks.MLP(2 * D))])  # fmt: skip
         params = _noisy(model.init(jax.random.key(9), jnp.float64), 9)

@@ -38,23 +38,25 @@ from .gru import GRU, GRUGates, GRUParams
 from .linear import LinearCell, LinearParams, MinGRU, MinLSTM, positive, stabilised_combine, trailing_axes
 from .lru import LRU, LRUParams, LRUState
 from .lstm import LSTM, LSTMGates, LSTMNorms, LSTMParams, LSTMState
+from .matrix import SSD, DeltaParams, GatedDeltaNet, SSDParams, l2_normalise
 from .rglru import RGLRU, RGLRUParams
 from .rnn import RNN, RNNParams
 from .ssm import SelectiveSSM, SSMParams
 from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMState
 
 __all__ = [
-    "ACTIVATIONS", "Array", "CELLS", "Cell", "GRU", "GRUGates", "GRUParams", "LRU", "LRUParams", "LRUState", "LSTM",
-    "LSTMGates", "LSTMNorms", "LSTMParams", "LSTMState", "LinearCell", "LinearParams", "MLSTM", "MLSTMParams",
-    "MLSTMState", "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams", "RecurrentCell", "RecurrentDropout",
-    "SLSTM", "SLSTMParams", "SLSTMState", "SSMParams", "SelectiveSSM", "check_cell", "check_params", "get", "gru",
-    "is_cell", "lru", "lstm", "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn",
-    "slstm", "ssm", "stabilised_combine", "trailing_axes",
+    "ACTIVATIONS", "Array", "CELLS", "Cell", "DeltaParams", "GRU", "GRUGates", "GRUParams", "GatedDeltaNet", "LRU",
+    "LRUParams", "LRUState", "LSTM", "LSTMGates", "LSTMNorms", "LSTMParams", "LSTMState", "LinearCell", "LinearParams",
+    "MLSTM", "MLSTMParams", "MLSTMState", "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams",
+    "RecurrentCell", "RecurrentDropout", "SLSTM", "SLSTMParams", "SLSTMState", "SSD", "SSDParams", "SSMParams",
+    "SelectiveSSM", "check_cell", "check_params", "gated_deltanet", "get", "gru", "is_cell", "l2_normalise", "lru",
+    "lstm", "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssd", "ssm",
+    "stabilised_combine", "trailing_axes",
 ]  # fmt: skip
 
 CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
                                 "lru": LRU, "rglru": RGLRU, "ssm": SelectiveSSM, "slstm": SLSTM,
-                                "mlstm": MLSTM}  # fmt: skip
+                                "mlstm": MLSTM, "ssd": SSD, "gated_deltanet": GatedDeltaNet}  # fmt: skip
 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
@@ -134,7 +136,7 @@ def option_types() -> dict[str, type]:
 
 def get(name: str, hidden_size: int, **options) -> Cell:
     """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``,
-    ``"ssm"``, ``"slstm"``, ``"mlstm"``), for configs.
+    ``"ssm"``, ``"slstm"``, ``"mlstm"``, ``"ssd"``, ``"gated_deltanet"``), for configs.
 
     Raises:
       ValueError: unknown cell name.
@@ -169,3 +171,5 @@ rglru = _factory(RGLRU)
 ssm = _factory(SelectiveSSM)
 slstm = _factory(SLSTM)
 mlstm = _factory(MLSTM)
+ssd = _factory(SSD)
+gated_deltanet = _factory(GatedDeltaNet)

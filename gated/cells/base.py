@@ -55,6 +55,8 @@ class Cell:
     linear: ClassVar[bool] = False
     # Whether each step reads random masks appended to its inputs (RecurrentDropout), drawn from a layer's key.
     stochastic: ClassVar[bool] = False
+    # The chunkwise form of a matrix-state cell (gated.chunkwise): "decay" (mLSTM, SSD) or "delta" (Gated DeltaNet).
+    chunkwise: ClassVar[str | None] = None
 
     @property
     def restarts(self) -> bool:

@@ -156,6 +156,7 @@ class MLSTM(LinearCell):
     name: ClassVar[str] = "mlstm"
     params_type: ClassVar[type] = MLSTMParams
     stabilised: ClassVar[bool] = True
+    chunkwise: ClassVar[str] = "decay"
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -216,7 +217,25 @@ class MLSTM(LinearCell):
     def output(self, params, state, u):
         m, (c, n) = state
         q = self._heads(u, "q")
-        read = jnp.einsum("kab,kb->ka", c, q)
-        scale = jnp.maximum(jnp.abs(jnp.sum(n * q, axis=-1)), jnp.exp(-m))
+        return self.read(params, jnp.einsum("kab,kb->ka", c, q), jnp.sum(n * q, axis=-1), m, u)
+
+    # The chunkwise form (gated.chunkwise): the per-head pieces of a step and the output from what it reads.
+    def heads(self, params, u):
+        """``(q, k, v, log f_t, i~_t)`` of one step, per head: ``(K, d)`` each but the gates' ``(K,)``: the true
+        memory's update ``C_t = f_t C_{t-1} + e^{i~_t} v_t k_t^T``, read by ``q``."""
+        log_f, i_pre, (_, keys) = self.coefficients(params, u)
+        return self._heads(u, "q"), keys, self._heads(u, "v"), log_f, i_pre
+
+    def read(self, params, read, norm, m, u):
+        """``h_t`` from the stabilised memory's read ``C_t q_t`` ``(K, d)``, the normaliser's ``n_t^T q_t`` ``(K,)``
+        and the stabiliser ``m_t`` ``(K,)``."""
+        scale = jnp.maximum(jnp.abs(norm), jnp.exp(-m))
         h = (read / scale[:, None]).reshape(self.hidden_size)
         return jax.nn.sigmoid(self.gate(u, "o")) * h if self.output_gate else h
+
+    def matrix_state(self, carry):
+        """``(m, C, n)``: the stabiliser ``(K,)``, the stabilised memory ``(K, d, d)`` and normaliser ``(K, d)``."""
+        return carry.m, carry.c, carry.n
+
+    def from_matrix_state(self, m, c, n):
+        return MLSTMState(c, n, m)

@@ -1,0 +1,195 @@
+"""The chunkwise-parallel form of the matrix-state cells (xLSTM's mLSTM, Mamba-2's SSD, Gated DeltaNet):
+``impl="chunkwise"`` of :func:`gated.run`.
+
+Within a chunk of ``L = chunk`` steps the outputs are masked, decay-weighted matmuls of the queries, keys and values;
+across chunks the matrix state is carried by a sequential scan, one step per chunk (Yang et al. 2024, GLA; Beck et
+al. 2024, appendix; Dao & Gu 2024, SSD). Each chunk is recomputed in the backward pass (``jax.checkpoint``), so a
+training step stores only the state at each chunk's start: ``O(T d + T d^2 / L)`` numbers per head where the
+sequential and associative forms store ``O(T d^2)``.
+
+Two kinds of update (``cell.chunkwise``), each cell giving its per-step pieces (``cell.heads``) and its output from
+what the state reads (``cell.read``):
+
+- ``"decay"`` (mLSTM, SSD): ``C_t = f_t C_{t-1} + e^{i_t} v_t k_t^T`` with a scalar ``f_t`` per head, read as
+  ``C_t q_t`` (and the normaliser ``n_t = f_t n_{t-1} + e^{i_t} k_t`` as ``n_t^T q_t``). The stabiliser is the
+  sequential cell's, ``m_t = max(log f_t + m_{t-1}, i_t)``, in closed form inside a chunk,
+  ``m_t = max(m_0 + F_t, max_{s <= t} (i_s + F_t - F_s))`` with ``F`` the chunk's cumulative log forget gates,
+  so every state, stabiliser and output equals the sequential cell's.
+- ``"delta"`` (Gated DeltaNet): ``S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t v_t k_t^T``, read as ``S_t q_t``.
+  Inside a chunk the corrected values ``u_t = b_t (v_t - a_t S_{t-1} k_t)`` solve one unit lower-triangular system
+  (the WY/UT form of Yang et al. 2024).
+
+A reset (``resets`` True at step t) restores the initial carry before step t: inside a chunk, the steps of a later
+segment take the initial state as their base and weight only their own segment's inputs. Padding (``mask`` False)
+is the identity update (``f = 1``, no input). Pure JAX: every transform works.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gated import reference
+from gated.cells import trailing_axes
+from gated.cells.linear import cast_like
+from gated.options import Call
+
+Array = jax.Array
+
+
+def supports(cell: Any, call: Call | None = None) -> str | None:
+    """None if the chunkwise form runs ``cell`` (and ``call``), else why not."""
+    if getattr(cell, "chunkwise", None) is None:
+        return f"the {cell.name} cell has no matrix state; the chunkwise form serves mlstm, ssd and gated_deltanet"
+    if call is not None and call.return_carries:
+        return "return_carries=True is served by the reference path"
+    return None
+
+
+def sequence(cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None, call: Call):
+    """The backend of :func:`gated.run` for ``impl="chunkwise"``: ``xs`` ``(T, B, D)``, carry leaves ``(B, ...)``,
+    ``mask`` and ``resets`` ``(T, B)`` or None; returns the final carry and the outputs ``(T, B, H)``."""
+    if xs.shape[0] == 0:
+        return reference.sequence(cell, params, xs, carry, mask, resets, call)
+    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
+
+    def form(us, carry, mask, resets):
+        return _run(cell, params, us, carry, mask, resets, call.chunk)
+
+    return (jax.checkpoint(form) if call.remat else form)(us, carry, mask, resets)
+
+
+def _run(cell, params, us, carry, mask, resets, chunk):
+    q, k, v, g, i = jax.vmap(jax.vmap(lambda u: cell.heads(params, u)))(us)  # (T, B, K, ...) each
+    has_resets = resets is not None
+    if has_resets and mask is not None:
+        resets = resets & mask  # a reset at a padded step is ignored
+    if mask is not None:  # padding: no forgetting, no input (e^{-inf} for a decay cell, b = 0 for the delta rule)
+        g, i = _where(mask, g, 0.0), _where(mask, i, _no_input(cell))
+    num_steps, size = us.shape[0], max(1, min(chunk, us.shape[0]))
+    pad = -num_steps % size
+    resets = jnp.zeros(us.shape[:2], bool) if resets is None else resets
+    fills = (0.0, 0.0, 0.0, 0.0, _no_input(cell))
+    blocks = [_chunks(jnp.moveaxis(x, 0, 2), size, pad, fill) for x, fill in zip((q, k, v, g, i), fills, strict=True)]
+    kernel = functools.partial(_decay if cell.chunkwise == "decay" else _delta, has_resets=has_resets)
+    state = cell.matrix_state(carry)  # leaves (B, K, ...)
+    over_heads = jax.vmap(kernel, in_axes=(0, 0, 0, 0, 0, None, 0, 0))  # the heads share the resets
+    final, reads = jax.vmap(over_heads)(*blocks, _chunks(resets.T, size, pad, False), state, state)
+    # (B, K, C, L, ...) -> (T, B, K, ...)
+    reads = jax.tree.map(lambda r: jnp.moveaxis(r.reshape(*r.shape[:2], -1, *r.shape[4:])[:, :, :num_steps], 2, 0),
+                         reads)  # fmt: skip
+    ys = jax.vmap(jax.vmap(lambda r, u: cell.read(params, *r, u)))(reads, us)
+    if mask is not None:
+        ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
+    return cast_like(cell.from_matrix_state(*final), carry), ys.astype(us.dtype)
+
+
+def _no_input(cell) -> float:
+    return -jnp.inf if cell.chunkwise == "decay" else 0.0
+
+
+def _where(flags: Array, x: Array, value: float) -> Array:
+    return jnp.where(trailing_axes(flags, x.ndim), x, value)
+
+
+def _chunks(x: Array, size: int, pad: int, fill) -> Array:
+    """``(B, [K,] T, ...)`` (time on axis ``t``) -> ``(B, [K,] T / size, size, ...)``, padded at the end with
+    ``fill``; time is axis 1 for the resets ``(B, T)``, else axis 2."""
+    axis = 1 if x.ndim == 2 else 2
+    if pad:
+        shape = (*x.shape[:axis], pad, *x.shape[axis + 1 :])
+        x = jnp.concatenate([x, jnp.full(shape, fill, x.dtype)], axis=axis)
+    return x.reshape(*x.shape[:axis], x.shape[axis] // size, size, *x.shape[axis + 1 :])
+
+
+def _segments(resets: Array, g: Array):
+    """Of one chunk ``(L,)``: whether each step is in the chunk's first segment, whether steps t and s share a
+    segment with s <= t ``(L, L)``, the cumulative log decay ``F`` and its value ``G`` before each step's segment
+    start (0 in the first segment)."""
+    size = g.shape[-1]
+    steps = jnp.arange(size)
+    segment = jnp.cumsum(resets)
+    same = (steps[:, None] >= steps[None, :]) & (segment[:, None] == segment[None, :])
+    cumulative = jnp.cumsum(g)
+    last = jax.lax.cummax(jnp.where(resets, steps, -1))
+    before = jnp.where(last >= 0, (cumulative - g)[jnp.maximum(last, 0)], 0.0)
+    return segment == 0, same, cumulative, before
+
+
+def _across(chunk_step, start, chunks, init, has_resets: bool):
+    """A sequential scan over the chunks ``(C, L, ...)`` of ``chunk_step(state, chunk, init, has_resets)``,
+    recomputed in the backward pass: only each chunk's starting state is stored."""
+    step = jax.checkpoint(functools.partial(chunk_step, init=init, has_resets=has_resets))
+    return jax.lax.scan(step, start, chunks)
+
+
+def _decay(q, k, v, g, i, resets, start, init, *, has_resets: bool):
+    """One head of a decay cell, chunks ``(C, L, ...)``: the final ``(m, c, n)`` and each step's read
+    ``(C q, n^T q, m)`` of the stabilised state (``n`` None: no normaliser, its read None)."""
+    return _across(_decay_chunk, start, (q, k, v, g, i, resets), init, has_resets)
+
+
+def _decay_chunk(state, chunk, init, has_resets: bool):
+    """One chunk ``(L, ...)`` of a decay cell from its starting state ``(m, c, n)``: the state at its end and each
+    step's read. Step t's base is the chunk's start (or the initial state after a reset in the chunk), and its
+    inputs those of its own segment: ``m_t = max(m_base + F_t - G_t, max_s (i_s + F_t - F_s))``."""
+    q, k, v, g, i, resets = chunk
+    (m0, c0, n0), (mi, ci, ni) = state, init
+    first, same, cumulative, before = _segments(resets, g)
+    log_w = jnp.where(same, cumulative[:, None] - cumulative[None, :] + i[None, :], -jnp.inf)
+    base = m0 + cumulative
+    if has_resets:
+        base = jnp.where(first, base, mi + cumulative - before)
+    m = jnp.maximum(base, jnp.max(log_w, axis=-1))
+    weights = jnp.exp(log_w - m[:, None])
+    w = jnp.exp(base - m)
+    scores = weights * (q @ k.T)
+    read = _base_read(first, has_resets, q @ c0.T, lambda: q @ ci.T)
+    num = w[:, None] * read + scores @ v
+    # The state at the chunk's end is the last step's: its weights over the chunk's inputs and its base
+    c = w[-1] * (c0 if not has_resets else jnp.where(first[-1], c0, ci)) + (weights[-1][:, None] * v).T @ k
+    if n0 is None:
+        return (m[-1], c, None), (num, None, m)
+    den = w * _base_read(first, has_resets, q @ n0, lambda: q @ ni) + jnp.sum(scores, axis=-1)
+    n = w[-1] * (n0 if not has_resets else jnp.where(first[-1], n0, ni)) + weights[-1] @ k
+    return (m[-1], c, n), (num, den, m)
+
+
+def _base_read(first, has_resets, read, read_init):
+    """``read`` (of the chunk's starting state) in the chunk's first segment, ``read_init()`` after a reset."""
+    if not has_resets:
+        return read
+    return jnp.where(first.reshape(*first.shape, *([1] * (read.ndim - first.ndim))), read, read_init())
+
+
+def _delta(q, k, v, g, beta, resets, start, init, *, has_resets: bool):
+    """One head of a delta-rule cell, chunks ``(C, L, ...)``: the final state and each step's read ``S_t q_t``."""
+    (start,), (init,) = start, init
+    final, reads = _across(_delta_chunk, start, (q, k, v, g, beta, resets), init, has_resets)
+    return (final,), reads
+
+
+def _delta_chunk(start, chunk, init, has_resets: bool):
+    """One chunk ``(L, ...)`` of the delta rule from its starting state ``S_0`` ``(d_v, d_k)``. Within a segment,
+    ``S_t = gamma_t S_base + sum_{s <= t} (gamma_t / gamma_s) u_s k_s^T`` with the corrected values
+    ``u_s = beta_s (v_s - gamma_s S_base k_s - sum_{r < s} (gamma_s / gamma_r) (k_s . k_r) u_r)``: one unit lower
+    triangular system for all of them."""
+    q, k, v, g, beta, resets = chunk
+    first, same, cumulative, before = _segments(resets, g)
+    size = g.shape[-1]
+    decay = jnp.exp(jnp.where(same, cumulative[:, None] - cumulative[None, :], -jnp.inf))
+    gamma = jnp.exp(cumulative - before)  # from each step's segment base to the step
+    strict = decay * (1.0 - jnp.eye(size, dtype=decay.dtype))
+    system = jnp.eye(size, dtype=decay.dtype) + beta[:, None] * strict * (k @ k.T)
+    # the base state each step reads: the chunk's start, or the initial state after a reset
+    reads_base = k @ start.T if not has_resets else jnp.where(first[:, None], k @ start.T, k @ init.T)
+    rhs = beta[:, None] * (v - gamma[:, None] * reads_base)
+    u = jax.scipy.linalg.solve_triangular(system, rhs, lower=True, unit_diagonal=True)
+    out_base = q @ start.T if not has_resets else jnp.where(first[:, None], q @ start.T, q @ init.T)
+    out = gamma[:, None] * out_base + (decay * (q @ k.T)) @ u
+    base = start if not has_resets else jnp.where(first[-1], start, init)
+    end = gamma[-1] * base + (decay[-1][:, None] * u).T @ k
+    return end, (out,)
