@@ -159,11 +159,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-sequential-length", type=int, default=4096,
                         help="the Python-loop peers (the sLSTM) only up to this length")  # fmt: skip
+    parser.add_argument("--max-quadratic-length", type=int, default=1024,
+                        help="the (T, T) parallel mLSTM only up to this length (its memory)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for t in args.lengths:
         for name in args.peers:
             if name == "xlstm sLSTM vanilla" and t > args.max_sequential_length:
+                continue
+            if name == "xlstm mLSTM parallel" and t > args.max_quadratic_length:
                 continue
             try:
                 row = measure(name, t, args.batch, args.hidden, args.steps)
