@@ -34,6 +34,13 @@ def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
     return x
 
 
+def check_heads(cell) -> None:
+    """Refuses a cell's ``num_heads`` that does not divide its hidden size (the mLSTM, SSD, Gated DeltaNet)."""
+    if cell.hidden_size % cell.num_heads:
+        raise ValueError(f"num_heads: expected a positive int dividing hidden_size {cell.hidden_size}, got "
+                         f"{cell.num_heads!r}")  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """What every cell has.

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from gated import init as initializers
 from gated.options import integer, number, option
 
-from .base import Array, Cell
+from .base import Array, Cell, check_heads
 from .linear import LinearCell
 
 
@@ -69,9 +69,7 @@ class SSD(LinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got "
-                             f"{self.num_heads!r}")  # fmt: skip
+        check_heads(self)
         if not self.dt_min < self.dt_max:
             raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
 
@@ -180,9 +178,7 @@ class GatedDeltaNet(Cell):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got "
-                             f"{self.num_heads!r}")  # fmt: skip
+        check_heads(self)
 
     @property
     def head_size(self) -> int:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from gated.options import boolean, integer, number, option
 
-from .base import Array, RecurrentCell
+from .base import Array, RecurrentCell, check_heads
 from .linear import LinearCell
 
 
@@ -164,9 +164,7 @@ class MLSTM(LinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        k = self.num_heads
-        if self.hidden_size % k:
-            raise ValueError(f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got {k!r}")
+        check_heads(self)
 
     @property
     def head_size(self) -> int:
