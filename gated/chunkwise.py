@@ -96,8 +96,8 @@ def _where(flags: Array, x: Array, value: float) -> Array:
 
 
 def _chunks(x: Array, size: int, pad: int, fill) -> Array:
-    """``(B, [K,] T, ...)`` (time on axis ``t``) -> ``(B, [K,] T / size, size, ...)``, padded at the end with
-    ``fill``; time is axis 1 for the resets ``(B, T)``, else axis 2."""
+    """``(B, [K,] T, ...)`` -> ``(B, [K,] T / size, size, ...)``, padded at the end of time with ``fill``: time is
+    axis 1 of the resets ``(B, T)``, axis 2 of the per-head pieces ``(B, K, T, ...)``."""
     axis = 1 if x.ndim == 2 else 2
     if pad:
         shape = (*x.shape[:axis], pad, *x.shape[axis + 1 :])

@@ -234,7 +234,8 @@ def _states(form, elements, start, combine, apply, identity, chunk):
 
 def _sequential(elements, start, apply):
     """The states one step after another: a ``lax.scan`` whose body is the recurrence's update alone (``a s + b``,
-    or its log-space or stabilised form), every coefficient computed before it for all steps at once."""
+    or the stabilised one), every coefficient computed before it for all steps at once. (A log-space cell takes the
+    plain update here: one step multiplies one gate, so there is no long product to underflow.)"""
 
     def step(state, element):
         new = apply(jax.tree.map(lambda e: e[None], element), jax.tree.map(lambda a: a[None], state))
