@@ -391,20 +391,25 @@ def test_rglru_gradients_stay_finite_where_its_recurrence_gate_saturates(dtype):
                                slope, rtol=1e-12)  # fmt: skip
 
 
+MATRIX = [("ssd", {"num_heads": 2, "state_size": 4}), ("gated_deltanet", {"num_heads": 2})]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, ("slstm", {})], ids=[*IDS, "slstm"])
+@pytest.mark.parametrize("config", [*LINEAR_CONFIGS, ("slstm", {}), *MATRIX],
+                         ids=[*IDS, "slstm", "ssd", "gated_deltanet"])  # fmt: skip
 def test_every_modern_cell_runs_and_differentiates_in_bfloat16(config):
     """bfloat16 parameters, inputs and carry (the LRU crashed here: its complex state came back as float32): the
     outputs, the carry and the gradients keep bfloat16 and are finite, and the outputs are near the float32 run's
     from the same (rounded) parameters; on the default path and, for the LRU (complex) and a log-space cell, the
-    associative form."""
+    associative form, and for a matrix-state cell the chunkwise form."""
     name, options = config
     cell = gated.cells.get(name, 8, **options)
     params = cell.init(jax.random.key(0), 3, jnp.bfloat16)
     xs = jax.random.normal(jax.random.key(1), (9, 2, 3), jnp.bfloat16)
     wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     want = gated.run(cell, wide, xs.astype(jnp.float32))[1]
-    for impl in ("auto", "associative") if name == "lru" or options.get("log_space") else ("auto",):
+    impls = ("auto", "associative") if name == "lru" or options.get("log_space") else ("auto",)
+    for impl in impls + (("chunkwise",) if cell.chunkwise else ()):
 
         def loss(p, impl=impl):
             carry, ys = gated.run(cell, p, xs, impl=impl)
