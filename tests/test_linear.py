@@ -112,7 +112,8 @@ TRANSFORMED = [*LINEAR_CONFIGS[::2], LINEAR_CONFIGS[-1], *NEGATIVES[1:4]]
 @pytest.mark.slow
 @pytest.mark.parametrize("config", TRANSFORMED, ids=[*IDS[::2], IDS[-1], *NEGATIVE_IDS[1:4]])
 def test_parallel_forms_under_every_transform(config):
-    """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms equal the reference path's."""
+    """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms and of the default path (on the
+    CPU the sequential, chunkwise or recomputed form) equal the reference path's."""
     cell, params, carry, xs = _case(*config)
 
     def loss(impl):
@@ -125,8 +126,9 @@ def test_parallel_forms_under_every_transform(config):
         lambda f: jax.jacfwd(f)(params),
         lambda f: jax.hessian(f)(params),
     ):
-        got = jax.jit(lambda t=transform: t(loss("associative")))()
-        _close(got, jax.jit(lambda t=transform: t(loss("reference")))())
+        want = jax.jit(lambda t=transform: t(loss("reference")))()
+        for impl in ("associative", "auto"):
+            _close(jax.jit(lambda t=transform, impl=impl: t(loss(impl)))(), want)
     stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
     run = lambda impl: jax.jit(jax.vmap(lambda p: gated.run(cell, p, xs, carry=carry, impl=impl)[1]))(stacked)
     _close(run("chunked"), run("reference"))
