@@ -185,6 +185,7 @@ def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     train = [(r["step"], r["loss"], r["grad_norm"]) for r in rows if r.get("loss") is not None]
     test = [(r["step"], r["test_loss"]) for r in rows if r.get("test_loss") is not None]
@@ -210,6 +211,9 @@ def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: s
     # Fixed margins, room for log-scale tick labels down to 1e-10: tight_layout measured every label's extent and
     # took 40% of the plot's time, which every run pays at its end (and the fault tests at every rerun).
     fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.92, wspace=0.28)
+    for ax in (ax_loss, ax_grad):  # labels as plain text ("1e-05"): the default 10^k labels parse as mathtext, slowly
+        ax.yaxis.set_major_formatter(ticker.LogFormatter())
+        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     return fig
 
 

@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 
 import gated
 from tests import reference
-from tests.conftest import config_id, make_cell, random_carry, random_params, record_error
+from tests.conftest import CELL_CONFIGS, config_id, make_cell, random_carry, random_params, record_error
 
 TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-12), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -33,6 +33,12 @@ def test_cell_matches_numpy_reference(cell_config, dtype):
             record_error("numpy", config_id(cell_config), dtype, got, want)
 
 
+FD_FAST = [("rnn", {"activation": "tanh"}), ("lstm", {"peepholes": True}), ("lstm", {"coupled": True}),
+           ("gru", {"update": "keep", "reset": "before"})]  # the rest in the slow tier  # fmt: skip
+
+
+@pytest.mark.parametrize("cell_config", [c if c in FD_FAST else pytest.param(c, marks=pytest.mark.slow)
+                                         for c in CELL_CONFIGS], ids=config_id)  # fmt: skip
 def test_gradients_match_finite_differences(cell_config):
     cell = make_cell(cell_config, 3)
     params = random_params(cell, jax.random.key(3), 2, jnp.float64)
@@ -193,7 +199,8 @@ def test_layer_normalised_lstm_is_served_where_it_can_be_and_refused_where_not()
         gated.flax.to_linen_params(params, cell)
 
 
-@pytest.mark.parametrize("options", [{}, {"peepholes": True, "layer_norm": True}], ids=["plain", "peepholes-ln"])
+@pytest.mark.parametrize("options", [pytest.param({}, marks=pytest.mark.slow), {"peepholes": True, "layer_norm": True}],
+                         ids=["plain", "peepholes-ln"])  # fmt: skip
 def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(options):
     """proj_size=P (Sak et al. 2014, PyTorch's proj_size): h_t = (o_t tanh(c_t)) W_hr of size P, what the gates
     read and what the cell outputs; c keeps H units. Against the float64 NumPy loop with lengths and reverse, and

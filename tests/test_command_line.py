@@ -8,16 +8,18 @@ import sys
 
 import pytest
 
+from tests.conftest import fast_compile_env
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ["--config.train.steps=4", "--config.task.length=10", "--config.model.hidden_size=4",
         "--config.train.log_every=2", "--config.train.eval_batch_size=8", "--config.train.eval_every=2",
         "--config.optimizer.warmup_steps=2"]  # fmt: skip
 
 
-def _run(*args, module="experiments.main"):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )  # stderr is a pipe, not a terminal: a batch job
+def _run(*args, module="experiments.main", env=None):
+    env = fast_compile_env() if env is None else env  # stderr below is a pipe, not a terminal: a batch job
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,7 @@ def test_a_file_system_fault_is_one_line_naming_the_path_and_exit_code_2(tmp_pat
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and message in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_the_grus_update_option_from_the_command_line(tmp_path):
     """The defect: --config.model.options.update=write failed with a 3 KB YAML dump (ConfigDict.update)."""
     out = _run("--config=configs/adding.py", f"--workdir={tmp_path / 'w'}", *TINY, "--config.model.cell=gru",
@@ -125,8 +128,9 @@ def test_a_run_gives_the_same_bits_alone_and_inside_its_sweep(tmp_path):
     """As a user runs it (float32, JAX's default settings): the sweep's lstm seed-0 run equals the single run."""
     import numpy as np
 
-    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'alone'}", *TINY).returncode == 0
-    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'sweep'}", *TINY, "--sweep").returncode == 0
+    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'alone'}", *TINY, env=os.environ).returncode == 0
+    assert _run("--config=configs/adding.py", f"--workdir={tmp_path / 'sweep'}", *TINY, "--sweep",
+                env=os.environ).returncode == 0  # fmt: skip
     alone = np.load(tmp_path / "alone" / "final.npz")
     inside = np.load(tmp_path / "sweep" / "runs" / "cell-lstm_seed-0" / "final.npz")
     assert alone.files == inside.files

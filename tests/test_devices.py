@@ -2,7 +2,6 @@
 check that needs them; one test starts 2 processes on JAX's multi-process runtime (jax.distributed, gloo)."""
 
 import json
-import os
 import pathlib
 import signal
 import socket
@@ -15,6 +14,7 @@ import pytest
 
 from experiments import config as config_lib
 from experiments import engine
+from tests.conftest import fast_compile_env
 from tests.test_engine import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def _assert_close(a, b):
 
 @pytest.mark.slow
 def test_on_four_cpu_devices(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = fast_compile_env("--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     env["JAX_ENABLE_X64"] = "1"  # as this test process (conftest), so both draw the same random streams
     proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(tmp_path / "four")], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -106,8 +106,7 @@ def _free_port() -> int:
 
 def _launch(workdir, steps, processes=2, *extra):
     port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env = fast_compile_env(JAX_PLATFORMS="cpu")
     base = [sys.executable, "-m", "experiments.main", "--config=configs/adding.py", f"--workdir={workdir}", *TINY,
             f"--config.train.steps={steps}", "--config.train.checkpoint_every=100", *extra]  # fmt: skip
     if processes == 1:

@@ -85,8 +85,7 @@ def _close(got, want, case, dtype=jnp.float64):
 
 
 # The fast tier (pytest -m "not slow") keeps the fused kernels of the LSTM, both GRU conventions and the tanh RNN.
-FAST = [("lstm", {}), ("gru", {"update": "keep", "reset": "after"}), ("gru", {"update": "write", "reset": "after"}),
-        ("rnn", {"activation": "tanh"})]  # fmt: skip
+FAST = [("lstm", {}), ("gru", {"update": "keep", "reset": "after"}), ("rnn", {"activation": "tanh"})]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from experiments import config as config_lib
 from tests.conftest import random_carry, random_params
 
 # Examples per property test: the fast tier's, and the slow tier's.
-EXAMPLES = [pytest.param(12, id="fast"), pytest.param(60, id="slow", marks=pytest.mark.slow)]
+EXAMPLES = [pytest.param(12, id="fast"), pytest.param(40, id="slow", marks=pytest.mark.slow)]
 
 
 def _settings(examples):

@@ -291,6 +291,7 @@ def test_xlstm_block_errors_name_what_they_got():
         mixers.MLSTMBlock(gated.cells.mlstm(H))(None, jnp.zeros((2, D)))
 
 
+@pytest.mark.slow
 def test_state_dtype_keeps_a_bfloat16_recurrence_in_float32():
     """gated.run(state_dtype=float32) on bfloat16 inputs: the carry in float32, the outputs in bfloat16 and equal to
     the float32 run of the widened parameters and inputs; a mixer passes it on, and it differentiates."""

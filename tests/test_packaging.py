@@ -10,6 +10,8 @@ import zipfile
 
 import pytest
 
+from tests.conftest import FAST_COMPILE
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEAVY = ("flax", "optax", "matplotlib", "absl", "ml_collections", "tensorboardX", "torch")
 
@@ -28,7 +30,7 @@ def wheel(tmp_path_factory):
 
 
 def _python(site, code, cwd, *args):
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(cwd), "XLA_FLAGS": FAST_COMPILE}
     return subprocess.run([sys.executable, *args, "-c", code] if code else [sys.executable, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 

@@ -9,6 +9,8 @@ import tempfile
 
 import pytest
 
+from tests.conftest import fast_compile_env
+
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
 
@@ -33,7 +35,8 @@ def test_each_readme_snippet_runs_on_its_own(snippet):
     defined = {name for name in CHECKS if re.search(rf"^\s*(\w+, )*{name}\b[\w, ]* = ", snippet, re.M)}
     assert defined, "each snippet's results are checked: add its names to CHECKS"
     script = snippet + "".join(f"\n{CHECKS[name]}" for name in sorted(defined))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent,
+                            env=fast_compile_env())  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
 
