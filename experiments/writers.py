@@ -212,6 +212,7 @@ def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: s
     # took 40% of the plot's time, which every run pays at its end (and the fault tests at every rerun).
     fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.92, wspace=0.28)
     for ax in (ax_loss, ax_grad):  # labels as plain text ("1e-05"): the default 10^k labels parse as mathtext, slowly
+        ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))  # fewer tick objects to build
         ax.yaxis.set_major_formatter(ticker.LogFormatter())
         ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     return fig

@@ -35,7 +35,7 @@ def naive_carry_gradients(cell, params, xs, loss_fn):
             seq = jnp.concatenate([ys[:k, 0], diagnostics.hidden(c_k)[None], rest])
             return loss_fn(seq, final)
 
-        grads.append(jax.grad(loss_from)(jax.tree.map(lambda a, k=k: a[k], carries)))
+        grads.append(jax.jit(jax.grad(loss_from))(jax.tree.map(lambda a, k=k: a[k], carries)))
     return jax.tree.map(lambda *a: jnp.stack(a), *grads)
 
 

@@ -85,7 +85,7 @@ def _close(got, want, case, dtype=jnp.float64):
 
 
 # The fast tier (pytest -m "not slow") keeps the fused kernels of the LSTM, both GRU conventions and the tanh RNN.
-FAST = [("lstm", {}), ("gru", {"update": "keep", "reset": "after"}), ("rnn", {"activation": "tanh"})]
+FAST = [("lstm", {}), ("rnn", {"activation": "tanh"})]  # the GRU's fused kernel: its other tests in the fast tier
 
 
 @pytest.mark.parametrize(

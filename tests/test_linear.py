@@ -260,11 +260,11 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
                          gated.recurrent(gated.cells.mlstm(4, num_heads=2), impl="chunked"),
                          gated.bidirectional(gated.cells.slstm(3))])  # fmt: skip
     module = gated.flax.RNN(layer, return_carry=True)
-    variables = module.init(jax.random.key(1), xs, lengths=lengths)
-    _close(module.apply(variables, xs, lengths=lengths),
+    variables = jax.jit(module.init)(jax.random.key(1), xs, lengths=lengths)  # jitted: one compile, not one per op
+    _close(jax.jit(module.apply)(variables, xs, lengths=lengths),
            layer(variables["params"]["layer"], xs, lengths=lengths, time_axis=1), rtol=1e-6, atol=1e-6)  # fmt: skip
     for cell in (gated.cells.rglru(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
-        assert nn.RNN(gated.flax.Cell(cell)).init(jax.random.key(2), xs) is not None
+        assert jax.jit(nn.RNN(gated.flax.Cell(cell)).init)(jax.random.key(2), xs) is not None
     for cell in (gated.cells.minlstm(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
         assert gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0))(xs, lengths=lengths).shape == (2, 7, 4)
     config = config_lib.base_config()
