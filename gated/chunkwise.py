@@ -51,36 +51,41 @@ def supports(cell: Any, call: Call | None = None) -> str | None:
 
 def sequence(cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None, call: Call):
     """The backend of :func:`gated.run` for ``impl="chunkwise"``: ``xs`` ``(T, B, D)``, carry leaves ``(B, ...)``,
-    ``mask`` and ``resets`` ``(T, B)`` or None; returns the final carry and the outputs ``(T, B, H)``."""
+    ``mask`` and ``resets`` ``(T, B)`` or None; returns the final carry and the outputs ``(T, B, H)``.
+
+    Over more than one chunk, a ``lax.scan`` over the chunks, each projected, run and read inside the scan and
+    recomputed in the backward pass: only the carry at each chunk's start is stored, and each chunk's work stays in
+    the cache, so the cost per step does not grow with the length."""
     if xs.shape[0] == 0:
         return reference.sequence(cell, params, xs, carry, mask, resets, call)
-    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
 
-    def form(us, carry, mask, resets):
-        return _run(cell, params, us, carry, mask, resets, call.chunk)
+    def form(state, inputs):
+        xs, mask, resets = inputs
+        us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
+        return _run(cell, params, us, state, mask, resets, initial=carry)
 
-    return (jax.checkpoint(form) if call.remat else form)(us, carry, mask, resets)
+    if xs.shape[0] <= call.chunk:
+        return (jax.checkpoint(form) if call.remat else form)(carry, (xs, mask, resets))
+    last, ys = jax.lax.scan(jax.checkpoint(form), carry, reference.in_chunks(call.chunk, xs, mask, resets))
+    return last, ys.reshape(-1, *ys.shape[2:])[: xs.shape[0]]
 
 
-def _run(cell, params, us, carry, mask, resets, chunk):
-    q, k, v, g, i = jax.vmap(jax.vmap(lambda u: cell.heads(params, u)))(us)  # (T, B, K, ...) each
+def _run(cell, params, us, carry, mask, resets, initial):
+    """One chunk ``us`` ``(L, B, G*H)`` from ``carry``, a reset restoring ``initial``: the carry at its end and
+    its outputs ``(L, B, H)``."""
+    q, k, v, g, i = jax.vmap(jax.vmap(lambda u: cell.heads(params, u)))(us)  # (L, B, K, ...) each
     has_resets = resets is not None
     if has_resets and mask is not None:
         resets = resets & mask  # a reset at a padded step is ignored
     if mask is not None:  # padding: no forgetting, no input (e^{-inf} for a decay cell, b = 0 for the delta rule)
         g, i = _where(mask, g, 0.0), _where(mask, i, _no_input(cell))
-    num_steps, size = us.shape[0], max(1, min(chunk, us.shape[0]))
-    pad = -num_steps % size
     resets = jnp.zeros(us.shape[:2], bool) if resets is None else resets
-    fills = (0.0, 0.0, 0.0, 0.0, _no_input(cell))
-    blocks = [_chunks(jnp.moveaxis(x, 0, 2), size, pad, fill) for x, fill in zip((q, k, v, g, i), fills, strict=True)]
+    pieces = [jnp.moveaxis(x, 0, 2) for x in (q, k, v, g, i)]  # (B, K, L, ...)
     kernel = functools.partial(_decay if cell.chunkwise == "decay" else _delta, has_resets=has_resets)
-    state = cell.matrix_state(carry)  # leaves (B, K, ...)
     over_heads = jax.vmap(kernel, in_axes=(0, 0, 0, 0, 0, None, 0, 0))  # the heads share the resets
-    final, reads = jax.vmap(over_heads)(*blocks, _chunks(resets.T, size, pad, False), state, state)
-    # (B, K, C, L, ...) -> (T, B, K, ...)
-    reads = jax.tree.map(lambda r: jnp.moveaxis(r.reshape(*r.shape[:2], -1, *r.shape[4:])[:, :, :num_steps], 2, 0),
-                         reads)  # fmt: skip
+    states = cell.matrix_state(carry), cell.matrix_state(initial)  # leaves (B, K, ...)
+    final, reads = jax.vmap(over_heads)(*pieces, resets.T, *states)
+    reads = jax.tree.map(lambda r: jnp.moveaxis(r, 2, 0), reads)  # (B, K, L, ...) -> (L, B, K, ...)
     ys = jax.vmap(jax.vmap(lambda r, u: cell.read(params, *r, u)))(reads, us)
     if mask is not None:
         ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
@@ -93,16 +98,6 @@ def _no_input(cell) -> float:
 
 def _where(flags: Array, x: Array, value: float) -> Array:
     return jnp.where(trailing_axes(flags, x.ndim), x, value)
-
-
-def _chunks(x: Array, size: int, pad: int, fill) -> Array:
-    """``(B, [K,] T, ...)`` -> ``(B, [K,] T / size, size, ...)``, padded at the end of time with ``fill``: time is
-    axis 1 of the resets ``(B, T)``, axis 2 of the per-head pieces ``(B, K, T, ...)``."""
-    axis = 1 if x.ndim == 2 else 2
-    if pad:
-        shape = (*x.shape[:axis], pad, *x.shape[axis + 1 :])
-        x = jnp.concatenate([x, jnp.full(shape, fill, x.dtype)], axis=axis)
-    return x.reshape(*x.shape[:axis], x.shape[axis] // size, size, *x.shape[axis + 1 :])
 
 
 def _segments(resets: Array, g: Array):
@@ -119,24 +114,11 @@ def _segments(resets: Array, g: Array):
     return segment == 0, same, cumulative, before
 
 
-def _across(chunk_step, start, chunks, init, has_resets: bool):
-    """A sequential scan over the chunks ``(C, L, ...)`` of ``chunk_step(state, chunk, init, has_resets)``,
-    recomputed in the backward pass: only each chunk's starting state is stored."""
-    step = jax.checkpoint(functools.partial(chunk_step, init=init, has_resets=has_resets))
-    return jax.lax.scan(step, start, chunks)
-
-
-def _decay(q, k, v, g, i, resets, start, init, *, has_resets: bool):
-    """One head of a decay cell, chunks ``(C, L, ...)``: the final ``(m, c, n)`` and each step's read
-    ``(C q, n^T q, m)`` of the stabilised state (``n`` None: no normaliser, its read None)."""
-    return _across(_decay_chunk, start, (q, k, v, g, i, resets), init, has_resets)
-
-
-def _decay_chunk(state, chunk, init, has_resets: bool):
-    """One chunk ``(L, ...)`` of a decay cell from its starting state ``(m, c, n)``: the state at its end and each
-    step's read. Step t's base is the chunk's start (or the initial state after a reset in the chunk), and its
-    inputs those of its own segment: ``m_t = max(m_base + F_t - G_t, max_s (i_s + F_t - F_s))``."""
-    q, k, v, g, i, resets = chunk
+def _decay(q, k, v, g, i, resets, state, init, *, has_resets: bool):
+    """One head of a decay cell, one chunk ``(L, ...)`` from its starting state ``(m, c, n)``: the state at its end
+    and each step's read ``(C q, n^T q, m)`` of the stabilised state (``n`` None: no normaliser, its read None).
+    Step t's base is the chunk's start (or the initial state after a reset in the chunk), and its inputs those of
+    its own segment: ``m_t = max(m_base + F_t - G_t, max_s (i_s + F_t - F_s))``."""
     (m0, c0, n0), (mi, ci, ni) = state, init
     first, same, cumulative, before = _segments(resets, g)
     log_w = jnp.where(same, cumulative[:, None] - cumulative[None, :] + i[None, :], -jnp.inf)
@@ -166,30 +148,33 @@ def _base_read(first, has_resets, read, read_init):
 
 
 def _delta(q, k, v, g, beta, resets, start, init, *, has_resets: bool):
-    """One head of a delta-rule cell, chunks ``(C, L, ...)``: the final state and each step's read ``S_t q_t``."""
-    (start,), (init,) = start, init
-    final, reads = _across(_delta_chunk, start, (q, k, v, g, beta, resets), init, has_resets)
-    return (final,), reads
-
-
-def _delta_chunk(start, chunk, init, has_resets: bool):
-    """One chunk ``(L, ...)`` of the delta rule from its starting state ``S_0`` ``(d_v, d_k)``. Within a segment,
+    """One head of the delta rule, one chunk ``(L, ...)`` from its starting state ``S_0`` ``(d_v, d_k)``: the state
+    at its end and each step's read ``S_t q_t``. Within a segment,
     ``S_t = gamma_t S_base + sum_{s <= t} (gamma_t / gamma_s) u_s k_s^T`` with the corrected values
     ``u_s = beta_s (v_s - gamma_s S_base k_s - sum_{r < s} (gamma_s / gamma_r) (k_s . k_r) u_r)``: one unit lower
     triangular system for all of them."""
-    q, k, v, g, beta, resets = chunk
+    (start,), (init,) = start, init
     first, same, cumulative, before = _segments(resets, g)
     size = g.shape[-1]
     decay = jnp.exp(jnp.where(same, cumulative[:, None] - cumulative[None, :], -jnp.inf))
     gamma = jnp.exp(cumulative - before)  # from each step's segment base to the step
-    strict = decay * (1.0 - jnp.eye(size, dtype=decay.dtype))
-    system = jnp.eye(size, dtype=decay.dtype) + beta[:, None] * strict * (k @ k.T)
+    strict = beta[:, None] * decay * (1.0 - jnp.eye(size, dtype=decay.dtype)) * (k @ k.T)
     # the base state each step reads: the chunk's start, or the initial state after a reset
     reads_base = k @ start.T if not has_resets else jnp.where(first[:, None], k @ start.T, k @ init.T)
-    rhs = beta[:, None] * (v - gamma[:, None] * reads_base)
-    u = jax.scipy.linalg.solve_triangular(system, rhs, lower=True, unit_diagonal=True)
+    u = _unit_lower_solve(strict, beta[:, None] * (v - gamma[:, None] * reads_base))
     out_base = q @ start.T if not has_resets else jnp.where(first[:, None], q @ start.T, q @ init.T)
     out = gamma[:, None] * out_base + (decay * (q @ k.T)) @ u
     base = start if not has_resets else jnp.where(first[-1], start, init)
     end = gamma[-1] * base + (decay[-1][:, None] * u).T @ k
-    return end, (out,)
+    return (end,), (out,)
+
+
+def _unit_lower_solve(strict: Array, rhs: Array) -> Array:
+    """``(I + N)^{-1} rhs`` for a strictly lower triangular ``N`` ``(L, L)``: as ``N^L = 0``, the inverse is the
+    product ``(I - N)(I + N^2)(I + N^4)...`` of ``ceil(log2 L)`` factors, each a matmul (no LAPACK call: the same
+    program on every platform, and XLA:CPU's runtime was seen to hang on a triangular solve inside this scan)."""
+    power, out = -strict, rhs - strict @ rhs
+    for _ in range(max(0, (strict.shape[-1] - 1).bit_length() - 1)):
+        power = power @ power
+        out = out + power @ out
+    return out

@@ -6,15 +6,17 @@ Three forms, all pure JAX (every transform works), used by :func:`gated.run` wit
   ``(a, b) o (a', b') = (a a', a' b + b')``; O(log T) depth, O(T) work.
 - ``"chunked"``: the same scan inside chunks of ``chunk`` steps, all chunks at once, then a sequential
   ``lax.scan`` over the chunks that carries the state from one chunk to the next.
-- ``"sequential"``: the coefficients of every step at once, then one ``lax.scan`` whose body is the update alone
-  (``a_t s + b_t``): the fewest operations, and a backward pass that is the same small scan reversed.
+- ``"sequential"``: a ``lax.scan`` over chunks of ``chunk`` steps; in each, the inputs' projections and the
+  coefficients of its steps at once, then a ``lax.scan`` whose body is the update alone (``a_t s + b_t``): the
+  fewest operations. Each chunk is recomputed in the backward pass: only the carry at each chunk's start is stored,
+  and a chunk's arrays stay in the cache, so a step costs the same at any length.
 
-A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs both forms in log space: the pairs
-are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so long products of gates
-that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial state, which may be negative,
-is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`). A decay that can be negative
-(``eigenvalues="[-1, 1]"``) is logged as its magnitude and sign: each state's positive and negative parts are summed
-apart, both in log space, and subtracted at the end (:func:`_signed_log_combine`).
+A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs the associative and chunked forms
+in log space: the pairs are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so
+long products of gates that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial state,
+which may be negative, is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`). A decay
+that can be negative (``eigenvalues="[-1, 1]"``) is logged as its magnitude and sign: each state's positive and
+negative parts are summed apart, both in log space, and subtracted at the end (:func:`_signed_log_combine`).
 
 A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
 true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
@@ -59,15 +61,35 @@ def sequence(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array |
              call: Call) -> tuple[Any, Array]:  # fmt: skip
     """The backend of :func:`gated.run` for ``impl="associative"``, ``"chunked"`` and ``"sequential"``: ``xs``
     ``(T, B, D)`` projected for every step at once, then :func:`scan_projected` (an empty sequence takes the
-    reference path, as there is nothing to scan)."""
+    reference path, as there is nothing to scan); ``"sequential"`` does both chunk by chunk (:func:`_in_chunks`)."""
     if xs.shape[0] == 0:
         return reference.sequence(cell, params, xs, carry, mask, resets, call)
-    us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
+    if call.impl == "sequential" and xs.shape[0] > call.chunk:
+        return _in_chunks(cell, params, xs, carry, mask, resets, call)
 
-    def forms(us, carry, mask, resets):
+    def forms(xs, carry, mask, resets):
+        us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
         return scan_projected(cell, params, us, carry, mask, resets, form=call.impl, chunk=call.chunk)
 
-    return (jax.checkpoint(forms) if call.remat else forms)(us, carry, mask, resets)
+    return (jax.checkpoint(forms) if call.remat else forms)(xs, carry, mask, resets)
+
+
+def _in_chunks(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
+               call: Call) -> tuple[Any, Array]:  # fmt: skip
+    """``impl="sequential"`` over more than ``call.chunk`` steps: a ``lax.scan`` over chunks of that many steps, each
+    projected, turned into coefficients and scanned by the update alone (:func:`scan_projected`), and recomputed in
+    the backward pass. Only the carry at each chunk's start is stored, and each chunk's work stays in the cache: the
+    cost per step does not grow with the length, as it does when every step's coefficients are held at once. A reset
+    restores the sequence's initial ``carry``, not the chunk's."""
+    num_steps = xs.shape[0]
+
+    def chunk(state, inputs):
+        xs, mask, resets = inputs
+        us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
+        return scan_projected(cell, params, us, state, mask, resets, form="sequential", initial=carry)
+
+    last, ys = jax.lax.scan(jax.checkpoint(chunk), carry, reference.in_chunks(call.chunk, xs, mask, resets))
+    return last, ys.reshape(-1, *ys.shape[2:])[:num_steps]
 
 
 def _linear_combine(earlier, later):
@@ -156,25 +178,29 @@ def scan_projected(
     *,
     form: str,
     chunk: int = 64,
+    initial: Any = None,
 ) -> tuple[Any, Array]:
     """Runs ``cell`` over the projected inputs ``us`` ``(T, B, G*H)`` from ``carry`` (leaves ``(B, ...)``).
 
-    ``mask`` ``(T, B)``: valid steps (None: all); ``resets`` ``(T, B)``: steps that start a new segment from
-    ``carry`` (None: none). Returns the final carry and the outputs ``(T, B, H)``, zero at padded steps.
-    """
+    ``mask`` ``(T, B)``: valid steps (None: all); ``resets`` ``(T, B)``: steps that restart from ``initial`` (None:
+    ``carry``; another only with ``form="sequential"``, for a chunk of a longer sequence). Returns the final carry and
+    the outputs ``(T, B, H)``, zero at padded steps."""
     if form not in FORMS:
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    if initial is not None and form != "sequential":
+        raise ValueError(f"initial: only form='sequential' scans from another carry than resets restore, got {form!r}")
+    initial = carry if initial is None else initial
     coefficients = jax.vmap(jax.vmap(lambda u: cell.coefficients(params, u)))
     log = cell.log_space and form != "sequential"  # one step at a time, no product of many gates to underflow
     if cell.stabilised:  # elements (log a, log b, b); the state (m, s) is the element (-inf, m, s)
         elements = coefficients(us)
-        m0, s0 = cell.to_state(carry)
-        start = (jnp.full_like(m0, -jnp.inf), m0, s0)
         identity = (0.0, -jnp.inf, 0.0)
         combine, apply = stabilised_combine, lambda prefix, state: stabilised_combine((-jnp.inf, *state), prefix)[1:]
         if resets is not None:  # a reset step applies its update to the initial state
-            elements = _where(resets, combine(jax.tree.map(lambda a: a[None], start), elements), elements)
-        start = start[1:]
+            m0, s0 = cell.to_state(initial)
+            restored = (jnp.full_like(m0, -jnp.inf), m0, s0)
+            elements = _where(resets, combine(jax.tree.map(lambda a: a[None], restored), elements), elements)
+        start = cell.to_state(carry)
     else:
         a, b = coefficients(us)
         s0 = cell.to_state(carry)  # (B, H), complex for the LRU, (B, H, N) for the SSM
@@ -186,7 +212,7 @@ def scan_projected(
                 a0, b0 = jax.vmap(jax.vmap(lambda u: cell.restart(params, u)))(us)
                 a, b = _where(resets, a0.astype(a.dtype), a), _where(resets, b0, b)
             elif resets is not None:
-                a, b = _where(resets, 0.0, a), _where(resets, a * s0[None] + b, b)
+                a, b = _where(resets, 0.0, a), _where(resets, a * cell.to_state(initial)[None] + b, b)
             elements, combine, start, identity = (a, b), _linear_combine, s0, (1.0, 0.0)
             apply = lambda prefix, state: prefix[0] * state + prefix[1]
     if mask is not None:  # padding is the identity update

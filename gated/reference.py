@@ -53,19 +53,24 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
 def _recomputed(body, carry, us, mask, resets, call):
     """The scan of ``body`` in chunks of ``call.chunk`` steps, each recomputed in the backward pass: only the carry
     at each chunk's start is stored (padding to a whole chunk holds the carry, as ``mask`` False does)."""
-    num_steps, size = us.shape[0], call.chunk
-    pad = -num_steps % size
-    if pad and mask is None:
-        mask = jnp.ones(us.shape[:2], bool)
-    fill = lambda a, value: None if a is None else jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), value, a.dtype)])
-    chunks = jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), (fill(us, 0), fill(mask, False),
-                                                                          fill(resets, False)))  # fmt: skip
+    num_steps = us.shape[0]
 
     def chunk(carry, inputs):
         return jax.lax.scan(body, carry, inputs, unroll=call.unroll)
 
-    carry, outs = jax.lax.scan(jax.checkpoint(chunk), carry, chunks)
+    carry, outs = jax.lax.scan(jax.checkpoint(chunk), carry, in_chunks(call.chunk, us, mask, resets))
     return carry, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:num_steps], outs)
+
+
+def in_chunks(size: int, xs: Array, mask: Array | None, resets: Array | None) -> tuple:
+    """``(xs, mask, resets)`` (leading axis T) reshaped to ``(T / size, size, ...)``, padded to whole chunks by
+    padding steps (``mask`` False, which hold the carry and output zeros; a ``mask`` of all True made if None)."""
+    pad = -xs.shape[0] % size
+    if pad and mask is None:
+        mask = jnp.ones(xs.shape[:2], bool)
+    fill = lambda a, value: None if a is None else jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), value, a.dtype)])
+    return jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]),
+                        (fill(xs, 0), fill(mask, False), fill(resets, False)))  # fmt: skip
 
 
 def _recomputed_sequence(cell, params, xs, carry, mask, resets, call):

@@ -26,7 +26,8 @@ The arguments of :func:`run`:
   where a new segment starts, so the initial ``carry`` is restored before that step (packed sequences, episode
   boundaries of RL rollouts). Reading backwards, each segment is read backwards from its own last step. Resets at
   padded steps are ignored.
-- ``chunk``: the chunk length of ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"`` (and of ``remat``).
+- ``chunk``: the chunk length of ``impl="chunked"``, ``"sequential"``, ``"chunkwise"`` and ``"recomputed"`` (and of
+  ``remat``).
 - ``state_dtype``: the floating type the recurrence runs in (None: that of ``xs``). With ``jnp.float32``, a
   bfloat16 sequence keeps its carry, its states and their sums in float32: the parameters and inputs are widened
   inside, the outputs come back in ``xs``'s type and the carry in ``state_dtype`` (mixed precision, as the mLSTM's
@@ -41,8 +42,9 @@ The arguments of :func:`run`:
   - "associative" and "chunked" (:mod:`gated.parallel`, gated linear recurrences only: ``mingru``, ``minlstm``,
     ``lru``, ``rglru``, ``ssm``, ``mlstm``, ``ssd``): one associative scan over time, or one inside each chunk of
     ``chunk`` steps and a sequential scan across the chunks.
-  - "sequential" (:mod:`gated.parallel`, the same cells): every step's coefficients at once, then one
-    ``lax.scan`` of the update ``a_t s + b_t`` alone.
+  - "sequential" (:mod:`gated.parallel`, the same cells): a ``lax.scan`` over chunks of ``chunk`` steps, each
+    chunk's coefficients at once, then a ``lax.scan`` of the update ``a_t s + b_t`` alone; each chunk recomputed in
+    the backward pass, so only the carry at chunk boundaries is stored and a chunk's work stays in the cache.
   - "chunkwise" (:mod:`gated.chunkwise`, the matrix-state cells ``mlstm``, ``ssd``, ``gated_deltanet``): within
     each chunk, masked decay-weighted matmuls of queries, keys and values; across chunks, a sequential scan of the
     matrix state, each chunk recomputed in the backward pass (only the states at chunk boundaries are stored).
@@ -52,8 +54,8 @@ The arguments of :func:`run`:
   - "native" (:mod:`gated.native`; opt-in, CPU only, float32, LSTM and GRU): C++ loops; reverse-mode
     differentiation only, and ``vmap`` runs its batch one after another.
   - "auto" (the default): the first backend of the platform's and the cell's row of :data:`AUTO` (a measured
-    table) that supports the call: on the CPU "sequential" for the elementwise linear recurrences, "chunkwise"
-    for the mLSTM and SSD, "recomputed" for the SSM, Gated DeltaNet and sLSTM; "fused" where the cell has a
+    table) that supports the call: on the CPU "sequential" for the elementwise linear recurrences and the SSM,
+    "chunkwise" for the mLSTM and SSD, "recomputed" for Gated DeltaNet and the sLSTM; "fused" where the cell has a
     kernel, ``return_carries`` is False and there are no ``resets``; on accelerators "associative" for an
     elementwise linear recurrence; else "reference".
 
@@ -86,14 +88,14 @@ BACKENDS = {"reference": reference, "fused": fused, "native": native, "associati
 # What impl="auto" runs: per platform, per cell name ("*": every other cell), the backends to try in order; the
 # first that supports the call runs it (a call a backend does not serve, as return_carries=True, falls through to
 # "reference"). The CPU row is measured: benchmarks/linear_forms.py, B 8, D = H = 64, T = 256 to 16384, its table
-# in benchmarks/results/linear_forms.md (2-core AMD EPYC, AVX2 and AVX-512). There the elementwise recurrences
-# train fastest on the sequential scan of their update alone; the SSM as fast on the reference path, and in a
-# seventh of the memory recomputed; the mLSTM and SSD chunkwise; Gated DeltaNet and the sLSTM recomputed (the delta
-# rule's triangular solves make its chunkwise form slower on a CPU). The other platforms' row is not measured
-# (no GPU was lent): the associative scan for the elementwise recurrences, the chunkwise form for the matrix ones.
+# in benchmarks/results/linear_forms.md (2-core AMD EPYC, AVX2 and AVX-512). There the elementwise recurrences and
+# the SSM train fastest on the sequential scan of their update alone, chunk by chunk; the mLSTM and SSD chunkwise;
+# Gated DeltaNet and the sLSTM recomputed (the delta rule's triangular systems make its chunkwise form slower on a
+# CPU). The other platforms' row is not measured (no GPU was lent): the associative scan for the elementwise
+# recurrences, the chunkwise form for the matrix ones.
 SEQUENTIAL, CHUNKWISE, RECOMPUTED = ("sequential", "reference"), ("chunkwise", "reference"), ("recomputed",)
 AUTO = {
-    "cpu": {"mingru": SEQUENTIAL, "minlstm": SEQUENTIAL, "lru": SEQUENTIAL, "rglru": SEQUENTIAL, "ssm": RECOMPUTED,
+    "cpu": {"mingru": SEQUENTIAL, "minlstm": SEQUENTIAL, "lru": SEQUENTIAL, "rglru": SEQUENTIAL, "ssm": SEQUENTIAL,
             "mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": RECOMPUTED, "slstm": RECOMPUTED,
             "*": ("fused", "reference")},
     "default": {"mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": CHUNKWISE,

@@ -112,14 +112,19 @@ def _temporaries(cell, xs, impl, chunk):
     return f.lower(params).compile().memory_analysis().temp_size_in_bytes
 
 
-def test_the_chunkwise_and_recomputed_training_steps_store_no_state_per_step():
-    """The compiled gradient of a long sequence holds less than half of one state per step and example: the states
-    inside a chunk are recomputed, never stored (the sequential form stores them all, and more)."""
+def test_the_chunked_training_steps_store_no_state_per_step():
+    """The compiled gradient of a long sequence holds less than half of one state per step and example in the
+    chunkwise, sequential and recomputed forms: the states inside a chunk are recomputed, never stored (the reference
+    path stores them all, and more)."""
     xs = jnp.zeros((512, 2, 8), jnp.float32)
     mlstm, ssm = gated.cells.mlstm(64, num_heads=1), gated.cells.ssm(32, state_size=64)
     memories, states = 512 * 2 * 64 * 64 * 4, 512 * 2 * 32 * 64 * 4  # (T, B, d, d) and (T, B, H, N) float32
     assert _temporaries(mlstm, xs, "reference", 32) > memories > 2 * _temporaries(mlstm, xs, "chunkwise", 32)
+    assert memories > 2 * _temporaries(mlstm, xs, "sequential", 32)
     assert _temporaries(ssm, xs, "reference", 32) > states > 2 * _temporaries(ssm, xs, "recomputed", 32)
+    # the sequential form holds a chunk's coefficients and states, whatever the length: 4x the steps, no more states
+    longer = jnp.zeros((2048, 2, 8), jnp.float32)
+    assert _temporaries(ssm, longer, "sequential", 32) - _temporaries(ssm, xs, "sequential", 32) < states / 4
 
 
 RECOMPUTED = [("ssm", {"state_size": 3}), ("lstm", {}), ("mingru", {"log_space": True})]

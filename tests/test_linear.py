@@ -81,8 +81,8 @@ def test_parallel_forms_equal_the_sequential_reference(config):
 
     forward, backward = (loss("reference", r, 64, False)(params, carry, xs) for r in (False, True))
     _close(loss("associative", False, 64, False)(params, carry, xs), forward)
-    _close(loss("sequential", True, 64, True)(params, carry, xs), backward)
-    _close(loss("chunked", True, 4, True)(params, carry, xs), backward)  # 4 does not divide T = 13
+    _close(loss("sequential", True, 4, False)(params, carry, xs), backward)  # 4 does not divide T = 13
+    _close(loss("chunked", True, 4, True)(params, carry, xs), backward)
 
 
 @pytest.mark.slow
@@ -108,11 +108,11 @@ TRANSFORMED = [LINEAR_CONFIGS[0], LINEAR_CONFIGS[4], LINEAR_CONFIGS[6], LINEAR_C
 @pytest.mark.parametrize("config", TRANSFORMED, ids=config_id)
 def test_parallel_forms_under_every_transform(config):
     """jvp, forward-over-reverse HVP, jacfwd, hessian and vmap of the parallel forms and of the default path (on the
-    CPU the sequential, chunkwise or recomputed form) equal the reference path's."""
+    CPU the sequential, chunkwise or recomputed form, in chunks of 4 steps) equal the reference path's."""
     cell, params, carry, xs = _case(*config)
 
     def loss(impl):
-        return lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl)[1] ** 2)
+        return lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl, chunk=4)[1] ** 2)
 
     v = jax.tree.map(jnp.ones_like, params)
     for transform in (
