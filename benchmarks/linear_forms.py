@@ -6,8 +6,9 @@ matrix-state cells in each form, side by side with their authors' code and the L
 
 For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16, xLSTM's mLSTM with 4
 heads, Mamba-2's SSD with 4 heads and N = 16, Gated DeltaNet with 4 heads, and the sLSTM) and each form that
-runs it (``reference``: the sequential ``lax.scan`` of ``cell.step``; ``sequential``: every step's coefficients at once,
-then a ``lax.scan`` of the update alone; ``recomputed``: the reference path storing the carry every 64 steps only;
+runs it (``reference``: the sequential ``lax.scan`` of ``cell.step``; ``sequential``: chunks of 64 steps, each chunk's
+coefficients at once, then a ``lax.scan`` of the update alone; ``recomputed``: the reference path storing the carry
+every 64 steps only;
 ``associative``: one ``lax.associative_scan``; ``chunked``: associative inside chunks of 64
 steps (``--forms``); ``chunkwise``: the matrix-state cells' chunkwise form, chunks of 64), and for the LSTM on its
 default path: one jitted training step (a readout to 10 classes at every step, cross-entropy,
