@@ -64,9 +64,10 @@ def sequence(cell, params: Any, xs: Array, carry: Any, mask: Array | None, reset
         us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
         return _run(cell, params, us, state, mask, resets, initial=carry)
 
-    if xs.shape[0] <= call.chunk:
-        return (jax.checkpoint(form) if call.remat else form)(carry, (xs, mask, resets))
-    last, ys = jax.lax.scan(jax.checkpoint(form), carry, reference.in_chunks(call.chunk, xs, mask, resets))
+    # one chunk is a scan of one step too: one compiled body where a caller runs it eagerly
+    recompute = call.remat or xs.shape[0] > call.chunk
+    chunks = reference.in_chunks(min(call.chunk, xs.shape[0]), xs, mask, resets)
+    last, ys = jax.lax.scan(jax.checkpoint(form) if recompute else form, carry, chunks)
     return last, ys.reshape(-1, *ys.shape[2:])[: xs.shape[0]]
 
 
