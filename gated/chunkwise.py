@@ -66,9 +66,7 @@ def sequence(cell, params: Any, xs: Array, carry: Any, mask: Array | None, reset
 
     # one chunk is a scan of one step too: one compiled body where a caller runs it eagerly
     recompute = call.remat or xs.shape[0] > call.chunk
-    chunks = reference.in_chunks(min(call.chunk, xs.shape[0]), xs, mask, resets)
-    last, ys = jax.lax.scan(jax.checkpoint(form) if recompute else form, carry, chunks)
-    return last, ys.reshape(-1, *ys.shape[2:])[: xs.shape[0]]
+    return reference.scan_in_chunks(form, carry, min(call.chunk, xs.shape[0]), xs, mask, resets, recompute)
 
 
 def _run(cell, params, us, carry, mask, resets, initial):

@@ -81,15 +81,13 @@ def _in_chunks(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array
     the backward pass. Only the carry at each chunk's start is stored, and each chunk's work stays in the cache: the
     cost per step does not grow with the length, as it does when every step's coefficients are held at once. A reset
     restores the sequence's initial ``carry``, not the chunk's."""
-    num_steps = xs.shape[0]
 
     def chunk(state, inputs):
         xs, mask, resets = inputs
         us = jax.vmap(jax.vmap(lambda x: cell.project(params, x)))(xs)
         return scan_projected(cell, params, us, state, mask, resets, form="sequential", initial=carry)
 
-    last, ys = jax.lax.scan(jax.checkpoint(chunk), carry, reference.in_chunks(call.chunk, xs, mask, resets))
-    return last, ys.reshape(-1, *ys.shape[2:])[:num_steps]
+    return reference.scan_in_chunks(chunk, carry, call.chunk, xs, mask, resets)
 
 
 def _linear_combine(earlier, later):

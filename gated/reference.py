@@ -53,13 +53,20 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
 def _recomputed(body, carry, us, mask, resets, call):
     """The scan of ``body`` in chunks of ``call.chunk`` steps, each recomputed in the backward pass: only the carry
     at each chunk's start is stored (padding to a whole chunk holds the carry, as ``mask`` False does)."""
-    num_steps = us.shape[0]
 
     def chunk(carry, inputs):
         return jax.lax.scan(body, carry, inputs, unroll=call.unroll)
 
-    carry, outs = jax.lax.scan(jax.checkpoint(chunk), carry, in_chunks(call.chunk, us, mask, resets))
-    return carry, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:num_steps], outs)
+    return scan_in_chunks(chunk, carry, call.chunk, us, mask, resets)
+
+
+def scan_in_chunks(body, carry: Any, size: int, xs: Array, mask: Array | None, resets: Array | None,
+                   recompute: bool = True) -> tuple[Any, Any]:  # fmt: skip
+    """A ``lax.scan`` of ``body(carry, (xs, mask, resets))`` over chunks of ``size`` steps (:func:`in_chunks`), each
+    recomputed in the backward pass when ``recompute`` (only the carry at each chunk's start stored); the outputs
+    back to ``(T, ...)``."""
+    carry, outs = jax.lax.scan(jax.checkpoint(body) if recompute else body, carry, in_chunks(size, xs, mask, resets))
+    return carry, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[: xs.shape[0]], outs)
 
 
 def in_chunks(size: int, xs: Array, mask: Array | None, resets: Array | None) -> tuple:
