@@ -89,7 +89,7 @@ def variants(cells: list[str], hidden: int, forms: list[str], t: int, max_parall
     for name in cells:
         cell = gated.cells.get(name, hidden, **CELLS[name])
         for form in forms:
-            if gated.scan.BACKENDS[form].supports(cell, None) is not None:
+            if gated.backends.reason(form, cell, Call(form)) is not None:
                 continue
             if form in ("associative", "chunked") and t > max_parallel:
                 continue
@@ -103,11 +103,11 @@ def variants(cells: list[str], hidden: int, forms: list[str], t: int, max_parall
 
 
 def auto_picks(cells: list[str], hidden: int, lengths: list[int]) -> dict[str, list[str]]:
-    """What ``impl="auto"`` runs for each cell and length on this platform (:data:`gated.scan.AUTO`)."""
+    """What ``impl="auto"`` runs for each cell and length on this platform (:data:`gated.backends.AUTO`)."""
     picks = {}
     for name in cells:
         cell = gated.cells.get(name, hidden, **CELLS[name])
-        picks[name] = [gated.scan.choose(cell, Call("auto", num_steps=t)) for t in lengths]
+        picks[name] = [gated.backends.choose(cell, Call("auto", num_steps=t)) for t in lengths]
     return picks
 
 
@@ -207,7 +207,7 @@ def markdown(rows: list[dict], meta: dict, lengths: list[int], picks: dict | Non
         ),  # fmt: skip
     ]
     if picks:
-        lines += ["", 'What impl="auto" runs on this platform (gated.scan.AUTO):', "", *header,
+        lines += ["", 'What impl="auto" runs on this platform (gated.backends.AUTO):', "", *header,
                   *(f"| {name} | " + " | ".join(p) + " |" for name, p in picks.items())]  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,5 @@
-"""The chunkwise-parallel form of the matrix-state cells (xLSTM's mLSTM, Mamba-2's SSD, Gated DeltaNet):
-``impl="chunkwise"`` of :func:`gated.run`.
+"""The chunkwise-parallel form of the matrix-state cells (:class:`gated.forms.MatrixState`): ``impl="chunkwise"``
+of :func:`gated.run`.
 
 Within a chunk of ``L = chunk`` steps the outputs are masked, decay-weighted matmuls of the queries, keys and values;
 across chunks the matrix state is carried by a sequential scan, one step per chunk (Yang et al. 2024, GLA; Beck et
@@ -7,15 +7,16 @@ al. 2024, appendix; Dao & Gu 2024, SSD). Each chunk is recomputed in the backwar
 training step stores only the state at each chunk's start: ``O(T d + T d^2 / L)`` numbers per head where the
 sequential and associative forms store ``O(T d^2)``.
 
-Two kinds of update (``cell.chunkwise``), each cell giving its per-step pieces (``cell.heads``) and its output from
-what the state reads (``cell.read``):
+Two kinds of update, by the cell's form, each cell giving its per-step pieces (``cell.heads``,
+:class:`gated.forms.Heads`), its state (``cell.matrix_state``, :class:`gated.forms.MatrixCarry`) and its output from
+what the state reads (``cell.read``, :class:`gated.forms.Reads`):
 
-- ``"decay"`` (mLSTM, SSD): ``C_t = f_t C_{t-1} + e^{i_t} v_t k_t^T`` with a scalar ``f_t`` per head, read as
+- :class:`gated.forms.MatrixDecay`: ``C_t = f_t C_{t-1} + e^{i_t} v_t k_t^T`` with a scalar ``f_t`` per head, read as
   ``C_t q_t`` (and the normaliser ``n_t = f_t n_{t-1} + e^{i_t} k_t`` as ``n_t^T q_t``). The stabiliser is the
   sequential cell's, ``m_t = max(log f_t + m_{t-1}, i_t)``, in closed form inside a chunk,
   ``m_t = max(m_0 + F_t, max_{s <= t} (i_s + F_t - F_s))`` with ``F`` the chunk's cumulative log forget gates,
   so every state, stabiliser and output equals the sequential cell's.
-- ``"delta"`` (Gated DeltaNet): ``S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t v_t k_t^T``, read as ``S_t q_t``.
+- :class:`gated.forms.DeltaRule`: ``S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t v_t k_t^T``, read as ``S_t q_t``.
   Inside a chunk the corrected values ``u_t = b_t (v_t - a_t S_{t-1} k_t)`` solve one unit lower-triangular system
   (the WY/UT form of Yang et al. 2024).
 
@@ -32,7 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated import reference
+from gated import backends, forms, reference
 from gated.cells import trailing_axes
 from gated.cells.linear import cast_like
 from gated.options import Call
@@ -40,10 +41,8 @@ from gated.options import Call
 Array = jax.Array
 
 
-def supports(cell: Any, call: Call | None = None) -> str | None:
-    """None if the chunkwise form runs ``cell`` (and ``call``), else why not."""
-    if getattr(cell, "chunkwise", None) is None:
-        return f"the {cell.name} cell has no matrix state; the chunkwise form serves mlstm, ssd and gated_deltanet"
+def supports(cell: forms.MatrixState, call: Call | None = None) -> str | None:
+    """None if the chunkwise form runs ``call`` of a matrix-state ``cell``, else why not."""
     if call is not None and call.return_carries:
         return "return_carries=True is served by the reference path"
     return None
@@ -73,26 +72,23 @@ def _run(cell, params, us, carry, mask, resets, initial):
     """One chunk ``us`` ``(L, B, G*H)`` from ``carry``, a reset restoring ``initial``: the carry at its end and
     its outputs ``(L, B, H)``."""
     q, k, v, g, i = jax.vmap(jax.vmap(lambda u: cell.heads(params, u)))(us)  # (L, B, K, ...) each
+    kernel, no_input = next(kind for form, kind in _KINDS.items() if isinstance(cell, form))
     has_resets = resets is not None
     if has_resets and mask is not None:
         resets = resets & mask  # a reset at a padded step is ignored
     if mask is not None:  # padding: no forgetting, no input (e^{-inf} for a decay cell, b = 0 for the delta rule)
-        g, i = _where(mask, g, 0.0), _where(mask, i, _no_input(cell))
+        g, i = _where(mask, g, 0.0), _where(mask, i, no_input)
     resets = jnp.zeros(us.shape[:2], bool) if resets is None else resets
     pieces = [jnp.moveaxis(x, 0, 2) for x in (q, k, v, g, i)]  # (B, K, L, ...)
-    kernel = functools.partial(_decay if cell.chunkwise == "decay" else _delta, has_resets=has_resets)
+    kernel = functools.partial(kernel, has_resets=has_resets)
     over_heads = jax.vmap(kernel, in_axes=(0, 0, 0, 0, 0, None, 0, 0))  # the heads share the resets
     states = cell.matrix_state(carry), cell.matrix_state(initial)  # leaves (B, K, ...)
     final, reads = jax.vmap(over_heads)(*pieces, resets.T, *states)
     reads = jax.tree.map(lambda r: jnp.moveaxis(r, 2, 0), reads)  # (B, K, L, ...) -> (L, B, K, ...)
-    ys = jax.vmap(jax.vmap(lambda r, u: cell.read(params, *r, u)))(reads, us)
+    ys = jax.vmap(jax.vmap(lambda r, u: cell.read(params, r, u)))(reads, us)
     if mask is not None:
         ys = jnp.where(trailing_axes(mask, ys.ndim), ys, jnp.zeros_like(ys))
-    return cast_like(cell.from_matrix_state(*final), carry), ys.astype(us.dtype)
-
-
-def _no_input(cell) -> float:
-    return -jnp.inf if cell.chunkwise == "decay" else 0.0
+    return cast_like(cell.from_matrix_state(final), carry), ys.astype(us.dtype)
 
 
 def _where(flags: Array, x: Array, value: float) -> Array:
@@ -114,11 +110,12 @@ def _segments(resets: Array, g: Array):
 
 
 def _decay(q, k, v, g, i, resets, state, init, *, has_resets: bool):
-    """One head of a decay cell, one chunk ``(L, ...)`` from its starting state ``(m, c, n)``: the state at its end
-    and each step's read ``(C q, n^T q, m)`` of the stabilised state (``n`` None: no normaliser, its read None).
+    """One head of a decay cell, one chunk ``(L, ...)`` from its starting state (:class:`gated.forms.MatrixCarry`):
+    the state at its end and each step's read ``(C q, n^T q, m)`` of the stabilised state (``n`` None: no
+    normaliser, its read None).
     Step t's base is the chunk's start (or the initial state after a reset in the chunk), and its inputs those of
     its own segment: ``m_t = max(m_base + F_t - G_t, max_s (i_s + F_t - F_s))``."""
-    (m0, c0, n0), (mi, ci, ni) = state, init
+    (c0, n0, m0), (ci, ni, mi) = state, init
     first, same, cumulative, before = _segments(resets, g)
     log_w = jnp.where(same, cumulative[:, None] - cumulative[None, :] + i[None, :], -jnp.inf)
     base = m0 + cumulative
@@ -133,10 +130,10 @@ def _decay(q, k, v, g, i, resets, state, init, *, has_resets: bool):
     # The state at the chunk's end is the last step's: its weights over the chunk's inputs and its base
     c = w[-1] * (c0 if not has_resets else jnp.where(first[-1], c0, ci)) + (weights[-1][:, None] * v).T @ k
     if n0 is None:
-        return (m[-1], c, None), (num, None, m)
+        return forms.MatrixCarry(c, None, m[-1]), forms.Reads(num, None, m)
     den = w * _base_read(first, has_resets, q @ n0, lambda: q @ ni) + jnp.sum(scores, axis=-1)
     n = w[-1] * (n0 if not has_resets else jnp.where(first[-1], n0, ni)) + weights[-1] @ k
-    return (m[-1], c, n), (num, den, m)
+    return forms.MatrixCarry(c, n, m[-1]), forms.Reads(num, den, m)
 
 
 def _base_read(first, has_resets, read, read_init):
@@ -152,7 +149,7 @@ def _delta(q, k, v, g, beta, resets, start, init, *, has_resets: bool):
     ``S_t = gamma_t S_base + sum_{s <= t} (gamma_t / gamma_s) u_s k_s^T`` with the corrected values
     ``u_s = beta_s (v_s - gamma_s S_base k_s - sum_{r < s} (gamma_s / gamma_r) (k_s . k_r) u_r)``: one unit lower
     triangular system for all of them."""
-    (start,), (init,) = start, init
+    start, init = start.c, init.c
     first, same, cumulative, before = _segments(resets, g)
     size = g.shape[-1]
     decay = jnp.exp(jnp.where(same, cumulative[:, None] - cumulative[None, :], -jnp.inf))
@@ -165,7 +162,7 @@ def _delta(q, k, v, g, beta, resets, start, init, *, has_resets: bool):
     out = gamma[:, None] * out_base + (decay * (q @ k.T)) @ u
     base = start if not has_resets else jnp.where(first[-1], start, init)
     end = gamma[-1] * base + (decay[-1][:, None] * u).T @ k
-    return (end,), (out,)
+    return forms.MatrixCarry(end), forms.Reads(out)
 
 
 def _unit_lower_solve(strict: Array, rhs: Array) -> Array:
@@ -177,3 +174,9 @@ def _unit_lower_solve(strict: Array, rhs: Array) -> Array:
         power = power @ power
         out = out + power @ out
     return out
+
+
+# The kernel of each kind of matrix-state update, and the write of a padded step (no input).
+_KINDS = {forms.MatrixDecay: (_decay, -jnp.inf), forms.DeltaRule: (_delta, 0.0)}
+
+backends.register("chunkwise", serves=(forms.MatrixState,), supports=supports, sequence=sequence)

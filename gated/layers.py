@@ -52,7 +52,7 @@ class Recurrent:
         of zeros; an explicit ``carry`` argument still overrides it.
       unroll: passed to ``jax.lax.scan``.
       remat: recompute in the backward pass instead of storing (see :func:`gated.run`).
-      impl: the backend of :func:`gated.run`: "auto" (its table :data:`gated.scan.AUTO`, per platform and
+      impl: the backend of :func:`gated.run`: "auto" (its table :data:`gated.backends.AUTO`, per platform and
         cell), "fused", "reference", "associative", "chunked", "sequential", "chunkwise", "recomputed" or the
         opt-in "native".
       chunk: the chunk length of ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"``.

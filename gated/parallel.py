@@ -1,4 +1,4 @@
-"""Parallel forms of the gated linear recurrences (:class:`gated.cells.LinearCell`): ``s_t = a_t * s_{t-1} + b_t``.
+"""Parallel forms of the diagonal linear recurrences (:class:`gated.forms.Diagonal`): ``s_t = a_t * s_{t-1} + b_t``.
 
 Three forms, all pure JAX (every transform works), used by :func:`gated.run` with ``impl=``:
 
@@ -11,17 +11,17 @@ Three forms, all pure JAX (every transform works), used by :func:`gated.run` wit
   fewest operations. Each chunk is recomputed in the backward pass: only the carry at each chunk's start is stored,
   and a chunk's arrays stay in the cache, so a step costs the same at any length.
 
-A cell with ``log_space=True`` (minGRU, minLSTM with a positive candidate) runs the associative and chunked forms
-in log space: the pairs are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb, lb'))``, so
-long products of gates that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial state,
-which may be negative, is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`). A decay
-that can be negative (``eigenvalues="[-1, 1]"``) is logged as its magnitude and sign: each state's positive and
+A cell with ``log_space`` (its inputs ``b_t >= 0``, :attr:`gated.forms.Diagonal.log_space`) runs the associative and
+chunked forms in log space: the pairs are ``(log a_t, log b_t)`` and the operator ``(la + la', logaddexp(la' + lb,
+lb'))``, so long products of gates that underflow in float32 stay exact (Feng et al. 2024, Heinsen 2023). The initial
+state, which may be negative, is not logged: its weight is scanned beside the inputs' part (:func:`_log_elements`). A
+decay that can be negative (``eigenvalues="[-1, 1]"``) is logged as its magnitude and sign: each state's positive and
 negative parts are summed apart, both in log space, and subtracted at the end (:func:`_signed_log_combine`).
 
-A stabilised cell (xLSTM's mLSTM, whose exponential input gate would overflow) keeps its state as ``(m, s)``, the
-true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
-:func:`gated.cells.stabilised_combine`, which the cell's step also uses: the max-plus recursion of the stabiliser
-``m`` beside the rescaled sum, so the states equal the sequential cell's, stabiliser included.
+A stabilised cell (:attr:`gated.forms.Diagonal.stabilised`: exponential input gates that would overflow) keeps its state
+as ``(m, s)``, the true state being ``exp(m) s``, and scans triples ``(log a_t, log b_t, b_t)`` with the operator
+:func:`gated.cells.stabilised_combine`, which the cell's step also uses: the max-plus recursion of the stabiliser ``m``
+beside the rescaled sum, so the states equal the sequential cell's, stabiliser included.
 
 Padding (``mask`` False) is the identity pair ``(1, 0)``: the state is carried unchanged. A reset (``resets``
 True at step t) restores the initial state before step t: the pair becomes ``(0, a_t s_0 + b_t)``, the
@@ -37,8 +37,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gated import reference
-from gated.cells import LinearCell, stabilised_combine, trailing_axes
+from gated import backends, forms, reference
+from gated.cells import stabilised_combine, trailing_axes
 from gated.cells.linear import cast_like
 from gated.options import Call
 
@@ -47,17 +47,14 @@ Array = jax.Array
 FORMS = ("associative", "chunked", "sequential")
 
 
-def supports(cell: Any, call: Call | None = None) -> str | None:
-    """None if the parallel forms can run ``cell`` (and ``call``, by default any), else the reason they can't."""
-    if not cell.linear:
-        return f"the {cell.name} cell's state enters its gates nonlinearly; only gated linear recurrences " \
-               "(mingru, minlstm, lru, rglru, ssm, mlstm) have a parallel form"  # fmt: skip
+def supports(cell: forms.Diagonal, call: Call | None = None) -> str | None:
+    """None if the parallel forms can run ``call`` of a diagonal linear ``cell``, else the reason they can't."""
     if call is not None and call.return_carries:
         return "return_carries=True is served by the reference path"
     return None
 
 
-def sequence(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
+def sequence(cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
              call: Call) -> tuple[Any, Array]:  # fmt: skip
     """The backend of :func:`gated.run` for ``impl="associative"``, ``"chunked"`` and ``"sequential"``: ``xs``
     ``(T, B, D)`` projected for every step at once, then :func:`scan_projected` (an empty sequence takes the
@@ -74,7 +71,7 @@ def sequence(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array |
     return (jax.checkpoint(forms) if call.remat else forms)(xs, carry, mask, resets)
 
 
-def _in_chunks(cell: LinearCell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
+def _in_chunks(cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
                call: Call) -> tuple[Any, Array]:  # fmt: skip
     """``impl="sequential"`` over more than ``call.chunk`` steps: a ``lax.scan`` over chunks of that many steps, each
     projected, turned into coefficients and scanned by the update alone (:func:`scan_projected`), and recomputed in
@@ -167,7 +164,7 @@ def _where(flags: Array, x: Any, y: Any) -> Any:
 
 
 def scan_projected(
-    cell: LinearCell,
+    cell: forms.Diagonal,
     params: Any,
     us: Array,
     carry: Any,
@@ -228,7 +225,7 @@ def scan_projected(
     return cast_like(cell.from_state(jax.tree.map(lambda a: a[-1], states)), carry), ys.astype(us.dtype)
 
 
-def _log_forms(cell: LinearCell, a: Array, b: Array, s0: Array, resets: Array | None):
+def _log_forms(cell: forms.Diagonal, a: Array, b: Array, s0: Array, resets: Array | None):
     """``(elements, start, combine, identity, apply)`` of a log-space cell: ``b >= 0``, ``s0`` of either sign (its
     term scanned apart, :func:`_log_elements`), and ``a`` of either sign with negative eigenvalues (magnitudes logged,
     signs carried, :func:`_signed_log_combine`)."""
@@ -285,3 +282,7 @@ def _chunked(elements, start, combine, apply, identity, chunk: int):
 
     _, states = jax.lax.scan(across, start, prefix)
     return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:num_steps], states)
+
+
+for _form in FORMS:
+    backends.register(_form, serves=(forms.Diagonal,), supports=supports, sequence=sequence)

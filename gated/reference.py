@@ -2,18 +2,18 @@
 over the batch. The readable definition of every cell's sequence, which every other backend is proven equal to; JAX
 differentiates it.
 
-A backend of :func:`gated.run` (see :mod:`gated.scan`): ``supports(cell, call)`` and ``sequence(cell, params, xs,
-carry, mask, resets, call)`` on time-major inputs read forwards (``run`` flips them to read backwards).
+Two backends of :func:`gated.run` (:mod:`gated.backends`), serving every form: "reference" and "recomputed" (the same
+path storing its carry every ``chunk`` steps only, each chunk recomputed in the backward pass).
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from gated import backends, forms
 from gated.cells import Cell, trailing_axes
 
 Array = jax.Array
@@ -80,9 +80,10 @@ def in_chunks(size: int, xs: Array, mask: Array | None, resets: Array | None) ->
                         (fill(xs, 0), fill(mask, False), fill(resets, False)))  # fmt: skip
 
 
-def _recomputed_sequence(cell, params, xs, carry, mask, resets, call):
+def recomputed(cell, params, xs, carry, mask, resets, call):
+    """``impl="recomputed"``: :func:`sequence` with ``remat``, its carries stored every ``call.chunk`` steps only."""
     return sequence(cell, params, xs, carry, mask, resets, call._replace(remat=True))
 
 
-# impl="recomputed": the reference path with remat, its carries stored every ``chunk`` steps only
-recomputed = types.SimpleNamespace(supports=supports, sequence=_recomputed_sequence)
+backends.register("reference", serves=(forms.Form,), supports=supports, sequence=sequence)
+backends.register("recomputed", serves=(forms.Form,), supports=supports, sequence=recomputed)

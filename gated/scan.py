@@ -32,37 +32,37 @@ The arguments of :func:`run`:
   bfloat16 sequence keeps its carry, its states and their sums in float32: the parameters and inputs are widened
   inside, the outputs come back in ``xs``'s type and the carry in ``state_dtype`` (mixed precision, as the mLSTM's
   normaliser and the SSM's decays need over long sequences).
-- ``impl``: the backend, one module each (:data:`BACKENDS`), all pure JAX but "native":
+- ``impl``: the backend, each registered by its module (:mod:`gated.backends`), all pure JAX but "native":
 
-  - "reference" (:mod:`gated.reference`): ``cell.project`` for every step and batch element at once, as one
-    matmul outside the scan, and ``cell.step`` inside it, vmapped over the batch; JAX differentiates the scan
-    (the transcription of the equations).
-  - "fused" (:mod:`gated.fused`): the LSTM, GRU and RNN as one kernel whose derivative is a linear tangent
-    recurrence; the same values and derivatives to rounding, every transform.
-  - "associative" and "chunked" (:mod:`gated.parallel`, gated linear recurrences only: ``mingru``, ``minlstm``,
-    ``lru``, ``rglru``, ``ssm``, ``mlstm``, ``ssd``): one associative scan over time, or one inside each chunk of
-    ``chunk`` steps and a sequential scan across the chunks.
-  - "sequential" (:mod:`gated.parallel`, the same cells): a ``lax.scan`` over chunks of ``chunk`` steps, each
-    chunk's coefficients at once, then a ``lax.scan`` of the update ``a_t s + b_t`` alone; each chunk recomputed in
-    the backward pass, so only the carry at chunk boundaries is stored and a chunk's work stays in the cache.
-  - "chunkwise" (:mod:`gated.chunkwise`, the matrix-state cells ``mlstm``, ``ssd``, ``gated_deltanet``): within
-    each chunk, masked decay-weighted matmuls of queries, keys and values; across chunks, a sequential scan of the
-    matrix state, each chunk recomputed in the backward pass (only the states at chunk boundaries are stored).
-  - "recomputed" (:mod:`gated.reference` with ``remat``): the reference path storing its carry every ``chunk``
-    steps only, each chunk recomputed in the backward pass: the selective SSM's ``(T, H, N)`` states are never
-    all held.
-  - "native" (:mod:`gated.native`; opt-in, CPU only, float32, LSTM and GRU): C++ loops; reverse-mode
-    differentiation only, and ``vmap`` runs its batch one after another.
-  - "auto" (the default): the first backend of the platform's and the cell's row of :data:`AUTO` (a measured
-    table) that supports the call: on the CPU "sequential" for the elementwise linear recurrences and the SSM,
-    "chunkwise" for the mLSTM and SSD, "recomputed" for Gated DeltaNet and the sLSTM; "fused" where the cell has a
-    kernel, ``return_carries`` is False and there are no ``resets``; on accelerators "associative" for an
-    elementwise linear recurrence; else "reference".
+  - "reference" (:mod:`gated.reference`, every form): ``cell.project`` for every step and batch element at once,
+    as one matmul outside the scan, and ``cell.step`` inside it, vmapped over the batch; JAX differentiates the
+    scan (the transcription of the equations).
+  - "recomputed" (:mod:`gated.reference` with ``remat``, every form): the reference path storing its carry every
+    ``chunk`` steps only, each chunk recomputed in the backward pass: a state ``(T, H, N)`` is never all held.
+  - "fused" (:mod:`gated.fused`, the nonlinear form where the cell has a kernel): one kernel whose derivative is a
+    linear tangent recurrence; the same values and derivatives to rounding, every transform.
+  - "associative" and "chunked" (:mod:`gated.parallel`, the diagonal linear form): one associative scan over
+    time, or one inside each chunk of ``chunk`` steps and a sequential scan across the chunks.
+  - "sequential" (:mod:`gated.parallel`, the diagonal linear form): a ``lax.scan`` over chunks of ``chunk`` steps,
+    each chunk's coefficients at once, then a ``lax.scan`` of the update ``a_t s + b_t`` alone; each chunk
+    recomputed in the backward pass, so only the carry at chunk boundaries is stored and a chunk's work stays in
+    the cache.
+  - "chunkwise" (:mod:`gated.chunkwise`, the matrix-state forms): within each chunk, masked decay-weighted matmuls
+    of queries, keys and values (with a triangular solve for the delta rule); across chunks, a sequential scan of
+    the matrix state, each chunk recomputed in the backward pass (only the states at chunk boundaries are stored).
+  - "native" (:mod:`gated.native`; opt-in, CPU only, float32, the nonlinear cells with a native kernel): C++
+    loops; reverse-mode differentiation only, and ``vmap`` runs its batch one after another.
+  - "auto" (the default): the first backend of the platform's row of :data:`gated.backends.AUTO` (a measured
+    table) for the cell's form that supports the call: on the CPU "recomputed" for the delta rule, "chunkwise" for
+    the other matrix-state cells, "sequential" for the diagonal linear ones, and for the nonlinear ones "fused"
+    where the cell has a kernel, ``return_carries`` is False and there are no ``resets``, else "recomputed"; on
+    accelerators "chunkwise" for the matrix-state cells and "associative" for the diagonal ones; else
+    "reference".
 
-The pure-JAX backends give the same program on every machine, and ``grad``, ``jvp``, ``jacfwd``, ``jacrev``,
-``hessian``, ``vmap``, ``remat`` and ``jit`` work on them. Adding a backend is one module offering
-``supports(cell, call)`` and ``sequence(cell, params, xs, carry, mask, resets, call)`` and one row of
-:data:`BACKENDS`.
+Which backends serve a cell follows from its form (:mod:`gated.forms`) alone: none of them names a cell. The pure-JAX
+backends give the same program on every machine, and ``grad``, ``jvp``, ``jacfwd``, ``jacrev``, ``hessian``,
+``vmap``, ``remat`` and ``jit`` work on them. Adding a backend is one module registering ``supports(cell, call)`` and
+``sequence(cell, params, xs, carry, mask, resets, call)`` for the forms it serves (:func:`gated.backends.register`).
 """
 
 from __future__ import annotations
@@ -74,33 +74,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated import chunkwise, fused, native, parallel, reference
+# The backends register themselves (gated.backends) when imported.
+from gated import backends, chunkwise, fused, native, parallel, reference  # noqa: F401
 from gated.cells import Cell
 from gated.options import Call, boolean, choice, integer
 
 Array = jax.Array
 
-IMPLS = ("auto", "fused", "reference", "native", "associative", "chunked", "sequential", "chunkwise",
-         "recomputed")  # fmt: skip
-# The backends: each a module with supports(cell, call) and sequence(cell, params, xs, carry, mask, resets, call).
-BACKENDS = {"reference": reference, "fused": fused, "native": native, "associative": parallel, "chunked": parallel,
-            "sequential": parallel, "chunkwise": chunkwise, "recomputed": reference.recomputed}  # fmt: skip
-# What impl="auto" runs: per platform, per cell name ("*": every other cell), the backends to try in order; the
-# first that supports the call runs it (a call a backend does not serve, as return_carries=True, falls through to
-# "reference"). The CPU row is measured: benchmarks/linear_forms.py, B 8, D = H = 64, T = 256 to 16384, its table
-# in benchmarks/results/linear_forms.md (2-core AMD EPYC, AVX2 and AVX-512). There the elementwise recurrences and
-# the SSM train fastest on the sequential scan of their update alone, chunk by chunk; the mLSTM and SSD chunkwise;
-# Gated DeltaNet and the sLSTM recomputed (the delta rule's triangular systems make its chunkwise form slower on a
-# CPU). The other platforms' row is not measured (no GPU was lent): the associative scan for the elementwise
-# recurrences, the chunkwise form for the matrix ones.
-SEQUENTIAL, CHUNKWISE, RECOMPUTED = ("sequential", "reference"), ("chunkwise", "reference"), ("recomputed",)
-AUTO = {
-    "cpu": {"mingru": SEQUENTIAL, "minlstm": SEQUENTIAL, "lru": SEQUENTIAL, "rglru": SEQUENTIAL, "ssm": SEQUENTIAL,
-            "mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": RECOMPUTED, "slstm": RECOMPUTED,
-            "*": ("fused", "reference")},
-    "default": {"mlstm": CHUNKWISE, "ssd": CHUNKWISE, "gated_deltanet": CHUNKWISE,
-                "*": ("fused", "associative", "reference")},
-}  # fmt: skip
+# What impl takes: "auto" and every registered backend (gated.backends.REGISTRY).
+IMPLS = backends.impls()
 
 
 def _check_time_axis(time_axis: int, ndim: int) -> int:
@@ -160,7 +142,8 @@ def run(
     ``carry``: initial carry (zeros if None). ``lengths`` ``(*batch,)``: valid lengths; padded steps keep the carry,
     output zeros, and their inputs never reach a value or gradient. ``reverse``: read each sequence backwards.
     ``unroll``: ``jax.lax.scan``'s. ``remat``: recompute in the backward pass. ``impl``: the backend
-    (:data:`BACKENDS`; "auto" takes the first of the platform's and cell's :data:`AUTO` row that supports it).
+    (:data:`gated.backends.REGISTRY`; "auto" takes the first of the platform's :data:`gated.backends.AUTO` row
+    for the cell's form that supports it).
     ``resets`` (``(T, *batch)`` booleans): restore the initial carry before a step. ``chunk``: the chunk length of
     ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"`` (and ``remat``'s). ``state_dtype``: the recurrence's
     floating type (mixed precision; None: ``xs``'s).
@@ -179,10 +162,10 @@ def run(
                         resets=resets, chunk=chunk)  # fmt: skip
     seq = _normalise(cell, params, xs, carry, lengths, resets, reverse, time_axis)
     call = call._replace(dtype=seq.carry_dtype, num_steps=seq.xs.shape[0], resets=seq.resets is not None)
-    name = choose(cell, call)
+    call = call._replace(impl=backends.choose(cell, call))
     flip = (lambda a: None if a is None else a[::-1]) if reverse else (lambda a: a)
-    carry, ys = BACKENDS[name].sequence(cell, params, flip(seq.xs), seq.carry, flip(seq.mask), flip(seq.resets),
-                                        call._replace(impl=name))  # fmt: skip
+    sequence = backends.REGISTRY[call.impl].sequence
+    carry, ys = sequence(cell, params, flip(seq.xs), seq.carry, flip(seq.mask), flip(seq.resets), call)
     return _unflatten(carry, jax.tree.map(flip, ys), seq.batch_shape, call.num_steps, seq.axis)
 
 
@@ -193,22 +176,6 @@ def _widened(state_dtype: Any, cell: Cell, params: Any, xs: Array, **arguments) 
     widen = lambda a: a.astype(state_dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
     carry, ys = run(cell, jax.tree.map(widen, params), widen(jnp.asarray(xs)), **arguments)
     return carry, ys if arguments["return_carries"] else jax.tree.map(lambda a: a.astype(jnp.result_type(xs)), ys)
-
-
-def choose(cell: Cell, call: Call) -> str:
-    """The backend that runs ``call``: ``call.impl``, or for "auto" the first of the platform's and cell's
-    :data:`AUTO` row that supports it.
-
-    Raises:
-      ValueError: an ``impl`` that does not support the call, with the reason.
-    """
-    row = AUTO.get(jax.default_backend(), AUTO["default"])
-    names = row.get(cell.name, row["*"]) if call.impl == "auto" else (call.impl,)
-    for name in names:
-        reason = BACKENDS[name].supports(cell, call._replace(impl=name))
-        if reason is None:
-            return name
-    raise ValueError(f"impl: {call.impl!r} is not available here: {reason} (use impl='auto' or 'reference')")
 
 
 class Sequence(NamedTuple):

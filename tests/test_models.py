@@ -9,6 +9,7 @@ import pytest
 
 import gated
 from gated import blocks, mixers, models
+from gated.options import Call
 from tests.conftest import random_params
 
 V, D, T, B = 11, 6, 7, 2
@@ -188,7 +189,7 @@ def test_generation_on_every_scan_form_of_the_linear_cells(name):
     (the prompt and each token), to the logits of its parallel forward pass (float64 to 1e-10)."""
     cell = gated.cells.get(name, D, **LINEAR_CELLS[name])
     prompt = jax.random.randint(jax.random.key(8), (5, B), 0, V)
-    for impl in (f for f in FORMS if gated.scan.BACKENDS[f].supports(cell, None) is None):
+    for impl in (f for f in FORMS if gated.backends.reason(f, cell, Call(f)) is None):
         model = models.Model(V, D, layers=[models.Residual(gated.recurrent(cell, impl=impl, chunk=2)),
                                            models.Residual(blocks.MLP(2 * D))])  # fmt: skip
         params = _noisy(model.init(jax.random.key(9), jnp.float64), 9)

@@ -137,7 +137,7 @@ def test_nan_in_the_weights_comes_out_as_nan(kernel):
 def test_native_refuses_what_it_does_not_cover():
     xs = jnp.zeros((4, 2, D))
     for cell, dtype, match in (
-        (gated.cells.rnn(16), jnp.float32, "cover the LSTM and the GRU, not RNN"),
+        (gated.cells.rnn(16), jnp.float32, "the native loops have no kernel for RNN"),
         (gated.cells.lstm(16, peepholes=True), jnp.float32, "without peepholes"),
         (gated.cells.gru(16, reset="before"), jnp.float32, "reset='after' only"),
         (gated.cells.lstm(24), jnp.float32, "H a multiple of 16, got H = 24"),

@@ -23,26 +23,38 @@ so they can be static arguments of ``jax.jit``.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated import options as opts
 
-from .base import ACTIVATIONS, Array, Cell, RecurrentCell
-from .dropout import RecurrentDropout
+# isort: off
+# The order in which the cells register (CELLS): the classic chapter, then the modern one.
+from .base import ACTIVATIONS, CELLS, Array, Cell, RecurrentCell
+from .rnn import RNN, RNNParams
+from .lstm import LSTM, LSTMGates, LSTMNorms, LSTMParams, LSTMState
 from .gru import GRU, GRUGates, GRUParams
 from .linear import LinearCell, LinearParams, MinGRU, MinLSTM, positive, stabilised_combine, trailing_axes
 from .lru import LRU, LRUParams, LRUState
-from .lstm import LSTM, LSTMGates, LSTMNorms, LSTMParams, LSTMState
-from .matrix import SSD, DeltaParams, GatedDeltaNet, SSDParams, l2_normalise
 from .rglru import RGLRU, RGLRUParams
-from .rnn import RNN, RNNParams
 from .ssm import SelectiveSSM, SSMParams
 from .xlstm import MLSTM, SLSTM, MLSTMParams, MLSTMState, SLSTMParams, SLSTMState
+from .matrix import SSD, DeltaParams, GatedDeltaNet, SSDParams, l2_normalise
+from .dropout import RecurrentDropout
+
+# isort: on
+
+# Every other module here defines cells that register themselves: a new cell is one module (imported here, its
+# constructor and class made public below).
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "ACTIVATIONS", "Array", "CELLS", "Cell", "DeltaParams", "GRU", "GRUGates", "GRUParams", "GatedDeltaNet", "LRU",
@@ -53,10 +65,6 @@ __all__ = [
     "lstm", "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssd", "ssm",
     "stabilised_combine", "trailing_axes",
 ]  # fmt: skip
-
-CELLS: dict[str, type[Cell]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM,
-                                "lru": LRU, "rglru": RGLRU, "ssm": SelectiveSSM, "slstm": SLSTM,
-                                "mlstm": MLSTM, "ssd": SSD, "gated_deltanet": GatedDeltaNet}  # fmt: skip
 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
@@ -93,7 +101,7 @@ def require(cell: Cell, expected: str, what: str) -> Cell:
     if what in CELLS:
         ok = cell.name == what
     else:
-        ok = cell.linear if what == "linear" else hasattr(cell, what)
+        ok = isinstance(cell, forms.Diagonal) if what == "linear" else hasattr(cell, what)
     if not ok:
         raise TypeError(f"cell: expected {expected}, got {cell.name!r}")
     return cell
@@ -135,8 +143,7 @@ def option_types() -> dict[str, type]:
 
 
 def get(name: str, hidden_size: int, **options) -> Cell:
-    """Makes a cell by name (``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"``, ``"lru"``, ``"rglru"``,
-    ``"ssm"``, ``"slstm"``, ``"mlstm"``, ``"ssd"``, ``"gated_deltanet"``), for configs.
+    """Makes a cell by its registered name (a key of :data:`CELLS`: ``"lstm"``, ``"mingru"``, ...), for configs.
 
     Raises:
       ValueError: unknown cell name.
@@ -161,15 +168,11 @@ def _factory(cls: type[Cell]) -> Callable[..., Cell]:
     return make
 
 
-rnn = _factory(RNN)
-lstm = _factory(LSTM)
-gru = _factory(GRU)
-mingru = _factory(MinGRU)
-minlstm = _factory(MinLSTM)
-lru = _factory(LRU)
-rglru = _factory(RGLRU)
-ssm = _factory(SelectiveSSM)
-slstm = _factory(SLSTM)
-mlstm = _factory(MLSTM)
-ssd = _factory(SSD)
-gated_deltanet = _factory(GatedDeltaNet)
+# Each registered cell's constructor by its name (cells.lstm(H)), and its class and parameters by theirs.
+for _cls in CELLS.values():
+    globals()[_cls.name] = _factory(_cls)
+    for _public in (_cls, _cls.params_type):
+        globals().setdefault(_public.__name__, _public)
+__all__ = sorted(
+    {*__all__, *CELLS, *(c.__name__ for c in CELLS.values()), *(c.params_type.__name__ for c in CELLS.values())}
+)

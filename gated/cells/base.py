@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated import init as initializers
 from gated import options as opts
 from gated.options import choice, integer, number, option
@@ -34,16 +35,14 @@ def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
     return x
 
 
-def check_heads(cell) -> None:
-    """Refuses a cell's ``num_heads`` that does not divide its hidden size (the mLSTM, SSD, Gated DeltaNet)."""
-    if cell.hidden_size % cell.num_heads:
-        raise ValueError(f"num_heads: expected a positive int dividing hidden_size {cell.hidden_size}, got "
-                         f"{cell.num_heads!r}")  # fmt: skip
+# Every cell class by name, in the order they are defined (gated.cells imports the classic chapter first).
+CELLS: dict[str, type] = {}
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
-    """What every cell has.
+class Cell(forms.Form):
+    """What every cell has, whatever its form (:mod:`gated.forms`): its size, options, parameters, carry and input
+    projection. A cell class also inherits the forms it takes, which say what the backends of :func:`gated.run` read.
 
     Attributes:
       hidden_size: H, the size of the hidden state.
@@ -56,14 +55,10 @@ class Cell:
     gates: ClassVar[tuple[str, ...]]
     # The NamedTuple of the cell's parameters, as ``init`` returns them.
     params_type: ClassVar[type]
-    # Which sequence kernel of gated.fused and gated.native runs this cell ("rnn", "lstm", "gru"), or None.
-    kernel: ClassVar[str | None] = None
-    # Whether the recurrence is linear in the state, so that gated.parallel's forms run it (LinearCell).
-    linear: ClassVar[bool] = False
     # Whether each step reads random masks appended to its inputs (RecurrentDropout), drawn from a layer's key.
     stochastic: ClassVar[bool] = False
-    # The chunkwise form of a matrix-state cell (gated.chunkwise): "decay" (mLSTM, SSD) or "delta" (Gated DeltaNet).
-    chunkwise: ClassVar[str | None] = None
+    # Whether a class that names itself registers in CELLS (False: a wrapper of another cell, RecurrentDropout).
+    registered: ClassVar[bool] = True
 
     @property
     def restarts(self) -> bool:
@@ -71,14 +66,24 @@ class Cell:
         ``restart``) instead of the initial carry restored and the usual step taken."""
         return False
 
-    def kernel_limits(self) -> str | None:
-        """What of this cell's options its kernel does not cover ("covers ..."), or None."""
-        return None
+    def __init_subclass__(cls, **kwargs):
+        # A cell class that names itself registers under its name, where it is defined: cells.get, the config
+        # schema (option_types) and the conformance tests read CELLS. Bases without a name, and subclasses that
+        # inherit one, do not.
+        super().__init_subclass__(**kwargs)
+        name = vars(cls).get("name")
+        if isinstance(name, str) and cls.registered:
+            if name in CELLS:
+                raise TypeError(f"cell name: {name!r} is registered by {CELLS[name].__qualname__} already")
+            CELLS[name] = cls
 
     def __post_init__(self):
-        # Every option's type, finiteness and range, from its field (gated.options); a subclass's __post_init__
-        # then checks what ties options together.
+        # Every option's type, finiteness and range, from its field (gated.options); then a form's checks (the heads
+        # of a matrix state); a subclass's __post_init__ then checks what ties its options together.
         opts.check_fields(self)
+        form_checks = getattr(super(), "__post_init__", None)
+        if form_checks is not None:
+            form_checks()
 
     @property
     def num_gates(self) -> int:
@@ -148,7 +153,7 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RecurrentCell(Cell):
+class RecurrentCell(forms.Nonlinear, Cell):
     """A cell with a recurrent matrix ``h_{t-1} W_h`` (the RNN, LSTM, GRU and sLSTM), and the options of its
     initialisation; the cells without one (the gated linear recurrences) have neither, and refuse them.
 

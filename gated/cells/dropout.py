@@ -16,16 +16,14 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated.options import integer, number, option
 
-from .base import Array, Cell
-
-# The cells whose output is their hidden state h (the carry's first leaf), which both forms of dropout act on.
-CLASSIC = ("rnn", "lstm", "gru")
+from .base import CELLS, Array, Cell
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RecurrentDropout(Cell):
+class RecurrentDropout(forms.Nonlinear, Cell):
     r"""A classic cell (RNN, LSTM, GRU) with dropout through time.
 
     - ``dropout`` (variational, Gal & Ghahramani 2016): one mask :math:`m \in \{0, 1/(1-p)\}^H` per sequence,
@@ -52,12 +50,14 @@ class RecurrentDropout(Cell):
 
     name: ClassVar[str] = "recurrent_dropout"
     stochastic: ClassVar[bool] = True
+    registered: ClassVar[bool] = False  # a wrapper of a cell, not made by name
 
     def __post_init__(self):
         if not isinstance(self.cell, Cell):
             raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
-        if self.cell.kernel not in CLASSIC:  # a RecurrentDropout has no kernel: not wrapped twice
-            raise ValueError(f"cell: expected a classic cell {CLASSIC} (its output is its hidden state), got a "
+        if not getattr(self.cell, "hidden_output", False):  # a RecurrentDropout has none: not wrapped twice
+            classic = tuple(name for name, cls in CELLS.items() if getattr(cls, "hidden_output", False))
+            raise ValueError(f"cell: expected a classic cell {classic} (its output is its hidden state), got a "
                              f"{self.cell.name} cell")  # fmt: skip
         object.__setattr__(self, "hidden_size", self.cell.hidden_size)
         super().__post_init__()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from gated import fused
 from gated import init as initializers
 from gated.options import choice, integer, option
 
@@ -78,11 +80,26 @@ class GRU(RecurrentCell):
 
     name: ClassVar[str] = "gru"
     params_type: ClassVar[type] = GRUParams
+    hidden_output: ClassVar[bool] = True
     gates: ClassVar[tuple[str, ...]] = ("r", "z", "n")
-    kernel: ClassVar[str | None] = "gru"
 
-    def kernel_limits(self) -> str | None:
-        return "covers reset='after' only" if self.reset != "after" else None
+    def fused_limits(self) -> str | None:
+        return "the fused GRU kernel covers reset='after' only" if self.reset != "after" else None
+
+    def fused_sequence(self, params: GRUParams, xs: Array, carry: Array, mask: Array | None, unroll: int):
+        """The fused kernel (:mod:`gated.fused`): every step's ``h_t`` from one loop, one linear tangent rule."""
+        w = (params.input_kernel, params.recurrent_kernel, params.bias, params.candidate_bias)
+        hs = _fused(self.update == "keep", unroll, *w, xs, carry, mask)
+        return hs[-1], fused.outputs(hs, mask)
+
+    def native_limits(self) -> str | None:
+        return "the native GRU loop covers reset='after' only" if self.reset != "after" else None
+
+    def native_sequence(self, params: GRUParams, xs: Array, carry: Array, mask: Array | None, keep: bool):
+        from gated import native  # opt-in: built and loaded on first use
+
+        w = (params.input_kernel, params.recurrent_kernel, params.bias, params.candidate_bias)
+        return native.gru(self.update == "keep", keep, *w, xs, carry, mask)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GRUParams:
         """Parameters for inputs of size ``input_size``; zero biases unless ``chrono_init``."""
@@ -144,3 +161,88 @@ class GRU(RecurrentCell):
 
     def readout_slope(self, act: GRUGates) -> Array | None:
         return None
+
+
+# The fused kernel (gated.fused).
+# GRU, reset="after": r, z = sigmoid(u_rz + (h W_h)_rz); n = tanh(u_n + r * ((h W_h)_n + b_hn));
+# h_t = n + keep * (h_{t-1} - n) with keep = z ("keep") or 1 - z ("write").
+
+
+def gru_gates(w_x, w_h, b, b_hn, x, hp):
+    """``(r, z, n, hn)`` of a chunk ``(k, B, .)`` from its inputs ``x`` and previous carries ``hp``, two matmuls
+    over all its rows (``hn = h W_hn + b_hn``). The GRU's gates, on the fused and native paths."""
+    hidden = hp.shape[-1]
+    u = fused.matmul(x, w_x) + b[None, None]
+    v = fused.matmul(hp, w_h) + jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])[None, None]
+    rz = jax.nn.sigmoid(u[..., : 2 * hidden] + v[..., : 2 * hidden])
+    r, z, hn = rz[..., :hidden], rz[..., hidden:], v[..., 2 * hidden :]
+    return r, z, jnp.tanh(u[..., 2 * hidden :] + r * hn), hn
+
+
+def _fused_loop(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m):
+    """Every step's ``h_t``, with one kernel per gate so that nothing is sliced inside the loop (XLA:CPU emits slow
+    code for a slice of a value computed in the same fusion): r and z each come from ``[x_t, h] W``, the candidate
+    from ``x_t W_xn`` and ``h W_hn``."""
+    hidden = h0.shape[-1]
+    w = jnp.concatenate([w_x, w_h], axis=0)
+    w_r, w_z = w[:, :hidden], w[:, hidden : 2 * hidden]
+    w_xn, w_hn = w_x[:, 2 * hidden :], w_h[:, 2 * hidden :]
+    b_r, b_z, b_n = (b[None, k * hidden : (k + 1) * hidden] for k in range(3))
+
+    def body(h, inputs):
+        x, mt = inputs
+        xh = jnp.concatenate([x, h], axis=1)
+        r = jax.nn.sigmoid(xh @ w_r + b_r)
+        z = jax.nn.sigmoid(xh @ w_z + b_z)
+        n = jnp.tanh(x @ w_xn + b_n + r * (h @ w_hn + b_hn[None]))
+        keep = z if keep_z else 1 - z
+        h_new = fused.masked(mt, n + keep * (h - n), h)
+        return h_new, h_new
+
+    return jax.lax.scan(body, h0, (xs, m), unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _fused(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m):
+    return _fused_loop(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m)
+
+
+@functools.partial(_fused.defjvp, symbolic_zeros=True)
+def _fused_jvp(keep_z, unroll, primals, tangents):
+    """The GRU's tangent recurrence, in the form of :func:`gated.fused.carry_tangent`.
+
+    ``dh_t = keep dh_{t-1} + a_r dpre_r + a_z dpre_z + a_hn dhn + c_n du_n`` with
+    ``c_n = (1 - keep) tanh'``, ``a_r = c_n hn sigma'(r)``, ``a_z = +-(h_{t-1} - n) sigma'(z)``,
+    ``a_hn = c_n r``, where ``dpre_{r,z}`` and ``dhn`` each get ``dh_{t-1} W_h`` and their share of
+    the input-side tangent. Each chunk's gates are recomputed from the saved carries (two matmuls).
+    """
+    w_x, w_h, b, b_hn, xs, h0, m = primals
+    dw_x, dw_h, db, db_hn, dxs, dh0, _ = fused.nonzero(tangents)
+    hs = _fused(keep_z, unroll, w_x, w_h, b, b_hn, xs, h0, m)
+    hidden = h0.shape[-1]
+    zeros = jnp.zeros((2 * hidden,), b.dtype)
+    db_h = None if db_hn is None else jnp.concatenate([zeros, db_hn])  # b_hn's tangent, on the recurrent side
+
+    def chunk(dh, inputs):
+        x, hp, mk, dx = inputs
+        r, z, n, hn = gru_gates(w_x, w_h, b, b_hn, x, hp)
+        keep = z if keep_z else 1 - z
+        c_n = (1 - keep) * (1 - n * n)
+        a_z = (hp - n) * z * (1 - z)
+        a = jnp.concatenate([c_n * hn * r * (1 - r), a_z if keep_z else -a_z, c_n * r], axis=-1)
+        # The input side: dx W_x + x dW_x + db enters r and z through a_r, a_z and the candidate through c_n;
+        # h_{t-1} dW_h + db_hn enters r, z and hn through a.
+        e_x = fused.input_tangent(w_x, x, hp, dw_x, None, db, dx)
+        e_h = fused.input_tangent(w_x, x, hp, None, dw_h, db_h, None)
+        terms = []
+        if e_x is not None:
+            terms.append(fused.block_sum(jnp.concatenate([a[..., : 2 * hidden], c_n], axis=-1) * e_x, hidden))
+        if e_h is not None:
+            terms.append(fused.block_sum(a * e_h, hidden))
+        e = functools.reduce(jnp.add, terms) if terms else None
+        if mk is not None:
+            a, keep, e = mk * a, mk * keep + (1 - mk), None if e is None else mk * e
+        return fused.carry_tangent(w_h, keep, a, e, dh, unroll)
+
+    per_step = (xs, fused.previous(h0, hs), m, dxs)
+    return hs, fused.over_chunks(chunk, fused.dense(dh0, h0), per_step, 4 * h0.size)

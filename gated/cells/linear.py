@@ -9,6 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated import init as initializers
 from gated.options import EIGENVALUES, boolean, choice, integer, number, option
 
@@ -30,7 +31,7 @@ def positive(z: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LinearCell(Cell):
+class LinearCell(forms.Diagonal, Cell):
     r"""A gated linear recurrence: elementwise and linear in the state, its gates functions of the input only,
 
     .. math::
@@ -43,19 +44,6 @@ class LinearCell(Cell):
     There is no recurrent matrix, so there are no ``recurrent_init`` and ``recurrent_scale`` options.
     """
 
-    linear: ClassVar[bool] = True
-    log_space: ClassVar[bool] = False
-    # A stabilised recurrence (xLSTM's mLSTM) keeps its state as ``(m, s)``, the true state being ``exp(m) s``, and
-    # its coefficients are ``(log a_t, log b_t, b_t)``, the update ``exp(log a_t) s_{t-1} + exp(log b_t) b_t``:
-    # exponential gates without overflow. See :mod:`gated.parallel` for its associative operator.
-    stabilised: ClassVar[bool] = False
-
-    @property
-    def negative_eigenvalues(self) -> bool:
-        """Whether the decay ``a_t`` can be negative (the ``eigenvalues="[-1, 1]"`` option of the cells that have
-        it): a log-space form then carries each product's sign (:mod:`gated.parallel`)."""
-        return getattr(self, "eigenvalues", "[0, 1]") == "[-1, 1]"
-
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearParams:
         input_size = integer("input_size", input_size)
         w_x = initializers.input_kernel(key, input_size, self.projection_size, dtype)
@@ -63,26 +51,6 @@ class LinearCell(Cell):
 
     def _bias(self, dtype) -> Array:
         return jnp.zeros((self.projection_size,), dtype)
-
-    def coefficients(self, params, u: Array) -> tuple[Array, Array]:
-        """``(a_t, b_t)`` of one step from ``u = project(params, x)``, each shaped like the state."""
-        raise NotImplementedError
-
-    def to_state(self, carry) -> Array:
-        """The state ``s`` the recurrence is linear in, from a carry (the carry itself, but for the LRU)."""
-        return carry
-
-    def from_state(self, state: Array):
-        """The carry of a state (the inverse of :meth:`to_state`)."""
-        return state
-
-    def output(self, params, state: Array, u: Array) -> Array:
-        """``y_t`` from the new state (the state itself, but for the LRU)."""
-        return state
-
-    def restart(self, params, u: Array) -> tuple[Array, Array]:
-        """``(a_t, b_t)`` of a step that starts a segment, for a cell that ``restarts`` by its own rule."""
-        raise NotImplementedError(f"the {self.name} cell restores its initial carry at a segment start")
 
     def step(self, params, carry, u: Array, start: Array | None = None):
         """``(carry, y)``; ``start`` (a boolean scalar, for a cell that ``restarts``): the step starts a segment and

@@ -4,12 +4,13 @@ Gers et al. 2000; Greff et al. 2017)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gated import blocks
+from gated import blocks, fused
 from gated import init as initializers
 from gated.options import boolean, integer, number, option
 
@@ -134,12 +135,30 @@ class LSTM(RecurrentCell):
 
     name: ClassVar[str] = "lstm"
     params_type: ClassVar[type] = LSTMParams
-    kernel: ClassVar[str | None] = "lstm"
+    hidden_output: ClassVar[bool] = True
 
-    def kernel_limits(self) -> str | None:
+    def fused_limits(self) -> str | None:
         if self.peepholes or self.coupled or not self.forget_gate or self.layer_norm or self.proj_size:
-            return "covers the cell with a forget gate, without peepholes, coupling, layer normalisation or projection"
+            return ("the fused LSTM kernel covers the cell with a forget gate, without peepholes, coupling, layer "
+                    "normalisation or projection")  # fmt: skip
         return None
+
+    def fused_sequence(self, params: LSTMParams, xs: Array, carry: LSTMState, mask: Array | None, unroll: int):
+        """The fused kernel (:mod:`gated.fused`): every step's ``(h_t, c_t)`` from one loop, one linear tangent
+        rule."""
+        hs, cs = _fused(unroll, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry.h, carry.c, mask)
+        return LSTMState(hs[-1], cs[-1]), fused.outputs(hs, mask)
+
+    def native_limits(self) -> str | None:
+        limits = self.fused_limits()
+        return None if limits is None else limits.replace("the fused LSTM kernel", "the native LSTM loop")
+
+    def native_sequence(self, params: LSTMParams, xs: Array, carry: LSTMState, mask: Array | None, keep: bool):
+        from gated import native  # opt-in: built and loaded on first use
+
+        (h, c), ys = native.lstm(keep, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry.h,
+                                 carry.c, mask)  # fmt: skip
+        return LSTMState(h, c), ys
 
     def __post_init__(self):
         super().__post_init__()
@@ -298,3 +317,92 @@ class LSTM(RecurrentCell):
         if self.layer_norm or self.proj_size:
             return None
         return act.o * (1.0 - jnp.tanh(act.c) ** 2)
+
+
+# The fused kernel (gated.fused): the whole gate block activated by one tanh, sigmoid(z) = (1 + tanh(z / 2)) / 2.
+
+
+def _block_scale(h: int, dtype) -> Array:
+    half = jnp.full((h,), 0.5, dtype)
+    return jnp.concatenate([half, half, jnp.ones((h,), dtype), half])
+
+
+def lstm_block(pre: Array, hidden: int) -> Array:
+    """``a = tanh(z * scale)`` of a pre-activation block ``z`` ``(..., 4H)``: ``tanh(z/2)`` for i, f, o and
+    ``tanh(z)`` for g, one ``tanh`` for the whole block. The LSTM's gates, on the fused and native paths."""
+    return jnp.tanh(pre * _block_scale(hidden, pre.dtype).reshape((1,) * (pre.ndim - 1) + (-1,)))
+
+
+def lstm_gates(a: Array, h: int):
+    """``(i, f, g, o)`` from the block ``a = tanh(z * scale)`` (:func:`lstm_block`)."""
+    i, f, g, o = (a[..., k * h : (k + 1) * h] for k in range(4))
+    return 0.5 + 0.5 * i, 0.5 + 0.5 * f, g, 0.5 + 0.5 * o
+
+
+def _fused_loop(unroll, w_x, w_h, b, xs, h0, c0, m):
+    """Every step's ``(h_t, c_t)``. The input projection is inside the loop, as one matmul with the recurrent one:
+    ``[x_t, h] [W_x; W_h]``."""
+    hidden = w_h.shape[0]
+    w, bias = jnp.concatenate([w_x, w_h], axis=0), b[None, :]
+
+    def body(carry, inputs):
+        h, c = carry
+        x, mt = inputs
+        a = lstm_block(jnp.concatenate([x, h], axis=1) @ w + bias, hidden)
+        i, f, g, o = lstm_gates(a, hidden)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        h_new, c_new = fused.masked(mt, h_new, h), fused.masked(mt, c_new, c)
+        return (h_new, c_new), (h_new, c_new)
+
+    return jax.lax.scan(body, (h0, c0), (xs, m), unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _fused(unroll, w_x, w_h, b, xs, h0, c0, m):
+    return _fused_loop(unroll, w_x, w_h, b, xs, h0, c0, m)
+
+
+@functools.partial(_fused.defjvp, symbolic_zeros=True)
+def _fused_jvp(unroll, primals, tangents):
+    """The LSTM's tangent recurrence.
+
+    With ``dpre_t = e_t + dh_{t-1} W_h`` the pre-activation tangent and
+    ``s = [i'(g), f'(c_{t-1}), g'(i), o'(tanh c_t)]`` the gates' derivatives times
+    what they multiply: ``dc_t = f dc_{t-1} + (s dpre)_i + (s dpre)_f + (s dpre)_g``
+    and ``dh_t = (s dpre)_o + o tanh'(c_t) dc_t``. Each chunk's gates are
+    recomputed from the saved carries with one matmul.
+    """
+    w_x, w_h, b, xs, h0, c0, m = primals
+    dw_x, dw_h, db, dxs, dh0, dc0, _ = fused.nonzero(tangents)
+    hs, cs = _fused(unroll, w_x, w_h, b, xs, h0, c0, m)
+    hidden = w_h.shape[0]
+    w = jnp.concatenate([w_x, w_h], axis=0)
+    # Which gate blocks of s * dpre sum into dc (i, f, g) and which into dh (o). A masked sum rather than slices:
+    # its transpose is a broadcast, where that of slices is pads, which XLA:CPU runs slower in the reverse loop.
+    to_c = jnp.array([1, 1, 1, 0], xs.dtype)[None, :, None]
+    to_h = jnp.array([0, 0, 0, 1], xs.dtype)[None, :, None]
+
+    def chunk(carry, inputs):
+        x, hp, cp, c, mk, dx = inputs
+        a = lstm_block(fused.matmul(jnp.concatenate([x, hp], axis=2), w) + b[None, None], hidden)
+        i, f, g, o = lstm_gates(a, hidden)
+        tc = jnp.tanh(c)  # c_t at every valid step; the mask keeps the carry at padded ones
+        s = jnp.concatenate([0.25 * g, 0.25 * cp, i, 0.25 * tc], axis=-1) * (1 - a * a)  # (1 - a^2) / 4 = sigma'
+        e = fused.input_tangent(w_x, x, hp, dw_x, dw_h, db, dx)
+        e = jnp.zeros_like(s) if e is None else e
+
+        def body(carry, inputs):
+            dh, dc = carry
+            e_t, s_t, f_t, o_t, tc_t, mt = inputs
+            sd = (s_t * (e_t + dh @ w_h)).reshape(*dh.shape[:-1], 4, hidden)
+            dc_new = f_t * dc + jnp.sum(sd * to_c, axis=-2)
+            dh_new = jnp.sum(sd * to_h, axis=-2) + o_t * (1 - tc_t * tc_t) * dc_new
+            dh_new, dc_new = fused.masked(mt, dh_new, dh), fused.masked(mt, dc_new, dc)
+            return (dh_new, dc_new), (dh_new, dc_new)
+
+        return jax.lax.scan(body, carry, (e, s, f, o, tc, mk), unroll=unroll)
+
+    per_step = (xs, fused.previous(h0, hs), fused.previous(c0, cs), cs, m, dxs)
+    tangent = fused.over_chunks(chunk, (fused.dense(dh0, h0), fused.dense(dc0, c0)), per_step, 4 * h0.size)
+    return (hs, cs), tangent

@@ -10,10 +10,11 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated import init as initializers
 from gated.options import integer, number, option
 
-from .base import Array, Cell, check_heads
+from .base import Array, Cell
 from .linear import LinearCell
 
 
@@ -34,7 +35,7 @@ def _dt_bias(key: Array, size: int, dt_min: float, dt_max: float) -> Array:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SSD(LinearCell):
+class SSD(LinearCell, forms.MatrixDecay):
     r"""Mamba-2's state-space dual layer's recurrence (Dao & Gu 2024, "Transformers are SSMs", section 3; one group
     of B and C shared by the heads): a scalar decay per head, so that the state is a matrix per head.
 
@@ -65,11 +66,9 @@ class SSD(LinearCell):
     name: ClassVar[str] = "ssd"
     params_type: ClassVar[type] = SSDParams
     gates: ClassVar[tuple[str, ...]] = ("x",)
-    chunkwise: ClassVar[str] = "decay"
 
     def __post_init__(self):
         super().__post_init__()
-        check_heads(self)
         if not self.dt_min < self.dt_max:
             raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
 
@@ -111,24 +110,23 @@ class SSD(LinearCell):
         x, *_, c = self._pieces(params, u)
         return (jnp.einsum("kpn,n->kp", state, c) + params.skip[:, None] * x).reshape(self.hidden_size)
 
-    def heads(self, params, u):
+    def heads(self, params, u) -> forms.Heads:
         """``(q, k, v, log f, i)`` per head: ``(C_t, B_t, Delta_t x_t, Delta_t A, 0)``."""
         x, dt, log_a, b, c = self._pieces(params, u)
         k = self.num_heads
         heads = lambda a: jnp.broadcast_to(a, (k, self.state_size))
-        return heads(c), heads(b), dt[:, None] * x, log_a, jnp.zeros_like(log_a)
+        return forms.Heads(heads(c), heads(b), dt[:, None] * x, log_a, jnp.zeros_like(log_a))
 
-    def read(self, params, read, norm, m, u):
-        del norm
+    def read(self, params, reads: forms.Reads, u):
         x = self._pieces(params, u)[0]
-        return (jnp.exp(m)[:, None] * read + params.skip[:, None] * x).reshape(self.hidden_size)
+        return (jnp.exp(reads.m)[:, None] * reads.value + params.skip[:, None] * x).reshape(self.hidden_size)
 
     def matrix_state(self, carry):
-        return jnp.zeros(carry.shape[:-2], carry.dtype), carry, None
+        """The true memory as a stabilised one with ``m = 0``, no normaliser."""
+        return forms.MatrixCarry(carry, None, jnp.zeros(carry.shape[:-2], carry.dtype))
 
-    def from_matrix_state(self, m, c, n):
-        del n
-        return jnp.exp(m)[..., None, None] * c
+    def from_matrix_state(self, state):
+        return jnp.exp(state.m)[..., None, None] * state.c
 
 
 class DeltaParams(NamedTuple):
@@ -146,7 +144,7 @@ def l2_normalise(x: Array, eps: float = 1e-6) -> Array:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GatedDeltaNet(Cell):
+class GatedDeltaNet(forms.DeltaRule, Cell):
     r"""Gated DeltaNet's recurrence (Yang, Kautz & Hatamizadeh 2024, "Gated Delta Networks", eq. 10): the delta
     rule's correction of a matrix memory with Mamba-2's gated decay, per head.
 
@@ -174,19 +172,6 @@ class GatedDeltaNet(Cell):
     name: ClassVar[str] = "gated_deltanet"
     params_type: ClassVar[type] = DeltaParams
     gates: ClassVar[tuple[str, ...]] = ("q", "k", "v")
-    chunkwise: ClassVar[str] = "delta"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_heads(self)
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def carry_shape(self) -> tuple[int, ...]:
-        return (self.num_heads, self.head_size, self.head_size)
 
     @property
     def projection_size(self) -> int:
@@ -201,31 +186,10 @@ class GatedDeltaNet(Cell):
         a_log = jnp.log(jax.random.uniform(k_a, (k,), jnp.float32, 1.0, 16.0)).astype(dtype)
         return DeltaParams(kernel, bias, a_log)
 
-    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
-        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
-
-    def heads(self, params, u):
+    def heads(self, params, u) -> forms.Heads:
         """``(q, k, v, log alpha, beta)`` per head: ``(K, d)`` each but the gates' ``(K,)``."""
         k, d, gh = self.num_heads, self.head_size, 3 * self.hidden_size
         head = lambda name: self.gate(u, name).reshape(k, d)
         log_alpha = -jnp.exp(params.a_log) * jax.nn.softplus(u[gh : gh + k])
         beta = jax.nn.sigmoid(u[gh + k :])
-        return l2_normalise(head("q")) / math.sqrt(d), l2_normalise(head("k")), head("v"), log_alpha, beta
-
-    def step(self, params, carry, u):
-        u = self._check_step(carry, u)
-        q, k, v, log_alpha, beta = self.heads(params, u)
-        state = jnp.exp(log_alpha)[:, None, None] * carry
-        correction = beta[:, None] * (v - jnp.einsum("kvd,kd->kv", state, k))
-        state = state + correction[:, :, None] * k[:, None, :]
-        return state, jnp.einsum("kvd,kd->kv", state, q).reshape(self.hidden_size).astype(u.dtype)
-
-    def read(self, params, read, u):
-        del params, u
-        return read.reshape(self.hidden_size)
-
-    def matrix_state(self, carry):
-        return (carry,)
-
-    def from_matrix_state(self, state):
-        return state
+        return forms.Heads(l2_normalise(head("q")) / math.sqrt(d), l2_normalise(head("k")), head("v"), log_alpha, beta)

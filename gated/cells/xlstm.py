@@ -9,9 +9,10 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gated import forms
 from gated.options import boolean, integer, number, option
 
-from .base import Array, RecurrentCell, check_heads
+from .base import Array, RecurrentCell
 from .linear import LinearCell
 
 
@@ -122,7 +123,7 @@ class MLSTMState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MLSTM(LinearCell):
+class MLSTM(LinearCell, forms.MatrixDecay):
     r"""xLSTM's mLSTM (Beck et al. 2024, section 2.3): a matrix memory with exponential input and sigmoid forget
     gates, both reading only the input, so that its recurrence is linear in the memory and runs in parallel.
 
@@ -156,15 +157,10 @@ class MLSTM(LinearCell):
     name: ClassVar[str] = "mlstm"
     params_type: ClassVar[type] = MLSTMParams
     stabilised: ClassVar[bool] = True
-    chunkwise: ClassVar[str] = "decay"
 
     @property
     def gates(self) -> tuple[str, ...]:
         return ("q", "k", "v", "o") if self.output_gate else ("q", "k", "v")
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_heads(self)
 
     @property
     def head_size(self) -> int:
@@ -215,25 +211,25 @@ class MLSTM(LinearCell):
     def output(self, params, state, u):
         m, (c, n) = state
         q = self._heads(u, "q")
-        return self.read(params, jnp.einsum("kab,kb->ka", c, q), jnp.sum(n * q, axis=-1), m, u)
+        return self.read(params, forms.Reads(jnp.einsum("kab,kb->ka", c, q), jnp.sum(n * q, axis=-1), m), u)
 
     # The chunkwise form (gated.chunkwise): the per-head pieces of a step and the output from what it reads.
-    def heads(self, params, u):
+    def heads(self, params, u) -> forms.Heads:
         """``(q, k, v, log f_t, i~_t)`` of one step, per head: ``(K, d)`` each but the gates' ``(K,)``: the true
         memory's update ``C_t = f_t C_{t-1} + e^{i~_t} v_t k_t^T``, read by ``q``."""
         log_f, i_pre, (_, keys) = self.coefficients(params, u)
-        return self._heads(u, "q"), keys, self._heads(u, "v"), log_f, i_pre
+        return forms.Heads(self._heads(u, "q"), keys, self._heads(u, "v"), log_f, i_pre)
 
-    def read(self, params, read, norm, m, u):
+    def read(self, params, reads: forms.Reads, u):
         """``h_t`` from the stabilised memory's read ``C_t q_t`` ``(K, d)``, the normaliser's ``n_t^T q_t`` ``(K,)``
         and the stabiliser ``m_t`` ``(K,)``."""
-        scale = jnp.maximum(jnp.abs(norm), jnp.exp(-m))
-        h = (read / scale[:, None]).reshape(self.hidden_size)
+        scale = jnp.maximum(jnp.abs(reads.norm), jnp.exp(-reads.m))
+        h = (reads.value / scale[:, None]).reshape(self.hidden_size)
         return jax.nn.sigmoid(self.gate(u, "o")) * h if self.output_gate else h
 
     def matrix_state(self, carry):
-        """``(m, C, n)``: the stabiliser ``(K,)``, the stabilised memory ``(K, d, d)`` and normaliser ``(K, d)``."""
-        return carry.m, carry.c, carry.n
+        """The stabilised memory ``(K, d, d)``, the normaliser ``(K, d)`` and the stabiliser ``(K,)``."""
+        return forms.MatrixCarry(carry.c, carry.n, carry.m)
 
-    def from_matrix_state(self, m, c, n):
-        return MLSTMState(c, n, m)
+    def from_matrix_state(self, state):
+        return MLSTMState(state.c, state.n, state.m)

@@ -41,8 +41,9 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
-from gated import fused
-from gated.cells import Cell, LSTMState
+from gated import backends, forms
+from gated.cells.gru import gru_gates
+from gated.cells.lstm import lstm_block, lstm_gates
 from gated.fused import chunk_length, previous
 from gated.options import Call, integer
 
@@ -117,17 +118,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def supports(cell: Cell, call: Call) -> str | None:
+def supports(cell: forms.Nonlinear, call: Call) -> str | None:
     """None if ``impl="native"`` can run ``call`` of ``cell`` here, else why not (builds the kernels)."""
     reason = call.reference_only()
     if reason is not None:
         return reason
     dtype = call.dtype
-    if cell.kernel not in ("lstm", "gru"):
-        return f"the native loops cover the LSTM and the GRU, not {type(cell).__name__}"
-    limits = cell.kernel_limits()
+    limits = cell.native_limits()
     if limits is not None:
-        return f"the native {cell.name.upper()} {limits}"
+        return limits
     if jnp.dtype(dtype) != jnp.float32:
         return f"the native loops are float32 only, got {jnp.dtype(dtype).name}"
     if cell.hidden_size % 16:
@@ -137,7 +136,7 @@ def supports(cell: Cell, call: Call) -> str | None:
     return unavailable_reason()
 
 
-def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None, resets: None, call: Call):
+def sequence(cell: forms.Nonlinear, params: Any, xs: Array, carry: Any, mask: Array | None, resets: None, call: Call):
     """Runs ``cell`` with the C++ loops: ``xs`` ``(T, B, D)``, carry leaves ``(B, H)``, ``mask`` ``(T, B)`` or None
     (no ``resets``: :func:`supports`).
 
@@ -150,12 +149,8 @@ def sequence(cell: Cell, params: Any, xs: Array, carry: Any, mask: Array | None,
     if reason is not None:
         raise ValueError(f"impl: 'native' is not available here: {reason} (use impl='auto')")
     m = None if mask is None else mask.astype(xs.dtype)[:, :, None]
-    w = (params.input_kernel, params.recurrent_kernel, params.bias)
     try:
-        if cell.kernel == "lstm":
-            (h, c), ys = _lstm(not remat, *w, xs, carry.h, carry.c, m)
-            return LSTMState(h, c), ys
-        return _gru(cell.update == "keep", not remat, *w, params.candidate_bias, xs, carry, m)
+        return cell.native_sequence(params, xs, carry, m, not remat)
     except TypeError as error:
         if "forward-mode" in str(error):
             raise TypeError(_FORWARD_MODE) from None
@@ -217,8 +212,8 @@ def _dense(cotangent: Any, like: Array) -> Array:
 
 def _lstm_activations(pre: Array, hidden: int) -> Array:
     """``[sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]`` of a pre-activation block ``(..., 4H)``: the
-    fused path's transcription of the gates (:func:`gated.fused.lstm_gates`)."""
-    return jnp.concatenate(fused.lstm_gates(fused.lstm_block(pre, hidden), hidden), axis=-1)
+    fused path's transcription of the gates (:func:`gated.cells.lstm.lstm_gates`)."""
+    return jnp.concatenate(lstm_gates(lstm_block(pre, hidden), hidden), axis=-1)
 
 
 def _lstm_forward(keep: bool, w_x, w_h, b, xs, h0, c0, m):
@@ -230,7 +225,7 @@ def _lstm_forward(keep: bool, w_x, w_h, b, xs, h0, c0, m):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm(keep, w_x, w_h, b, xs, h0, c0, m):
+def lstm(keep, w_x, w_h, b, xs, h0, c0, m):
     hs, cs, _ = _lstm_forward(False, w_x, w_h, b, xs, h0, c0, m)
     return (hs[-1], cs[-1]), hs if m is None else m * hs
 
@@ -275,7 +270,7 @@ def _lstm_bwd(keep, res, cotangents):
     return d_w[:inputs], d_w[inputs:], d_b, d_xs, dh0, dc0, None if m is None else jnp.zeros_like(m)
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd, symbolic_zeros=True)
+lstm.defvjp(_lstm_fwd, _lstm_bwd, symbolic_zeros=True)
 
 
 # GRU, reset="after": the forward loop keeps [r, z, n, hn] per step (hn = h W_hn + b_hn); the backward loop forms
@@ -293,12 +288,12 @@ def _gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
 
 
 def _gru_recompute(w_x, w_h, b, b_hn, x, hp):
-    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries: :func:`gated.fused.gru_gates`."""
-    return jnp.concatenate(fused.gru_gates(w_x, w_h, b, b_hn, x, hp), axis=-1)
+    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries: :func:`gated.cells.gru.gru_gates`."""
+    return jnp.concatenate(gru_gates(w_x, w_h, b, b_hn, x, hp), axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _gru(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
+def gru(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
     hs, _ = _gru_forward(False, keep_z, w_x, w_h, b, b_hn, xs, h0, m)
     return hs[-1], hs if m is None else m * hs
 
@@ -341,6 +336,8 @@ def _gru_bwd(keep_z, keep, res, cotangents):
     return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
 
 
-_gru.defvjp(_gru_fwd, _gru_bwd, symbolic_zeros=True)
+gru.defvjp(_gru_fwd, _gru_bwd, symbolic_zeros=True)
 
-__all__ = ["configure", "sequence", "supports", "unavailable_reason"]
+backends.register("native", serves=(forms.Nonlinear,), supports=supports, sequence=sequence, pure=False)
+
+__all__ = ["configure", "gru", "lstm", "sequence", "supports", "unavailable_reason"]

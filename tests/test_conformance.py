@@ -1,0 +1,160 @@
+"""One conformance suite over the registries: every registered cell (``gated.cells.CELLS``), on every pure-JAX backend
+that serves its form (``gated.backends.REGISTRY``), against the reference path and the cell's float64 NumPy
+transcription (``tests/reference.py``).
+
+A cell that registers gets all of it, with no test written for it here: a sequence of its steps equal to its
+transcription; each backend's values and gradients equal to the reference path's (float64, 1e-10) with lengths,
+resets (where the backend serves them), both directions, ``remat``, and chunks that do not divide T; ``jvp``, a
+forward-over-reverse Hessian-vector product and a ``vmap`` over parameter sets; one-token decoding equal to the
+parallel forward pass; and bfloat16 inputs with a float32 ``state_dtype`` near the float32 run. The cells are made
+with their default options (``num_heads=2`` where they have heads); their option grids are in the family tests.
+Each check is one compiled program per cell and backend; the default path's (``impl="auto"``) run in the fast tier,
+the other backends' in the slow one.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gated
+from gated import backends
+from gated.options import Call
+from tests import reference
+from tests.conftest import random_params
+
+T, B, D, H, CHUNK = 13, 3, 4, 6, 4  # CHUNK does not divide T
+F64 = {"rtol": 1e-10, "atol": 1e-10}
+LENGTHS = np.array([T, 7, 0])
+
+
+def make(name: str):
+    """A registered cell with its default options, two heads where it has heads."""
+    cls = gated.cells.CELLS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(H, **({"num_heads": 2} if "num_heads" in fields else {}))
+
+
+def _serves(name: str, impl: str, **call) -> bool:
+    return backends.reason(impl, make(name), Call(impl, dtype=jnp.float64, num_steps=T, **call)) is None
+
+
+PURE = [b.name for b in backends.REGISTRY.values() if b.pure and b.name != "reference"]
+PAIRS = [
+    (name, impl) for name in gated.cells.CELLS for impl in ("auto", *PURE) if impl == "auto" or _serves(name, impl)
+]
+CASES = [pytest.param(n, i, id=f"{n}-{i}", marks=() if i == "auto" else pytest.mark.slow) for n, i in PAIRS]
+
+
+@functools.cache
+def case(name: str, dtype=jnp.float64):
+    """The cell, random parameters, a reachable carry (the reference path's after a few random steps from zeros:
+    a normaliser stays positive), inputs ``(T, B, D)`` and resets."""
+    cell = make(name)
+    params = random_params(cell, jax.random.key(0), D, dtype)
+    warm = jax.random.normal(jax.random.key(1), (5, B, D), dtype)
+    carry = gated.run(cell, params, warm, impl="reference")[0]
+    xs = jax.random.normal(jax.random.key(2), (T, B, D), dtype)
+    resets = np.zeros((T, B), bool)
+    resets[[4, 9, 3], [0, 0, 1]] = True
+    return cell, params, carry, xs, jnp.asarray(resets)
+
+
+def _close(a, b, **tol):
+    chex.assert_trees_all_close(jax.tree.leaves(a), jax.tree.leaves(b), **(tol or F64))
+
+
+def _runs_resets(name: str, impl: str) -> bool:
+    return impl == "auto" or _serves(name, impl, resets=True)
+
+
+@pytest.mark.parametrize("name", list(gated.cells.CELLS))
+def test_a_sequence_of_steps_equals_the_float64_transcription(name):
+    """The reference path over a sequence, from a random carry, against the NumPy transcription step by step."""
+    cell, params, carry, xs, _ = case(name)
+    assert name in reference.STEPS, f"the {name} cell has no float64 transcription in tests/reference.py"
+    final, ys = jax.jit(lambda p, c, x: gated.run(cell, p, x, carry=c, impl="reference"))(params, carry, xs)
+    state = jax.tree.map(lambda a: np.asarray(a[0]), carry)
+    want = []
+    for t in range(T):
+        state, y = reference.step(cell, params, state, np.asarray(xs[t, 0]))
+        want.append(y)
+    _close((jax.tree.map(lambda a: a[0], final), ys[:, 0]), (state, np.stack(want)))
+
+
+@functools.cache
+def _loss(name: str, impl: str, resets: bool):
+    """The value and gradient (parameters, carry, inputs) of both directions, with lengths (and resets), reading
+    backwards with ``remat``, as one compiled program."""
+    cell, params, carry, xs, starts = case(name)
+
+    def f(p, c, x):
+        total = 0.0
+        for reverse in (False, True):
+            kw = dict(carry=c, lengths=LENGTHS, reverse=reverse, impl=impl, chunk=CHUNK, remat=reverse)
+            final, ys = gated.run(cell, p, x, resets=starts if resets else None, **kw)
+            total += jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final))
+        return total
+
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, carry, xs)
+
+
+@pytest.mark.parametrize("name, impl", CASES)
+def test_values_and_gradients_equal_the_reference_path(name, impl):
+    resets = _runs_resets(name, impl)
+    _close(_loss(name, impl, resets), _loss(name, "reference", resets))
+
+
+@functools.cache
+def _transforms(name: str, impl: str):
+    """``jvp`` and a forward-over-reverse HVP of a loss of the outputs, and a ``vmap`` over two parameter sets."""
+    cell, params, carry, xs, _ = case(name)
+    loss = lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1] ** 2)
+    v = jax.tree.map(jnp.ones_like, params)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
+
+    def all_of_them():
+        jvp = jax.jvp(loss, (params,), (v,))
+        hvp = jax.jvp(jax.grad(loss), (params,), (v,))[1]
+        batched = jax.vmap(lambda p: gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1])(stacked)
+        return jvp, hvp, batched
+
+    return jax.jit(all_of_them)()
+
+
+@pytest.mark.parametrize("name, impl", CASES)
+def test_every_transform_equals_the_reference_path(name, impl):
+    _close(_transforms(name, impl), _transforms(name, "reference"))
+
+
+@pytest.mark.parametrize("name, impl", CASES)
+def test_one_token_decoding_equals_the_parallel_forward_pass(name, impl):
+    """A scan of one-step runs, the carry passed on, equals one run over the whole sequence (float64, 1e-10)."""
+    cell, params, carry, xs, _ = case(name)
+
+    def both(p, c, x):
+        whole = gated.run(cell, p, x, carry=c, impl=impl, chunk=CHUNK)
+
+        def one(c, x_t):
+            c, y = gated.run(cell, p, x_t[None], carry=c, impl=impl, chunk=CHUNK)
+            return c, y[0]
+
+        return whole, jax.lax.scan(one, c, x)
+
+    whole, decoded = jax.jit(both)(params, carry, xs)
+    _close(decoded, whole)
+
+
+@pytest.mark.parametrize("name, impl", CASES)
+def test_bfloat16_with_a_float32_state_is_near_the_float32_run(name, impl):
+    cell, params, carry, xs, _ = case(name, jnp.float32)
+    cast = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
+    f32 = jax.jit(lambda p, x: gated.run(cell, p, x, impl=impl, chunk=CHUNK))(params, xs)
+    mixed = jax.jit(lambda p, x: gated.run(cell, p, x, impl=impl, chunk=CHUNK, state_dtype=jnp.float32))
+    final, ys = mixed(cast(params), cast(xs))
+    assert ys.dtype == jnp.bfloat16 and all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(final))
+    _close((final, ys.astype(jnp.float32)), f32, rtol=0.1, atol=0.1)
