@@ -244,9 +244,26 @@ def gated_deltanet_step(cell, p, s, x):
     return s_new, y.reshape(hs)
 
 
+def deltanet_step(cell, p, s, x):
+    """DeltaNet (Schlag et al. 2021; Yang et al. 2024), per head: q, k L2-normalised (q / sqrt(d)), beta = sigmoid
+    (2 sigmoid with eigenvalues in [-1, 1]), S = S (I - beta k k^T) + beta v k^T, y = S q; S (K, d, d)."""
+    hs, heads = cell.hidden_size, cell.num_heads
+    d = hs // heads
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    q, k, v = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(3))
+    beta = sigmoid(proj[3 * hs :]) * (2.0 if cell.eigenvalues == "[-1, 1]" else 1.0)
+    s_new, y = np.empty_like(f64(s)), np.empty((heads, d))
+    for j in range(heads):
+        qj = q[j] / np.sqrt(q[j] @ q[j] + 1e-6) / np.sqrt(d)
+        kj = k[j] / np.sqrt(k[j] @ k[j] + 1e-6)
+        s_new[j] = f64(s)[j] @ (np.eye(d) - beta[j] * np.outer(kj, kj)) + beta[j] * np.outer(v[j], kj)
+        y[j] = s_new[j] @ qj
+    return s_new, y.reshape(hs)
+
+
 STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
          "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step, "slstm": slstm_step, "mlstm": mlstm_step,
-         "ssd": ssd_step, "gated_deltanet": gated_deltanet_step}  # fmt: skip
+         "ssd": ssd_step, "gated_deltanet": gated_deltanet_step, "deltanet": deltanet_step}  # fmt: skip
 
 
 def step(cell, p, carry, x):

@@ -170,6 +170,40 @@ def test_gated_deltanet_equals_flash_linear_attention():
         _close((ys, jnp.swapaxes(got_final, -1, -2)), want, **FLA)
 
 
+@pytest.mark.parametrize("eigenvalues", ["[0, 1]", "[-1, 1]"])
+def test_deltanet_equals_flash_linear_attention(eigenvalues):
+    """DeltaNet against flash-linear-attention's naive delta rule, from gated's own per-head pieces: the outputs and
+    final state, and the gradient of a loss of both with respect to the inputs, on every backend of its form (the
+    reference's gradient with respect to its pieces, from torch, carried back to the inputs by gated's projection)."""
+    naive = _module("fla", "ops/delta_rule/naive.py")
+    torch = pytest.importorskip("torch")
+    cell = gated.cells.deltanet(H, num_heads=2, eigenvalues=eigenvalues)
+    params = random_params(cell, jax.random.key(0), D, jnp.float64)
+    carry = random_carry(cell, jax.random.key(1), (B,), jnp.float64)
+    xs = jax.random.normal(jax.random.key(2), (T, B, D), jnp.float64)
+
+    def pieces(x):  # (B, K, T, ...) as fla takes them; fla scales q by 1/sqrt(d) itself
+        heads = jax.vmap(jax.vmap(lambda u: cell.heads(params, cell.project(params, u))))(x)
+        q, k, v, _, beta = (jnp.moveaxis(a, 0, 2) for a in heads)
+        return q * np.sqrt(H // 2), k, v, beta
+
+    inputs, vjp = jax.vjp(pieces, xs)
+    q, k, v, beta = (torch.from_numpy(np.array(a)).requires_grad_() for a in inputs)
+    state = torch.from_numpy(np.array(jnp.swapaxes(carry, -1, -2)))  # fla's (K, d_k, d_v)
+    out, final = naive.delta_rule_recurrence(q, k, v, beta, initial_state=state, output_final_state=True)
+    (torch.sin(out).sum() + torch.cos(final).sum()).backward()
+    want_grad = vjp(tuple(a.grad.numpy() for a in (q, k, v, beta)))[0]
+    want = (np.moveaxis(out.detach().numpy(), 2, 0).reshape(T, B, H), final.detach().numpy())
+
+    def loss(x, impl):
+        got_final, ys = gated.run(cell, params, x, carry=carry, impl=impl, chunk=4)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.cos(got_final)), (ys, jnp.swapaxes(got_final, -1, -2))
+
+    for impl in ("chunkwise", "recomputed", "reference"):
+        (_, got), grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(xs, impl)
+        _close((got, grad), (want, want_grad), **FLA)
+
+
 def test_ssd_equals_flash_linear_attention_simple_gla():
     """Mamba-2's SSD is simple GLA with q = C, k = B, v = Delta x and log decay Delta A (flash-linear-attention's
     naive recurrent form), plus the skip D x."""
