@@ -114,3 +114,14 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("largest relative error against each reference (|a - e| / max(|e|, 1e-3))")
     for (comparison, case, dtype), err in sorted(ERRORS.items()):
         terminalreporter.write_line(f"{comparison:16s} {case:45s} {dtype:8s} {err:.2e}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``GATED_FORBID_SKIPS=1`` (``.ci/run``, which installs every test-only oracle), a skipped test fails:
+    a test CI skips checks nothing. Tests marked ``hardware`` (a GPU CI lacks) may still skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("GATED_FORBID_SKIPS") == "1" and item.get_closest_marker("hardware") is None:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"skipped where GATED_FORBID_SKIPS=1 forbids it: {reason}"
