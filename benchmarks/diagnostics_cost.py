@@ -68,19 +68,35 @@ def main(argv=None):
                     if i >= 2:
                         times[what].append(time.perf_counter() - start)
             train_s, diag_s = np.median(times["train"]), np.median(times["diagnostics"])
-            rows.append({"date": datetime.date.today().isoformat(), "jax": jax.__version__, "cell": kind,
-                         "size": {"B": b, "T": t, "D": d, "H": h}, "train_s": float(train_s),
-                         "diagnostics_s": float(diag_s), "ratio": float(diag_s / train_s)})  # fmt: skip
-            print(f"{size} {kind}: train {train_s * 1e3:.1f} ms, norms {diag_s * 1e3:.1f} ms, "
-                  f"ratio {diag_s / train_s:.2f}", flush=True)  # fmt: skip
-    lines = [f"{rows[0]['date']}, jax {rows[0]['jax']}: per-step gradient norms for all T steps (vmapped over the "
-             "batch) against one training step of the same model.", "",
-             "| B, T, D, H | cell | training step ms | all-step gradient norms ms | ratio |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+            rows.append(
+                {
+                    "date": datetime.date.today().isoformat(),
+                    "jax": jax.__version__,
+                    "cell": kind,
+                    "size": {"B": b, "T": t, "D": d, "H": h},
+                    "train_s": float(train_s),
+                    "diagnostics_s": float(diag_s),
+                    "ratio": float(diag_s / train_s),
+                }
+            )
+            print(
+                f"{size} {kind}: train {train_s * 1e3:.1f} ms, norms {diag_s * 1e3:.1f} ms, "
+                f"ratio {diag_s / train_s:.2f}",
+                flush=True,
+            )
+    lines = [
+        f"{rows[0]['date']}, jax {rows[0]['jax']}: per-step gradient norms for all T steps (vmapped over the "
+        "batch) against one training step of the same model.",
+        "",
+        "| B, T, D, H | cell | training step ms | all-step gradient norms ms | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         s = r["size"]
-        lines.append(f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['cell']} | {r['train_s'] * 1e3:.1f} "
-                     f"| {r['diagnostics_s'] * 1e3:.1f} | {r['ratio']:.2f}x |")  # fmt: skip
+        lines.append(
+            f"| {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['cell']} | {r['train_s'] * 1e3:.1f} "
+            f"| {r['diagnostics_s'] * 1e3:.1f} | {r['ratio']:.2f}x |"
+        )
     table = "\n".join(lines) + "\n"
     write_results(args.out, rows, table)
 

@@ -39,9 +39,17 @@ import gated
 from benchmarks.training_step import compile_programs, cpu_name, median_seconds, readout_init, write_results
 from gated.options import Call
 
-CELLS = {"mingru": {"log_space": True}, "minlstm": {}, "lru": {}, "rglru": {}, "ssm": {"state_size": 16},
-         "mlstm": {"num_heads": 4}, "ssd": {"num_heads": 4, "state_size": 16}, "gated_deltanet": {"num_heads": 4},
-         "slstm": {}}  # fmt: skip
+CELLS = {
+    "mingru": {"log_space": True},
+    "minlstm": {},
+    "lru": {},
+    "rglru": {},
+    "ssm": {"state_size": 16},
+    "mlstm": {"num_heads": 4},
+    "ssd": {"num_heads": 4, "state_size": 16},
+    "gated_deltanet": {"num_heads": 4},
+    "slstm": {},
+}
 FORMS = ("reference", "sequential", "recomputed", "associative", "chunked", "chunkwise")
 
 
@@ -112,8 +120,21 @@ def auto_picks(cells: list[str], hidden: int, lengths: list[int]) -> dict[str, l
 
 
 def torch_rows(lengths: list[int], batch: int, hidden: int, steps: int) -> list[dict]:
-    args = [sys.executable, "-m", "benchmarks.torch_peers", "--lengths", *map(str, lengths), "--batch", str(batch),
-            "--hidden", str(hidden), "--steps", str(steps), "--threads", str(os.cpu_count() or 1)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "benchmarks.torch_peers",
+        "--lengths",
+        *map(str, lengths),
+        "--batch",
+        str(batch),
+        "--hidden",
+        str(hidden),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(os.cpu_count() or 1),
+    ]
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         print(f"PyTorch peers not measured: {out.stderr.strip().splitlines()[-1:]}", flush=True)
@@ -130,31 +151,58 @@ def main(argv=None):
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     parser.add_argument("--cells", nargs="+", default=list(CELLS))
     parser.add_argument("--forms", nargs="+", default=[f for f in FORMS if f != "chunked"], choices=FORMS)
-    parser.add_argument("--max-parallel-length", type=int, default=4096,
-                        help="the associative and chunked forms only up to this length (their memory)")  # fmt: skip
+    parser.add_argument(
+        "--max-parallel-length",
+        type=int,
+        default=4096,
+        help="the associative and chunked forms only up to this length (their memory)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch peers")
     parser.add_argument("--out", default="benchmarks/results/linear_forms")
-    parser.add_argument("--render", nargs="+", metavar="JSONL",
-                        help="measure nothing: merge these runs' result files (one machine) into --out")  # fmt: skip
+    parser.add_argument(
+        "--render",
+        nargs="+",
+        metavar="JSONL",
+        help="measure nothing: merge these runs' result files (one machine) into --out",
+    )
     args = parser.parse_args(argv)
     if args.render:
         return render(args.render, args.out, args.hidden)
     b, h = args.batch, args.hidden
-    meta = {"date": datetime.date.today().isoformat(), "jax": jax.__version__, "cpu": cpu_name(),
-            "devices": f"{jax.device_count()} {jax.default_backend()}", "B": b, "D": h, "H": h}  # fmt: skip
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "cpu": cpu_name(),
+        "devices": f"{jax.device_count()} {jax.default_backend()}",
+        "B": b,
+        "D": h,
+        "H": h,
+    }
     rows = []
     for t in args.lengths:
         for name, (init, apply) in variants(args.cells, h, args.forms, t, args.max_parallel_length).items():
             run_train, run_forward, compile_s, peak = compile_programs(init, apply, b, t, h)
             step_s, forward_s = median_seconds(run_train, args.steps), median_seconds(run_forward, args.steps)
-            rows.append({**meta, "T": t, "impl": name, "step_s": step_s, "tokens_per_s": b * t / step_s,
-                         "forward_tokens_per_s": b * t / forward_s, "peak_bytes": peak,
-                         "compile_s": compile_s})  # fmt: skip
-            print(f"T={t} {name}: {b * t / step_s:,.0f} tokens/s, forward {b * t / forward_s:,.0f}, peak "
-                  f"{peak / 2**20:.1f} MB, compile {compile_s:.1f} s", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    **meta,
+                    "T": t,
+                    "impl": name,
+                    "step_s": step_s,
+                    "tokens_per_s": b * t / step_s,
+                    "forward_tokens_per_s": b * t / forward_s,
+                    "peak_bytes": peak,
+                    "compile_s": compile_s,
+                }
+            )
+            print(
+                f"T={t} {name}: {b * t / step_s:,.0f} tokens/s, forward {b * t / forward_s:,.0f}, peak "
+                f"{peak / 2**20:.1f} MB, compile {compile_s:.1f} s",
+                flush=True,
+            )
     if not args.no_torch:
         rows += [{**meta, **r, "peak_bytes": None} for r in torch_rows(args.lengths, b, h, args.steps)]
     picks = auto_picks([c for c in args.cells if c in CELLS], h, args.lengths)
@@ -192,7 +240,7 @@ def markdown(rows: list[dict], meta: dict, lengths: list[int], picks: dict | Non
             + " | ".join(_cell(rows, i, t, lambda r: f"{r['tokens_per_s'] / 1e3:.0f}k{memory(r)}") for t in lengths)
             + " |"
             for i in impls
-        ),  # fmt: skip
+        ),
         "",
         "Forward pass: tokens/s (thousands); the training step's compile time (seconds, JAX only).",
         "",
@@ -204,11 +252,16 @@ def markdown(rows: list[dict], meta: dict, lengths: list[int], picks: dict | Non
             )
             + " |"
             for i in impls
-        ),  # fmt: skip
+        ),
     ]
     if picks:
-        lines += ["", 'What impl="auto" runs on this platform (gated.backends.AUTO):', "", *header,
-                  *(f"| {name} | " + " | ".join(p) + " |" for name, p in picks.items())]  # fmt: skip
+        lines += [
+            "",
+            'What impl="auto" runs on this platform (gated.backends.AUTO):',
+            "",
+            *header,
+            *(f"| {name} | " + " | ".join(p) + " |" for name, p in picks.items()),
+        ]
     return "\n".join(lines) + "\n"
 
 

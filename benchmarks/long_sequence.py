@@ -52,13 +52,28 @@ def main(argv=None):
         for name, (init, apply) in variants(h).items():
             run_train, _, compile_s, peak = compile_programs(init, apply, b, t, d)
             step_s = median_seconds(run_train, args.steps)
-            rows.append({"date": datetime.date.today().isoformat(), "jax": jax.__version__, "B": b, "T": t, "D": d,
-                         "H": h, "impl": name, "peak_bytes": peak, "compile_s": compile_s,
-                         "step_s": step_s})  # fmt: skip
+            rows.append(
+                {
+                    "date": datetime.date.today().isoformat(),
+                    "jax": jax.__version__,
+                    "B": b,
+                    "T": t,
+                    "D": d,
+                    "H": h,
+                    "impl": name,
+                    "peak_bytes": peak,
+                    "compile_s": compile_s,
+                    "step_s": step_s,
+                }
+            )
             print(f"T={t} {name}: peak {peak / 2**20:.1f} MB, step {step_s:.3f} s", flush=True)
-    lines = [f"{rows[0]['date']}, jax {rows[0]['jax']}, B {b}, D {d}, H {h}; peak MB (XLA buffer assignment) "
-             "and step time in seconds.", "", "| T | " + " | ".join(variants(h)) + " |",
-             "| --- |" + " --- |" * len(variants(h))]  # fmt: skip
+    lines = [
+        f"{rows[0]['date']}, jax {rows[0]['jax']}, B {b}, D {d}, H {h}; peak MB (XLA buffer assignment) "
+        "and step time in seconds.",
+        "",
+        "| T | " + " | ".join(variants(h)) + " |",
+        "| --- |" + " --- |" * len(variants(h)),
+    ]
     for t in args.lengths:
         cells = [f"{r['peak_bytes'] / 2**20:.0f} MB, {r['step_s']:.2f} s" for r in rows if r["T"] == t]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")

@@ -110,8 +110,14 @@ class _First(torch.nn.Module):
         return self.rnn(xs)[0]
 
 
-PEERS = ("minGRU-pytorch", "torch.nn.GRU", "torch.nn.LSTM", "xlstm mLSTM chunkwise", "xlstm mLSTM parallel",
-         "xlstm sLSTM vanilla")  # fmt: skip
+PEERS = (
+    "minGRU-pytorch",
+    "torch.nn.GRU",
+    "torch.nn.LSTM",
+    "xlstm mLSTM chunkwise",
+    "xlstm mLSTM parallel",
+    "xlstm sLSTM vanilla",
+)
 
 
 def measure(name: str, t: int, batch: int, hidden: int, steps: int) -> dict:
@@ -135,8 +141,13 @@ def measure(name: str, t: int, batch: int, hidden: int, steps: int) -> dict:
         with torch.no_grad():
             readout(rnn(xs))
 
-    return {"impl": name, "T": t, "step_s": _median(step, steps), "forward_s": _median(forward, steps),
-            "torch": torch.__version__}  # fmt: skip
+    return {
+        "impl": name,
+        "T": t,
+        "step_s": _median(step, steps),
+        "forward_s": _median(forward, steps),
+        "torch": torch.__version__,
+    }
 
 
 def _median(run, steps: int) -> float:
@@ -157,10 +168,18 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-sequential-length", type=int, default=4096,
-                        help="the Python-loop peers (the sLSTM) only up to this length")  # fmt: skip
-    parser.add_argument("--max-quadratic-length", type=int, default=1024,
-                        help="the (T, T) parallel mLSTM only up to this length (its memory)")  # fmt: skip
+    parser.add_argument(
+        "--max-sequential-length",
+        type=int,
+        default=4096,
+        help="the Python-loop peers (the sLSTM) only up to this length",
+    )
+    parser.add_argument(
+        "--max-quadratic-length",
+        type=int,
+        default=1024,
+        help="the (T, T) parallel mLSTM only up to this length (its memory)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for t in args.lengths:

@@ -67,10 +67,17 @@ def main(argv=None):
                         times[kind][what].append(time.perf_counter() - start)
         for kind in progs:
             train_s, fwd_s = np.median(times[kind]["train"]), np.median(times[kind]["forward"])
-            row = {"size": {"B": b, "T": t, "D": d, "H": h}, "impl": f"torch nn.{KINDS[kind]}", "cell": kind,
-                   "train_tokens_per_s": b * t / train_s, "forward_tokens_per_s": b * t / fwd_s,
-                   "compile_s": None, "peak_bytes": None, "torch": torch.__version__,
-                   "threads": args.threads}  # fmt: skip
+            row = {
+                "size": {"B": b, "T": t, "D": d, "H": h},
+                "impl": f"torch nn.{KINDS[kind]}",
+                "cell": kind,
+                "train_tokens_per_s": b * t / train_s,
+                "forward_tokens_per_s": b * t / fwd_s,
+                "compile_s": None,
+                "peak_bytes": None,
+                "torch": torch.__version__,
+                "threads": args.threads,
+            }
             print(json.dumps(row), flush=True)
 
 

@@ -52,8 +52,10 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def readout_init(key, hidden):
-    return {"w": jax.random.normal(key, (hidden, CLASSES), jnp.float32) / np.sqrt(hidden),
-            "b": jnp.zeros((CLASSES,), jnp.float32)}  # fmt: skip
+    return {
+        "w": jax.random.normal(key, (hidden, CLASSES), jnp.float32) / np.sqrt(hidden),
+        "b": jnp.zeros((CLASSES,), jnp.float32),
+    }
 
 
 def gated_model(kind: str, hidden: int, impl: str, remat: bool = False):
@@ -150,8 +152,9 @@ def compile_programs(init, apply, b, t, d):
     memory = train.memory_analysis()
     peak = None
     if memory is not None:
-        peak = sum(getattr(memory, f, 0) for f in ("argument_size_in_bytes", "output_size_in_bytes",
-                                                    "temp_size_in_bytes"))  # fmt: skip
+        peak = sum(
+            getattr(memory, f, 0) for f in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
+        )
     state = {"params": params, "opt": opt_state}
 
     def run_train():
@@ -196,8 +199,17 @@ def torch_rows(sizes: list[str], steps: int) -> tuple[list[dict], str]:
     """PyTorch's rows from :mod:`benchmarks.torch_step` in a separate process; none if torch is missing."""
     if importlib.util.find_spec("torch") is None:
         return [], "torch is not installed (pip install torch==2.13.0 gives the CPU build): no PyTorch rows"
-    cmd = [sys.executable, "-m", "benchmarks.torch_step", "--sizes", *sizes, "--steps", str(steps),
-           "--threads", str(os.cpu_count())]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.torch_step",
+        "--sizes",
+        *sizes,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(os.cpu_count()),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return rows, f"PyTorch {rows[0]['torch'] if rows else '?'} in its own process, {os.cpu_count()} threads"
@@ -236,9 +248,18 @@ def main(argv=None):
                         times[name][what].append(time.perf_counter() - start)
         for name, (kind, _, _, compile_seconds, peak) in programs.items():
             train_s, fwd_s = np.median(times[name]["train"]), np.median(times[name]["forward"])
-            rows.append({**meta, "size": {"B": b, "T": t, "D": d, "H": h}, "impl": name, "cell": kind,
-                         "train_tokens_per_s": b * t / train_s, "forward_tokens_per_s": b * t / fwd_s,
-                         "compile_s": compile_seconds, "peak_bytes": peak})  # fmt: skip
+            rows.append(
+                {
+                    **meta,
+                    "size": {"B": b, "T": t, "D": d, "H": h},
+                    "impl": name,
+                    "cell": kind,
+                    "train_tokens_per_s": b * t / train_s,
+                    "forward_tokens_per_s": b * t / fwd_s,
+                    "compile_s": compile_seconds,
+                    "peak_bytes": peak,
+                }
+            )
     torch_note = "PyTorch skipped (--no-torch)"
     if not args.no_torch:
         extra, torch_note = torch_rows(args.sizes, args.steps)
@@ -271,12 +292,15 @@ def _ratio(value: float, other: float | None) -> str:
 
 def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
     """The full table (every implementation) and the summary of gated's ratios against each peer."""
-    lines = [f"{meta['date']}, {meta['machine']}, {meta['device']}, jax {meta['jax']}; a 2048^3 float32 matmul runs at "
-             f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}. gated's opt-in C++ loops (native): "
-             f"{meta.get('native_loops', '?')}.", "",
-             "| B, T, D, H | implementation | train tokens/s | vs best flax | vs torch | forward tokens/s "
-             "| fwd vs best flax | compile s | peak MB | % of matmul |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"{meta['date']}, {meta['machine']}, {meta['device']}, jax {meta['jax']}; a 2048^3 float32 matmul runs at "
+        f"{meta['matmul_gflops']:.0f} GFLOP/s. {torch_note}. gated's opt-in C++ loops (native): "
+        f"{meta.get('native_loops', '?')}.",
+        "",
+        "| B, T, D, H | implementation | train tokens/s | vs best flax | vs torch | forward tokens/s "
+        "| fwd vs best flax | compile s | peak MB | % of matmul |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         s, cell = r["size"], r["cell"]
         flax_train = _best(rows, s, cell, "flax", "train_tokens_per_s")
@@ -290,12 +314,16 @@ def markdown(rows: list[dict], meta: dict, torch_note: str = "") -> str:
             f"| {r['forward_tokens_per_s']:,.0f} | {_ratio(r['forward_tokens_per_s'], flax_fwd)} | {compile_s} "
             f"| {peak} | {100 * r['matmul_fraction']:.0f}% |"
         )
-    lines += ["", "gated's default path against each peer (training step unless marked), its share of the matmul rate, "
-              "and the opt-in native loops against it:", "",
-              "| B, T, D, H | LSTM vs fastest flax | LSTM vs torch | GRU vs flax | GRU vs torch | RNN vs flax "
-              "| RNN vs torch | forward LSTM / GRU vs fastest flax | % of matmul LSTM / GRU | native vs default "
-              "LSTM / GRU |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "gated's default path against each peer (training step unless marked), its share of the matmul rate, "
+        "and the opt-in native loops against it:",
+        "",
+        "| B, T, D, H | LSTM vs fastest flax | LSTM vs torch | GRU vs flax | GRU vs torch | RNN vs flax "
+        "| RNN vs torch | forward LSTM / GRU vs fastest flax | % of matmul LSTM / GRU | native vs default "
+        "LSTM / GRU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     sizes = []
     for r in rows:
         if r["size"] not in sizes:

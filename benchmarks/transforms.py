@@ -70,12 +70,25 @@ def sweep_row(kind: str, runs: int, b: int, t: int, d: int, h: int, steps: int) 
     def one_by_one():
         return [single(*state)[2] for state in firsts]
 
-    timed = _timed({"vmapped": lambda: vmapped(params, opt_state)[2], "lax.map": lambda: mapped(params, opt_state)[2],
-                    "single runs": one_by_one}, steps)  # fmt: skip
-    return {"what": "sweep", "cell": kind, "runs": runs, "size": {"B": b, "T": t, "D": d, "H": h},
-            "vmapped_s": timed["vmapped"], "lax_map_s": timed["lax.map"], "single_runs_s": timed["single runs"],
-            "throughput_ratio": timed["single runs"] / timed["vmapped"],
-            "lax_map_ratio": timed["single runs"] / timed["lax.map"]}  # fmt: skip
+    timed = _timed(
+        {
+            "vmapped": lambda: vmapped(params, opt_state)[2],
+            "lax.map": lambda: mapped(params, opt_state)[2],
+            "single runs": one_by_one,
+        },
+        steps,
+    )
+    return {
+        "what": "sweep",
+        "cell": kind,
+        "runs": runs,
+        "size": {"B": b, "T": t, "D": d, "H": h},
+        "vmapped_s": timed["vmapped"],
+        "lax_map_s": timed["lax.map"],
+        "single_runs_s": timed["single runs"],
+        "throughput_ratio": timed["single runs"] / timed["vmapped"],
+        "lax_map_ratio": timed["single runs"] / timed["lax.map"],
+    }
 
 
 def hvp_row(kind: str, b: int, t: int, d: int, h: int, steps: int) -> dict:
@@ -91,26 +104,42 @@ def hvp_row(kind: str, b: int, t: int, d: int, h: int, steps: int) -> dict:
     grad = jax.jit(jax.grad(loss_fn)).lower(params).compile()
     hvp = jax.jit(lambda p, v: jax.jvp(jax.grad(loss_fn), (p,), (v,))[1]).lower(params, v).compile()
     timed = _timed({"grad": lambda: grad(params), "hvp": lambda: hvp(params, v)}, steps)
-    return {"what": "hvp", "cell": kind, "size": {"B": b, "T": t, "D": d, "H": h}, "grad_s": timed["grad"],
-            "hvp_s": timed["hvp"], "hvp_over_grad": timed["hvp"] / timed["grad"]}  # fmt: skip
+    return {
+        "what": "hvp",
+        "cell": kind,
+        "size": {"B": b, "T": t, "D": d, "H": h},
+        "grad_s": timed["grad"],
+        "hvp_s": timed["hvp"],
+        "hvp_over_grad": timed["hvp"] / timed["grad"],
+    }
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"{meta['date']}, {meta['machine']}, jax {meta['jax']}.", "",
-             "| cell | B, T, D, H | runs | vmapped step ms | lax.map step ms | single runs ms (sum) "
-             "| vmap throughput / single | lax.map throughput / single |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"{meta['date']}, {meta['machine']}, jax {meta['jax']}.",
+        "",
+        "| cell | B, T, D, H | runs | vmapped step ms | lax.map step ms | single runs ms (sum) "
+        "| vmap throughput / single | lax.map throughput / single |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in (r for r in rows if r["what"] == "sweep"):
         s = r["size"]
-        lines.append(f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['runs']} "
-                     f"| {1e3 * r['vmapped_s']:.1f} | {1e3 * r['lax_map_s']:.1f} | {1e3 * r['single_runs_s']:.1f} "
-                     f"| {r['throughput_ratio']:.2f}x | {r['lax_map_ratio']:.2f}x |")  # fmt: skip
-    lines += ["", "| cell | B, T, D, H | gradient ms | Hessian-vector product ms | HVP / gradient |",
-              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['runs']} "
+            f"| {1e3 * r['vmapped_s']:.1f} | {1e3 * r['lax_map_s']:.1f} | {1e3 * r['single_runs_s']:.1f} "
+            f"| {r['throughput_ratio']:.2f}x | {r['lax_map_ratio']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| cell | B, T, D, H | gradient ms | Hessian-vector product ms | HVP / gradient |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in (r for r in rows if r["what"] == "hvp"):
         s = r["size"]
-        lines.append(f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {1e3 * r['grad_s']:.1f} "
-                     f"| {1e3 * r['hvp_s']:.1f} | {r['hvp_over_grad']:.2f}x |")  # fmt: skip
+        lines.append(
+            f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {1e3 * r['grad_s']:.1f} "
+            f"| {1e3 * r['hvp_s']:.1f} | {r['hvp_over_grad']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -122,8 +151,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed calls per side (after 2 warm-up)")
     parser.add_argument("--out", default="benchmarks/results/transforms")
     args = parser.parse_args(argv)
-    meta = {"date": datetime.date.today().isoformat(), "jax": jax.__version__,
-            "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"}  # fmt: skip
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}",
+    }
     rows = []
     for size in args.sweep_sizes:
         for kind in ("lstm", "gru", "rnn"):

@@ -112,9 +112,13 @@ def train_group(
     num = len(specs)
     sharding, data_mesh = _parallelism(num, t.batch_size)
     states, data_keys, eval_keys = loop.init_states(
-        [s.model for s in specs], spec.task, spec.optimizer, [c.seed for c in configs],
-        [s.learning_rate for s in specs], [s.clip_threshold for s in specs],
-    )  # fmt: skip
+        [s.model for s in specs],
+        spec.task,
+        spec.optimizer,
+        [c.seed for c in configs],
+        [s.learning_rate for s in specs],
+        [s.clip_threshold for s in specs],
+    )
     if data_mesh is not None:  # every run whole on every device; its batch is split
         sharding = NamedSharding(data_mesh, PartitionSpec())
     if sharding is not None:
@@ -128,10 +132,18 @@ def train_group(
     reporter = Reporter(label, t.steps, start)
     try:
         progress = loop.train(
-            programs, progress, data_keys, eval_keys, steps=t.steps, log_every=t.log_every, eval_every=t.eval_every,
-            checkpoint_every=t.checkpoint_every, save=_saver(checkpoint, run_dirs, events), on_log=reporter,
+            programs,
+            progress,
+            data_keys,
+            eval_keys,
+            steps=t.steps,
+            log_every=t.log_every,
+            eval_every=t.eval_every,
+            checkpoint_every=t.checkpoint_every,
+            save=_saver(checkpoint, run_dirs, events),
+            on_log=reporter,
             stop_when_all_diverged=True,
-        )  # fmt: skip
+        )
     finally:
         reporter.close()
         for e in events:

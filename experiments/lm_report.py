@@ -40,8 +40,11 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A finished sweep of configs/language_model.py.")
     flags.DEFINE_string("out", None, "Folder for language_model.png, report.md and results.json.")
     flags.DEFINE_integer("time_steps", 5, "Training steps timed per architecture (0: no timing).")
-    flags.DEFINE_string("compare", None, "A second sweep (e.g. bfloat16) whose final validation bits per byte are "
-                        "put beside each architecture's.")  # fmt: skip
+    flags.DEFINE_string(
+        "compare",
+        None,
+        "A second sweep (e.g. bfloat16) whose final validation bits per byte are put beside each architecture's.",
+    )
     flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -78,8 +81,12 @@ def seconds_per_step(config: dict, steps: int) -> float:
     """The median wall time of one training step of ``config`` (one run), after compiling."""
     c = ml_collections.ConfigDict(config)
     spec = config_lib.validate(c)
-    state = train_lib.init_state(spec.model.init(jax.random.key(0), spec.task.input_size), spec.optimizer,
-                                 spec.learning_rate, spec.clip_threshold)  # fmt: skip
+    state = train_lib.init_state(
+        spec.model.init(jax.random.key(0), spec.task.input_size),
+        spec.optimizer,
+        spec.learning_rate,
+        spec.clip_threshold,
+    )
     step = jax.jit(train_lib.make_train_step(spec.model, spec.task, spec.optimizer, c.train.batch_size))
     key = jax.random.key(1)
     jax.block_until_ready(step(state, key))
@@ -115,14 +122,25 @@ def summarise(runs: dict, other: dict, time_steps: int) -> dict:
         mean, half = interval(finals)
         compared = other.get(name, [])
         summary[name] = {
-            "seeds": len(rs), "params": rs[0]["params"], "final_bits_per_byte": finals, "mean": mean,
-            "half_width": half, "best": min(finals), "seconds_per_step": step_s,
-            "tokens_per_second": tokens / step_s if step_s else None, "steps": rs[0]["result"]["steps"],
+            "seeds": len(rs),
+            "params": rs[0]["params"],
+            "final_bits_per_byte": finals,
+            "mean": mean,
+            "half_width": half,
+            "best": min(finals),
+            "seconds_per_step": step_s,
+            "tokens_per_second": tokens / step_s if step_s else None,
+            "steps": rs[0]["result"]["steps"],
             "compare": [r["result"]["final"]["bits_per_byte"] for r in compared],
-            "same_seeds": [next((x["result"]["final"]["bits_per_byte"] for x in rs
-                                 if x["config"]["seed"] == r["config"]["seed"]), None) for r in compared],
+            "same_seeds": [
+                next(
+                    (x["result"]["final"]["bits_per_byte"] for x in rs if x["config"]["seed"] == r["config"]["seed"]),
+                    None,
+                )
+                for r in compared
+            ],
             "compare_dtype": compared[0]["config"]["model"]["dtype"] if compared else None,
-        }  # fmt: skip
+        }
     return summary
 
 
@@ -141,16 +159,24 @@ def figure(runs: dict, summary: dict, path: pathlib.Path) -> None:
         for ax, x in ((axes[0], steps), (axes[1], steps * (s["seconds_per_step"] or np.nan))):
             for c in curves:
                 ax.plot(x, c, color=f"C{k}", alpha=0.25, lw=1)
-            ax.plot(x, curves.mean(0), color=f"C{k}", lw=2, marker="o", ms=3,
-                    label=f"{name} ({s['params'] / 1e6:.2f}M): {s['mean']:.3f}")  # fmt: skip
+            ax.plot(
+                x,
+                curves.mean(0),
+                color=f"C{k}",
+                lw=2,
+                marker="o",
+                ms=3,
+                label=f"{name} ({s['params'] / 1e6:.2f}M): {s['mean']:.3f}",
+            )
     axes[0].set(xlabel="training step", ylabel="validation bits per byte", title="against steps")
     axes[1].set(xlabel="wall time on this machine (s): step x seconds per step", title="against wall time")
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(title="architecture (parameters): final mean")
     seeds = max(s["seeds"] for s in summary.values())
-    fig.suptitle(f"Byte-level language models of the standard library's sources ({seeds} seeds each; thin lines: "
-                 "each seed)")  # fmt: skip
+    fig.suptitle(
+        f"Byte-level language models of the standard library's sources ({seeds} seeds each; thin lines: each seed)"
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -158,8 +184,10 @@ def figure(runs: dict, summary: dict, path: pathlib.Path) -> None:
 def table(summary: dict) -> list[str]:
     """The markdown table, best mean first."""
     compared = next((s["compare_dtype"] for s in summary.values() if s["compare_dtype"]), None)
-    lines = ["| architecture | parameters | validation bits/byte (mean, 95% t-interval) | best seed | tokens/s |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| architecture | parameters | validation bits/byte (mean, 95% t-interval) | best seed | tokens/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     if compared:
         lines[0] += f" {compared} (float32 of the same seed) |"
         lines[1] += " --- |"
@@ -190,8 +218,20 @@ def report(workdir: pathlib.Path, out: pathlib.Path, time_steps: int, compare: p
         f"The text: {corpus['files']} files of {corpus['path']}, {corpus['train_bytes']:,} training and "
         f"{corpus['validation_bytes']:,} validation bytes (SHA-256 {corpus['sha256'][:16]}...)."
     )
-    text = "\n".join(["# Byte-level language models", "", f"Measured on {machine}.", "", about, "", *lines, "",
-                      "![language_model](language_model.png)", ""])  # fmt: skip
+    text = "\n".join(
+        [
+            "# Byte-level language models",
+            "",
+            f"Measured on {machine}.",
+            "",
+            about,
+            "",
+            *lines,
+            "",
+            "![language_model](language_model.png)",
+            "",
+        ]
+    )
     workdir_lib.write(out / "report.md", text)
     result = {"machine": machine, "corpus": corpus, "architectures": summary}
     workdir_lib.write(out / "results.json", workdir_lib.to_json(result))

@@ -37,8 +37,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete what the workdir hold
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0, for a multi-process run.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with what the cluster "
-                                 "(e.g. SLURM) tells it.")  # fmt: skip
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() with what the cluster (e.g. SLURM) tells it."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Loggers whose INFO lines are noise in a run's log (JAX's search for a TPU, matplotlib's font cache).
@@ -86,8 +87,10 @@ def find_config(arg: str) -> str:
     bundled = bundled if bundled.suffix == ".py" else bundled.with_suffix(".py")
     if bundled.is_file():
         return f"--config={bundled}{colon}{size}"
-    fail(f"--config: no config file at {path!r}, nor among gated's configs ({BUNDLED_CONFIGS}); give the path of "
-         "one, e.g. --config=configs/adding.py")  # fmt: skip
+    fail(
+        f"--config: no config file at {path!r}, nor among gated's configs ({BUNDLED_CONFIGS}); give the path of "
+        "one, e.g. --config=configs/adding.py"
+    )
 
 
 def split_shadowed(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

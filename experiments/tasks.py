@@ -421,8 +421,13 @@ def read_corpus(path: str, validation_percent: int) -> tuple[np.ndarray, np.ndar
             train.append(data)
     as_array = lambda parts: np.frombuffer(b"".join(parts), np.uint8).copy()
     train_bytes, valid_bytes = as_array(train), as_array(valid)
-    description = {"path": str(root), "files": len(files), "train_bytes": int(train_bytes.size),
-                   "validation_bytes": int(valid_bytes.size), "sha256": digest.hexdigest()}  # fmt: skip
+    description = {
+        "path": str(root),
+        "files": len(files),
+        "train_bytes": int(train_bytes.size),
+        "validation_bytes": int(valid_bytes.size),
+        "sha256": digest.hexdigest(),
+    }
     return train_bytes, valid_bytes, description
 
 
@@ -451,16 +456,19 @@ class Text(Task):
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.path, str):
-            raise ValueError(f"task.path: expected a str (a file or folder; '': the standard library), got "
-                             f"{self.path!r}")  # fmt: skip
+            raise ValueError(
+                f"task.path: expected a str (a file or folder; '': the standard library), got {self.path!r}"
+            )
         _positive_int("validation_percent", self.validation_percent)
         if self.validation_percent >= 100:
             raise ValueError(f"task.validation_percent: expected an int in [1, 100), got {self.validation_percent}")
         train, valid, _ = self.corpus()
         for split, data in (("train", train), ("validation", valid)):
             if data.size <= self.length + 1:
-                raise ValueError(f"task.length: expected fewer steps than the {split} split's {data.size} bytes "
-                                 f"minus 1 (task.path {self.path!r}), got {self.length}")  # fmt: skip
+                raise ValueError(
+                    f"task.length: expected fewer steps than the {split} split's {data.size} bytes "
+                    f"minus 1 (task.path {self.path!r}), got {self.length}"
+                )
 
     def corpus(self) -> tuple[np.ndarray, np.ndarray, dict]:
         return read_corpus(self.path, self.validation_percent)
@@ -604,11 +612,15 @@ class MQAR(Task):
         if self.vocabulary % 2:
             raise ValueError(f"task.vocabulary: expected an even count (keys, then values), got {self.vocabulary}")
         if self.pairs > self.vocabulary // 2:
-            raise ValueError(f"task.pairs: expected at most vocabulary / 2 = {self.vocabulary // 2} (distinct keys), "
-                             f"got {self.pairs}")  # fmt: skip
+            raise ValueError(
+                f"task.pairs: expected at most vocabulary / 2 = {self.vocabulary // 2} (distinct keys), "
+                f"got {self.pairs}"
+            )
         if 3 * self.pairs > self.length:
-            raise ValueError(f"task.length: expected at least 3 * pairs = {3 * self.pairs} (the pairs, then a query "
-                             f"per key), got {self.length}")  # fmt: skip
+            raise ValueError(
+                f"task.length: expected at least 3 * pairs = {3 * self.pairs} (the pairs, then a query "
+                f"per key), got {self.length}"
+            )
 
     input_size = property(lambda self: self.vocabulary + 1)
     output_size = property(lambda self: self.vocabulary)

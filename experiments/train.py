@@ -117,8 +117,9 @@ class BlockModel:
         return _last_step(logits, lengths) if self.readout == "last" else logits
 
 
-def loss_and_metrics(model, kind: str, params: Any, batch: tasks_lib.Batch, key: Array | None = None,
-                     bits: bool = False):  # fmt: skip
+def loss_and_metrics(
+    model, kind: str, params: Any, batch: tasks_lib.Batch, key: Array | None = None, bits: bool = False
+):
     """Mean loss over labelled steps (cross-entropy or squared error) and ``{"accuracy": ...}`` for classification,
     with ``bits`` its ``bits_per_byte`` (cross-entropy / log 2) too. The model runs in its ``dtype`` (parameters
     and float inputs cast to it); the loss is computed in float32. ``key``: the model's dropout masks."""
@@ -304,8 +305,9 @@ def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
     """``eval_step(params, key) -> metrics`` on one batch of ``batch_size`` from the test split."""
 
     def eval_step(params: Any, key: Array):
-        loss, extra = loss_and_metrics(model, task.kind, params, task.sample(key, batch_size, "test"), None,
-                                       task.tokens)  # fmt: skip
+        loss, extra = loss_and_metrics(
+            model, task.kind, params, task.sample(key, batch_size, "test"), None, task.tokens
+        )
         return {"loss": loss, **extra}
 
     return eval_step

@@ -181,8 +181,11 @@ def differences(old: dict, new: dict) -> list[str]:
     """The keys whose values differ between two bindings, as ``key: old -> new``."""
     a = {k: v for k, v in flatten(old).items() if k != "hash" and _hashed(k.removeprefix("config."), v)}
     b = {k: v for k, v in flatten(new).items() if k != "hash" and _hashed(k.removeprefix("config."), v)}
-    return [f"{k.removeprefix('config.')}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
-            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]  # fmt: skip
+    return [
+        f"{k.removeprefix('config.')}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
 
 
 class WorkdirError(RuntimeError):
@@ -191,10 +194,14 @@ class WorkdirError(RuntimeError):
 
 def describe(err: OSError) -> str:
     """An operating-system error in one line that names the path and what to do."""
-    what = {errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
-            errno.EROFS: "it is on a read-only file system", errno.ENOSPC: "free some space on its disk",
-            errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EEXIST: "a part of the path is a file, not a folder"}.get(err.errno, "check the path")  # fmt: skip
+    what = {
+        errno.EACCES: "check its permissions",
+        errno.EPERM: "check its permissions",
+        errno.EROFS: "it is on a read-only file system",
+        errno.ENOSPC: "free some space on its disk",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a part of the path is a file, not a folder",
+    }.get(err.errno, "check the path")
     name = f" {str(err.filename)!r}" if err.filename else ""
     return f"cannot write{name}: {err.strerror or err}; {what}"
 

@@ -158,8 +158,9 @@ class Events:
                 continue
             for k, v in r.items():
                 if k != "step" and isinstance(v, float):
-                    self.writer.add_scalar(k.replace("test_", "test/") if k.startswith("test_") else f"train/{k}", v,
-                                           r["step"])  # fmt: skip
+                    self.writer.add_scalar(
+                        k.replace("test_", "test/") if k.startswith("test_") else f"train/{k}", v, r["step"]
+                    )
             self.last = r["step"]
         self.writer.flush()
         workdir_lib.appended(self.run_dir)
@@ -196,8 +197,15 @@ def curves_figure(rows: list[dict], task: tasks_lib.Task, result: dict, title: s
                 result["diverged_at"], color="red", linestyle=":", label=f"diverged at step {result['diverged_at']}"
             )
         if not train:
-            ax_loss.text(0.5, 0.5, f"no finite loss logged:\ndiverged at step {result['diverged_at']}",
-                         transform=ax_loss.transAxes, ha="center", va="center", color="red")  # fmt: skip
+            ax_loss.text(
+                0.5,
+                0.5,
+                f"no finite loss logged:\ndiverged at step {result['diverged_at']}",
+                transform=ax_loss.transAxes,
+                ha="center",
+                va="center",
+                color="red",
+            )
         ax_grad.legend()
     if train:
         ax_loss.plot([s for s, _, _ in train], [v for _, v, _ in train], label="train loss (one batch)")

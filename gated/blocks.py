@@ -178,8 +178,12 @@ class MLP(Block):
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLPParams:
         d, f = integer("input_size", input_size), self.hidden_size
         k_in, k_out = jax.random.split(key)
-        return MLPParams(initializers.input_kernel(k_in, d, f, dtype), jnp.zeros((f,), dtype),
-                         initializers.input_kernel(k_out, f, d, dtype), jnp.zeros((d,), dtype))  # fmt: skip
+        return MLPParams(
+            initializers.input_kernel(k_in, d, f, dtype),
+            jnp.zeros((f,), dtype),
+            initializers.input_kernel(k_out, f, d, dtype),
+            jnp.zeros((d,), dtype),
+        )
 
     def __call__(self, params: MLPParams, x: Array) -> Array:
         x = self._input(params, x)
@@ -217,8 +221,9 @@ class GatedMLP(Block):
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GatedMLPParams:
         d, f = integer("input_size", input_size), self.hidden_size
         k_in, k_out = jax.random.split(key)
-        return GatedMLPParams(initializers.input_kernel(k_in, d, 2 * f, dtype),
-                              initializers.input_kernel(k_out, f, d, dtype))  # fmt: skip
+        return GatedMLPParams(
+            initializers.input_kernel(k_in, d, 2 * f, dtype), initializers.input_kernel(k_out, f, d, dtype)
+        )
 
     def __call__(self, params: GatedMLPParams, x: Array) -> Array:
         x = self._input(params, x)
@@ -331,8 +336,15 @@ class CausalConv(Block):
         """The zero carry ``(W - 1, *batch, D)``: nothing seen before the sequence."""
         return jnp.zeros((self.width - 1, *batch_shape, integer("input_size", input_size)), dtype)
 
-    def __call__(self, params: ConvParams, xs: Array, carry: Array | None = None, *, resets: Array | None = None,
-                 time_axis: int = 0) -> tuple[Array, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: ConvParams,
+        xs: Array,
+        carry: Array | None = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[Array, Array]:
         """``(carry, ys)``: ``ys`` shaped like ``xs`` and the carry for the next piece of the sequence.
 
         ``resets`` ``(T, *batch)`` (as ``xs`` without its feature axis): steps that start a new segment, as in
@@ -375,14 +387,22 @@ class CausalConv(Block):
             raise ValueError(f"resets: expected the shape of xs without its feature axis, got {resets.shape}")
         resets = jnp.moveaxis(resets, time_axis, 0)
         if resets.shape != shape:
-            raise ValueError(f"resets: expected the shape of xs without its feature axis {shape} (time first), got "
-                             f"{resets.shape}")  # fmt: skip
+            raise ValueError(
+                f"resets: expected the shape of xs without its feature axis {shape} (time first), got {resets.shape}"
+            )
         t = jnp.arange(shape[0]).reshape(shape[0], *[1] * (len(shape) - 1))
         return jax.lax.cummax(jnp.where(resets, t, -self.width), axis=0)[..., None]
 
 
-BLOCKS = {"rmsnorm": RMSNorm, "layernorm": LayerNorm, "mlp": MLP, "gated_mlp": GatedMLP, "highway": Highway,
-          "dropout": Dropout, "causal_conv": CausalConv}  # fmt: skip
+BLOCKS = {
+    "rmsnorm": RMSNorm,
+    "layernorm": LayerNorm,
+    "mlp": MLP,
+    "gated_mlp": GatedMLP,
+    "highway": Highway,
+    "dropout": Dropout,
+    "causal_conv": CausalConv,
+}
 
 
 def get(name: str, **options) -> Block:
@@ -392,7 +412,26 @@ def get(name: str, **options) -> Block:
 
 
 __all__ = [
-    "ACTIVATIONS", "BLOCKS", "GLU_GATES", "Block", "CausalConv", "ConvParams", "Dropout", "DropoutParams", "GatedMLP",
-    "GatedMLPParams", "Highway", "HighwayParams", "LayerNorm", "LayerNormParams", "MLP", "MLPParams", "RMSNorm",
-    "RMSNormParams", "broadcast_row", "check_features", "get", "standardise",
-]  # fmt: skip
+    "ACTIVATIONS",
+    "BLOCKS",
+    "GLU_GATES",
+    "Block",
+    "CausalConv",
+    "ConvParams",
+    "Dropout",
+    "DropoutParams",
+    "GatedMLP",
+    "GatedMLPParams",
+    "Highway",
+    "HighwayParams",
+    "LayerNorm",
+    "LayerNormParams",
+    "MLP",
+    "MLPParams",
+    "RMSNorm",
+    "RMSNormParams",
+    "broadcast_row",
+    "check_features",
+    "get",
+    "standardise",
+]

@@ -261,8 +261,10 @@ def output_gate_path(cell: Cell, params: LSTMParams, xs: Array, *, carry: Any = 
     """
     require(cell, "a gated.cells.lstm cell", "lstm")
     if cell.layer_norm or cell.proj_size:
-        raise ValueError("cell: the output-gate path and its bound are the plain LSTM's (h = o tanh(c)); got "
-                         f"layer_norm={cell.layer_norm}, proj_size={cell.proj_size}")  # fmt: skip
+        raise ValueError(
+            "cell: the output-gate path and its bound are the plain LSTM's (h = o tanh(c)); got "
+            f"layer_norm={cell.layer_norm}, proj_size={cell.proj_size}"
+        )
     us, carry0, before, after = _trajectory(cell, params, xs, carry)
     acts = jax.vmap(lambda c, u: cell.gate_activations(params, c, u))(before, us)
     k_norm = jnp.max(jnp.abs(jnp.tanh(acts.c) * acts.o * (1.0 - acts.o)))

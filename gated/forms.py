@@ -184,8 +184,9 @@ class MatrixState(Form):
         if then is not None:
             then()
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got "
-                             f"{self.num_heads!r}")  # fmt: skip
+            raise ValueError(
+                f"num_heads: expected a positive int dividing hidden_size {self.hidden_size}, got {self.num_heads!r}"
+            )
 
     @property
     def head_size(self) -> int:

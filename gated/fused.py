@@ -76,8 +76,9 @@ def check_params(cell: forms.Nonlinear, params: Any) -> None:
         leaf = getattr(params, name, None)
         got = None if leaf is None else jnp.shape(leaf)
         if got != shape:
-            raise ValueError(f"params.{name}: expected shape {shape} for {cell.name} with H = {cell.hidden_size}, "
-                             f"got {got}")  # fmt: skip
+            raise ValueError(
+                f"params.{name}: expected shape {shape} for {cell.name} with H = {cell.hidden_size}, got {got}"
+            )
 
 
 @functools.lru_cache(maxsize=256)

@@ -241,8 +241,10 @@ class Stack:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Recurrent | Bidirectional | Stack):
                 got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
-                raise TypeError(f"layers[{i}]: expected a cell or a layer (gated.recurrent, gated.bidirectional, "
-                                f"gated.stack), got {got}")  # fmt: skip
+                raise TypeError(
+                    f"layers[{i}]: expected a cell or a layer (gated.recurrent, gated.bidirectional, "
+                    f"gated.stack), got {got}"
+                )
         object.__setattr__(self, "residual", boolean("residual", self.residual))
         if self.residual:
             for i in range(1, len(self.layers)):

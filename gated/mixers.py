@@ -95,18 +95,30 @@ class Griffin:
         k_g, k_u, k_c, k_r, k_o = jax.random.split(key, 5)
         zeros = lambda n: jnp.zeros((n,), dtype)
         return GriffinParams(
-            initializers.input_kernel(k_g, d, h, dtype), zeros(h), initializers.input_kernel(k_u, d, h, dtype),
-            zeros(h), self.conv.init(k_c, h, dtype), self.cell.init(k_r, h, dtype),
-            initializers.input_kernel(k_o, h, d, dtype), zeros(d),
-        )  # fmt: skip
+            initializers.input_kernel(k_g, d, h, dtype),
+            zeros(h),
+            initializers.input_kernel(k_u, d, h, dtype),
+            zeros(h),
+            self.conv.init(k_c, h, dtype),
+            self.cell.init(k_r, h, dtype),
+            initializers.input_kernel(k_o, h, d, dtype),
+            zeros(d),
+        )
 
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> GriffinState:
         """Nothing seen: the zero convolution buffer and the cell's zero carry."""
         h = self.cell.hidden_size
         return GriffinState(self.conv.initial_carry(batch_shape, h, dtype), self.cell.initial_carry(batch_shape, dtype))
 
-    def __call__(self, params: GriffinParams, xs: Array, carry: GriffinState | None = None, *,
-                 resets: Array | None = None, time_axis: int = 0) -> tuple[GriffinState, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: GriffinParams,
+        xs: Array,
+        carry: GriffinState | None = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[GriffinState, Array]:
         """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell (see :func:`gated.run`).
         With no ``carry``, a cell that ``restarts`` by its own rule (``rglru(segment_start="recurrentgemma")``) starts
         a segment at the first step too, as ``recurrentgemma`` does."""
@@ -120,8 +132,16 @@ class Griffin:
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, branch = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         branch = blocks.ACTIVATIONS[self.conv_activation](branch)
-        cell_carry, branch = run(self.cell, params.cell, branch, carry=cell_carry, resets=resets,
-                                 time_axis=time_axis, impl=self.impl, state_dtype=self.state_dtype)  # fmt: skip
+        cell_carry, branch = run(
+            self.cell,
+            params.cell,
+            branch,
+            carry=cell_carry,
+            resets=resets,
+            time_axis=time_axis,
+            impl=self.impl,
+            state_dtype=self.state_dtype,
+        )
         ys = (branch * gate) @ params.output_kernel + row(params.output_bias)
         return GriffinState(conv_carry, cell_carry), ys
 
@@ -192,8 +212,16 @@ class _XLSTMMixer:
         return XLSTMState(self.conv.initial_carry(batch_shape, h, dtype), self.cell.initial_carry(batch_shape, dtype))
 
     def _cell(self, params: Any, u: Array, carry: Any, resets: Array | None, time_axis: int) -> tuple[Any, Array]:
-        return run(self.cell, params, u, carry=carry, resets=resets, time_axis=time_axis, impl=self.impl,
-                   state_dtype=self.state_dtype)  # fmt: skip
+        return run(
+            self.cell,
+            params,
+            u,
+            carry=carry,
+            resets=resets,
+            time_axis=time_axis,
+            impl=self.impl,
+            state_dtype=self.state_dtype,
+        )
 
 
 class MLSTMBlockParams(NamedTuple):
@@ -241,12 +269,24 @@ class MLSTMBlock(_XLSTMMixer):
         d, e = integer("input_size", input_size), self.cell.hidden_size
         k_up, k_c, k_r, k_down = jax.random.split(key, 4)
         ones = jnp.ones((e,), dtype)
-        return MLSTMBlockParams(initializers.input_kernel(k_up, d, 2 * e, dtype), self.conv.init(k_c, e, dtype),
-                                self.cell.init(k_r, 2 * e, dtype), ones, ones,
-                                initializers.input_kernel(k_down, e, d, dtype))  # fmt: skip
+        return MLSTMBlockParams(
+            initializers.input_kernel(k_up, d, 2 * e, dtype),
+            self.conv.init(k_c, e, dtype),
+            self.cell.init(k_r, 2 * e, dtype),
+            ones,
+            ones,
+            initializers.input_kernel(k_down, e, d, dtype),
+        )
 
-    def __call__(self, params: MLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
-                 resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: MLSTMBlockParams,
+        xs: Array,
+        carry: XLSTMState | None = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[XLSTMState, Array]:
         """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell."""
         if not isinstance(params, MLSTMBlockParams):
             raise TypeError(f"params: expected MLSTMBlockParams (MLSTMBlock.init), got {type(params).__name__}")
@@ -295,26 +335,38 @@ class SLSTMBlock(_XLSTMMixer):
         cells.require(self.cell, "an sLSTM (gated.cells.slstm(D))", "slstm")
         check_fields(self)
         if self.cell.hidden_size % self.num_heads:
-            raise ValueError(f"num_heads: expected a positive int dividing the cell's hidden_size "
-                             f"{self.cell.hidden_size}, got {self.num_heads}")  # fmt: skip
+            raise ValueError(
+                f"num_heads: expected a positive int dividing the cell's hidden_size "
+                f"{self.cell.hidden_size}, got {self.num_heads}"
+            )
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> SLSTMBlockParams:
         d = integer("input_size", input_size)
         if d != self.cell.hidden_size:
-            raise ValueError(f"input_size: expected the cell's hidden_size {self.cell.hidden_size} (the sLSTM runs at "
-                             f"the model's width), got {d}")  # fmt: skip
+            raise ValueError(
+                f"input_size: expected the cell's hidden_size {self.cell.hidden_size} (the sLSTM runs at "
+                f"the model's width), got {d}"
+            )
         k_c, k_r = jax.random.split(key)
         return SLSTMBlockParams(self.conv.init(k_c, d, dtype), self.cell.init(k_r, 2 * d, dtype), jnp.ones((d,), dtype))
 
-    def __call__(self, params: SLSTMBlockParams, xs: Array, carry: XLSTMState | None = None, *,
-                 resets: Array | None = None, time_axis: int = 0) -> tuple[XLSTMState, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: SLSTMBlockParams,
+        xs: Array,
+        carry: XLSTMState | None = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+    ) -> tuple[XLSTMState, Array]:
         if not isinstance(params, SLSTMBlockParams):
             raise TypeError(f"params: expected SLSTMBlockParams (SLSTMBlock.init), got {type(params).__name__}")
         xs = blocks.check_features("xs", xs, params.norm_scale.shape[0], "the input_size the parameters were made for")
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, xs, conv_carry, resets=resets, time_axis=time_axis)
-        cell_carry, h = self._cell(params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), cell_carry, resets,
-                                   time_axis)  # fmt: skip
+        cell_carry, h = self._cell(
+            params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), cell_carry, resets, time_axis
+        )
         return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
 
 
@@ -329,12 +381,24 @@ def check_block(block: Any, name: str = "block") -> Any:
       TypeError: anything else, naming ``name`` and what it got.
     """
     if not isinstance(block, (blocks.Block, *MIXERS)):
-        raise TypeError(f"{name}: expected a gated.blocks block or gated.mixers mixer (gated.blocks.RMSNorm(), "
-                        f"gated.mixers.Griffin(cell), ...), got {type(block).__name__}")  # fmt: skip
+        raise TypeError(
+            f"{name}: expected a gated.blocks block or gated.mixers mixer (gated.blocks.RMSNorm(), "
+            f"gated.mixers.Griffin(cell), ...), got {type(block).__name__}"
+        )
     return block
 
 
 __all__ = [
-    "MIXERS", "Griffin", "GriffinParams", "GriffinState", "MLSTMBlock", "MLSTMBlockParams", "Mamba", "SLSTMBlock",
-    "SLSTMBlockParams", "XLSTMState", "check_block", "head_norm",
-]  # fmt: skip
+    "MIXERS",
+    "Griffin",
+    "GriffinParams",
+    "GriffinState",
+    "MLSTMBlock",
+    "MLSTMBlockParams",
+    "Mamba",
+    "SLSTMBlock",
+    "SLSTMBlockParams",
+    "XLSTMState",
+    "check_block",
+    "head_norm",
+]

@@ -71,16 +71,25 @@ class Residual:
         norm = None if self.norm is None else self.norm.init(k_norm, input_size, dtype)
         return ResidualParams(norm, self.mixer.init(k_mixer, input_size, dtype))
 
-    def __call__(self, params: ResidualParams, xs: Array, carry: Any = None, *, resets: Array | None = None,
-                 time_axis: int = 0, key: Array | None = None) -> tuple[Any, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: ResidualParams,
+        xs: Array,
+        carry: Any = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+        key: Array | None = None,
+    ) -> tuple[Any, Array]:
         """``(carry, ys)``; ``key`` (None at evaluation) draws the dropout masks, the mixer's own included."""
         normed = xs if self.norm is None else self.norm(params.norm, xs)
         k_mixer, k_out = (None, None) if key is None else jax.random.split(key)
         carry, ys = _apply(self.mixer, params.mixer, normed, carry, resets, time_axis, k_mixer)
         ys = blocks.Dropout(self.dropout)(blocks.DropoutParams(), ys, k_out)
         if ys.shape != xs.shape:
-            raise ValueError(f"mixer: expected outputs of the input's shape {xs.shape} for the residual sum, got "
-                             f"{ys.shape}")  # fmt: skip
+            raise ValueError(
+                f"mixer: expected outputs of the input's shape {xs.shape} for the residual sum, got {ys.shape}"
+            )
         return carry, xs + ys
 
 
@@ -125,14 +134,20 @@ class Model:
         check_fields(self)
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.input_size is not None and self.tie_embeddings:
-            raise ValueError(f"tie_embeddings: expected False with input_size={self.input_size} (features in, not "
-                             "tokens: there is no embedding to tie the head to)")  # fmt: skip
+            raise ValueError(
+                f"tie_embeddings: expected False with input_size={self.input_size} (features in, not "
+                "tokens: there is no embedding to tie the head to)"
+            )
         if self.input_vocab_size is not None and self.input_size is not None:
-            raise ValueError(f"input_vocab_size: expected None with input_size={self.input_size} (features are not "
-                             f"tokens), got {self.input_vocab_size}")  # fmt: skip
+            raise ValueError(
+                f"input_vocab_size: expected None with input_size={self.input_size} (features are not "
+                f"tokens), got {self.input_vocab_size}"
+            )
         if self.tokens != self.vocab_size and self.tie_embeddings:
-            raise ValueError(f"tie_embeddings: expected False with input_vocab_size={self.input_vocab_size} != "
-                             f"vocab_size={self.vocab_size} (the embedding is not the head's shape)")  # fmt: skip
+            raise ValueError(
+                f"tie_embeddings: expected False with input_vocab_size={self.input_vocab_size} != "
+                f"vocab_size={self.vocab_size} (the embedding is not the head's shape)"
+            )
 
     @property
     def tokens(self) -> int:
@@ -153,8 +168,16 @@ class Model:
             head = (jax.random.normal(keys[2], (self.width, self.vocab_size), wide) / self.width**0.5).astype(dtype)
         return ModelParams(embedding, layers, norm, head)
 
-    def __call__(self, params: ModelParams, tokens: Array, carry: tuple | None = None, *, resets: Array | None = None,
-                 time_axis: int = 0, key: Array | None = None) -> tuple[tuple, Array]:  # fmt: skip
+    def __call__(
+        self,
+        params: ModelParams,
+        tokens: Array,
+        carry: tuple | None = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+        key: Array | None = None,
+    ) -> tuple[tuple, Array]:
         """``(carry, logits)``: ``tokens`` ``(T, *batch)`` integers (time on ``time_axis``), logits
         ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing.
         ``key`` draws the dropout masks of every layer that has them (training); None turns them off."""
@@ -175,8 +198,9 @@ class Model:
         carries = []
         keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         for i, layer in enumerate(self.layers):
-            state, hidden = _apply(layer, params.layers[i], hidden, None if carry is None else carry[i], resets,
-                                   time_axis, keys[i])  # fmt: skip
+            state, hidden = _apply(
+                layer, params.layers[i], hidden, None if carry is None else carry[i], resets, time_axis, keys[i]
+            )
             carries.append(state)
         if self.final_norm is not None:
             hidden = self.final_norm(params.final_norm, hidden)
@@ -184,8 +208,15 @@ class Model:
         return tuple(carries), hidden @ head
 
 
-def generate(model: Model, params: ModelParams, prompt: Array, num_steps: int, key: Array | None = None, *,
-             temperature: float = 0.0) -> tuple[Array, Array]:  # fmt: skip
+def generate(
+    model: Model,
+    params: ModelParams,
+    prompt: Array,
+    num_steps: int,
+    key: Array | None = None,
+    *,
+    temperature: float = 0.0,
+) -> tuple[Array, Array]:
     """Continues ``prompt`` ``(T0, *batch)`` by ``num_steps`` tokens, one at a time from the model's carry, under
     ``lax.scan`` (so under ``jit`` with ``num_steps`` static).
 
@@ -194,11 +225,14 @@ def generate(model: Model, params: ModelParams, prompt: Array, num_steps: int, k
     ``(num_steps, *batch, V)``: equal to the model's logits on the whole sequence at those steps.
     """
     if model.input_size is not None:
-        raise ValueError(f"model: expected a token model (input_size None) to generate from, got input_size="
-                         f"{model.input_size}")  # fmt: skip
+        raise ValueError(
+            f"model: expected a token model (input_size None) to generate from, got input_size={model.input_size}"
+        )
     if model.tokens != model.vocab_size:
-        raise ValueError(f"model: expected its outputs to be its inputs to generate (input_vocab_size None), got "
-                         f"input_vocab_size={model.input_vocab_size}, vocab_size={model.vocab_size}")  # fmt: skip
+        raise ValueError(
+            f"model: expected its outputs to be its inputs to generate (input_vocab_size None), got "
+            f"input_vocab_size={model.input_vocab_size}, vocab_size={model.vocab_size}"
+        )
     num_steps = integer("num_steps", num_steps, minimum=0)
     temperature = number("temperature", temperature, low=0.0)
     if temperature > 0 and key is None:

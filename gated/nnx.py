@@ -38,8 +38,7 @@ class Cell(nnx.RNNCellBase):
     """One time step of a gated cell, for inputs ``(*batch, D)``; ``self.params`` is the cell's NamedTuple of Params.
     An ``nnx.RNNCellBase``, so it also runs inside Flax's own ``nnx.RNN``."""
 
-    def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32,
-                 dtype=None):  # fmt: skip
+    def __init__(self, cell: cells_lib.Cell, input_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=None):
         self.cell = cells_lib.check_cell(cell)
         self.param_dtype = param_dtype
         self.dtype = dtype

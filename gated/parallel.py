@@ -54,8 +54,9 @@ def supports(cell: forms.Diagonal, call: Call | None = None) -> str | None:
     return None
 
 
-def sequence(cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
-             call: Call) -> tuple[Any, Array]:  # fmt: skip
+def sequence(
+    cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None, call: Call
+) -> tuple[Any, Array]:
     """The backend of :func:`gated.run` for ``impl="associative"``, ``"chunked"`` and ``"sequential"``: ``xs``
     ``(T, B, D)`` projected for every step at once, then :func:`scan_projected` (an empty sequence takes the
     reference path, as there is nothing to scan); ``"sequential"`` does both chunk by chunk (:func:`_in_chunks`)."""
@@ -71,8 +72,9 @@ def sequence(cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Arr
     return (jax.checkpoint(forms) if call.remat else forms)(xs, carry, mask, resets)
 
 
-def _in_chunks(cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None,
-               call: Call) -> tuple[Any, Array]:  # fmt: skip
+def _in_chunks(
+    cell: forms.Diagonal, params: Any, xs: Array, carry: Any, mask: Array | None, resets: Array | None, call: Call
+) -> tuple[Any, Array]:
     """``impl="sequential"`` over more than ``call.chunk`` steps: a ``lax.scan`` over chunks of that many steps, each
     projected, turned into coefficients and scanned by the update alone (:func:`scan_projected`), and recomputed in
     the backward pass. Only the carry at each chunk's start is stored, and each chunk's work stays in the cache: the
@@ -271,8 +273,11 @@ def _chunked(elements, start, combine, apply, identity, chunk: int):
     size = max(1, min(chunk, num_steps))
     pad = -num_steps % size
     if pad:
-        elements = jax.tree.map(lambda e, i: jnp.concatenate([e, jnp.full((pad, *e.shape[1:]), i, e.dtype)]),
-                                elements, _like(elements, identity))  # fmt: skip
+        elements = jax.tree.map(
+            lambda e, i: jnp.concatenate([e, jnp.full((pad, *e.shape[1:]), i, e.dtype)]),
+            elements,
+            _like(elements, identity),
+        )
     chunks = jax.tree.map(lambda e: e.reshape(e.shape[0] // size, size, *e.shape[1:]), elements)
     prefix = jax.lax.associative_scan(combine, chunks, axis=1)
 

@@ -60,8 +60,9 @@ def _recomputed(body, carry, us, mask, resets, call):
     return scan_in_chunks(chunk, carry, call.chunk, us, mask, resets)
 
 
-def scan_in_chunks(body, carry: Any, size: int, xs: Array, mask: Array | None, resets: Array | None,
-                   recompute: bool = True) -> tuple[Any, Any]:  # fmt: skip
+def scan_in_chunks(
+    body, carry: Any, size: int, xs: Array, mask: Array | None, resets: Array | None, recompute: bool = True
+) -> tuple[Any, Any]:
     """A ``lax.scan`` of ``body(carry, (xs, mask, resets))`` over chunks of ``size`` steps (:func:`in_chunks`), each
     recomputed in the backward pass when ``recompute`` (only the carry at each chunk's start stored); the outputs
     back to ``(T, ...)``."""
@@ -76,8 +77,9 @@ def in_chunks(size: int, xs: Array, mask: Array | None, resets: Array | None) ->
     if pad and mask is None:
         mask = jnp.ones(xs.shape[:2], bool)
     fill = lambda a, value: None if a is None else jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), value, a.dtype)])
-    return jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]),
-                        (fill(xs, 0), fill(mask, False), fill(resets, False)))  # fmt: skip
+    return jax.tree.map(
+        lambda a: a.reshape(-1, size, *a.shape[1:]), (fill(xs, 0), fill(mask, False), fill(resets, False))
+    )
 
 
 def recomputed(cell, params, xs, carry, mask, resets, call):

@@ -21,7 +21,7 @@ SIZES = {
         "lambdas": (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999),
         "length": 20000,
         "batch_size": 16384,
-    },  # fmt: skip
+    },
 }
 
 
@@ -34,7 +34,7 @@ def get_config(size="default"):
             batch_size=4096,
             seed=1,
             confidence=0.99,
-        ),  # fmt: skip
+        ),
         SIZES,
         size,
     )

@@ -20,15 +20,36 @@ of recalling the last pair only, a budget effect; Zoology trains far longer.
 from configs import base
 
 SIZES = {
-    "tiny": {"models": ("mingru",), "seeds": 2, "widths": (4, 8), "state_sizes": (1, 2), "width": 4,
-             "num_layers": 1, "steps": 2, "batch_size": 4, "warmup_steps": 1, "eval_batch_size": 8, "length": 9,
-             "pairs": (1, 3), "vocabulary": 8},
+    "tiny": {
+        "models": ("mingru",),
+        "seeds": 2,
+        "widths": (4, 8),
+        "state_sizes": (1, 2),
+        "width": 4,
+        "num_layers": 1,
+        "steps": 2,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "eval_batch_size": 8,
+        "length": 9,
+        "pairs": (1, 3),
+        "vocabulary": 8,
+    },
     "default": {},
     # Zoology's setting (T = 512, vocabulary 8192, up to 64 pairs, model widths 64 to 512): not run. Scaling the
     # default's 934 s by steps (25x), batch (4x), length (16x) and width (8x) gives years on 2 cores.
-    "paper": {"widths": (64, 128, 256, 512), "state_sizes": (4, 16, 64), "heads": (16, 4, 1), "width": 128,
-              "steps": 20000, "batch_size": 64, "length": 512, "pairs": (4, 16, 64), "vocabulary": 8192},
-}  # fmt: skip
+    "paper": {
+        "widths": (64, 128, 256, 512),
+        "state_sizes": (4, 16, 64),
+        "heads": (16, 4, 1),
+        "width": 128,
+        "steps": 20000,
+        "batch_size": 64,
+        "length": 512,
+        "pairs": (4, 16, 64),
+        "vocabulary": 8192,
+    },
+}
 
 
 def get_config(size="default"):

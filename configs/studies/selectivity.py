@@ -24,16 +24,36 @@ model trained 2 layers of width 64 on 256-step sequences for far longer; ours sa
 from configs import base
 
 SIZES = {
-    "tiny": {"models": ("s4d", "mingru"), "seeds": 2, "width": 8, "num_layers": 1, "steps": 2, "batch_size": 4,
-             "warmup_steps": 1, "eval_batch_size": 8, "copy_length": 6, "copy_count": 2, "induction_length": 6,
-             "extrapolation": (2,), "extrapolation_batch_size": 4},
+    "tiny": {
+        "models": ("s4d", "mingru"),
+        "seeds": 2,
+        "width": 8,
+        "num_layers": 1,
+        "steps": 2,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "eval_batch_size": 8,
+        "copy_length": 6,
+        "copy_count": 2,
+        "induction_length": 6,
+        "extrapolation": (2,),
+        "extrapolation_batch_size": 4,
+    },
     "default": {},
     # Gu & Dao's settings (selective copying L = 4096 with 16 tokens; induction heads at 256, tested to 2^20) with
     # 2 layers of width 64: not run. Scaling the default's 794 s by steps (25x), batch (2x), width (about 2x) and
     # length (about 100x for copying) gives about 100 days on 2 cores.
-    "paper": {"width": 64, "steps": 20000, "batch_size": 32, "copy_length": 4096, "copy_count": 16, "classes": 16,
-              "induction_length": 256, "extrapolation": (4, 16, 64, 256, 4096)},
-}  # fmt: skip
+    "paper": {
+        "width": 64,
+        "steps": 20000,
+        "batch_size": 32,
+        "copy_length": 4096,
+        "copy_count": 16,
+        "classes": 16,
+        "induction_length": 256,
+        "extrapolation": (4, 16, 64, 256, 4096),
+    },
+}
 
 
 def get_config(size="default"):

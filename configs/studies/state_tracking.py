@@ -22,13 +22,29 @@ gave the same counts.
 from configs import base
 
 SIZES = {
-    "tiny": {"models": ("rnn", "mingru_negative"), "tasks": ("parity",), "seeds": 2, "width": 4, "steps": 2,
-             "batch_size": 4, "warmup_steps": 1, "eval_batch_size": 8, "length": 4, "test_factors": (2,)},
+    "tiny": {
+        "models": ("rnn", "mingru_negative"),
+        "tasks": ("parity",),
+        "seeds": 2,
+        "width": 4,
+        "steps": 2,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "eval_batch_size": 8,
+        "length": 4,
+        "test_factors": (2,),
+    },
     "default": {},
     # Grazzi et al.'s budget (lengths to 40, 2-layer models of width 128, 100k steps): not run; about a day on 2 cores.
-    "paper": {"width": 128, "num_layers": 2, "steps": 20000, "batch_size": 128, "length": 40,
-              "test_factors": (2, 4, 8)},
-}  # fmt: skip
+    "paper": {
+        "width": 128,
+        "num_layers": 2,
+        "steps": 20000,
+        "batch_size": 128,
+        "length": 40,
+        "test_factors": (2, 4, 8),
+    },
+}
 
 
 def get_config(size="default"):

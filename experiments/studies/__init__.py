@@ -86,8 +86,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite
         if not (workdir / COMPUTED).exists():
             start = time.perf_counter()
             results = module.compute(config, workdir)
-            stored = {"study": config.study, "config": bound["config"], "wall_seconds": time.perf_counter() - start,
-                      "results": results}  # fmt: skip
+            stored = {
+                "study": config.study,
+                "config": bound["config"],
+                "wall_seconds": time.perf_counter() - start,
+                "results": results,
+            }
             workdir_lib.write(workdir / COMPUTED, workdir_lib.to_json(workdir_lib.spelled(plain(stored)), None))
         return _draw(workdir)
 

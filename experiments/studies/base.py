@@ -163,8 +163,14 @@ EXACT = "an exact identity, not a statistic: no sampling error, so no interval"
 
 
 # Type sizes for figures read at page width in the README: at most two panels a row, 12 pt labels, 10 pt legends.
-FONTS = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 10, "xtick.labelsize": 11,
-         "ytick.labelsize": 11}  # fmt: skip
+FONTS = {
+    "font.size": 12,
+    "axes.titlesize": 13,
+    "axes.labelsize": 12,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+}
 
 LAG_LABEL = "lag: steps back from the loss (T - 1 - k)"
 GRAD_LABEL = "gradient reaching step k\n(norm ||dL/dh_k||, median over examples)"
@@ -286,13 +292,16 @@ def from_lag_one(curve) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(1, len(curve)), curve[1:]
 
 
-def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name: str, title: str, what: str,
-                             lag: int) -> None:  # fmt: skip
+def draw_trained_lag_profile(
+    profile: dict, config: Any, report: Report, *, name: str, title: str, what: str, lag: int
+) -> None:
     """The figure ``name`` of :func:`trained_lag_profile`'s results: ``||dL/dh_k||`` (and ``||dL/dc_k||``
     dotted for an LSTM) before and after training."""
     fig, (ax,) = plt_figure(1, width=7)
-    for label, norms in (("at initialisation", profile["before"]), (f"after {config.train_steps} steps",
-                                                                    profile["after"])):  # fmt: skip
+    for label, norms in (
+        ("at initialisation", profile["before"]),
+        (f"after {config.train_steps} steps", profile["after"]),
+    ):
         (line,) = ax.plot(norms["h"], label=f"hidden state h, {label}")
         if "c" in norms:
             ax.plot(*from_lag_one(norms["c"]), ":", color=line.get_color(), label=f"cell state c, {label}")
@@ -328,9 +337,15 @@ def train_runs(
     model = train_lib.SequenceModel(gated.recurrent(cell), task.output_size, task.readout)
     thresholds = [1.0] * len(seeds) if clip_thresholds is None else list(clip_thresholds)
     states, data_keys, eval_keys = loop.init_states(
-        [model] * len(seeds), task, optimizer, list(seeds), [learning_rate] * len(seeds), thresholds,
-        init_transform, DTYPE,
-    )  # fmt: skip
+        [model] * len(seeds),
+        task,
+        optimizer,
+        list(seeds),
+        [learning_rate] * len(seeds),
+        thresholds,
+        init_transform,
+        DTYPE,
+    )
     programs = loop.programs(model, task, optimizer, batch_size, 512)
     progress = loop.train(programs, loop.Progress(states, {}, {}), data_keys, eval_keys, steps=steps)
     history = {k: v for k, v in progress.history.items() if k not in ("step", "diverged")}

@@ -74,18 +74,27 @@ def compute(config, workdir) -> dict:
     surface = jax.jit(jax.vmap(jax.vmap(loss, (None, 0)), (0, None)))(ws, bs)
     grads = jax.jit(jax.vmap(jax.vmap(jax.grad(loss, (0, 1)), (None, 0)), (0, None)))(ws, bs)
     k_w, k_b = jax.random.split(jax.random.key(0))
-    starts = jnp.stack([jax.random.uniform(k_w, (config.starts,), DTYPE, *config.start_w),
-                        jax.random.uniform(k_b, (config.starts,), DTYPE, *config.start_b)], axis=1)  # fmt: skip
+    starts = jnp.stack(
+        [
+            jax.random.uniform(k_w, (config.starts,), DTYPE, *config.start_w),
+            jax.random.uniform(k_b, (config.starts,), DTYPE, *config.start_b),
+        ],
+        axis=1,
+    )
     descend = _descent_program(config)
     paths = {"unclipped": descend(starts, jnp.inf), "clipped": descend(starts, config.threshold)}
     final = {k: jax.vmap(lambda p: loss(p[-1, 0], p[-1, 1]))(v) for k, v in paths.items()}
     low, high = three_fixed_points_band(ws)
     return {
-        "w": ws, "b": bs, "surface": np.asarray(surface), "grad_norm": np.hypot(*map(np.asarray, grads)),
-        "band_low": low, "band_high": high,
+        "w": ws,
+        "b": bs,
+        "surface": np.asarray(surface),
+        "grad_norm": np.hypot(*map(np.asarray, grads)),
+        "band_low": low,
+        "band_high": high,
         "paths": {k: np.asarray(v) for k, v in paths.items()},
         "final_error": {k: np.asarray(v) for k, v in final.items()},
-    }  # fmt: skip
+    }
 
 
 def _jumps(paths) -> np.ndarray:
@@ -107,16 +116,20 @@ def plot(results, config, report) -> None:
     paths = {k: np.asarray(v, float) for k, v in results["paths"].items()}
     fig, axes, spare = plt_panels(3, width=5.8, height=4.6)
     extent = (*config.b_range, *config.w_range)
-    for ax, values, label, cmap in ((axes[0], surface, "error (log10)", "viridis"),
-                                    (axes[1], grad, "gradient norm ||dE/d(w, b)|| (log10)", "magma")):  # fmt: skip
+    for ax, values, label, cmap in (
+        (axes[0], surface, "error (log10)", "viridis"),
+        (axes[1], grad, "gradient norm ||dE/d(w, b)|| (log10)", "magma"),
+    ):
         image = ax.imshow(np.log10(values + 1e-12), origin="lower", extent=extent, aspect="auto", cmap=cmap)
         fig.colorbar(image, ax=ax, label=label)
         ax.plot(low, w, "--", color="cyan", lw=1.4, label="dashed: edges of the band of b\nwith three fixed points")
         ax.plot(high, w, "--", color="cyan", lw=1.4)
         ax.set(xlabel="bias b", ylabel="recurrent weight w", xlim=config.b_range, ylim=config.w_range)
     colors = {"unclipped": "red", "clipped": "black"}
-    labels = {"unclipped": "gradient descent, unclipped",
-              "clipped": f"gradient descent, clipped at {config.threshold:g}"}  # fmt: skip
+    labels = {
+        "unclipped": "gradient descent, unclipped",
+        "clipped": f"gradient descent, clipped at {config.threshold:g}",
+    }
     for name, color in colors.items():
         for s in range(min(3, paths[name].shape[0])):
             kw = {"label": labels[name] + " (3 starts drawn)"} if s == 0 else {}
@@ -127,10 +140,19 @@ def plot(results, config, report) -> None:
     x = np.arange(config.starts)
     axes[2].bar(x - 0.2, jumps["unclipped"], 0.4, color=colors["unclipped"])
     axes[2].bar(x + 0.2, jumps["clipped"], 0.4, color=colors["clipped"])
-    bound = axes[2].axhline(config.learning_rate * config.threshold, ls=":", color="C0", lw=2,
-                            label="dotted: lr x threshold, the longest\nstep clipping allows")  # fmt: skip
-    axes[2].set(xlabel="start (seed)", ylabel="largest step in (w, b)", yscale="log",
-                title=f"{config.descent_steps} descent steps, lr {config.learning_rate:g}")  # fmt: skip
+    bound = axes[2].axhline(
+        config.learning_rate * config.threshold,
+        ls=":",
+        color="C0",
+        lw=2,
+        label="dotted: lr x threshold, the longest\nstep clipping allows",
+    )
+    axes[2].set(
+        xlabel="start (seed)",
+        ylabel="largest step in (w, b)",
+        yscale="log",
+        title=f"{config.descent_steps} descent steps, lr {config.learning_rate:g}",
+    )
     legend_panel(spare, axes[0].get_legend_handles_labels()[0] + [bound])
     report.figure(
         fig,
@@ -140,9 +162,16 @@ def plot(results, config, report) -> None:
         f"three fixed points. Descent from {config.starts} random starts (three drawn top left): the largest step of "
         "each, unclipped (red) and clipped (black) (bottom left).",
     )
-    rows = [[s, float(jumps["unclipped"][s]), float(jumps["clipped"][s]),
-             float(results["final_error"]["unclipped"][s]), float(results["final_error"]["clipped"][s])]
-            for s in range(config.starts)]  # fmt: skip
+    rows = [
+        [
+            s,
+            float(jumps["unclipped"][s]),
+            float(jumps["clipped"][s]),
+            float(results["final_error"]["unclipped"][s]),
+            float(results["final_error"]["clipped"][s]),
+        ]
+        for s in range(config.starts)
+    ]
     report.table(["start", "largest step, unclipped", "clipped", "final error, unclipped", "clipped"], rows)
 
 

@@ -65,10 +65,18 @@ def plot(results, config, report) -> None:
             axes[0].plot(steps[alive], loss[alive, i, s], color=colors[i], alpha=0.5, **kw)
             axes[1].plot(steps[alive], grad_norm[alive, i, s], color=colors[i], alpha=0.5)
     axes[0].axhline(t["chance"], color="gray", linestyle="--", label="dashed: chance (predict the mean)")
-    axes[0].set(xlabel="SGD step", ylabel="training loss (mean squared error)", yscale="log",
-                title=f"IRNN, adding problem T = {config.length}")  # fmt: skip
-    axes[1].set(xlabel="SGD step", ylabel="gradient norm before clipping\n(global, all parameters)", yscale="log",
-                title="the gradient's size")  # fmt: skip
+    axes[0].set(
+        xlabel="SGD step",
+        ylabel="training loss (mean squared error)",
+        yscale="log",
+        title=f"IRNN, adding problem T = {config.length}",
+    )
+    axes[1].set(
+        xlabel="SGD step",
+        ylabel="gradient norm before clipping\n(global, all parameters)",
+        yscale="log",
+        title="the gradient's size",
+    )
     counts = (diverged_at >= 0).sum(axis=1)
     axes[2].bar([_name(th) for th in thresholds], counts, color=colors)
     axes[2].set(ylabel=f"runs that diverged (NaN/Inf), of {n}", title="divergence", ylim=(0, n))
@@ -88,8 +96,14 @@ def plot(results, config, report) -> None:
     for i, th in enumerate(thresholds):
         steps_at = [int(d) for d in diverged_at[i] if d >= 0]
         finite = test_mse[i][diverged_at[i] < 0]
-        rows.append([_name(th), f"{counts[i]}/{n}", ", ".join(map(str, steps_at)) or "-",
-                     float(np.median(finite)) if finite.size else float("nan")])  # fmt: skip
+        rows.append(
+            [
+                _name(th),
+                f"{counts[i]}/{n}",
+                ", ".join(map(str, steps_at)) or "-",
+                float(np.median(finite)) if finite.size else float("nan"),
+            ]
+        )
     report.table(["threshold", "diverged", "at steps", "median test MSE of the others"], rows)
 
 

@@ -34,8 +34,11 @@ from .base import plt_figure
 TITLE = "9. The curse of memory: a linear recurrence's variance and sensitivity as |lambda| -> 1"
 
 VARIANTS = ("plain", "lru", "gated")
-LABELS = {"plain": "h = lambda h + x", "lru": "LRU: h = lambda h + gamma x, lambda = exp(-exp(nu))",
-          "gated": "gated (minGRU, RG-LRU): h = lambda h + (1 - lambda) x"}  # fmt: skip
+LABELS = {
+    "plain": "h = lambda h + x",
+    "lru": "LRU: h = lambda h + gamma x, lambda = exp(-exp(nu))",
+    "gated": "gated (minGRU, RG-LRU): h = lambda h + (1 - lambda) x",
+}
 
 
 def laws(variant: str, lam: float) -> tuple[float, float | None]:
@@ -60,8 +63,15 @@ def _final(variant: str, parameter, xs, gamma):
         cell = gated.cells.lru(1)
         kernel = jnp.concatenate([one, zero, zero], axis=1)  # B: real part 1, imaginary 0; no skip
         vector = lambda v: jnp.full((1,), v, xs.dtype)
-        params = cell.params_type(kernel, jnp.zeros((3,), xs.dtype), parameter * vector(1.0), vector(-jnp.inf),
-                                  jnp.log(gamma) * vector(1.0), one, zero)  # fmt: skip
+        params = cell.params_type(
+            kernel,
+            jnp.zeros((3,), xs.dtype),
+            parameter * vector(1.0),
+            vector(-jnp.inf),
+            jnp.log(gamma) * vector(1.0),
+            one,
+            zero,
+        )
     else:
         cell = gated.cells.mingru(1)
         bias = jnp.concatenate([jnp.log((1 - parameter) / parameter)[None], jnp.zeros((1,), xs.dtype)])
@@ -98,8 +108,16 @@ def compute(config, workdir) -> dict:
         for variant in VARIANTS:
             h, dh = _measure(variant, lam, xs)
             law_h, law_s = laws(variant, lam)
-            rows.append({"variant": variant, "lambda": lam, "var_h": _interval(h, level),
-                         "var_s": _interval(dh, level), "law_h": law_h, "law_s": law_s})  # fmt: skip
+            rows.append(
+                {
+                    "variant": variant,
+                    "lambda": lam,
+                    "var_h": _interval(h, level),
+                    "var_s": _interval(dh, level),
+                    "law_h": law_h,
+                    "law_s": law_s,
+                }
+            )
     return {"rows": rows}
 
 
@@ -122,11 +140,20 @@ def plot(results, config, report) -> None:
                 label = "dashed: the closed form" if variant == "plain" else None
                 ax.plot(x, laws_, "--", color=color, linewidth=1, label=label)
     memory = "memory: steps the state remembers, 1 / (1 - lambda)"
-    axes[0].set(xscale="log", yscale="log", xlabel=memory, ylabel="variance of the last state, Var(h_T)",
-                title="the state's variance")  # fmt: skip
-    axes[1].set(xscale="log", yscale="log", xlabel=memory,
-                ylabel="variance of its derivative in the\nrecurrent parameter, Var(dh_T / d theta)",
-                title="sensitivity to the recurrent parameter")  # fmt: skip
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel=memory,
+        ylabel="variance of the last state, Var(h_T)",
+        title="the state's variance",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel=memory,
+        ylabel="variance of its derivative in the\nrecurrent parameter, Var(dh_T / d theta)",
+        title="sensitivity to the recurrent parameter",
+    )
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=9)
@@ -141,8 +168,17 @@ def plot(results, config, report) -> None:
         "(1 - lambda^2)) for the gated recurrence. "
         "The parameter is lambda, or nu for the LRU.",
     )
-    table = [[LABELS[r["variant"]].split(":")[0], r["lambda"], r["var_h"][0], r["law_h"], r["var_s"][0],
-              "-" if r["law_s"] is None else r["law_s"]] for r in rows]  # fmt: skip
+    table = [
+        [
+            LABELS[r["variant"]].split(":")[0],
+            r["lambda"],
+            r["var_h"][0],
+            r["law_h"],
+            r["var_s"][0],
+            "-" if r["law_s"] is None else r["law_s"],
+        ]
+        for r in rows
+    ]
     report.table(["recurrence", "lambda", "Var(h)", "law", "Var(dh/dparameter)", "law"], table)
 
 

@@ -54,8 +54,13 @@ def compute(config, workdir) -> dict:
         by_gates = jax.vmap(jnp.diag)(path[0, 0])  # the same params and example, from the gates
         path_error = max(path_error, float(jnp.max(jnp.abs(by_autodiff - by_gates))))
     trained = trained_lag_profile(gated.cells.gru(config.hidden_size, update=config.updates[0]), config, task, xs)
-    return {"grad": grad, "per_seed_grad": per_seed, "update_product": product, "path_error": path_error,
-            "trained": trained}  # fmt: skip
+    return {
+        "grad": grad,
+        "per_seed_grad": per_seed,
+        "update_product": product,
+        "path_error": path_error,
+        "trained": trained,
+    }
 
 
 def plot(results, config, report) -> None:
@@ -67,8 +72,11 @@ def plot(results, config, report) -> None:
         (line,) = axes[0].plot(grad[name], style, label=name)
         axes[1].plot(product[name], style, color=line.get_color(), label=name)
     lag_axes(axes[0], f"GRU, H = {config.hidden_size}, T = {config.length}")
-    lag_axes(axes[1], "the update-gate path alone", "update gates' keep fractions, product\nfrom k to T - 1 "
-             "(mean over units)")  # fmt: skip
+    lag_axes(
+        axes[1],
+        "the update-gate path alone",
+        "update gates' keep fractions, product\nfrom k to T - 1 (mean over units)",
+    )
     for ax in axes:
         ax.legend()
     report.figure(
@@ -85,9 +93,14 @@ def plot(results, config, report) -> None:
     rows = [[name, float(product[name][lag]), decay(np.asarray(grad[name]), lag)] for name in grad]
     report.table(["GRU", f"prod keep at lag {lag}", f"||dL/dh|| left at lag {lag}"], rows)
     draw_trained_lag_profile(
-        results["trained"], config, report, name="gru_lag_trained",
-        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}", what="GRU", lag=lag,
-    )  # fmt: skip
+        results["trained"],
+        config,
+        report,
+        name="gru_lag_trained",
+        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}",
+        what="GRU",
+        lag=lag,
+    )
 
 
 def claims(results, config, report) -> None:

@@ -60,8 +60,10 @@ def _train_program(config, length: int):
     def one(key):
         k_w, k_a, k_data, k_test = jax.random.split(key, 4)
         lo, hi = config.w_init
-        params = {"w": jax.random.uniform(k_w, (), minval=lo, maxval=hi),
-                  "a": 0.1 * jax.random.normal(k_a, (2, config.prefix))}  # fmt: skip
+        params = {
+            "w": jax.random.uniform(k_w, (), minval=lo, maxval=hi),
+            "a": 0.1 * jax.random.normal(k_a, (2, config.prefix)),
+        }
         grad = jax.grad(_loss)
 
         def step(carry, i):
@@ -87,8 +89,9 @@ def _train_program(config, length: int):
 def compute(config, workdir) -> dict:
     """Per length: every seed's learned w, test accuracy and median |dh_T/dh_L| after training."""
     if config.prefix >= min(config.lengths):
-        raise ValueError(f"config.prefix: expected fewer steps than the shortest length {min(config.lengths)}, "
-                         f"got {config.prefix}")  # fmt: skip
+        raise ValueError(
+            f"config.prefix: expected fewer steps than the shortest length {min(config.lengths)}, got {config.prefix}"
+        )
     lo, hi = config.w_init
     if not lo <= hi:
         raise ValueError(f"config.w_init: expected (low, high) with low <= high, got {tuple(config.w_init)}")
@@ -111,11 +114,22 @@ def plot(results, config, report) -> None:
     fig, (ax1, ax2, ax3), spare = plt_panels(3)
     rate = np.asarray(counts) / n
     low, high = np.asarray([wilson(k, n) for k in counts]).T
-    ax1.errorbar(lengths, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=3,
-                 label="fraction latched, with its 95%\nWilson interval (top left)")  # fmt: skip
+    ax1.errorbar(
+        lengths,
+        rate,
+        yerr=[rate - low, high - rate],
+        fmt="o-",
+        capsize=3,
+        label="fraction latched, with its 95%\nWilson interval (top left)",
+    )
     ylabel = f"fraction of {n} seeds that latch\n(test accuracy >= {config.success_accuracy:g})"
-    ax1.set(xlabel="sequence length T (steps)", ylabel=ylabel, xscale="log", ylim=(-0.05, 1.05),
-            title="success rate, 95% Wilson")  # fmt: skip
+    ax1.set(
+        xlabel="sequence length T (steps)",
+        ylabel=ylabel,
+        xscale="log",
+        ylim=(-0.05, 1.05),
+        title="success rate, 95% Wilson",
+    )
     for t in lengths:
         r = runs[str(t)]
         solved = np.asarray(_solved(config, r))
@@ -128,11 +142,19 @@ def plot(results, config, report) -> None:
     ax2.axhline(1.0, ls="--", color="k", lw=1, label="dashed: w = 1; above it, two\nstable fixed points (top right)")
     ax2.scatter([], [], marker="o", color="C0", label="a seed that latched")
     ax2.scatter([], [], marker="x", color="C3", label="a seed that failed")
-    ax2.set(xlabel="sequence length T (steps)", ylabel="learned recurrent weight w", xscale="log",
-            title="the weight each seed learned")  # fmt: skip
-    ax3.set(xlabel="sequence length T (steps)", ylabel="sensitivity of the last state to the\nlast trained "
-            "input's state, |dh_T / dh_L|", xscale="log", yscale="log",
-            title="what reaches the trained inputs")  # fmt: skip
+    ax2.set(
+        xlabel="sequence length T (steps)",
+        ylabel="learned recurrent weight w",
+        xscale="log",
+        title="the weight each seed learned",
+    )
+    ax3.set(
+        xlabel="sequence length T (steps)",
+        ylabel="sensitivity of the last state to the\nlast trained input's state, |dh_T / dh_L|",
+        xscale="log",
+        yscale="log",
+        title="what reaches the trained inputs",
+    )
     legend_panel(spare, ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0])
     for ax in (ax1, ax2, ax3):
         ax.grid(True, alpha=0.3)
@@ -158,16 +180,20 @@ def claims(results, config, report) -> None:
     runs = results["lengths"]
     counts = {t: sum(_solved(config, runs[str(t)])) for t in lengths}
     short, long = lengths[0], lengths[-1]
-    report.claim(f"Gradient descent latches the bit on most seeds at T = {short}",
-                 wilson(counts[short], n)[0] > MOST, rate_text(counts[short], n))  # fmt: skip
+    report.claim(
+        f"Gradient descent latches the bit on most seeds at T = {short}",
+        wilson(counts[short], n)[0] > MOST,
+        rate_text(counts[short], n),
+    )
     report.claim(
         f"The success rate falls with T: fewer seeds latch at T = {long} than at T = {short} (the intervals do not "
         "overlap)",
         wilson(counts[long], n)[1] < wilson(counts[short], n)[0],
         f"T = {short}: {rate_text(counts[short], n)}; T = {long}: {rate_text(counts[long], n)}",
     )
-    solved_w = [w for t in lengths for w, ok in zip(runs[str(t)]["w"], _solved(config, runs[str(t)]), strict=True)
-                if ok]  # fmt: skip
+    solved_w = [
+        w for t in lengths for w, ok in zip(runs[str(t)]["w"], _solved(config, runs[str(t)]), strict=True) if ok
+    ]
     above = sum(w > 1.0 for w in solved_w)
     report.claim(
         "A latch that holds has w > 1 (two stable fixed points +-h*)",

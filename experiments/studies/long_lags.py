@@ -25,13 +25,27 @@ LINEAR = ("mingru", "minlstm", "lru", "rglru", "ssm", "mlstm", "mingru_stack", "
 # The papers' stacks (engine block models, width and cells of hidden_size): Feng et al. 2024's two minGRU layers with
 # an MLP after each (section 4), and De et al. 2024's Hawk (two Griffin recurrent blocks with RG-LRUs and GeGLU MLPs).
 STACKS = {
-    "mingru_stack": {"model.architecture": "blocks", "model.mixer": "cell", "model.cell": "mingru",
-                     "model.num_layers": 2, "model.mlp": "mlp", "model.mlp_expansion": 4.0, "model.norm": "layernorm",
-                     "model.residual": True},
-    "hawk_stack": {"model.architecture": "blocks", "model.mixer": "griffin", "model.cell": "rglru",
-                   "model.num_layers": 2, "model.mlp": "geglu", "model.mlp_expansion": 3.0, "model.norm": "rmsnorm",
-                   "model.residual": True},
-}  # fmt: skip
+    "mingru_stack": {
+        "model.architecture": "blocks",
+        "model.mixer": "cell",
+        "model.cell": "mingru",
+        "model.num_layers": 2,
+        "model.mlp": "mlp",
+        "model.mlp_expansion": 4.0,
+        "model.norm": "layernorm",
+        "model.residual": True,
+    },
+    "hawk_stack": {
+        "model.architecture": "blocks",
+        "model.mixer": "griffin",
+        "model.cell": "rglru",
+        "model.num_layers": 2,
+        "model.mlp": "geglu",
+        "model.mlp_expansion": 3.0,
+        "model.norm": "rmsnorm",
+        "model.residual": True,
+    },
+}
 MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not": its upper end below
 
 
@@ -132,15 +146,31 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
     """Seeds that succeed per (task, cell), one count per length of :func:`lengths`."""
     runs = results["runs"]
     return {
-        key: [sum(success(config, runs[config_lib.run_name(_run(config, key[1], key[0], length, s))])
-                  for s in range(config.seeds)) for length in ts]
+        key: [
+            sum(
+                success(config, runs[config_lib.run_name(_run(config, key[1], key[0], length, s))])
+                for s in range(config.seeds)
+            )
+            for length in ts
+        ]
         for key, ts in lengths(config).items()
-    }  # fmt: skip
+    }
 
 
-DISPLAY = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "minGRU", "minlstm": "minLSTM", "lru": "LRU",
-           "rglru": "RG-LRU", "slstm": "sLSTM", "mlstm": "mLSTM", "ssm": "selective SSM",
-           "mingru_stack": "2 minGRU layers + MLPs", "hawk_stack": "Hawk (2 blocks)"}  # fmt: skip
+DISPLAY = {
+    "rnn": "tanh RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "mingru": "minGRU",
+    "minlstm": "minLSTM",
+    "lru": "LRU",
+    "rglru": "RG-LRU",
+    "slstm": "sLSTM",
+    "mlstm": "mLSTM",
+    "ssm": "selective SSM",
+    "mingru_stack": "2 minGRU layers + MLPs",
+    "hawk_stack": "Hawk (2 blocks)",
+}
 
 
 def plot(results, config, report) -> None:
@@ -152,8 +182,11 @@ def plot(results, config, report) -> None:
     families = [(name, cells) for name, cells in families if cells]
     fig, grid = plt_grid(len(config.tasks), len(families))
     for row, t in zip(grid, config.tasks, strict=True):
-        criterion = (f"test MSE < {config.success_mse_fraction:g} x chance" if t == "adding"
-                     else f"test accuracy >= {config.success_accuracy:g}")  # fmt: skip
+        criterion = (
+            f"test MSE < {config.success_mse_fraction:g} x chance"
+            if t == "adding"
+            else f"test accuracy >= {config.success_accuracy:g}"
+        )
         for ax, (family, cells) in zip(row, families, strict=True):
             cells = [c for c in cells if (t, c) in ts]  # the stacks run the adding problem only
             for k, cell in enumerate(cells):
@@ -167,8 +200,12 @@ def plot(results, config, report) -> None:
             ax.set_xticks(ticks)
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set(xlabel="sequence length T (steps)", ylabel=f"fraction of {n} seeds solved\n({criterion})",
-                   title=f"{t.replace('_', ' ')}: {family}", ylim=(-0.05, 1.05))  # fmt: skip
+            ax.set(
+                xlabel="sequence length T (steps)",
+                ylabel=f"fraction of {n} seeds solved\n({criterion})",
+                title=f"{t.replace('_', ' ')}: {family}",
+                ylim=(-0.05, 1.05),
+            )
             ax.legend(loc="lower left")
             ax.grid(True, alpha=0.3)
     report.figure(
@@ -209,12 +246,18 @@ def claims(results, config, report) -> None:
         for cell in ("lstm", "gru"):
             if cell in config.cells:
                 k = at(t, cell, length)
-                report.claim(f"The {cell.upper()} solves {t} at T = {length} on most seeds",
-                             wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
+                report.claim(
+                    f"The {cell.upper()} solves {t} at T = {length} on most seeds",
+                    wilson(k, n)[0] > MOST,
+                    rate_text(k, n),
+                )
         if "rnn" in config.cells:
             k = at(t, "rnn", length)
-            report.claim(f"The tanh RNN does not solve {t} at T = {length} on most seeds",
-                         wilson(k, n)[1] < MOST, rate_text(k, n))  # fmt: skip
+            report.claim(
+                f"The tanh RNN does not solve {t} at T = {length} on most seeds",
+                wilson(k, n)[1] < MOST,
+                rate_text(k, n),
+            )
         for cell in [*config.cells, *(stacks(config) if t == "adding" else ())]:
             for x, k in zip(ts[(t, cell)], counts[(t, cell)], strict=True):
                 report.headline[f"{t}_T{x}_{cell}_solved"] = f"{k}/{n}"
@@ -222,8 +265,11 @@ def claims(results, config, report) -> None:
         if "adding" in config.tasks and cell in ("mingru", "rglru", "mlstm"):
             longest = ts[("adding", cell)][-1]
             k = at("adding", cell, longest)
-            report.claim(f"The input-gated linear recurrence {cell} solves adding at T = {longest} on most seeds",
-                         wilson(k, n)[0] > MOST, rate_text(k, n))  # fmt: skip
+            report.claim(
+                f"The input-gated linear recurrence {cell} solves adding at T = {longest} on most seeds",
+                wilson(k, n)[0] > MOST,
+                rate_text(k, n),
+            )
     for stack in stacks(config) if "adding" in config.tasks else ():
         # Feng et al. 2024 (section 4) and De et al. 2024 stack their recurrences with MLPs: the stack solves the
         # adding problem where the lone layer fails. Judged at the longest adding length the single minGRU ran.
@@ -231,8 +277,11 @@ def claims(results, config, report) -> None:
         k = at("adding", stack, longest)
         single = "mingru" if stack == "mingru_stack" else "rglru"
         alone = f"; the lone {single}: {at('adding', single, longest)}/{n}" if single in config.cells else ""
-        report.claim(f"The stack {DISPLAY[stack]} (width {config.hidden_size}) solves adding at T = {longest} on most "
-                     "seeds", wilson(k, n)[0] > MOST, rate_text(k, n) + alone)  # fmt: skip
+        report.claim(
+            f"The stack {DISPLAY[stack]} (width {config.hidden_size}) solves adding at T = {longest} on most seeds",
+            wilson(k, n)[0] > MOST,
+            rate_text(k, n) + alone,
+        )
     if "lru" in config.cells and "adding" in config.tasks:
         ks = counts[("adding", "lru")]
         report.claim(

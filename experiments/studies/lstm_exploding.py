@@ -55,8 +55,15 @@ def compute(config, workdir) -> dict:
         path_norm.append(np.median(spectral, axis=0))
         bound.append(np.max(b, axis=0))
         gains.append(float(np.max(np.asarray(out["gain"]))))
-    return {"scales": scales, "grad": grad, "path_norm": path_norm, "bound": bound, "gains": gains,
-            "bound_holds": bound_ok, "training": _train(config)}  # fmt: skip
+    return {
+        "scales": scales,
+        "grad": grad,
+        "path_norm": path_norm,
+        "bound": bound,
+        "gains": gains,
+        "bound_holds": bound_ok,
+        "training": _train(config),
+    }
 
 
 def _train(config) -> dict:
@@ -66,8 +73,14 @@ def _train(config) -> dict:
     cell = gated.cells.lstm(config.hidden_size)
     seeds = list(range(config.seeds))
     thresholds = [float("inf")] * len(seeds) + [config.clip_threshold] * len(seeds)  # inf: never clips
-    out = {"scales": [float(s) for s in config.train_w_o_scales], "diverged_at": [], "loss": [], "grad_norm": [],
-           "test_mse": [], "chance": task.chance_loss}  # fmt: skip
+    out = {
+        "scales": [float(s) for s in config.train_w_o_scales],
+        "diverged_at": [],
+        "loss": [],
+        "grad_norm": [],
+        "test_mse": [],
+        "chance": task.chance_loss,
+    }
     for scale in out["scales"]:
 
         def transform(p, scale=scale):
@@ -100,12 +113,10 @@ def plot(results, config, report) -> None:
         (line,) = axes[1].plot(path_norm[i], label=f"W_o x {s:g}, gain {gains[i]:.2g}")
         axes[1].plot(bound[i], "--", color=line.get_color(), linewidth=0.9)
     lag_axes(axes[0], f"the whole gradient, LSTM H = {config.hidden_size}, T = {config.length}")
-    lag_axes(axes[1], "the output-gate path alone",
-             "gradient along the output gates\n(norm ||dh_{T-1}/dh_k||, median)")  # fmt: skip
+    lag_axes(axes[1], "the output-gate path alone", "gradient along the output gates\n(norm ||dh_{T-1}/dh_k||, median)")
     axes[0].legend()
     handles = axes[1].get_legend_handles_labels()[0]
-    axes[1].legend(handles=handles + [style_key("--", "dashed: the bound gain^lag,\ngain = ||K|| ||W_o||")],
-                   fontsize=9)  # fmt: skip
+    axes[1].legend(handles=handles + [style_key("--", "dashed: the bound gain^lag,\ngain = ||K|| ||W_o||")], fontsize=9)
     report.figure(
         fig,
         "lstm_exploding",
@@ -127,15 +138,22 @@ def plot(results, config, report) -> None:
         for run in range(2 * n):
             clipped = run >= n
             color = "tab:blue" if clipped else "tab:red"
-            label = (f"clip_by_global_norm({config.clip_threshold:g})" if clipped else "no clipping") \
-                if run % n == 0 else None  # fmt: skip
+            label = (
+                (f"clip_by_global_norm({config.clip_threshold:g})" if clipped else "no clipping")
+                if run % n == 0
+                else None
+            )
             end = at[run] - 1 if at[run] >= 0 else config.train_steps
             ax.plot(steps[:end], norms[:end, run], color=color, alpha=0.5, lw=0.8, label=label)
             if at[run] >= 0:  # the last finite norm before the step that diverged
                 ax.plot(steps[max(end - 1, 0)], norms[max(end - 1, 0), run], "x", color="black", ms=7)
         ax.plot([], [], "x", color="black", label="diverged (NaN/Inf) at the next step")
-        ax.set(xlabel="SGD step", ylabel="gradient norm before clipping\n(global, all parameters)", yscale="log",
-               title=f"LSTM, W_o x {scale:g}, SGD lr {config.learning_rate:g}")  # fmt: skip
+        ax.set(
+            xlabel="SGD step",
+            ylabel="gradient norm before clipping\n(global, all parameters)",
+            yscale="log",
+            title=f"LSTM, W_o x {scale:g}, SGD lr {config.learning_rate:g}",
+        )
         ax.legend()
         ax.grid(True, alpha=0.3)
     report.figure(
@@ -152,8 +170,9 @@ def plot(results, config, report) -> None:
         for name, part in (("no clipping", slice(0, n)), (f"clip {config.clip_threshold:g}", slice(n, 2 * n))):
             k = int((at[part] >= 0).sum())
             alive = test[part][at[part] < 0]
-            rows.append([f"W_o x {scale:g}", name, rate_text(k, n),
-                         float(np.median(alive)) if alive.size else float("nan")])  # fmt: skip
+            rows.append(
+                [f"W_o x {scale:g}", name, rate_text(k, n), float(np.median(alive)) if alive.size else float("nan")]
+            )
     report.table(["initialisation", "training", "diverged", "median test MSE of the others"], rows)
 
 

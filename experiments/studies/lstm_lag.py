@@ -66,10 +66,16 @@ def compute(config, workdir) -> dict:
     by_autodiff = jax.jit(jax.vmap(lambda p: diagnostics.gate_path_by_autodiff(cell, p, xs[0])))(first)
     trained = trained_lag_profile(gated.cells.lstm(config.hidden_size), config, task, xs)
     return {
-        "biases": biases, "grad_h": grad_h, "grad_c": grad_c, "forget_product": product, "dh_dc": dh_dc,
-        "per_seed_grad_c": per_seed_c, "per_seed_product": per_seed_product,
-        "path_error": float(jnp.max(jnp.abs(by_gates - by_autodiff))), "trained": trained,
-    }  # fmt: skip
+        "biases": biases,
+        "grad_h": grad_h,
+        "grad_c": grad_c,
+        "forget_product": product,
+        "dh_dc": dh_dc,
+        "per_seed_grad_c": per_seed_c,
+        "per_seed_product": per_seed_product,
+        "path_error": float(jnp.max(jnp.abs(by_gates - by_autodiff))),
+        "trained": trained,
+    }
 
 
 def plot(results, config, report) -> None:
@@ -86,8 +92,10 @@ def plot(results, config, report) -> None:
     lag_axes(axes[1], "cell state", "gradient reaching the cell state c_k\n(norm ||dL/dc_k||, median over examples)")
     lag_axes(axes[2], "the cell-state path alone", "forget gates' product from k to T - 1\n(mean over units)")
     handles = axes[0].get_legend_handles_labels()[0]
-    handles += [style_key("-", "bottom left, solid: the forget gates'\nproduct prod_{j>k} f_j"),
-                style_key(":", "bottom left, dotted: the same path\ninto h, ||dh_{T-1}/dc_k||")]  # fmt: skip
+    handles += [
+        style_key("-", "bottom left, solid: the forget gates'\nproduct prod_{j>k} f_j"),
+        style_key(":", "bottom left, dotted: the same path\ninto h, ||dh_{T-1}/dc_k||"),
+    ]
     legend_panel(spare, handles)
     report.figure(
         fig,
@@ -107,9 +115,14 @@ def plot(results, config, report) -> None:
         ["forget bias", f"prod f at lag {lag}", f"||dL/dc|| at lag {lag} / lag 1", f"||dL/dh|| left at lag {lag}"], rows
     )
     draw_trained_lag_profile(
-        results["trained"], config, report, name="lstm_lag_trained",
-        title=f"LSTM (forget bias 1), adding problem T = {config.length}", what="LSTM", lag=lag,
-    )  # fmt: skip
+        results["trained"],
+        config,
+        report,
+        name="lstm_lag_trained",
+        title=f"LSTM (forget bias 1), adding problem T = {config.length}",
+        what="LSTM",
+        lag=lag,
+    )
 
 
 def _left_on_c(curve: np.ndarray, lag: int) -> float:
@@ -149,7 +162,7 @@ def claims(results, config, report) -> None:
             [
                 max(per_product[i, s, lag] for i in closed) < 1e-3 < 1e-2 < min(per_product[i, s, lag] for i in open_)
                 for s in range(config.seeds)
-            ],  # fmt: skip
+            ],
             f"medians of prod f at lag {lag}: {max(product[i][lag] for i in closed):.2g} (bias <= 0) vs "
             f"{min(product[i][lag] for i in open_):.2g} (bias >= 3)",
         )

@@ -23,33 +23,95 @@ from .base import wilson
 # over D (the SSM's and mLSTM's blocks expand by 2); "time_invariant" marks the recurrences whose coefficients do not
 # depend on the input.
 MODELS = {
-    "rnn": {"model.mixer": "cell", "model.cell": "rnn", "model.mlp": "none", "model.norm": "none",
-            "model.residual": False},
-    "lstm": {"model.mixer": "cell", "model.cell": "lstm", "model.mlp": "none", "model.norm": "none",
-             "model.residual": False},
-    "slstm": {"model.mixer": "slstm", "model.cell": "slstm", "model.mlp": "geglu", "model.mlp_expansion": 4 / 3,
-              "model.norm": "layernorm", "model.residual": True, "model.heads": 2},
-    "mingru": {"model.mixer": "cell", "model.cell": "mingru", "model.mlp": "mlp", "model.norm": "layernorm",
-               "model.residual": True},
-    "lru": {"model.mixer": "cell", "model.cell": "lru", "model.mlp": "glu", "model.mlp_expansion": 2.0,
-            "model.norm": "layernorm", "model.residual": True},
-    "hawk": {"model.mixer": "griffin", "model.cell": "rglru", "model.mlp": "geglu", "model.mlp_expansion": 3.0,
-             "model.norm": "rmsnorm", "model.residual": True},
-    "mamba": {"model.mixer": "mamba", "model.cell": "ssm", "model.mlp": "none", "model.norm": "rmsnorm",
-              "model.residual": True, "model.options.state_size": 16},
-    "s4d": {"model.mixer": "mamba", "model.cell": "ssm", "model.mlp": "none", "model.norm": "rmsnorm",
-            "model.residual": True, "model.options.state_size": 16, "model.options.selective": False},
-    "mlstm": {"model.mixer": "mlstm", "model.cell": "mlstm", "model.mlp": "none", "model.norm": "layernorm",
-              "model.residual": True, "model.options.num_heads": 2, "model.options.output_gate": False},
-}  # fmt: skip
+    "rnn": {
+        "model.mixer": "cell",
+        "model.cell": "rnn",
+        "model.mlp": "none",
+        "model.norm": "none",
+        "model.residual": False,
+    },
+    "lstm": {
+        "model.mixer": "cell",
+        "model.cell": "lstm",
+        "model.mlp": "none",
+        "model.norm": "none",
+        "model.residual": False,
+    },
+    "slstm": {
+        "model.mixer": "slstm",
+        "model.cell": "slstm",
+        "model.mlp": "geglu",
+        "model.mlp_expansion": 4 / 3,
+        "model.norm": "layernorm",
+        "model.residual": True,
+        "model.heads": 2,
+    },
+    "mingru": {
+        "model.mixer": "cell",
+        "model.cell": "mingru",
+        "model.mlp": "mlp",
+        "model.norm": "layernorm",
+        "model.residual": True,
+    },
+    "lru": {
+        "model.mixer": "cell",
+        "model.cell": "lru",
+        "model.mlp": "glu",
+        "model.mlp_expansion": 2.0,
+        "model.norm": "layernorm",
+        "model.residual": True,
+    },
+    "hawk": {
+        "model.mixer": "griffin",
+        "model.cell": "rglru",
+        "model.mlp": "geglu",
+        "model.mlp_expansion": 3.0,
+        "model.norm": "rmsnorm",
+        "model.residual": True,
+    },
+    "mamba": {
+        "model.mixer": "mamba",
+        "model.cell": "ssm",
+        "model.mlp": "none",
+        "model.norm": "rmsnorm",
+        "model.residual": True,
+        "model.options.state_size": 16,
+    },
+    "s4d": {
+        "model.mixer": "mamba",
+        "model.cell": "ssm",
+        "model.mlp": "none",
+        "model.norm": "rmsnorm",
+        "model.residual": True,
+        "model.options.state_size": 16,
+        "model.options.selective": False,
+    },
+    "mlstm": {
+        "model.mixer": "mlstm",
+        "model.cell": "mlstm",
+        "model.mlp": "none",
+        "model.norm": "layernorm",
+        "model.residual": True,
+        "model.options.num_heads": 2,
+        "model.options.output_gate": False,
+    },
+}
 EXPANDED = ("mamba", "s4d", "mlstm")  # blocks whose cell has twice the model's width
 TIME_INVARIANT = ("lru", "s4d")
 NEGATIVE = "_negative"  # a model name's suffix: the cell with eigenvalues in [-1, 1] (Grazzi et al. 2025)
 HAS_NEGATIVE = ("mingru", "hawk", "mamba")
 
-DISPLAY = {"rnn": "tanh RNN", "lstm": "LSTM", "slstm": "sLSTM", "mingru": "minGRU", "lru": "LRU",
-           "hawk": "Hawk (RG-LRU)", "mamba": "Mamba (selective SSM)", "s4d": "time-invariant SSM (Mamba block)",
-           "mlstm": "mLSTM"}  # fmt: skip
+DISPLAY = {
+    "rnn": "tanh RNN",
+    "lstm": "LSTM",
+    "slstm": "sLSTM",
+    "mingru": "minGRU",
+    "lru": "LRU",
+    "hawk": "Hawk (RG-LRU)",
+    "mamba": "Mamba (selective SSM)",
+    "s4d": "time-invariant SSM (Mamba block)",
+    "mlstm": "mLSTM",
+}
 
 
 def display(name: str) -> str:
@@ -81,8 +143,14 @@ def base_config(config):
     c = config_lib.base_config()
     c.model.num_layers = config.num_layers
     c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
-    c.train.update(steps=config.steps, batch_size=config.batch_size, log_every=max(config.steps // 20, 1),
-                   eval_every=0, eval_batch_size=config.eval_batch_size, checkpoint_every=config.steps)  # fmt: skip
+    c.train.update(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        log_every=max(config.steps // 20, 1),
+        eval_every=0,
+        eval_batch_size=config.eval_batch_size,
+        checkpoint_every=config.steps,
+    )
     return c
 
 
@@ -90,8 +158,10 @@ def train(config, workdir: pathlib.Path, entries: list[dict]) -> dict[str, dict]
     """Every entry through the engine into ``workdir/training`` (resumable): ``{run name: status, final test metrics
     and chance}``."""
     results = engine.train_and_evaluate(base_config(config), workdir / "training", entries)
-    return {n: {k: r[k] for k in ("status", "final", "chance_loss", "chance_accuracy") if k in r}
-            for n, r in results.items()}  # fmt: skip
+    return {
+        n: {k: r[k] for k in ("status", "final", "chance_loss", "chance_accuracy") if k in r}
+        for n, r in results.items()
+    }
 
 
 def accuracy(run: dict) -> float:

@@ -22,8 +22,9 @@ def settings(config) -> dict[str, list[tuple[int, dict, int]]]:
         if m == "mingru":
             out[m] = [(w, modern.model_keys(m, w), w) for w in config.widths]
         elif m == "mamba":
-            out[m] = [(2 * config.width * n, modern.model_keys(m, config.width, state_size=n), n)
-                      for n in config.state_sizes]  # fmt: skip
+            out[m] = [
+                (2 * config.width * n, modern.model_keys(m, config.width, state_size=n), n) for n in config.state_sizes
+            ]
         else:
             d = 2 * config.width
             out[m] = [(d * d // h, modern.model_keys(m, config.width, num_heads=h), h) for h in config.heads]
@@ -53,8 +54,10 @@ def compute(config, workdir) -> dict:
     ]
     runs = modern.train(config, workdir, entries)
     final = lambda keys, p: [modern.accuracy(runs[config_lib.run_name(e)]) for e in _entries(config, keys, p)]
-    accuracy = {m: {str(size): {str(p): final(keys, p) for p in config.pairs} for size, keys, _ in grid[m]}
-                for m in config.models}  # fmt: skip
+    accuracy = {
+        m: {str(size): {str(p): final(keys, p) for p in config.pairs} for size, keys, _ in grid[m]}
+        for m in config.models
+    }
     return {"runs": runs, "accuracy": accuracy}
 
 
@@ -70,8 +73,14 @@ def plot(results, config, report) -> None:
             left.plot(np.full(n, s), v, ".", color=f"C{i}", alpha=0.4, ms=4)
         for j, (s, _, _) in enumerate(grid[m]):
             ys = [np.median(acc[m][str(s)][str(p)]) for p in config.pairs]
-            right.plot(config.pairs, ys, "o-", color=f"C{i}", alpha=0.35 + 0.65 * j / max(len(grid[m]) - 1, 1),
-                       label=f"{modern.display(m)}, state {s}")  # fmt: skip
+            right.plot(
+                config.pairs,
+                ys,
+                "o-",
+                color=f"C{i}",
+                alpha=0.35 + 0.65 * j / max(len(grid[m]) - 1, 1),
+                label=f"{modern.display(m)}, state {s}",
+            )
     chance = 2 / config.vocabulary
     for ax in (left, right):
         ax.axhline(chance, color="0.5", ls=":")
@@ -79,8 +88,11 @@ def plot(results, config, report) -> None:
         ax.set_ylim(0, 1.02)
     left.set_xscale("log")
     right.set_xticks(list(config.pairs))
-    left.set(xlabel="recurrent state size per layer (numbers)", ylabel=f"MQAR test accuracy (median of {n} seeds)",
-             title=f"{most} key-value pairs")  # fmt: skip
+    left.set(
+        xlabel="recurrent state size per layer (numbers)",
+        ylabel=f"MQAR test accuracy (median of {n} seeds)",
+        title=f"{most} key-value pairs",
+    )
     left.legend(fontsize=9)
     right.set(xlabel="key-value pairs", ylabel="MQAR test accuracy (median)", title="against the number of pairs")
     right.legend(fontsize=7)
@@ -102,18 +114,37 @@ def plot(results, config, report) -> None:
 def claims(results, config, report) -> None:
     acc, n, grid = results["accuracy"], config.seeds, settings(config)
     most, fewest = str(max(config.pairs)), str(min(config.pairs))
-    rises = [acc[m][str(grid[m][-1][0])][most][s] > acc[m][str(grid[m][0][0])][most][s]
-             for m in config.models for s in range(n)]  # fmt: skip
-    detail = "; ".join(f"{m}: {np.median(acc[m][str(grid[m][0][0])][most]):.2f} at state {grid[m][0][0]} to "
-                       f"{np.median(acc[m][str(grid[m][-1][0])][most]):.2f} at {grid[m][-1][0]}"
-                       for m in config.models)  # fmt: skip
-    claim_over_seeds(report, f"At {most} pairs, accuracy rises with the state size: the largest state beats the "
-                     "smallest, same model and seed (Arora et al. 2023, Figure 2)", rises, detail,
-                     unit="(model, seed) pairs")  # fmt: skip
-    falls = [acc[m][str(size)][fewest][s] > acc[m][str(size)][most][s]
-             for m in config.models for size, _, _ in grid[m] for s in range(n)]  # fmt: skip
-    claim_over_seeds(report, f"At a fixed state, accuracy falls with the number of pairs: {fewest} pairs beat {most}, "
-                     "same model, state and seed", falls, unit="(model, state, seed) triples")  # fmt: skip
+    rises = [
+        acc[m][str(grid[m][-1][0])][most][s] > acc[m][str(grid[m][0][0])][most][s]
+        for m in config.models
+        for s in range(n)
+    ]
+    detail = "; ".join(
+        f"{m}: {np.median(acc[m][str(grid[m][0][0])][most]):.2f} at state {grid[m][0][0]} to "
+        f"{np.median(acc[m][str(grid[m][-1][0])][most]):.2f} at {grid[m][-1][0]}"
+        for m in config.models
+    )
+    claim_over_seeds(
+        report,
+        f"At {most} pairs, accuracy rises with the state size: the largest state beats the "
+        "smallest, same model and seed (Arora et al. 2023, Figure 2)",
+        rises,
+        detail,
+        unit="(model, seed) pairs",
+    )
+    falls = [
+        acc[m][str(size)][fewest][s] > acc[m][str(size)][most][s]
+        for m in config.models
+        for size, _, _ in grid[m]
+        for s in range(n)
+    ]
+    claim_over_seeds(
+        report,
+        f"At a fixed state, accuracy falls with the number of pairs: {fewest} pairs beat {most}, "
+        "same model, state and seed",
+        falls,
+        unit="(model, state, seed) triples",
+    )
     for m in config.models:
         for size, _, _ in grid[m]:
             for p in config.pairs:

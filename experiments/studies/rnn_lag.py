@@ -92,9 +92,14 @@ def plot(results, config, report) -> None:
         rows,
     )
     draw_trained_lag_profile(
-        results["trained"], config, report, name="rnn_lag_trained",
-        title=f"tanh RNN, radius 1, adding problem T = {config.length}", what="tanh RNN", lag=lag,
-    )  # fmt: skip
+        results["trained"],
+        config,
+        report,
+        name="rnn_lag_trained",
+        title=f"tanh RNN, radius 1, adding problem T = {config.length}",
+        what="tanh RNN",
+        lag=lag,
+    )
 
 
 def claims(results, config, report) -> None:

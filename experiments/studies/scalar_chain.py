@@ -34,9 +34,12 @@ def compute(config, workdir) -> dict:
         biases = np.zeros(depth) if bias_kind == "b = 0" else _zero_preactivation_biases(w, config.a0, depth)
         _, closed, auto = gradients(jnp.full(depth, w, DTYPE), jnp.asarray(biases, DTYPE), a0, activation)
         chains[_key(activation, w, bias_kind)] = {
-            "activation": activation, "w": w, "bias": bias_kind,
-            "closed": np.asarray(closed, np.float64), "autodiff": np.asarray(auto, np.float64),
-        }  # fmt: skip
+            "activation": activation,
+            "w": w,
+            "bias": bias_kind,
+            "closed": np.asarray(closed, np.float64),
+            "autodiff": np.asarray(auto, np.float64),
+        }
     return {"chains": chains}
 
 
@@ -50,12 +53,18 @@ def plot(results, config, report) -> None:
                 continue
             (line,) = ax.plot(layers, np.abs(c["closed"]), label=f"w = {c['w']:g}, {c['bias']}")
             ax.plot(layers, np.abs(c["autodiff"]), "o", markersize=3, color=line.get_color(), alpha=0.6)
-        ax.set(xlabel="depth L (number of layers)", ylabel="gradient reaching the first weight\n|d a_L / d w_1|",
-               yscale="log", title=f"{activation} chain")  # fmt: skip
+        ax.set(
+            xlabel="depth L (number of layers)",
+            ylabel="gradient reaching the first weight\n|d a_L / d w_1|",
+            yscale="log",
+            title=f"{activation} chain",
+        )
         ax.grid(True, alpha=0.3)
         handles = ax.get_legend_handles_labels()[0]
-        ax.legend(handles=handles + [style_key("-", "lines: closed form"),
-                                     style_key("", "dots: autodiff", marker="o")], fontsize=9)  # fmt: skip
+        ax.legend(
+            handles=handles + [style_key("-", "lines: closed form"), style_key("", "dots: autodiff", marker="o")],
+            fontsize=9,
+        )
     report.figure(
         fig,
         "scalar_chain",

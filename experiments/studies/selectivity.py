@@ -18,11 +18,18 @@ TASKS = ("selective_copying", "induction_heads")
 def _tasks(config) -> dict[str, dict]:
     """Each task's engine keys (name and options) at the training length."""
     return {
-        "selective_copying": {"task.name": "selective_copying", "task.length": config.copy_length,
-                              "task.count": config.copy_count, "task.classes": config.classes},
-        "induction_heads": {"task.name": "induction_heads", "task.length": config.induction_length,
-                            "task.classes": config.classes},
-    }  # fmt: skip
+        "selective_copying": {
+            "task.name": "selective_copying",
+            "task.length": config.copy_length,
+            "task.count": config.copy_count,
+            "task.classes": config.classes,
+        },
+        "induction_heads": {
+            "task.name": "induction_heads",
+            "task.length": config.induction_length,
+            "task.classes": config.classes,
+        },
+    }
 
 
 def _entries(config, model: str, task: str) -> list[dict]:
@@ -38,15 +45,17 @@ def compute(config, workdir) -> dict:
     entries = [e for m in config.models for t in TASKS for e in _entries(config, m, t)]
     runs = modern.train(config, workdir, entries)
     name = config_lib.run_name
-    accuracy = {t: {m: [modern.accuracy(runs[name(e)]) for e in _entries(config, m, t)] for m in config.models}
-                for t in TASKS}  # fmt: skip
+    accuracy = {
+        t: {m: [modern.accuracy(runs[name(e)]) for e in _entries(config, m, t)] for m in config.models} for t in TASKS
+    }
     longer = {}
     for m in config.models:
         longer[m] = {}
         for factor in config.extrapolation:
             task = {"name": "induction_heads", "length": factor * config.induction_length, "classes": config.classes}
-            longer[m][str(factor)] = modern.evaluate_at(config, workdir, _entries(config, m, "induction_heads"), task,
-                                                        config.extrapolation_batch_size)  # fmt: skip
+            longer[m][str(factor)] = modern.evaluate_at(
+                config, workdir, _entries(config, m, "induction_heads"), task, config.extrapolation_batch_size
+            )
     return {"runs": runs, "accuracy": accuracy, "extrapolation": longer}
 
 
@@ -64,8 +73,12 @@ def plot(results, config, report) -> None:
             left.plot(np.full(n, x), values, "k.", ms=4)
     chance = 1 / config.classes
     left.axhline(chance, color="0.5", ls=":", label=f"chance (1/{config.classes})")
-    left.set_xticks(range(len(models)), [modern.display(m).replace(" (", "\n(").replace(", ", ",\n") for m in models],
-                    rotation=0, fontsize=8)  # fmt: skip
+    left.set_xticks(
+        range(len(models)),
+        [modern.display(m).replace(" (", "\n(").replace(", ", ",\n") for m in models],
+        rotation=0,
+        fontsize=8,
+    )
     left.set(
         ylabel=f"test accuracy (bars: median of {n} seeds,\ndots: seeds)",
         ylim=(0, 1.02),
@@ -80,8 +93,12 @@ def plot(results, config, report) -> None:
         x = np.asarray(lengths, float) * (1 + 0.04 * (i - (len(models) - 1) / 2))  # dodged
         modern.rate_bars(right, x, counts, n, modern.display(m), ls=ls)
     right.set_xscale("log")
-    right.set(xlabel="test length T (trained at the first)", ylim=(-0.05, 1.05), title="induction heads: extrapolation",
-              ylabel=f"fraction of {n} seeds with accuracy >= {config.success_accuracy:g}")  # fmt: skip
+    right.set(
+        xlabel="test length T (trained at the first)",
+        ylim=(-0.05, 1.05),
+        title="induction heads: extrapolation",
+        ylabel=f"fraction of {n} seeds with accuracy >= {config.success_accuracy:g}",
+    )
     right.legend(fontsize=8, loc="center left")
     right.grid(True, alpha=0.3)
     report.figure(
@@ -113,10 +130,14 @@ def claims(results, config, report) -> None:
     if invariant and selective:
         best_invariant = [max(copying[m][s] for m in invariant) for s in range(n)]
         outcomes = [copying[m][s] > best_invariant[s] for m in selective for s in range(n)]
-        claim_over_seeds(report, "Selective copying: every input-dependent recurrence beats the best time-invariant "
-                         "one of the same seed (Gu & Dao 2023, Table 1)", outcomes,
-                         ", ".join(f"{m} {np.median(copying[m]):.2f}" for m in config.models) + " (median accuracy)",
-                         unit="(model, seed) pairs")  # fmt: skip
+        claim_over_seeds(
+            report,
+            "Selective copying: every input-dependent recurrence beats the best time-invariant "
+            "one of the same seed (Gu & Dao 2023, Table 1)",
+            outcomes,
+            ", ".join(f"{m} {np.median(copying[m]):.2f}" for m in config.models) + " (median accuracy)",
+            unit="(model, seed) pairs",
+        )
     for m in config.models:
         for t in TASKS:
             report.headline[f"{t}_{m}_median_accuracy"] = float(np.median(acc[t][m]))
@@ -126,13 +147,21 @@ def claims(results, config, report) -> None:
             )
     if "mamba" in config.models:
         k = modern.solved(acc["induction_heads"]["mamba"], config)
-        report.claim("The selective SSM (Mamba's block) solves induction heads at the training length on most seeds "
-                     "(Gu & Dao 2023, Table 2)", wilson(k, n)[0] > 0.5, rate_text(k, n))  # fmt: skip
+        report.claim(
+            "The selective SSM (Mamba's block) solves induction heads at the training length on most seeds "
+            "(Gu & Dao 2023, Table 2)",
+            wilson(k, n)[0] > 0.5,
+            rate_text(k, n),
+        )
         for f in config.extrapolation:
             k = modern.solved(results["extrapolation"]["mamba"][str(f)], config)
-            report.claim(f"... and at {f}x its training length (Gu & Dao: to 4000x)", wilson(k, n)[0] > 0.5,
-                         rate_text(k, n))  # fmt: skip
+            report.claim(
+                f"... and at {f}x its training length (Gu & Dao: to 4000x)", wilson(k, n)[0] > 0.5, rate_text(k, n)
+            )
     for m in invariant:
         k = modern.solved(acc["induction_heads"][m], config)
-        report.claim(f"A time-invariant recurrence ({modern.display(m)}) does not solve induction heads on most seeds",
-                     wilson(k, n)[1] < 0.5, rate_text(k, n))  # fmt: skip
+        report.claim(
+            f"A time-invariant recurrence ({modern.display(m)}) does not solve induction heads on most seeds",
+            wilson(k, n)[1] < 0.5,
+            rate_text(k, n),
+        )

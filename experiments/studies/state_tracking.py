@@ -22,8 +22,10 @@ def _task(config, name: str, length: int) -> dict:
 
 def _entries(config, model: str, task: str) -> list[dict]:
     options = {"state_size": config.ssm_state_size} if model.removesuffix(modern.NEGATIVE) == "mamba" else {}
-    keys = {**modern.model_keys(model, config.width, **options),
-            **{f"task.{k}": v for k, v in _task(config, task, config.length).items()}}  # fmt: skip
+    keys = {
+        **modern.model_keys(model, config.width, **options),
+        **{f"task.{k}": v for k, v in _task(config, task, config.length).items()},
+    }
     return [{**keys, "seed": s} for s in range(config.seeds)]
 
 
@@ -81,8 +83,17 @@ def plot(results, config, report) -> None:
         f"{config.steps} Adam steps of {config.batch_size}.",
     )
     header = ["model", *[f"{t} {f}x" for t in config.tasks for f in factors]]
-    rows = [[modern.display(m), *[f"{np.median(acc[t][m][str(f)]):.3f} ({modern.solved(acc[t][m][str(f)], config)}/{n})"
-                                  for t in config.tasks for f in factors]] for m in config.models]  # fmt: skip
+    rows = [
+        [
+            modern.display(m),
+            *[
+                f"{np.median(acc[t][m][str(f)]):.3f} ({modern.solved(acc[t][m][str(f)], config)}/{n})"
+                for t in config.tasks
+                for f in factors
+            ],
+        ]
+        for m in config.models
+    ]
     report.text(f"Test accuracy over every step, median of {n} seeds (seeds solved):")
     report.table(header, rows)
 
@@ -104,16 +115,30 @@ def claims(results, config, report) -> None:
     }
     detail = lambda ms: ", ".join(f"{m} {sum(solved(m))}/{n}" for m in ms)
     if groups["nonlinear"]:
-        claim_over_seeds(report, "The nonlinear recurrences solve parity at the training length (Merrill et al. 2024)",
-                         [o for m in groups["nonlinear"] for o in solved(m)], detail(groups["nonlinear"]),
-                         unit="(model, seed) pairs")  # fmt: skip
+        claim_over_seeds(
+            report,
+            "The nonlinear recurrences solve parity at the training length (Merrill et al. 2024)",
+            [o for m in groups["nonlinear"] for o in solved(m)],
+            detail(groups["nonlinear"]),
+            unit="(model, seed) pairs",
+        )
     negative, positive = groups["negative"], groups["positive"]
     if negative:
-        claim_over_seeds(report, "The linear recurrences with eigenvalues in [-1, 1] solve parity at the training "
-                         "length (Grazzi et al. 2025)", [o for m in negative for o in solved(m)], detail(negative),
-                         unit="(model, seed) pairs")  # fmt: skip
+        claim_over_seeds(
+            report,
+            "The linear recurrences with eigenvalues in [-1, 1] solve parity at the training "
+            "length (Grazzi et al. 2025)",
+            [o for m in negative for o in solved(m)],
+            detail(negative),
+            unit="(model, seed) pairs",
+        )
     if positive:
         outcomes = [not o for m in positive for o in solved(m)]
-        claim_over_seeds(report, "The linear recurrences with eigenvalues in [0, 1] do not solve parity at the "
-                         "training length (Grazzi et al. 2025, Theorem 1)", outcomes, detail(positive),
-                         unit="(model, seed) pairs")  # fmt: skip
+        claim_over_seeds(
+            report,
+            "The linear recurrences with eigenvalues in [0, 1] do not solve parity at the "
+            "training length (Grazzi et al. 2025, Theorem 1)",
+            outcomes,
+            detail(positive),
+            unit="(model, seed) pairs",
+        )

@@ -57,14 +57,66 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
-    "ACTIVATIONS", "Array", "CELLS", "Cell", "DeltaParams", "GRU", "GRUGates", "GRUParams", "GatedDeltaNet", "LRU",
-    "LRUParams", "LRUState", "LSTM", "LSTMGates", "LSTMNorms", "LSTMParams", "LSTMState", "LinearCell", "LinearParams",
-    "MLSTM", "MLSTMParams", "MLSTMState", "MinGRU", "MinLSTM", "RGLRU", "RGLRUParams", "RNN", "RNNParams",
-    "RecurrentCell", "RecurrentDropout", "SLSTM", "SLSTMParams", "SLSTMState", "SSD", "SSDParams", "SSMParams",
-    "SelectiveSSM", "check_cell", "check_params", "gated_deltanet", "get", "gru", "is_cell", "l2_normalise", "lru",
-    "lstm", "mingru", "minlstm", "mlstm", "option_types", "positive", "require", "rglru", "rnn", "slstm", "ssd", "ssm",
-    "stabilised_combine", "trailing_axes",
-]  # fmt: skip
+    "ACTIVATIONS",
+    "Array",
+    "CELLS",
+    "Cell",
+    "DeltaParams",
+    "GRU",
+    "GRUGates",
+    "GRUParams",
+    "GatedDeltaNet",
+    "LRU",
+    "LRUParams",
+    "LRUState",
+    "LSTM",
+    "LSTMGates",
+    "LSTMNorms",
+    "LSTMParams",
+    "LSTMState",
+    "LinearCell",
+    "LinearParams",
+    "MLSTM",
+    "MLSTMParams",
+    "MLSTMState",
+    "MinGRU",
+    "MinLSTM",
+    "RGLRU",
+    "RGLRUParams",
+    "RNN",
+    "RNNParams",
+    "RecurrentCell",
+    "RecurrentDropout",
+    "SLSTM",
+    "SLSTMParams",
+    "SLSTMState",
+    "SSD",
+    "SSDParams",
+    "SSMParams",
+    "SelectiveSSM",
+    "check_cell",
+    "check_params",
+    "gated_deltanet",
+    "get",
+    "gru",
+    "is_cell",
+    "l2_normalise",
+    "lru",
+    "lstm",
+    "mingru",
+    "minlstm",
+    "mlstm",
+    "option_types",
+    "positive",
+    "require",
+    "rglru",
+    "rnn",
+    "slstm",
+    "ssd",
+    "ssm",
+    "stabilised_combine",
+    "trailing_axes",
+]
 
 
 def _options(cls: type[Cell]) -> tuple[str, ...]:
@@ -120,12 +172,16 @@ def check_params(cell: Cell, params: Any, input_size: int | None = None, name: s
     expected = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
     described = f"a {cell.name} cell of hidden size {cell.hidden_size}"
     if jax.tree.structure(params) != jax.tree.structure(expected):
-        raise ValueError(f"{name}: expected the parameters of {described} ({type(expected).__name__} with fields "
-                         f"{getattr(expected, '_fields', '?')}), got {type(params).__name__}")  # fmt: skip
+        raise ValueError(
+            f"{name}: expected the parameters of {described} ({type(expected).__name__} with fields "
+            f"{getattr(expected, '_fields', '?')}), got {type(params).__name__}"
+        )
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(params), strict=True):
         if jnp.shape(got) != want.shape:
-            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {described} with "
-                             f"input size {input_size}, got {jnp.shape(got)}")  # fmt: skip
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)}: expected shape {want.shape} for {described} with "
+                f"input size {input_size}, got {jnp.shape(got)}"
+            )
     return params
 
 

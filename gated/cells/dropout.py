@@ -57,8 +57,9 @@ class RecurrentDropout(forms.Nonlinear, Cell):
             raise TypeError(f"cell: expected a gated.cells cell, got {type(self.cell).__name__}")
         if not getattr(self.cell, "hidden_output", False):  # a RecurrentDropout has none: not wrapped twice
             classic = tuple(name for name, cls in CELLS.items() if getattr(cls, "hidden_output", False))
-            raise ValueError(f"cell: expected a classic cell {classic} (its output is its hidden state), got a "
-                             f"{self.cell.name} cell")  # fmt: skip
+            raise ValueError(
+                f"cell: expected a classic cell {classic} (its output is its hidden state), got a {self.cell.name} cell"
+            )
         object.__setattr__(self, "hidden_size", self.cell.hidden_size)
         super().__post_init__()
 
@@ -101,8 +102,10 @@ class RecurrentDropout(forms.Nonlinear, Cell):
         x = jnp.asarray(x)
         d = self.cell.input_size(params)
         if x.shape != (d + self.mask_size,):
-            raise ValueError(f"x: expected shape {(d + self.mask_size,)} (D = {d} features and {self.mask_size} "
-                             f"mask entries: RecurrentDropout.append_masks), got {x.shape}")  # fmt: skip
+            raise ValueError(
+                f"x: expected shape {(d + self.mask_size,)} (D = {d} features and {self.mask_size} "
+                f"mask entries: RecurrentDropout.append_masks), got {x.shape}"
+            )
         return jnp.concatenate([self.cell.project(params, x[:d]), x[d:].astype(jnp.result_type(params[0]))])
 
     def step(self, params, carry, u: Array):

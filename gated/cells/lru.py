@@ -62,8 +62,9 @@ class LRU(LinearCell):
 
     r_min: float = option(0.9, number, low=0.0, high=1.0, high_open=True)
     r_max: float = option(0.999, number, low=0.0, high=1.0, high_open=True)
-    max_phase: float = option(2 * math.pi, number, low=0.0, high=2 * math.pi, low_open=True,
-                              expected="a number in (0, 2 pi]")  # fmt: skip
+    max_phase: float = option(
+        2 * math.pi, number, low=0.0, high=2 * math.pi, low_open=True, expected="a number in (0, 2 pi]"
+    )
 
     name: ClassVar[str] = "lru"
     params_type: ClassVar[type] = LRUParams
@@ -88,9 +89,14 @@ class LRU(LinearCell):
         c = jax.random.normal(k_c, (h, 2 * h), f32) / math.sqrt(2 * h)
         cast = lambda a: a.astype(dtype)
         return LRUParams(
-            cast(jnp.concatenate([b, skip], axis=1)), jnp.zeros((3 * h,), dtype), cast(nu_log), cast(theta_log),
-            cast(gamma_log), cast(c[:, :h]), cast(c[:, h:]),
-        )  # fmt: skip
+            cast(jnp.concatenate([b, skip], axis=1)),
+            jnp.zeros((3 * h,), dtype),
+            cast(nu_log),
+            cast(theta_log),
+            cast(gamma_log),
+            cast(c[:, :h]),
+            cast(c[:, h:]),
+        )
 
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> LRUState:
         zeros = jnp.zeros((*batch_shape, self.hidden_size), dtype)

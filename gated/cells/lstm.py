@@ -139,8 +139,10 @@ class LSTM(RecurrentCell):
 
     def fused_limits(self) -> str | None:
         if self.peepholes or self.coupled or not self.forget_gate or self.layer_norm or self.proj_size:
-            return ("the fused LSTM kernel covers the cell with a forget gate, without peepholes, coupling, layer "
-                    "normalisation or projection")  # fmt: skip
+            return (
+                "the fused LSTM kernel covers the cell with a forget gate, without peepholes, coupling, layer "
+                "normalisation or projection"
+            )
         return None
 
     def fused_sequence(self, params: LSTMParams, xs: Array, carry: LSTMState, mask: Array | None, unroll: int):
@@ -156,8 +158,9 @@ class LSTM(RecurrentCell):
     def native_sequence(self, params: LSTMParams, xs: Array, carry: LSTMState, mask: Array | None, keep: bool):
         from gated import native  # opt-in: built and loaded on first use
 
-        (h, c), ys = native.lstm(keep, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry.h,
-                                 carry.c, mask)  # fmt: skip
+        (h, c), ys = native.lstm(
+            keep, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry.h, carry.c, mask
+        )
         return LSTMState(h, c), ys
 
     def __post_init__(self):
@@ -167,8 +170,9 @@ class LSTM(RecurrentCell):
         if self.chrono_init is not None and not self.forget_gate:
             raise ValueError("chrono_init: sets the forget-gate bias; it needs forget_gate=True")
         if self.proj_size is not None and self.proj_size >= self.hidden_size:
-            raise ValueError(f"proj_size: expected less than hidden_size {self.hidden_size} (as PyTorch), got "
-                             f"{self.proj_size}")  # fmt: skip
+            raise ValueError(
+                f"proj_size: expected less than hidden_size {self.hidden_size} (as PyTorch), got {self.proj_size}"
+            )
 
     @property
     def output_size(self) -> int:

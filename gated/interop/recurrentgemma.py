@@ -42,20 +42,27 @@ def from_recurrent_block(params: Any, num_heads: int | None = None) -> tuple[mix
         gates = [_block_diagonal(lru[g]["w"]) for g in ("a_gate", "input_gate")]
         eye = jnp.eye(h, dtype=gates[0].dtype)
         kernel = jnp.concatenate([*gates, eye], axis=1)  # gates ("a", "x", "v"): v is the branch itself
-        bias = jnp.concatenate([jnp.ravel(lru["a_gate"]["b"]), jnp.ravel(lru["input_gate"]["b"]),
-                                jnp.zeros((h,), gates[0].dtype)])  # fmt: skip
+        bias = jnp.concatenate(
+            [jnp.ravel(lru["a_gate"]["b"]), jnp.ravel(lru["input_gate"]["b"]), jnp.zeros((h,), gates[0].dtype)]
+        )
         cell = cells.rglru(h, c=8.0, segment_start="recurrentgemma")
         cell_params = cell.params_type(kernel, bias, -jnp.asarray(lru["a_param"]))  # softplus(-Lambda) = softplus(a)
         conv = params["conv_1d"]
         mixer = mixers.Griffin(cell, conv_width=conv["w"].shape[0])
         out = mixers.GriffinParams(
-            params["linear_y"]["kernel"], params["linear_y"]["bias"], params["linear_x"]["kernel"],
-            params["linear_x"]["bias"], blocks.ConvParams(conv["w"], conv["b"]), cell_params,
-            params["linear_out"]["kernel"], params["linear_out"]["bias"],
-        )  # fmt: skip
+            params["linear_y"]["kernel"],
+            params["linear_y"]["bias"],
+            params["linear_x"]["kernel"],
+            params["linear_x"]["bias"],
+            blocks.ConvParams(conv["w"], conv["b"]),
+            cell_params,
+            params["linear_out"]["kernel"],
+            params["linear_out"]["bias"],
+        )
     except KeyError as err:
-        raise ValueError(f"params: expected recurrentgemma RecurrentBlock parameters, missing key {err}; got keys "
-                         f"{sorted(params)}") from None  # fmt: skip
+        raise ValueError(
+            f"params: expected recurrentgemma RecurrentBlock parameters, missing key {err}; got keys {sorted(params)}"
+        ) from None
     if "a_imag_param" in lru:
         raise ValueError("params: a complex RG-LRU (lru_only_real=False) has no gated equal; expected real parameters")
     return mixer, out

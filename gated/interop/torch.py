@@ -57,9 +57,14 @@ def config_of(module: Any) -> TorchConfig:
     if mode not in MODES:
         raise TypeError(f"module: expected torch.nn.LSTM, GRU or RNN (mode in {MODES}), got {type(module).__name__}")
     return TorchConfig(
-        mode, module.input_size, module.hidden_size, module.num_layers, bool(module.bidirectional), bool(module.bias),
+        mode,
+        module.input_size,
+        module.hidden_size,
+        module.num_layers,
+        bool(module.bidirectional),
+        bool(module.bias),
         int(getattr(module, "proj_size", 0)),
-    )  # fmt: skip
+    )
 
 
 def cell_for(config: TorchConfig) -> cells_lib.Cell:
@@ -151,8 +156,11 @@ def to_state_dict(params: tuple, config: TorchConfig) -> dict[str, np.ndarray]:
     for k, layer_params in enumerate(params):
         per_dir = list(layer_params) if config.bidirectional else [layer_params]
         size = config.input_size if k == 0 else config.output_size * len(per_dir)
-        paths = [f"params[{k}].{d}.cell" for d in layers_lib.BidirectionalState._fields] if config.bidirectional else [
-            f"params[{k}].cell"]  # fmt: skip
+        paths = (
+            [f"params[{k}].{d}.cell" for d in layers_lib.BidirectionalState._fields]
+            if config.bidirectional
+            else [f"params[{k}].cell"]
+        )
         for suffix, p, path in zip(_suffixes(config, k), per_dir, paths, strict=True):
             p = cells_lib.check_params(cell, p.cell, size, name=path)
             out[f"weight_ih{suffix}"] = np.asarray(p.input_kernel).T

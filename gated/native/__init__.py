@@ -257,8 +257,9 @@ def _lstm_bwd(keep, res, cotangents):
             a_k = _lstm_activations(xh @ w + b[None, None], hidden)
         carry_shape = jax.ShapeDtypeStruct(dh.shape, dh.dtype)
         out = (carry_shape, carry_shape, _stacked(a_k, a_k.shape[-1]))
-        dh, dc, dpre = _ffi_call("gated_lstm_backward", out, panels, dh, dc, dy_k, a_k, c_k, cp_k,
-                                 _kernel_mask(m_k, dy_k))  # fmt: skip
+        dh, dc, dpre = _ffi_call(
+            "gated_lstm_backward", out, panels, dh, dc, dy_k, a_k, c_k, cp_k, _kernel_mask(m_k, dy_k)
+        )
         d_w = d_w + jnp.einsum("tbc,tbg->cg", xh, dpre)
         d_b = d_b + dpre.sum((0, 1))
         return (dh, dc, d_w, d_b), dpre @ w_x.T if need_dxs is not None else None
@@ -282,8 +283,9 @@ def _gru_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
     bias_h = jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])
     bias = jnp.concatenate([_panels(b[None], 3), _panels(bias_h[None], 3)], axis=-1)[:, 0]
     out = (_stacked(xs, hidden), _stacked(xs, 4 * hidden, keep))
-    hs, g = _ffi_call("gated_gru_forward", out, xs, h0, _panels(w_x, 3), _panels(w_h, 3), bias,
-                      _kernel_mask(m, xs), keep_z=keep_z)  # fmt: skip
+    hs, g = _ffi_call(
+        "gated_gru_forward", out, xs, h0, _panels(w_x, 3), _panels(w_h, 3), bias, _kernel_mask(m, xs), keep_z=keep_z
+    )
     return hs, g if keep else None
 
 
@@ -320,8 +322,9 @@ def _gru_bwd(keep_z, keep, res, cotangents):
         if g_k is None:
             g_k = _gru_recompute(w_x, w_h, b, b_hn, x_k, hp_k)
         out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), _stacked(g_k, g_k.shape[-1]))
-        dh, dpre = _ffi_call("gated_gru_backward", out, panels, dh, dy_k, g_k, hp_k, _kernel_mask(m_k, dy_k),
-                             keep_z=keep_z)  # fmt: skip
+        dh, dpre = _ffi_call(
+            "gated_gru_backward", out, panels, dh, dy_k, g_k, hp_k, _kernel_mask(m_k, dy_k), keep_z=keep_z
+        )
         d_rec = dpre[..., : 3 * hidden]
         d_in = jnp.concatenate([dpre[..., : 2 * hidden], dpre[..., 3 * hidden :]], axis=-1)
         d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
