@@ -48,8 +48,9 @@ def register(name: str, *, serves: tuple[type[forms.Form], ...], supports, seque
 
 
 def impls() -> tuple[str, ...]:
-    """Every value ``impl`` takes: "auto" and the registered backends."""
-    return ("auto", *REGISTRY)
+    """Every value ``impl`` takes: "auto", the registered pure-JAX backends, then the opt-in ones (``pure=False``),
+    each group in the order its modules registered."""
+    return ("auto", *(n for n, b in REGISTRY.items() if b.pure), *(n for n, b in REGISTRY.items() if not b.pure))
 
 
 def reason(name: str, cell: Any, call: Any) -> str | None:

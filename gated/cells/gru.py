@@ -9,7 +9,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated import fused
+from gated import fused, native
 from gated import init as initializers
 from gated.options import choice, integer, option
 
@@ -96,10 +96,8 @@ class GRU(RecurrentCell):
         return "the native GRU loop covers reset='after' only" if self.reset != "after" else None
 
     def native_sequence(self, params: GRUParams, xs: Array, carry: Array, mask: Array | None, keep: bool):
-        from gated import native  # opt-in: built and loaded on first use
-
         w = (params.input_kernel, params.recurrent_kernel, params.bias, params.candidate_bias)
-        return native.gru(self.update == "keep", keep, *w, xs, carry, mask)
+        return _native(self.update == "keep", keep, *w, xs, carry, mask)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GRUParams:
         """Parameters for inputs of size ``input_size``; zero biases unless ``chrono_init``."""
@@ -246,3 +244,81 @@ def _fused_jvp(keep_z, unroll, primals, tangents):
 
     per_step = (xs, fused.previous(h0, hs), m, dxs)
     return hs, fused.over_chunks(chunk, fused.dense(dh0, h0), per_step, 4 * h0.size)
+
+
+# The native kernel (gated.native, opt-in), reset="after": the forward loop keeps [r, z, n, hn] per step
+# (hn = h W_hn + b_hn); the backward loop forms [d_r, d_z, d_hn, d_n] (pre-activations of r and z, of hn, and of the
+# candidate's input side).
+
+
+def _native_forward(keep: bool, keep_z: bool, w_x, w_h, b, b_hn, xs, h0, m):
+    hidden = h0.shape[-1]
+    bias_h = jnp.concatenate([jnp.zeros((2 * hidden,), b.dtype), b_hn])
+    bias = jnp.concatenate([native.panels(b[None], 3), native.panels(bias_h[None], 3)], axis=-1)[:, 0]
+    out = (native.stacked(xs, hidden), native.stacked(xs, 4 * hidden, keep))
+    hs, g = native.ffi_call(
+        "gated_gru_forward",
+        out,
+        xs,
+        h0,
+        native.panels(w_x, 3),
+        native.panels(w_h, 3),
+        bias,
+        native.kernel_mask(m, xs),
+        keep_z=keep_z,
+    )
+    return hs, g if keep else None
+
+
+def _native_recompute(w_x, w_h, b, b_hn, x, hp):
+    """``[r, z, n, hn]`` of a chunk from its inputs and previous carries: :func:`gated.cells.gru.gru_gates`."""
+    return jnp.concatenate(gru_gates(w_x, w_h, b, b_hn, x, hp), axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _native(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
+    hs, _ = _native_forward(False, keep_z, w_x, w_h, b, b_hn, xs, h0, m)
+    return hs[-1], hs if m is None else m * hs
+
+
+def _native_fwd(keep_z, keep, w_x, w_h, b, b_hn, xs, h0, m):
+    need_dxs = xs.perturbed
+    w_x, w_h, b, b_hn, xs, h0, m = native.values(w_x, w_h, b, b_hn, xs, h0, m)
+    hs, gates = _native_forward(keep, keep_z, w_x, w_h, b, b_hn, xs, h0, m)
+    out = hs[-1], hs if m is None else m * hs
+    return out, (w_x, w_h, b, b_hn, xs, h0, m, hs, gates, jnp.zeros((0,)) if need_dxs else None)
+
+
+def _native_bwd(keep_z, keep, res, cotangents):
+    """As the LSTM's (:mod:`gated.cells.lstm`): per chunk, the loop kernel's ``dpre``, then the weight gradients as
+    matmuls."""
+    w_x, w_h, b, b_hn, xs, h0, m, hs, gates, need_dxs = res
+    dh_last, dys = jax.tree.map(native.dense, cotangents, (h0, hs))
+    hidden = h0.shape[-1]
+    k = fused.chunk_length(xs.shape[0], xs.shape[1] * 4 * hidden)
+    panels = native.transposed_panels(w_h)
+
+    def chunk(carry, inputs):
+        dh, d_wx, d_wh, d_b, d_bhn = carry
+        x_k, hp_k, g_k, dy_k, m_k = inputs
+        if g_k is None:
+            g_k = _native_recompute(w_x, w_h, b, b_hn, x_k, hp_k)
+        out = (jax.ShapeDtypeStruct(dh.shape, dh.dtype), native.stacked(g_k, g_k.shape[-1]))
+        dh, dpre = native.ffi_call(
+            "gated_gru_backward", out, panels, dh, dy_k, g_k, hp_k, native.kernel_mask(m_k, dy_k), keep_z=keep_z
+        )
+        d_rec = dpre[..., : 3 * hidden]
+        d_in = jnp.concatenate([dpre[..., : 2 * hidden], dpre[..., 3 * hidden :]], axis=-1)
+        d_wx = d_wx + jnp.einsum("tbd,tbg->dg", x_k, d_in)
+        d_wh = d_wh + jnp.einsum("tbh,tbg->hg", hp_k, d_rec)
+        d_b, d_bhn = d_b + d_in.sum((0, 1)), d_bhn + d_rec[..., 2 * hidden :].sum((0, 1))
+        return (dh, d_wx, d_wh, d_b, d_bhn), d_in @ w_x.T if need_dxs is not None else None
+
+    zeros = tuple(jnp.zeros_like(a) for a in (w_x, w_h, b, b_hn))
+    scanned = tuple(native.chunked(a, k) for a in (xs, fused.previous(h0, hs), gates, dys, m))
+    (dh0, d_wx, d_wh, d_b, d_bhn), d_xs = jax.lax.scan(chunk, (dh_last, *zeros), scanned, reverse=True)
+    d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
+    return d_wx, d_wh, d_b, d_bhn, d_xs, dh0, None if m is None else jnp.zeros_like(m)
+
+
+_native.defvjp(_native_fwd, _native_bwd, symbolic_zeros=True)

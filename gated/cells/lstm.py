@@ -10,7 +10,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated import blocks, fused
+from gated import blocks, fused, native
 from gated import init as initializers
 from gated.options import boolean, integer, number, option
 
@@ -156,9 +156,7 @@ class LSTM(RecurrentCell):
         return None if limits is None else limits.replace("the fused LSTM kernel", "the native LSTM loop")
 
     def native_sequence(self, params: LSTMParams, xs: Array, carry: LSTMState, mask: Array | None, keep: bool):
-        from gated import native  # opt-in: built and loaded on first use
-
-        (h, c), ys = native.lstm(
+        (h, c), ys = _native(
             keep, params.input_kernel, params.recurrent_kernel, params.bias, xs, carry.h, carry.c, mask
         )
         return LSTMState(h, c), ys
@@ -410,3 +408,72 @@ def _fused_jvp(unroll, primals, tangents):
     per_step = (xs, fused.previous(h0, hs), fused.previous(c0, cs), cs, m, dxs)
     tangent = fused.over_chunks(chunk, (fused.dense(dh0, h0), fused.dense(dc0, c0)), per_step, 4 * h0.size)
     return (hs, cs), tangent
+
+
+# The native kernel (gated.native, opt-in): the forward loop keeps every step's activated gates [i, f, g, o]; the
+# backward loop forms dpre from them and the cell states.
+
+
+def _native_activations(pre: Array, hidden: int) -> Array:
+    """``[sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)]`` of a pre-activation block ``(..., 4H)``: the
+    fused path's transcription of the gates (:func:`lstm_gates`)."""
+    return jnp.concatenate(lstm_gates(lstm_block(pre, hidden), hidden), axis=-1)
+
+
+def _native_forward(keep: bool, w_x, w_h, b, xs, h0, c0, m):
+    hidden = h0.shape[-1]
+    panels, bias = native.panels(jnp.concatenate([w_x, w_h], axis=0), 4), native.panels(b[None], 4)[:, 0]
+    out = (native.stacked(xs, hidden), native.stacked(xs, hidden), native.stacked(xs, 4 * hidden, keep))
+    hs, cs, acts = native.ffi_call("gated_lstm_forward", out, xs, h0, c0, panels, bias, native.kernel_mask(m, xs))
+    return hs, cs, acts if keep else None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _native(keep, w_x, w_h, b, xs, h0, c0, m):
+    hs, cs, _ = _native_forward(False, w_x, w_h, b, xs, h0, c0, m)
+    return (hs[-1], cs[-1]), hs if m is None else m * hs
+
+
+def _native_fwd(keep, w_x, w_h, b, xs, h0, c0, m):
+    need_dxs = xs.perturbed  # the input gradient (one matmul per chunk) is skipped for a model's first layer
+    w_x, w_h, b, xs, h0, c0, m = native.values(w_x, w_h, b, xs, h0, c0, m)
+    hs, cs, acts = _native_forward(keep, w_x, w_h, b, xs, h0, c0, m)
+    out = (hs[-1], cs[-1]), hs if m is None else m * hs
+    return out, (w_x, w_h, b, xs, h0, c0, m, hs, cs, acts, jnp.zeros((0,)) if need_dxs else None)
+
+
+def _native_bwd(keep, res, cotangents):
+    """Walks chunks of steps (:func:`gated.fused.chunk_length`) backwards: the loop kernel gives each chunk's
+    ``dpre``, then the chunk's share of the weight gradients (and the input gradient, if needed) is one matmul
+    each. Without kept gates (remat), the chunk's gates are first recomputed with one matmul."""
+    w_x, w_h, b, xs, h0, c0, m, hs, cs, acts, need_dxs = res
+    (dh_last, dc_last), dys = jax.tree.map(native.dense, cotangents, ((h0, h0), hs))
+    hidden, inputs = w_h.shape[0], w_x.shape[0]
+    k = fused.chunk_length(xs.shape[0], xs.shape[1] * 4 * hidden)
+    w = jnp.concatenate([w_x, w_h], axis=0)
+    panels = native.transposed_panels(w_h)
+
+    def chunk(carry, inputs_k):
+        dh, dc, d_w, d_b = carry
+        x_k, hp_k, c_k, cp_k, a_k, dy_k, m_k = inputs_k
+        xh = jnp.concatenate([x_k, hp_k], axis=2)
+        if a_k is None:
+            a_k = _native_activations(xh @ w + b[None, None], hidden)
+        carry_shape = jax.ShapeDtypeStruct(dh.shape, dh.dtype)
+        out = (carry_shape, carry_shape, native.stacked(a_k, a_k.shape[-1]))
+        dh, dc, dpre = native.ffi_call(
+            "gated_lstm_backward", out, panels, dh, dc, dy_k, a_k, c_k, cp_k, native.kernel_mask(m_k, dy_k)
+        )
+        d_w = d_w + jnp.einsum("tbc,tbg->cg", xh, dpre)
+        d_b = d_b + dpre.sum((0, 1))
+        return (dh, dc, d_w, d_b), dpre @ w_x.T if need_dxs is not None else None
+
+    zeros = (jnp.zeros_like(w), jnp.zeros_like(b))
+    per_step = (xs, fused.previous(h0, hs), cs, fused.previous(c0, cs), acts, dys, m)
+    scanned = tuple(native.chunked(a, k) for a in per_step)
+    (dh0, dc0, d_w, d_b), d_xs = jax.lax.scan(chunk, (dh_last, dc_last, *zeros), scanned, reverse=True)
+    d_xs = None if d_xs is None else d_xs.reshape(xs.shape)
+    return d_w[:inputs], d_w[inputs:], d_b, d_xs, dh0, dc0, None if m is None else jnp.zeros_like(m)
+
+
+_native.defvjp(_native_fwd, _native_bwd, symbolic_zeros=True)
