@@ -106,7 +106,7 @@ def variants(cells: list[str], hidden: int, forms: list[str], t: int, max_parall
             for scan_type in ("LINEAR_NATIVE", "ASSOCIATIVE_NATIVE"):
                 if scan_type == "LINEAR_NATIVE" or t <= max_parallel:
                     out[f"recurrentgemma RG-LRU/{scan_type.lower()}"] = recurrentgemma_model(hidden, scan_type)
-    out["lstm/default"] = model(gated.cells.lstm(hidden), "auto")
+    out["lstm/default"] = model(gated.cells.LSTM(hidden), "auto")
     return out
 
 

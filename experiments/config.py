@@ -9,6 +9,7 @@ default) before a config is bound to a workdir or takes command-line overrides.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -145,7 +146,9 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
     return RunSpec(cell, model, task, optimizer, float(o.learning_rate), float(o.clip_threshold))
 
 
-MIXERS = ("cell", "griffin", "mamba", "mlstm", "slstm")
+MIXERS = tuple(gated.mixers.MIXERS)  # the registered mixers (gated.mixers.get)
+# The config keys of a block model's mixer, by the option each sets where the mixer has it (its fields).
+MIXER_KEYS = {"conv_width": "conv_width", "heads": "num_heads", "impl": "impl"}
 MLPS = ("none", "mlp", *gated.blocks.GLU_GATES)
 NORMS = {"rmsnorm": gated.blocks.RMSNorm, "layernorm": gated.blocks.LayerNorm, "none": lambda: None}
 
@@ -169,12 +172,14 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
             f"False: task {task.name!r} reads {task.input_size} tokens and outputs {task.output_size}",
             m.tie_embeddings)  # fmt: skip
     defaults = base_config().model
-    unused = {"heads": m.mixer != "slstm", "conv_width": m.mixer == "cell", "mlp_expansion": m.mlp == "none"}
+    fields = {f.name for f in dataclasses.fields(gated.mixers.MIXERS[m.mixer])}
+    unused = {key: option not in fields for key, option in MIXER_KEYS.items() if key != "impl"}
+    unused["mlp_expansion"] = m.mlp == "none"
     for key, is_unused in unused.items():
         require(not is_unused or m[key] == defaults[key], f"model.{key}",
                 f"{defaults[key]!r}: mixer {m.mixer!r} with mlp {m.mlp!r} does not use it", m[key])  # fmt: skip
     width = m.width
-    if m.mixer in ("cell", "slstm") and m.residual:
+    if gated.mixers.MIXERS[m.mixer].cell_sets_width and m.residual:
         expected = f"model.width = {width}: a residual {m.mixer!r} mixer's cell has the model's width"
         require(m.hidden_size == width, "model.hidden_size", expected, m.hidden_size)
     require(m.residual or (m.mlp == "none" and m.norm == "none"), "model.residual",
@@ -206,22 +211,16 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
 
 
 def _mixer(m: ml_collections.ConfigDict, cell: gated.cells.Cell):
-    """The sequence mixer of a block config's ``model.mixer``."""
-    # a narrower compute type keeps the mixers' recurrences (their states and sums) in float32
-    state = {"impl": m.impl, "state_dtype": None if m.dtype == "float32" else "float32"}
+    """The sequence mixer of a block config's ``model.mixer`` (:func:`gated.mixers.get`), given the config's keys it
+    has options for; a narrower compute type keeps its recurrence (its states and sums) in float32."""
+    fields = {f.name for f in dataclasses.fields(gated.mixers.MIXERS[m.mixer])}
+    options = {option: m[key] for key, option in MIXER_KEYS.items() if option in fields}
+    if "state_dtype" in fields:
+        options["state_dtype"] = None if m.dtype == "float32" else "float32"
     try:
-        if m.mixer == "cell":
-            mixer = gated.recurrent(cell, impl=m.impl)
-        elif m.mixer in ("griffin", "mamba"):
-            kind = gated.mixers.Griffin if m.mixer == "griffin" else gated.mixers.Mamba
-            mixer = kind(cell, conv_width=m.conv_width, **state)
-        elif m.mixer == "mlstm":
-            mixer = gated.mixers.MLSTMBlock(cell, conv_width=m.conv_width, **state)
-        else:
-            mixer = gated.mixers.SLSTMBlock(cell, num_heads=m.heads, conv_width=m.conv_width, **state)
+        return gated.mixers.get(m.mixer, cell, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model.mixer {m.mixer!r}: {err}") from None
-    return mixer
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -48,7 +48,7 @@ class LinenClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, xs, lengths):
-        carry, _ = gated.flax.RNN(gated.cells.lstm(self.hidden_size), return_carry=True)(xs, lengths=lengths)
+        carry, _ = gated.flax.RNN(gated.cells.LSTM(self.hidden_size), return_carry=True)(xs, lengths=lengths)
         return nn.Dense(self.classes)(carry.h)
 
 
@@ -79,7 +79,7 @@ class NNXClassifier(nnx.Module):
     """The same model in Flax NNX."""
 
     def __init__(self, features: int, hidden_size: int, classes: int, *, rngs: nnx.Rngs):
-        self.rnn = gated.nnx.RNN(gated.cells.lstm(hidden_size), features, return_carry=True, rngs=rngs)
+        self.rnn = gated.nnx.RNN(gated.cells.LSTM(hidden_size), features, return_carry=True, rngs=rngs)
         self.readout = nnx.Linear(hidden_size, classes, rngs=rngs)
 
     def __call__(self, xs, lengths):

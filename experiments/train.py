@@ -316,7 +316,7 @@ def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
 def build_layer(cell, num_layers: int = 1, bidirectional: bool = False, residual: bool = False, impl: str = "auto"):
     """A recurrent layer of ``num_layers`` cells, optionally bidirectional and residual, run by ``impl`` (see
     :func:`gated.run`)."""
-    make = layers_lib.bidirectional if bidirectional else layers_lib.recurrent
-    if num_layers == 1:
-        return make(cell, impl=impl)
-    return layers_lib.stack([make(cell, impl=impl) for _ in range(num_layers)], residual=residual)
+    layer = layers_lib.Recurrent(cell, impl=impl)
+    if bidirectional:
+        layer = layers_lib.Bidirectional(layer)
+    return layer if num_layers == 1 else layers_lib.Stack((layer,) * num_layers, residual=residual)

@@ -5,10 +5,10 @@ axes), D input size, H hidden size, G number of fused gates.
 
 Cells (:mod:`gated.cells`), one example at a time::
 
-    cells.rnn(H, activation=...)   cells.lstm(H, forget_bias=..., peepholes=..., coupled=..., forget_gate=...)
-    cells.gru(H, update="keep"|"write", reset="after"|"before")   cells.get(name, H, **options)
-    cells.mingru | minlstm | lru | rglru | ssm | mlstm | ssd (gated linear recurrences)   cells.slstm (xLSTM)
-    cells.gated_deltanet (the delta rule)
+    cells.RNN(H, activation=...)   cells.LSTM(H, forget_bias=..., peepholes=..., coupled=..., forget_gate=...)
+    cells.GRU(H, update="keep"|"write", reset="after"|"before")   cells.get(name, H, **options)
+    cells.MinGRU | MinLSTM | LRU | RGLRU | SelectiveSSM | MLSTM | SSD (gated linear recurrences)   cells.SLSTM
+    cells.DeltaNet | GatedDeltaNet (the delta rule)
     params = cell.init(key, D)     carry = cell.initial_carry()
     u = cell.project(params, x)    carry, y = cell.step(params, carry, u)    carry, y = cell(params, carry, x)
 
@@ -18,7 +18,7 @@ Sequences::
                     time_axis=0, unroll=1, remat=False, return_carries=False, resets=None, chunk=64,
                     impl="auto" | "reference" | "fused" | "associative" | "chunked" | "sequential" | "chunkwise"
                          | "recomputed" | "native")
-    layer = recurrent(cell) | bidirectional(cell, merge="concat") | stack([...], residual=False)
+    layer = Recurrent(cell, impl=...) | Bidirectional(cell_or_layer, merge="concat") | Stack([...], residual=False)
     params = layer.init(key, D);   carry, ys = layer(params, xs, lengths=..., time_axis=...)
 
 Blocks (:mod:`gated.blocks`), what the modern papers stack around a recurrence::
@@ -38,9 +38,6 @@ from gated.layers import (
     Recurrent,
     RecurrentParams,
     Stack,
-    bidirectional,
-    recurrent,
-    stack,
 )
 from gated.scan import run
 
@@ -58,13 +55,10 @@ __all__ = [
     "Recurrent",
     "RecurrentParams",
     "Stack",
-    "bidirectional",
     "blocks",
     "cells",
     "init",
     "mixers",
     "models",
-    "recurrent",
     "run",
-    "stack",
 ]

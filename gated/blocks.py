@@ -71,9 +71,14 @@ def standardise(x: Array, eps: float) -> Array:
     return (centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
 
-class Block:
-    """What every block has: checked options (``__post_init__``), and ``input_size`` read from its parameters."""
+BLOCKS: dict[str, type] = {}  # every block by its name, filled where each is defined (Block.__init_subclass__)
 
+
+class Block:
+    """What every block has: checked options (``__post_init__``), and ``input_size`` read from its parameters. A
+    block class that names itself (``name``) registers in :data:`BLOCKS`, which :func:`get` reads."""
+
+    name: ClassVar[str]
     params_type: ClassVar[type]
     # The axis of the first parameter that is the input size D.
     input_axis: ClassVar[int] = 0
@@ -81,6 +86,14 @@ class Block:
     sequential: ClassVar[bool] = False
     # Whether the call takes a PRNG ``key`` (dropout; None at evaluation).
     stochastic: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = vars(cls).get("name")
+        if isinstance(name, str):
+            if name in BLOCKS:
+                raise TypeError(f"block name: {name!r} is registered by {BLOCKS[name].__qualname__} already")
+            BLOCKS[name] = cls
 
     def __post_init__(self):
         check_fields(self)
@@ -107,6 +120,8 @@ class RMSNorm(Block):
     Attributes:
       eps: added to the mean square (default 1e-6, as Flax's).
     """
+
+    name: ClassVar[str] = "rmsnorm"
 
     eps: float = option(1e-6, number, low=0.0)
     params_type: ClassVar[type] = RMSNormParams
@@ -137,6 +152,8 @@ class LayerNorm(Block):
     Attributes:
       eps: added to the variance (default 1e-6, as Flax's; PyTorch's is 1e-5).
     """
+
+    name: ClassVar[str] = "layernorm"
 
     eps: float = option(1e-6, number, low=0.0)
     params_type: ClassVar[type] = LayerNormParams
@@ -170,6 +187,8 @@ class MLP(Block):
       hidden_size: F, the hidden width.
       activation: :math:`\phi`, one of :data:`ACTIVATIONS` (default "gelu", the exact one).
     """
+
+    name: ClassVar[str] = "mlp"
 
     hidden_size: int = option(check=integer, minimum=1)
     activation: str = option("gelu", choice, choices=tuple(ACTIVATIONS))
@@ -214,6 +233,8 @@ class GatedMLP(Block):
         (Swish, SiLU), "reglu" (ReLU) or "bilinear" (none), as :data:`GLU_GATES` lists.
     """
 
+    name: ClassVar[str] = "gated_mlp"
+
     hidden_size: int = option(check=integer, minimum=1)
     variant: str = option("swiglu", choice, choices=tuple(GLU_GATES))
     params_type: ClassVar[type] = GatedMLPParams
@@ -250,6 +271,8 @@ class Highway(Block):
         (the paper's "-1, -3 etc.").
     """
 
+    name: ClassVar[str] = "highway"
+
     activation: str = option("tanh", choice, choices=tuple(ACTIVATIONS))
     gate_bias: float = option(-1.0, number)
     params_type: ClassVar[type] = HighwayParams
@@ -279,6 +302,8 @@ class Dropout(Block):
     Attributes:
       rate: :math:`p`, the probability of dropping an entry, in [0, 1).
     """
+
+    name: ClassVar[str] = "dropout"
 
     rate: float = option(0.0, number, low=0.0, high=1.0, high_open=True)
     params_type: ClassVar[type] = DropoutParams
@@ -321,6 +346,8 @@ class CausalConv(Block):
     Attributes:
       width: W, the number of steps each output reads (default 4, as Griffin's and Mamba's).
     """
+
+    name: ClassVar[str] = "causal_conv"
 
     width: int = option(4, integer, minimum=1)
     params_type: ClassVar[type] = ConvParams
@@ -392,17 +419,6 @@ class CausalConv(Block):
             )
         t = jnp.arange(shape[0]).reshape(shape[0], *[1] * (len(shape) - 1))
         return jax.lax.cummax(jnp.where(resets, t, -self.width), axis=0)[..., None]
-
-
-BLOCKS = {
-    "rmsnorm": RMSNorm,
-    "layernorm": LayerNorm,
-    "mlp": MLP,
-    "gated_mlp": GatedMLP,
-    "highway": Highway,
-    "dropout": Dropout,
-    "causal_conv": CausalConv,
-}
 
 
 def get(name: str, **options) -> Block:

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gated.cells import Cell, LSTMParams, LSTMState, require
+from gated.cells import LSTM, RNN, Cell, LSTMParams, LSTMState, require
+from gated.forms import Diagonal
 
 Array = jax.Array
 
@@ -259,7 +260,7 @@ def output_gate_path(cell: Cell, params: LSTMParams, xs: Array, *, carry: Any = 
       held), ``"spectral": (T,)`` their spectral norms, ``"bound": (T,)``, ``"gain"``:
       ``||K|| ||W_o||``, ``"k_norm"``: ``||K||``, ``"w_o_norm"``: ``||W_o||_2``}.
     """
-    require(cell, "a gated.cells.lstm cell", "lstm")
+    require(cell, "a gated.cells.LSTM cell", LSTM)
     if cell.layer_norm or cell.proj_size:
         raise ValueError(
             "cell: the output-gate path and its bound are the plain LSTM's (h = o tanh(c)); got "
@@ -296,7 +297,7 @@ def rnn_bound(cell: Cell, params: Any, num_steps: int) -> Array:
 
     References: Pascanu, Mikolov & Bengio 2013, section 2.1.
     """
-    require(cell, "a gated.cells.rnn cell", "rnn")
+    require(cell, "a gated.cells.RNN cell", RNN)
     gain = jnp.linalg.norm(params.recurrent_kernel, 2) * MAX_DERIVATIVE[cell.activation]
     lags = jnp.arange(num_steps - 1, -1, -1)
     return gain**lags
@@ -375,7 +376,7 @@ def decay_factors(cell: Cell, params: Any, xs: Array) -> Array:
 
     The gates read only the input, so ``a_t`` does not depend on the state and the trajectory is not needed.
     """
-    require(cell, "a gated linear recurrence (mingru, minlstm, lru, rglru, ssm, mlstm)", "linear")
+    require(cell, "a gated linear recurrence (a cell of the gated.forms.Diagonal form)", Diagonal)
     us = jax.vmap(lambda x: cell.project(params, x))(xs)
     coefficients = jax.vmap(lambda u: cell.coefficients(params, u))(us)
     if cell.stabilised:  # the true memory's factor: one forget gate per head, (T, K)

@@ -4,10 +4,10 @@ The modules own parameters and nothing else: each declares its parameters
 with the cell's (or layer's) own ``init`` and calls the pure functions, so a
 module's output equals ``cell(params, ...)`` / ``gated.run`` exactly.
 
-    model = gated.flax.RNN(gated.cells.lstm(64))                 # xs (B, T, D) -> ys (B, T, 64), as nn.RNN
+    model = gated.flax.RNN(gated.cells.LSTM(64))                 # xs (B, T, D) -> ys (B, T, 64), as nn.RNN
     variables = model.init(key, xs)                              # {'params': {'layer': RecurrentParams(...)}}
     ys = model.apply(variables, xs, lengths=lengths)
-    flax_rnn = nn.RNN(gated.flax.Cell(gated.cells.gru(64)))      # a gated cell inside Flax's own nn.RNN
+    flax_rnn = nn.RNN(gated.flax.Cell(gated.cells.GRU(64)))      # a gated cell inside Flax's own nn.RNN
 
 Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.
 """
@@ -93,14 +93,14 @@ def sequence_layer(layer: Any, **options) -> Any:
     if not isinstance(layer, LAYERS):
         got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
         raise TypeError(
-            f"layer: expected a gated cell (gated.cells.lstm(H), ...) or layer (gated.recurrent, gated.bidirectional, "
+            f"layer: expected a gated cell (gated.cells.LSTM(H), ...) or layer (gated.recurrent, gated.Bidirectional, "
             f"gated.stack), got {got}"
         )
     changed = sorted(k for k, v in options.items() if v != layers_lib.LAYER_OPTIONS[k])
     if changed:
         raise ValueError(
             f"{', '.join(changed)}: options of the layer made from a bare cell; got a {type(layer).__name__} layer, "
-            f"which has its own: set them on it (e.g. gated.recurrent(cell, {changed[0]}=...))"
+            f"which has its own: set them on it (e.g. gated.Recurrent(cell, {changed[0]}=...))"
         )
     return layer
 
@@ -110,7 +110,7 @@ class RNN(nn.Module):
 
     Attributes:
       layer: a cell (run by :func:`gated.recurrent` with the options below), or
-        a layer: :func:`gated.recurrent`, :func:`gated.bidirectional`,
+        a layer: :func:`gated.recurrent`, :func:`gated.Bidirectional`,
         :func:`gated.stack`.
       reverse, learn_initial_carry, unroll, remat, impl, chunk: options of the layer made
         from a bare cell (:data:`gated.layers.LAYER_OPTIONS`, see :class:`gated.Recurrent`); with a layer they must
@@ -220,9 +220,9 @@ def _linen_layout(cell: cells_lib.Cell) -> _Linen:
 def from_linen_params(flax_params: Any, cell: cells_lib.Cell) -> Any:
     """Converts the parameters of a Flax linen cell to gated parameters for ``cell``.
 
-    ``flax.linen.LSTMCell`` and ``OptimizedLSTMCell`` map to ``gated.cells.lstm(H)``,
-    ``GRUCell`` to ``gated.cells.gru(H)`` (reset "after", update "keep"),
-    ``SimpleCell`` to ``gated.cells.rnn(H, activation=...)`` (the same activation).
+    ``flax.linen.LSTMCell`` and ``OptimizedLSTMCell`` map to ``gated.cells.LSTM(H)``,
+    ``GRUCell`` to ``gated.cells.GRU(H)`` (reset "after", update "keep"),
+    ``SimpleCell`` to ``gated.cells.RNN(H, activation=...)`` (the same activation).
     The values are copied exactly; only the layout changes (per-gate Dense
     layers to fused kernels). Note Flax's LSTM carry is ``(c, h)``, gated's
     ``LSTMState(h, c)``.

@@ -13,13 +13,13 @@ Notation: T time, B batch (any number of axes, ``*batch``), D input, H hidden.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gated.cells import Cell, check_cell, is_cell
-from gated.options import boolean, choice, integer
+from gated.options import Keywords, boolean, choice, integer
 from gated.scan import IMPLS, run
 
 Array = jax.Array
@@ -41,7 +41,7 @@ class BidirectionalState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Recurrent:
+class Recurrent(Keywords):
     """A cell run over time by :func:`gated.run`.
 
     Attributes:
@@ -57,9 +57,8 @@ class Recurrent:
         opt-in "native".
       chunk: the chunk length of ``impl="chunked"``, ``"chunkwise"`` and ``"recomputed"``.
 
-    These are the layer options, in this one place: :func:`recurrent`,
-    :func:`bidirectional`, :func:`stack` and the Flax linen and NNX modules
-    take them by these names (:data:`LAYER_OPTIONS`). ``resets`` is an
+    These are the layer options, in this one place: :class:`Bidirectional`'s and :class:`Stack`'s layers and the
+    Flax linen and NNX modules take them by these names (:data:`LAYER_OPTIONS`). ``resets`` is an
     argument of every layer's call, as ``lengths`` is.
     """
 
@@ -70,6 +69,9 @@ class Recurrent:
     remat: bool = False
     impl: str = "auto"
     chunk: int = 64
+
+    # As a mixer (gated.mixers.MIXERS["cell"]): the cell's hidden size is the layer's output width.
+    cell_sets_width: ClassVar[bool] = True
 
     def __post_init__(self):
         check_cell(self.cell)
@@ -128,29 +130,16 @@ class Recurrent:
         )
 
 
-# The layer options and their defaults, from Recurrent's fields: what recurrent(), bidirectional() and the Flax
-# linen and NNX modules take.
+# The layer options and their defaults, from Recurrent's fields: what Recurrent, Bidirectional's layers and the
+# Flax linen and NNX modules take.
 LAYER_OPTIONS = {f.name: f.default for f in dataclasses.fields(Recurrent) if f.name != "cell"}
-
-
-def recurrent(cell: Cell, **options) -> Recurrent:
-    """Makes a :class:`Recurrent` layer: ``cell`` run over time, with the layer options (:data:`LAYER_OPTIONS`:
-    ``reverse``, ``learn_initial_carry``, ``unroll``, ``remat``, ``impl``, ``chunk``)."""
-    _check_options(options)
-    return Recurrent(cell, **options)
-
-
-def _check_options(options: dict, allowed=LAYER_OPTIONS) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(f"{unknown[0]}: not a layer option; expected some of {list(allowed)}")
 
 
 MERGES = ("concat", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
-class Bidirectional:
+class Bidirectional(Keywords):
     """A forward and a backward layer over the same sequence, outputs merged.
 
     The backward layer reads each sequence from its own last valid step
@@ -159,21 +148,32 @@ class Bidirectional:
     state after ``x_{L-1}..x_t``.
 
     Attributes:
-      forward: a layer reading forwards.
-      backward: a layer reading backwards (``reverse=True``).
+      forward: a :class:`Recurrent` layer reading forwards, or a cell (run with the default layer options).
+      backward: a :class:`Recurrent` layer reading backwards (``reverse=True``); a cell, run with the forward
+        layer's options; None (default): the forward layer's cell and options, reversed (its own parameters).
       merge: "concat" (output size H_f + H_b) or "sum" (needs H_f == H_b).
     """
 
     forward: Recurrent
-    backward: Recurrent
+    backward: Recurrent | None = None
     merge: str = "concat"
 
     def __post_init__(self):
+        for name in ("forward", "backward"):
+            layer = getattr(self, name)
+            if not (is_cell(layer) or isinstance(layer, Recurrent) or (name == "backward" and layer is None)):
+                got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
+                raise TypeError(f"{name}: expected a cell or a gated.Recurrent layer, got {got}")
+        forward = Recurrent(self.forward) if is_cell(self.forward) else self.forward
+        backward = forward if self.backward is None else self.backward
+        if is_cell(backward):
+            backward = dataclasses.replace(forward, cell=backward)
+        if self.backward is None or is_cell(self.backward):
+            backward = dataclasses.replace(backward, reverse=True)
+        object.__setattr__(self, "forward", forward)
+        object.__setattr__(self, "backward", backward)
         if self.merge not in MERGES:
             raise ValueError(f"merge: expected one of {MERGES}, got {self.merge!r}")
-        for name in ("forward", "backward"):
-            if not isinstance(getattr(self, name), Recurrent):
-                raise TypeError(f"{name}: expected a gated.recurrent layer, got {type(getattr(self, name)).__name__}")
         if self.forward.reverse or not self.backward.reverse:
             raise ValueError("bidirectional: expected forward.reverse=False and backward.reverse=True")
         if self.merge == "sum" and self.forward.output_size != self.backward.output_size:
@@ -209,24 +209,16 @@ class Bidirectional:
         return BidirectionalState(c_f, c_b), ys
 
 
-def bidirectional(cell: Cell, backward_cell: Cell | None = None, *, merge: str = "concat", **options) -> Bidirectional:
-    """Makes a :class:`Bidirectional` layer from a forward cell and a backward
-    cell (by default one with the same options; the parameters are separate),
-    both with the layer options (:data:`LAYER_OPTIONS` but ``reverse``)."""
-    _check_options(options, {k: v for k, v in LAYER_OPTIONS.items() if k != "reverse"})
-    backward_cell = cell if backward_cell is None else backward_cell
-    return Bidirectional(Recurrent(cell, **options), Recurrent(backward_cell, reverse=True, **options), merge)
-
-
 Layer = Recurrent | Bidirectional
 
 
 @dataclasses.dataclass(frozen=True)
-class Stack:
+class Stack(Keywords):
     """Layers applied one after the other, each reading the previous one's outputs.
 
     Attributes:
-      layers: the layers (:class:`Recurrent`, :class:`Bidirectional` or :class:`Stack`).
+      layers: the layers (:class:`Recurrent`, :class:`Bidirectional` or :class:`Stack`); a cell among them is run
+        as a :class:`Recurrent` layer with the default options.
       residual: add each layer's input to its output, for every layer but the
         first (whose input is the raw sequence): ``y_l = layer_l(y_{l-1}) + y_{l-1}``.
         Needs every layer after the first to keep the size of its input.
@@ -238,12 +230,13 @@ class Stack:
     def __post_init__(self):
         if not self.layers:
             raise ValueError("layers: expected at least one layer, got none")
+        object.__setattr__(self, "layers", tuple(Recurrent(x) if is_cell(x) else x for x in self.layers))
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Recurrent | Bidirectional | Stack):
                 got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
                 raise TypeError(
-                    f"layers[{i}]: expected a cell or a layer (gated.recurrent, gated.bidirectional, "
-                    f"gated.stack), got {got}"
+                    f"layers[{i}]: expected a cell or a layer (gated.Recurrent, gated.Bidirectional, "
+                    f"gated.Stack), got {got}"
                 )
         object.__setattr__(self, "residual", boolean("residual", self.residual))
         if self.residual:
@@ -288,8 +281,3 @@ class Stack:
             ys = out + ys if self.residual and i > 0 else out
             carries.append(c)
         return tuple(carries), ys
-
-
-def stack(layers, *, residual: bool = False) -> Stack:
-    """Makes a :class:`Stack`; cells among ``layers`` are wrapped in :class:`Recurrent`."""
-    return Stack(tuple(recurrent(x) if is_cell(x) else x for x in layers), residual)

@@ -7,6 +7,10 @@ A mixer maps a sequence to a sequence of the same width and carries a state, as 
   ``ys`` of the same shape; ``carry`` holds every recurrent state and convolution buffer, so that a sequence run in
   pieces, or one token at a time, gives the outputs of the whole.
 
+Every mixer class names itself and registers in :data:`MIXERS` where it is defined; :func:`get` makes one by
+name, as the experiments' configs do (``model.mixer``). A cell on its own, :class:`gated.Recurrent`, is the mixer
+``"cell"``.
+
 Notation: T time, D the model width, H the recurrence's width, W the convolution's width.
 """
 
@@ -18,13 +22,40 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated import blocks, cells
+from gated import blocks, cells, layers
 from gated import init as initializers
 from gated.options import check_fields, choice, integer, number, option
 from gated.scan import IMPLS, run
 
 Array = jax.Array
 STATE_DTYPES = ("float32",)  # a mixer's state_dtype: the recurrence's type under a narrower compute type
+
+# Every mixer by its name, filled where each is defined (Mixer.__init_subclass__), and the plain recurrent layer.
+MIXERS: dict[str, type] = {"cell": layers.Recurrent}
+
+
+class Mixer:
+    """What every mixer of this module has: a registered ``name``, a carry (``sequential``), and whether its cell
+    runs at the mixer's own width (``cell_sets_width``: the cell's hidden size is the input and output width D, as
+    for :class:`gated.Recurrent`) or between projections of its own."""
+
+    name: ClassVar[str]
+    sequential: ClassVar[bool] = True
+    cell_sets_width: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = vars(cls).get("name")
+        if isinstance(name, str):
+            if name in MIXERS:
+                raise TypeError(f"mixer name: {name!r} is registered by {MIXERS[name].__qualname__} already")
+            MIXERS[name] = cls
+
+
+def get(name: str, cell: cells.Cell, **options) -> Any:
+    """A mixer by its name in :data:`MIXERS` around ``cell``, with its options (an unknown one is refused)."""
+    choice("mixer", name, tuple(MIXERS))
+    return MIXERS[name](cell, **options)
 
 
 class GriffinParams(NamedTuple):
@@ -50,7 +81,7 @@ class GriffinState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Griffin:
+class Griffin(Mixer):
     r"""Griffin and Hawk's recurrent block (De et al. 2024, "Griffin: mixing gated linear recurrences with local
     attention for efficient language models", Fig. 2): two branches from the input, a GeLU gate and a causal
     convolution followed by the recurrence, multiplied and projected back,
@@ -64,7 +95,7 @@ class Griffin:
     width H fits where the RG-LRU goes (the paper's ablations swap it for the LRU).
 
     Attributes:
-      cell: the recurrence (its ``hidden_size`` is H); ``gated.cells.rglru(H)`` in the paper.
+      cell: the recurrence (its ``hidden_size`` is H); ``gated.cells.RGLRU(H)`` in the paper.
       conv_width: W (default 4).
       activation: the gate branch's (default "gelu_tanh").
       conv_activation: after the convolution (default "identity"; Mamba's block, :class:`Mamba`, has SiLU).
@@ -80,7 +111,7 @@ class Griffin:
     impl: str = option("auto", choice, choices=IMPLS)
     state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
 
-    sequential: ClassVar[bool] = True
+    name: ClassVar[str] = "griffin"
 
     def __post_init__(self):
         cells.check_cell(self.cell)
@@ -120,7 +151,7 @@ class Griffin:
         time_axis: int = 0,
     ) -> tuple[GriffinState, Array]:
         """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell (see :func:`gated.run`).
-        With no ``carry``, a cell that ``restarts`` by its own rule (``rglru(segment_start="recurrentgemma")``) starts
+        With no ``carry``, a cell that ``restarts`` by its own rule (``RGLRU(segment_start="recurrentgemma")``) starts
         a segment at the first step too, as ``recurrentgemma`` does."""
         if not isinstance(params, GriffinParams):
             raise TypeError(f"params: expected GriffinParams (Griffin.init), got {type(params).__name__}")
@@ -155,7 +186,7 @@ class Mamba(Griffin):
         z = x W_z, \qquad u = \mathrm{SiLU}(\mathrm{Conv1D}_W(x W_u)), \qquad
         y = (\mathrm{SSM}(u) \odot \mathrm{SiLU}(z)) W_o
 
-    with the selective SSM (``gated.cells.ssm(E, state_size=N)``, E the expanded width, 2D in the paper) as the
+    with the selective SSM (``gated.cells.SelectiveSSM(E, state_size=N)``, E the expanded width, 2D in the paper) as the
     cell. Mamba's projections have no biases; here they have, initialised to zero. Mamba's low-rank step-size
     projection (``dt_proj(x_proj(u))``) is a dense one here, which any low-rank product is; and the SSM's channel
     input is a projection ``v = u W_v`` (Mamba's is ``u`` itself: ``W_v = I``).
@@ -164,10 +195,12 @@ class Mamba(Griffin):
     activation: str = option("silu", choice, choices=tuple(blocks.ACTIVATIONS))
     conv_activation: str = option("silu", choice, choices=tuple(blocks.ACTIVATIONS))
 
+    name: ClassVar[str] = "mamba"
+
 
 def _first_step_starts(cell, xs: Array, carry: Any, resets: Array | None, time_axis: int) -> Array | None:
     """``resets`` with the first step a segment start where there is no carry and the cell ``restarts`` by its own
-    rule (``rglru(segment_start="recurrentgemma")``: ``recurrentgemma``'s ``segment_pos == 0``)."""
+    rule (``RGLRU(segment_start="recurrentgemma")``: ``recurrentgemma``'s ``segment_pos == 0``)."""
     if carry is not None or not cell.restarts:
         return resets
     axis = time_axis % xs.ndim
@@ -191,7 +224,7 @@ class XLSTMState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class _XLSTMMixer:
+class _XLSTMMixer(Mixer):
     """What xLSTM's two blocks share: a causal convolution, a cell run by :func:`gated.run`, a head norm."""
 
     cell: cells.Cell
@@ -199,8 +232,6 @@ class _XLSTMMixer:
     eps: float = option(1e-5, number, low=0.0, low_open=True)
     impl: str = option("auto", choice, choices=IMPLS)
     state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
-
-    sequential: ClassVar[bool] = True
 
     @property
     def conv(self) -> blocks.CausalConv:
@@ -247,7 +278,7 @@ class MLSTMBlock(_XLSTMMixer):
         \tilde h &= \mathrm{mLSTM}([c, x^m]), \qquad
         y = \big((\mathrm{HeadNorm}(\tilde h) + s \odot c) \odot \mathrm{SiLU}(z)\big) W_{down}
 
-    The cell is ``gated.cells.mlstm(E, num_heads=K, output_gate=False)``: the block's ``SiLU(z)`` is its output
+    The cell is ``gated.cells.MLSTM(E, num_heads=K, output_gate=False)``: the block's ``SiLU(z)`` is its output
     gate. In the reference code the queries and keys read ``c`` and the values ``x^m`` through block-diagonal
     projections (blocks of 4), and the input and forget gates read ``[q, k, v]``; here the cell's projection of
     ``[c, x^m]`` is dense, which holds every one of those (the zero blocks are free parameters). ``s`` is the
@@ -261,8 +292,10 @@ class MLSTMBlock(_XLSTMMixer):
       state_dtype: None, or "float32" (as :class:`Griffin`'s).
     """
 
+    name: ClassVar[str] = "mlstm"
+
     def __post_init__(self):
-        cells.require(self.cell, "an mLSTM (gated.cells.mlstm(E, num_heads=K, output_gate=False))", "mlstm")
+        cells.require(self.cell, "an mLSTM (gated.cells.MLSTM(E, num_heads=K, output_gate=False))", cells.MLSTM)
         check_fields(self)
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLSTMBlockParams:
@@ -331,8 +364,11 @@ class SLSTMBlock(_XLSTMMixer):
 
     num_heads: int = option(4, integer, minimum=1)
 
+    name: ClassVar[str] = "slstm"
+    cell_sets_width: ClassVar[bool] = True
+
     def __post_init__(self):
-        cells.require(self.cell, "an sLSTM (gated.cells.slstm(D))", "slstm")
+        cells.require(self.cell, "an sLSTM (gated.cells.SLSTM(D))", cells.SLSTM)
         check_fields(self)
         if self.cell.hidden_size % self.num_heads:
             raise ValueError(
@@ -370,17 +406,13 @@ class SLSTMBlock(_XLSTMMixer):
         return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
 
 
-# The mixers, for the modules that wrap any of them (gated.flax.Block, gated.nnx.Block).
-MIXERS = (Griffin, MLSTMBlock, SLSTMBlock)  # Mamba is a Griffin
-
-
 def check_block(block: Any, name: str = "block") -> Any:
     """Returns ``block`` if it is a :mod:`gated.blocks` block or a mixer of this module.
 
     Raises:
       TypeError: anything else, naming ``name`` and what it got.
     """
-    if not isinstance(block, (blocks.Block, *MIXERS)):
+    if not isinstance(block, blocks.Block | Mixer):
         raise TypeError(
             f"{name}: expected a gated.blocks block or gated.mixers mixer (gated.blocks.RMSNorm(), "
             f"gated.mixers.Griffin(cell), ...), got {type(block).__name__}"
@@ -396,9 +428,11 @@ __all__ = [
     "MLSTMBlock",
     "MLSTMBlockParams",
     "Mamba",
+    "Mixer",
     "SLSTMBlock",
     "SLSTMBlockParams",
     "XLSTMState",
     "check_block",
+    "get",
     "head_norm",
 ]

@@ -4,7 +4,7 @@ Thin owners of parameters, as :mod:`gated.flax`: the parameters come from the
 cell's (or layer's) own ``init``, each array an ``nnx.Param`` in the same
 pytree layout as the pure functions use, and the call is the pure function.
 
-    model = gated.nnx.RNN(gated.cells.gru(64), input_size=32, rngs=nnx.Rngs(0))
+    model = gated.nnx.RNN(gated.cells.GRU(64), input_size=32, rngs=nnx.Rngs(0))
     ys = model(xs, lengths=lengths)                               # xs (B, T, 32) -> ys (B, T, 64), as nnx.RNN
 
 Notation: T time, B batch (``*batch``: any number of batch axes), D input, H hidden.

@@ -160,3 +160,21 @@ class Call(NamedTuple):
         if self.resets:
             return "resets are served by the reference path"
         return None
+
+
+class Keywords:
+    """A dataclass base whose constructor refuses an unknown keyword in one line that lists the valid ones
+    (``chunks: not an option of gated.Recurrent; expected some of ['reverse', ...]``), before its fields are set.
+    ``unknown_keyword`` words the line; a subclass may say more (a cell names its options)."""
+
+    def __new__(cls, *args, **kwargs):
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise TypeError(cls.unknown_keyword(unknown, names))
+        return super().__new__(cls)
+
+    @classmethod
+    def unknown_keyword(cls, unknown: list[str], names: list[str]) -> str:
+        where = f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
+        return f"{unknown[0]}: not an option of {where}; expected some of {names}"

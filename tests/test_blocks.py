@@ -269,9 +269,9 @@ def test_linen_and_nnx_modules_equal_the_pure_functions():
     chex_equal(module.apply(variables, x, carry, resets=resets),
                conv(variables["params"]["block"], x, carry, resets=resets))  # fmt: skip
     with pytest.raises(TypeError, match="block: expected a gated.blocks block or gated.mixers mixer .*, got LSTM"):
-        gated.flax.Block(gated.cells.lstm(4))
+        gated.flax.Block(gated.cells.LSTM(4))
     with pytest.raises(TypeError, match="block: expected a gated.blocks block or gated.mixers mixer .*, got LSTM"):
-        gated.nnx.Block(gated.cells.lstm(4), D, rngs=nnx.Rngs(0))
+        gated.nnx.Block(gated.cells.LSTM(4), D, rngs=nnx.Rngs(0))
 
 
 def test_dropout_statistics_and_the_identity_where_it_is_off():

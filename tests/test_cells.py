@@ -53,27 +53,27 @@ def test_gradients_match_finite_differences(cell_config):
 
 def test_init_shapes_and_biases():
     key = jax.random.key(0)
-    p = gated.cells.lstm(4, forget_bias=2.5, peepholes=True).init(key, 3)
+    p = gated.cells.LSTM(4, forget_bias=2.5, peepholes=True).init(key, 3)
     assert p.input_kernel.shape == (3, 16) and p.recurrent_kernel.shape == (4, 16) and p.bias.shape == (16,)
     np.testing.assert_array_equal(p.bias, np.r_[np.zeros(4), np.full(4, 2.5), np.zeros(8)])
     np.testing.assert_array_equal(p.peepholes, np.zeros(12))
-    cifg = gated.cells.lstm(4, coupled=True, forget_bias=1.5).init(key, 3)
+    cifg = gated.cells.LSTM(4, coupled=True, forget_bias=1.5).init(key, 3)
     np.testing.assert_array_equal(cifg.bias, np.r_[np.full(4, -1.5), np.zeros(8)])
-    assert gated.cells.lstm(4, forget_gate=False).init(key, 3).bias.shape == (12,)
-    assert float(jnp.abs(gated.cells.lstm(4, forget_gate=False).init(key, 3).bias).max()) == 0.0
-    g_after, g_before = gated.cells.gru(4).init(key, 3), gated.cells.gru(4, reset="before").init(key, 3)
+    assert gated.cells.LSTM(4, forget_gate=False).init(key, 3).bias.shape == (12,)
+    assert float(jnp.abs(gated.cells.LSTM(4, forget_gate=False).init(key, 3).bias).max()) == 0.0
+    g_after, g_before = gated.cells.GRU(4).init(key, 3), gated.cells.GRU(4, reset="before").init(key, 3)
     assert g_after.candidate_bias.shape == (4,) and g_before.candidate_bias is None
-    assert gated.cells.rnn(5).init(key, 2, jnp.float64).recurrent_kernel.dtype == jnp.float64
+    assert gated.cells.RNN(5).init(key, 2, jnp.float64).recurrent_kernel.dtype == jnp.float64
 
 
 def test_chrono_init():
-    cell = gated.cells.lstm(64, chrono_init=50)
+    cell = gated.cells.LSTM(64, chrono_init=50)
     b = cell.init(jax.random.key(0), 3).bias
     b_i, b_f = cell.gate(b, "i"), cell.gate(b, "f")
     np.testing.assert_array_equal(b_i, -b_f)
     assert float(b_f.min()) >= 0.0 and float(b_f.max()) <= np.log(49) + 1e-6
-    keep = gated.cells.gru(64, chrono_init=50).init(jax.random.key(0), 3).bias
-    write = gated.cells.gru(64, chrono_init=50, update="write").init(jax.random.key(0), 3).bias
+    keep = gated.cells.GRU(64, chrono_init=50).init(jax.random.key(0), 3).bias
+    write = gated.cells.GRU(64, chrono_init=50, update="write").init(jax.random.key(0), 3).bias
     np.testing.assert_array_equal(keep[64:128], -write[64:128])
     assert float(keep[64:128].min()) >= 0.0
 
@@ -81,8 +81,8 @@ def test_chrono_init():
 def test_gru_keep_and_write_are_the_same_function_with_z_negated():
     """z -> 1 - z (z-block weights and bias negated) maps "keep" onto "write"."""
     for reset in ("after", "before"):
-        keep = gated.cells.gru(5, update="keep", reset=reset)
-        write = gated.cells.gru(5, update="write", reset=reset)
+        keep = gated.cells.GRU(5, update="keep", reset=reset)
+        write = gated.cells.GRU(5, update="write", reset=reset)
         p = random_params(keep, jax.random.key(0), 3, jnp.float64)
         neg = np.ones((1, 15))
         neg[:, 5:10] = -1.0
@@ -98,7 +98,7 @@ def test_gru_keep_and_write_are_the_same_function_with_z_negated():
 
 
 def test_gru_reset_before_and_after_differ():
-    after, before = gated.cells.gru(5, reset="after"), gated.cells.gru(5, reset="before")
+    after, before = gated.cells.GRU(5, reset="after"), gated.cells.GRU(5, reset="before")
     p = random_params(after, jax.random.key(0), 3, jnp.float64)
     p_before = p._replace(candidate_bias=None)
     xs = jax.random.normal(jax.random.key(1), (6, 3), jnp.float64)[:, None, :]
@@ -127,9 +127,9 @@ class TestInitialisers:
         np.testing.assert_array_equal(w, np.hstack([0.5 * np.eye(3)] * 2))
 
     def test_cells_use_the_selected_recurrent_init(self):
-        cell = gated.cells.rnn(6, recurrent_init="identity", recurrent_scale=1.0, activation="relu")
+        cell = gated.cells.RNN(6, recurrent_init="identity", recurrent_scale=1.0, activation="relu")
         np.testing.assert_array_equal(cell.init(jax.random.key(0), 2).recurrent_kernel, np.eye(6))
-        w = gated.cells.lstm(6, recurrent_scale=0.5).init(jax.random.key(0), 2, jnp.float64).recurrent_kernel
+        w = gated.cells.LSTM(6, recurrent_scale=0.5).init(jax.random.key(0), 2, jnp.float64).recurrent_kernel
         np.testing.assert_allclose(np.asarray(w[:, 6:12]).T @ np.asarray(w[:, 6:12]), 0.25 * np.eye(6), atol=1e-12)
 
     def test_input_kernel_is_lecun_normal(self):
@@ -155,7 +155,7 @@ def test_half_precision_init_and_run(dtype):
             for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=True):
                 np.testing.assert_array_equal(got, ref.astype(dtype))  # the float32 draw, rounded
     xs = jnp.asarray(np.random.default_rng(0).standard_normal((5, 2, 3)), dtype)
-    for cell in (gated.cells.lstm(8), gated.cells.gru(8), gated.cells.lstm(8, peepholes=True)):
+    for cell in (gated.cells.LSTM(8), gated.cells.GRU(8), gated.cells.LSTM(8, peepholes=True)):
         params = cell.init(jax.random.key(1), 3, dtype)
         wide = jax.tree.map(lambda a: a.astype(jnp.float32), params)
         want = gated.run(cell, wide, xs.astype(jnp.float32))[1]
@@ -178,7 +178,7 @@ def test_layer_normalised_lstm_is_served_where_it_can_be_and_refused_where_not()
     import gated.flax
     from gated import diagnostics, fused
 
-    cell = gated.cells.lstm(4, layer_norm=True)
+    cell = gated.cells.LSTM(4, layer_norm=True)
     params = cell.init(jax.random.key(0), 3)
     assert isinstance(params.norms, gated.cells.LSTMNorms)
     np.testing.assert_array_equal(params.norms.input_scale, np.ones(16))
@@ -207,7 +207,7 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
     finite differences of both orders; the layer's output size is P and a stack reads it."""
     import gated.flax
 
-    cell = gated.cells.lstm(6, proj_size=3, **options)
+    cell = gated.cells.LSTM(6, proj_size=3, **options)
     params = random_params(cell, jax.random.key(0), 4, jnp.float64)
     carry = random_carry(cell, jax.random.key(1), (2,), jnp.float64)
     assert carry.h.shape == (2, 3) and carry.c.shape == (2, 6)
@@ -225,13 +225,13 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
             np.testing.assert_allclose(final.c[b], want_final[1], rtol=1e-10, atol=1e-12)
     if not options:  # the layer-normalised cell's derivatives: its CELL_CONFIGS case
         check_grads(lambda p, x: gated.run(cell, p, x, carry=carry)[1], (params, xs[:3]), order=2, modes=("fwd", "rev"))
-    stack = gated.stack([cell, gated.cells.gru(5)])
-    assert gated.recurrent(cell).output_size == 3
+    stack = gated.Stack([cell, gated.cells.GRU(5)])
+    assert gated.Recurrent(cell).output_size == 3
     assert stack.init(jax.random.key(3), 4)[1].cell.input_kernel.shape[0] == 3  # the GRU reads h of size P
     with pytest.raises(ValueError, match="Flax's LSTMCell is .*proj_size=None, got .*proj_size=3"):
         gated.flax.to_linen_params(params, cell)
     with pytest.raises(ValueError, match="proj_size: expected less than hidden_size 6 .*got 6"):
-        gated.cells.lstm(6, proj_size=6)
+        gated.cells.LSTM(6, proj_size=6)
     with pytest.raises(ValueError, match=r"params.projection: expected shape \(6, 3\) \(proj_size=3\), got None"):
         cell.step(params._replace(projection=None), jax.tree.map(lambda a: a[0], carry), cell.project(params, xs[0, 0]))
 
@@ -239,9 +239,9 @@ def test_projected_lstm_equals_its_numpy_transcription_and_finite_differences(op
 def test_the_new_lstm_variants_and_recurrent_dropout_run_and_differentiate_in_bfloat16():
     """bfloat16 parameters and inputs: outputs in bfloat16, finite gradients, near the float32 run's."""
     xs = jax.random.normal(jax.random.key(1), (6, 2, 3), jnp.bfloat16)
-    for cell in (gated.cells.lstm(8, layer_norm=True), gated.cells.lstm(8, proj_size=4),
-                 gated.cells.RecurrentDropout(cell=gated.cells.gru(8), dropout=0.2, zoneout=0.1)):  # fmt: skip
-        layer = gated.recurrent(cell)
+    for cell in (gated.cells.LSTM(8, layer_norm=True), gated.cells.LSTM(8, proj_size=4),
+                 gated.cells.RecurrentDropout(cell=gated.cells.GRU(8), dropout=0.2, zoneout=0.1)):  # fmt: skip
+        layer = gated.Recurrent(cell)
         params = layer.init(jax.random.key(0), 3, jnp.bfloat16)
         key = {"key": jax.random.key(2)} if cell.stochastic else {}
         ys, grads = jax.jit(lambda p, layer=layer, key=key: (layer(p, xs, **key)[1],

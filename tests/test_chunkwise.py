@@ -75,18 +75,18 @@ def test_chunkwise_under_every_transform(config):
 
 def test_the_chunkwise_form_refuses_what_it_does_not_cover():
     xs = jnp.zeros((T, B, D))
-    lstm = gated.cells.lstm(H)
+    lstm = gated.cells.LSTM(H)
     with pytest.raises(
         ValueError,
         match="impl: 'chunkwise' is not available here: the lstm cell is nonlinear, and "
         "'chunkwise' serves the matrix-state form",
     ):
         gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="chunkwise")
-    cell = gated.cells.mlstm(H, num_heads=2)
+    cell = gated.cells.MLSTM(H, num_heads=2)
     with pytest.raises(ValueError, match="return_carries=True is served by the reference path"):
         gated.run(cell, cell.init(jax.random.key(0), D), xs, impl="chunkwise", return_carries=True)
     with pytest.raises(ValueError, match="num_heads: expected a positive int dividing hidden_size 6, got 4"):
-        gated.cells.gated_deltanet(H, num_heads=4)
+        gated.cells.GatedDeltaNet(H, num_heads=4)
 
 
 def _temporaries(cell, xs, impl, chunk):
@@ -100,7 +100,7 @@ def test_the_chunked_training_steps_store_no_state_per_step():
     chunkwise, sequential and recomputed forms: the states inside a chunk are recomputed, never stored (the reference
     path stores them all, and more)."""
     xs = jnp.zeros((512, 2, 8), jnp.float32)
-    mlstm, ssm = gated.cells.mlstm(64, num_heads=1), gated.cells.ssm(32, state_size=64)
+    mlstm, ssm = gated.cells.MLSTM(64, num_heads=1), gated.cells.SelectiveSSM(32, state_size=64)
     memories, states = 512 * 2 * 64 * 64 * 4, 512 * 2 * 32 * 64 * 4  # (T, B, d, d) and (T, B, H, N) float32
     assert _temporaries(mlstm, xs, "reference", 32) > memories > 2 * _temporaries(mlstm, xs, "chunkwise", 32)
     assert memories > 2 * _temporaries(mlstm, xs, "sequential", 32)
@@ -177,7 +177,7 @@ def test_deltanet_equals_flash_linear_attention(eigenvalues):
     reference's gradient with respect to its pieces, from torch, carried back to the inputs by gated's projection)."""
     naive = _module("fla", "ops/delta_rule/naive.py")
     torch = pytest.importorskip("torch")
-    cell = gated.cells.deltanet(H, num_heads=2, eigenvalues=eigenvalues)
+    cell = gated.cells.DeltaNet(H, num_heads=2, eigenvalues=eigenvalues)
     params = random_params(cell, jax.random.key(0), D, jnp.float64)
     carry = random_carry(cell, jax.random.key(1), (B,), jnp.float64)
     xs = jax.random.normal(jax.random.key(2), (T, B, D), jnp.float64)

@@ -37,7 +37,7 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 import gated
 mesh = Mesh(np.array(jax.devices()), ("batch",))
-for cell in (gated.cells.lstm(4), gated.cells.gru(4), gated.cells.rnn(4), gated.cells.gru(4, reset="before")):
+for cell in (gated.cells.LSTM(4), gated.cells.GRU(4), gated.cells.RNN(4), gated.cells.GRU(4, reset="before")):
     params = cell.init(jax.random.key(0), 3, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (6, 8, 3), jnp.float64)
     lengths = jnp.array([6, 2, 0, 4, 6, 5, 1, 3])

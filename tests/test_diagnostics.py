@@ -11,7 +11,7 @@ from tests.conftest import random_params
 
 T, D = 7, 3
 XS = jnp.asarray(np.random.default_rng(0).standard_normal((T, D)))
-CELLS = [gated.cells.rnn(4), gated.cells.lstm(4, peepholes=True), gated.cells.gru(4, reset="before")]
+CELLS = [gated.cells.RNN(4), gated.cells.LSTM(4, peepholes=True), gated.cells.GRU(4, reset="before")]
 LOSSES = {
     "last": lambda ys, final: jnp.sum(jnp.sin(ys[-1])),
     "sum": lambda ys, final: jnp.sum(jnp.cos(ys)) + sum(jnp.sum(a**2) for a in jax.tree.leaves(final)),
@@ -53,7 +53,7 @@ def test_one_pass_gradients_equal_one_backward_pass_per_step(cell, loss):
 
 
 def _linear_rnn(rho, hidden=5):
-    cell = gated.cells.rnn(hidden, activation="identity")
+    cell = gated.cells.RNN(hidden, activation="identity")
     params = cell.init(jax.random.key(0), D, jnp.float64)
     q = gated.init.orthogonal(jax.random.key(3), hidden, 1, 1.0, jnp.float64)
     return cell, params._replace(recurrent_kernel=rho * q)
@@ -84,7 +84,7 @@ def test_power_iteration_matches_the_full_jacobian(cell):
 
 def test_rnn_bound_is_never_below_the_measured_norm():
     for scale in (0.5, 1.0, 2.0):
-        cell = gated.cells.rnn(6, recurrent_scale=scale)
+        cell = gated.cells.RNN(6, recurrent_scale=scale)
         params = random_params(cell, jax.random.key(4), D, jnp.float64)
         measured = diagnostics.jacobian_norms(cell, params, XS)["spectral"]
         assert np.all(diagnostics.rnn_bound(cell, params, T) >= measured * (1 - 1e-12))
@@ -116,12 +116,12 @@ def test_scalar_chain_reproduces_the_seed_numbers():
 
 
 GATED = [
-    gated.cells.lstm(4),
-    gated.cells.lstm(4, peepholes=True),
-    gated.cells.lstm(4, coupled=True),
-    gated.cells.lstm(4, forget_gate=False),
-    gated.cells.gru(4),
-    gated.cells.gru(4, update="write", reset="before"),
+    gated.cells.LSTM(4),
+    gated.cells.LSTM(4, peepholes=True),
+    gated.cells.LSTM(4, coupled=True),
+    gated.cells.LSTM(4, forget_gate=False),
+    gated.cells.GRU(4),
+    gated.cells.GRU(4, update="write", reset="before"),
 ]
 
 
@@ -143,13 +143,13 @@ def test_forget_bias_keeps_the_path_open():
     xs = jnp.asarray(np.random.default_rng(1).standard_normal((40, D)))
     decay = {}
     for bias in (-2.0, 5.0):
-        cell = gated.cells.lstm(8, forget_bias=bias)
+        cell = gated.cells.LSTM(8, forget_bias=bias)
         params = cell.init(jax.random.key(0), D, jnp.float64)
         decay[bias] = float(jnp.mean(diagnostics.gate_path(cell, params, xs)["product"][0]))
     assert decay[-2.0] < 1e-30 < 0.5 < decay[5.0]
 
 
-@pytest.mark.parametrize("cell", [gated.cells.lstm(4), gated.cells.lstm(4, peepholes=True)], ids=["plain", "peepholes"])
+@pytest.mark.parametrize("cell", [gated.cells.LSTM(4), gated.cells.LSTM(4, peepholes=True)], ids=["plain", "peepholes"])
 def test_output_gate_path_is_the_product_of_its_step_jacobians_and_below_its_bound(cell):
     params = random_params(cell, jax.random.key(7), D, jnp.float64)
     for w_o_scale in (1.0, 30.0):
@@ -185,16 +185,16 @@ def test_scalar_chain_gradients_for_every_depth_equal_autodiff_and_the_closed_fo
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: diagnostics.gate_path(gated.cells.rnn(3), None, jnp.zeros((4, 2))),
+        (lambda: diagnostics.gate_path(gated.cells.RNN(3), None, jnp.zeros((4, 2))),
          r"cell: expected a gated path \(an LSTM or GRU cell\), got 'rnn'"),
-        (lambda: diagnostics.gate_path_by_autodiff(gated.cells.mingru(3), None, jnp.zeros((4, 2))),
+        (lambda: diagnostics.gate_path_by_autodiff(gated.cells.MinGRU(3), None, jnp.zeros((4, 2))),
          r"cell: expected a gated path \(an LSTM or GRU cell\), got 'mingru'"),
-        (lambda: diagnostics.output_gate_path(gated.cells.gru(3), None, jnp.zeros((4, 2))),
-         r"cell: expected a gated.cells.lstm cell, got 'gru'"),
-        (lambda: diagnostics.rnn_bound(gated.cells.lstm(3), None, 4),
-         r"cell: expected a gated.cells.rnn cell, got 'lstm'"),
-        (lambda: diagnostics.decay_factors(gated.cells.slstm(3), None, jnp.zeros((4, 2))),
-         r"cell: expected a gated linear recurrence \(mingru, .*\), got 'slstm'"),
+        (lambda: diagnostics.output_gate_path(gated.cells.GRU(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated.cells.LSTM cell, got 'gru'"),
+        (lambda: diagnostics.rnn_bound(gated.cells.LSTM(3), None, 4),
+         r"cell: expected a gated.cells.RNN cell, got 'lstm'"),
+        (lambda: diagnostics.decay_factors(gated.cells.SLSTM(3), None, jnp.zeros((4, 2))),
+         r"cell: expected a gated linear recurrence \(a cell of the gated.forms.Diagonal form\), got 'slstm'"),
         (lambda: diagnostics.gate_path("lstm", None, jnp.zeros((4, 2))), r"cell: expected a gated.cells cell"),
     ],
 )  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 
 import gated
 
-LSTM = gated.cells.lstm(4)
+LSTM = gated.cells.LSTM(4)
 PARAMS = LSTM.init(jax.random.key(0), 3)
 XS = jnp.zeros((5, 2, 3), jnp.float32)
 
@@ -14,21 +14,21 @@ XS = jnp.zeros((5, 2, 3), jnp.float32)
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda: gated.cells.lstm(4, forget_bais=1.0), TypeError, r"unknown option\(s\) \['forget_bais'\]"),
+        (lambda: gated.cells.LSTM(4, forget_bais=1.0), TypeError, r"unknown option\(s\) \['forget_bais'\]"),
         (lambda: gated.cells.get("lstm", 4, activation="relu"), TypeError, r"unknown option\(s\) \['activation'\]"),
         (lambda: gated.cells.get("transformer", 4), ValueError, r"cell name: expected one of \('rnn', 'lstm'"),
-        (lambda: gated.cells.rnn(0), ValueError, r"hidden_size: expected a positive int, got 0"),
-        (lambda: gated.cells.rnn(4.0), ValueError, r"hidden_size: expected a positive int, got 4.0"),
-        (lambda: gated.cells.rnn(4, activation="gelu"), ValueError, r"activation: expected one of .* got 'gelu'"),
-        (lambda: gated.cells.gru(4, update="add"), ValueError, r"update: expected 'keep' or 'write', got 'add'"),
-        (lambda: gated.cells.gru(4, reset="never"), ValueError, r"reset: expected 'before' or 'after'"),
-        (lambda: gated.cells.lstm(4, recurrent_init="xavier"), ValueError, r"recurrent_init: expected one of"),
-        (lambda: gated.cells.lstm(4, coupled=True, forget_gate=False), ValueError, r"needs forget_gate=True"),
-        (lambda: gated.cells.lstm(4, chrono_init=2), ValueError, r"chrono_init: expected an int T_max > 2"),
-        (lambda: gated.cells.lstm(4, peepholes=1), TypeError, r"peepholes: expected a bool, got 1"),
+        (lambda: gated.cells.RNN(0), ValueError, r"hidden_size: expected a positive int, got 0"),
+        (lambda: gated.cells.RNN(4.0), ValueError, r"hidden_size: expected a positive int, got 4.0"),
+        (lambda: gated.cells.RNN(4, activation="gelu"), ValueError, r"activation: expected one of .* got 'gelu'"),
+        (lambda: gated.cells.GRU(4, update="add"), ValueError, r"update: expected 'keep' or 'write', got 'add'"),
+        (lambda: gated.cells.GRU(4, reset="never"), ValueError, r"reset: expected 'before' or 'after'"),
+        (lambda: gated.cells.LSTM(4, recurrent_init="xavier"), ValueError, r"recurrent_init: expected one of"),
+        (lambda: gated.cells.LSTM(4, coupled=True, forget_gate=False), ValueError, r"needs forget_gate=True"),
+        (lambda: gated.cells.LSTM(4, chrono_init=2), ValueError, r"chrono_init: expected an int T_max > 2"),
+        (lambda: gated.cells.LSTM(4, peepholes=1), TypeError, r"peepholes: expected a bool, got 1"),
         (lambda: LSTM.init(jax.random.key(0), -3), ValueError, r"input_size: expected a positive int, got -3"),
-        (lambda: gated.bidirectional(LSTM, gated.cells.gru(3), merge="sum"), ValueError, r"merge='sum'.* 4 .* 3"),
-        (lambda: gated.bidirectional(LSTM, merge="max"), ValueError, r"merge: expected one of \('concat', 'sum'\)"),
+        (lambda: gated.Bidirectional(LSTM, gated.cells.GRU(3), merge="sum"), ValueError, r"merge='sum'.* 4 .* 3"),
+        (lambda: gated.Bidirectional(LSTM, merge="max"), ValueError, r"merge: expected one of \('concat', 'sum'\)"),
     ],
 )
 def test_bad_cell_and_layer_options(make, error, message):
@@ -87,10 +87,10 @@ def test_bad_inputs_to_one_step():
     with pytest.raises(ValueError, match=r"u: expected shape \(16,\)"):
         LSTM.step(PARAMS, carry, jnp.zeros(12))
     with pytest.raises(ValueError, match=r"params.peepholes: expected shape \(12,\), got None"):
-        gated.cells.lstm(4, peepholes=True)(PARAMS, carry, jnp.zeros(3))
-    gru = gated.cells.gru(4)
+        gated.cells.LSTM(4, peepholes=True)(PARAMS, carry, jnp.zeros(3))
+    gru = gated.cells.GRU(4)
     with pytest.raises(ValueError, match=r"params.candidate_bias: expected None for reset='before'"):
-        gated.cells.gru(4, reset="before")(gru.init(jax.random.key(0), 3), jnp.zeros(4), jnp.zeros(3))
+        gated.cells.GRU(4, reset="before")(gru.init(jax.random.key(0), 3), jnp.zeros(4), jnp.zeros(3))
 
 
 def test_lengths_are_checked_by_shape_under_jit():

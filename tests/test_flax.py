@@ -14,7 +14,7 @@ import gated.nnx
 from experiments import flax_examples
 from tests.conftest import record_error
 
-CELLS = [gated.cells.lstm(5, peepholes=True), gated.cells.gru(5, reset="before"), gated.cells.rnn(5)]
+CELLS = [gated.cells.LSTM(5, peepholes=True), gated.cells.GRU(5, reset="before"), gated.cells.RNN(5)]
 XS = jnp.asarray(np.random.default_rng(0).standard_normal((6, 3, 4)), jnp.float32)
 LENGTHS = jnp.array([6, 2, 0])
 
@@ -47,7 +47,7 @@ def test_linen_and_nnx_cells_equal_the_pure_cell(cell):
     ids=["plain", "reverse", "learned-carry", "remat"],
 )
 def test_linen_and_nnx_sequence_modules_equal_gated_run(options):
-    cell = gated.cells.lstm(5)
+    cell = gated.cells.LSTM(5)
     layer = gated.Recurrent(cell, **options)
     xs_bm = jnp.swapaxes(XS, 0, 1)  # batch-major (B, T, D): the modules' default, as Flax's nn.RNN
     module = gated.flax.RNN(cell, **options, return_carry=True)
@@ -62,7 +62,7 @@ def test_linen_and_nnx_sequence_modules_equal_gated_run(options):
 
 
 def test_bidirectional_and_stacked_modules_with_initial_carry():
-    layer = gated.stack([gated.bidirectional(gated.cells.gru(3)), gated.bidirectional(gated.cells.lstm(4))])
+    layer = gated.Stack([gated.Bidirectional(gated.cells.GRU(3)), gated.Bidirectional(gated.cells.LSTM(4))])
     module = gated.flax.RNN(layer, time_axis=0, return_carry=True)
     variables = module.init(jax.random.key(0), XS)
     params = variables["params"]["layer"]
@@ -76,7 +76,7 @@ def test_bidirectional_and_stacked_modules_with_initial_carry():
 
 
 def test_options_beside_a_layer_are_refused():
-    layer = gated.recurrent(gated.cells.gru(3))
+    layer = gated.Recurrent(gated.cells.GRU(3))
     for options in ({"reverse": True}, {"unroll": 2}, {"remat": True}, {"impl": "reference"}):
         name = next(iter(options))
         with pytest.raises(ValueError, match=f"{name}: options of the layer made from a bare cell; got a Recurrent"):
@@ -85,7 +85,7 @@ def test_options_beside_a_layer_are_refused():
             gated.nnx.RNN(layer, 4, **options, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("cell", [gated.cells.lstm(5), gated.cells.gru(5, reset="before")], ids=lambda c: c.name)
+@pytest.mark.parametrize("cell", [gated.cells.LSTM(5), gated.cells.GRU(5, reset="before")], ids=lambda c: c.name)
 def test_gated_cells_inside_flax_own_rnn(cell):
     """gated.flax.Cell is an nn.RNNCellBase (gated.nnx.Cell an nnx.RNNCellBase): Flax's own nn.RNN runs it, with
     initialize_carry(rng, input_shape), and gives gated.run's outputs."""
@@ -102,10 +102,10 @@ def test_gated_cells_inside_flax_own_rnn(cell):
 
 
 FLAX_PARITY = [
-    (nn.LSTMCell, gated.cells.lstm(5)),
-    (nn.OptimizedLSTMCell, gated.cells.lstm(5)),
-    (nn.GRUCell, gated.cells.gru(5)),
-    (nn.SimpleCell, gated.cells.rnn(5)),
+    (nn.LSTMCell, gated.cells.LSTM(5)),
+    (nn.OptimizedLSTMCell, gated.cells.LSTM(5)),
+    (nn.GRUCell, gated.cells.GRU(5)),
+    (nn.SimpleCell, gated.cells.RNN(5)),
 ]
 
 
@@ -133,13 +133,13 @@ def test_flax_conversion_refuses_cells_flax_lacks():
         match=r"Flax's LSTMCell is peepholes=False, coupled=False, forget_gate=True, layer_norm=False, proj_size=None, "
         r"got peepholes=True",
     ):
-        gated.flax.from_linen_params({}, gated.cells.lstm(5, peepholes=True))
+        gated.flax.from_linen_params({}, gated.cells.LSTM(5, peepholes=True))
     with pytest.raises(ValueError, match=r"Flax's GRUCell is reset='after', update='keep', got reset='before'"):
-        gated.flax.to_linen_params(None, gated.cells.gru(5, reset="before"))
+        gated.flax.to_linen_params(None, gated.cells.GRU(5, reset="before"))
     with pytest.raises(ValueError, match=r"flax_params: expected the parameters of the Flax cell matching 'gru'"):
-        gated.flax.from_linen_params({"ii": {}}, gated.cells.gru(5))
+        gated.flax.from_linen_params({"ii": {}}, gated.cells.GRU(5))
     with pytest.raises(ValueError, match=r"Flax linen has no cell equal to a mingru cell"):
-        gated.flax.to_linen_params(None, gated.cells.mingru(5))
+        gated.flax.to_linen_params(None, gated.cells.MinGRU(5))
 
 
 def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():
@@ -148,7 +148,7 @@ def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():
     with pytest.raises(TypeError, match=r"layer: expected a gated cell .* got str 'lstm'"):
         gated.flax.RNN("lstm").init(jax.random.key(0), XS)
     with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell, .* got Recurrent"):
-        gated.nnx.Cell(gated.recurrent(gated.cells.lstm(4)), 4, rngs=nnx.Rngs(0))
+        gated.nnx.Cell(gated.Recurrent(gated.cells.LSTM(4)), 4, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell, .* got str 'gru'; make one with"):
         gated.flax.Cell("gru")
     with pytest.raises(TypeError, match=r"layer: expected a gated cell"):
@@ -157,29 +157,29 @@ def test_modules_and_converters_refuse_what_is_not_a_cell_or_of_another_shape():
     variables = flax_cell.init(jax.random.key(0), flax_cell.initialize_carry(jax.random.key(0), XS[0].shape), XS[0])
     with pytest.raises(ValueError, match=r"flax_params \(converted\).input_kernel: expected shape \(4, 16\) .* got "
                                          r"\(4, 20\)"):  # fmt: skip
-        gated.flax.from_linen_params(variables["params"], gated.cells.lstm(4))
-    params = gated.cells.lstm(5).init(jax.random.key(0), 4)
+        gated.flax.from_linen_params(variables["params"], gated.cells.LSTM(4))
+    params = gated.cells.LSTM(5).init(jax.random.key(0), 4)
     with pytest.raises(ValueError, match=r"params.recurrent_kernel: expected shape \(5, 20\) .* got \(4, 20\)"):
-        gated.flax.to_linen_params(params._replace(recurrent_kernel=params.recurrent_kernel[:4]), gated.cells.lstm(5))
+        gated.flax.to_linen_params(params._replace(recurrent_kernel=params.recurrent_kernel[:4]), gated.cells.LSTM(5))
     with pytest.raises(
         ValueError,
         match=r"params: expected the parameters of a gru cell of hidden size 5 \(GRUParams .* got LSTMParams",
     ):
-        gated.flax.to_linen_params(params, gated.cells.gru(5))
+        gated.flax.to_linen_params(params, gated.cells.GRU(5))
 
 
 def test_serialisation_round_trip():
-    module = gated.flax.RNN(gated.bidirectional(gated.cells.lstm(5, peepholes=True)))
+    module = gated.flax.RNN(gated.Bidirectional(gated.cells.LSTM(5, peepholes=True)))
     variables = module.init(jax.random.key(0), XS)
     restored = serialization.from_bytes(jax.tree.map(jnp.zeros_like, variables), serialization.to_bytes(variables))
     assert jax.tree.structure(restored) == jax.tree.structure(variables)
     _equal(restored, variables)
     _equal(module.apply(restored, XS), module.apply(variables, XS))
 
-    model = gated.nnx.RNN(gated.cells.gru(5), 4, rngs=nnx.Rngs(0))
+    model = gated.nnx.RNN(gated.cells.GRU(5), 4, rngs=nnx.Rngs(0))
     state = nnx.state(model, nnx.Param)
     blob = serialization.msgpack_serialize(nnx.to_pure_dict(state))
-    other = gated.nnx.RNN(gated.cells.gru(5), 4, rngs=nnx.Rngs(1))
+    other = gated.nnx.RNN(gated.cells.GRU(5), 4, rngs=nnx.Rngs(1))
     other_state = nnx.state(other, nnx.Param)
     nnx.replace_by_pure_dict(other_state, serialization.msgpack_restore(blob))
     nnx.update(other, other_state)
@@ -195,16 +195,16 @@ def test_examples_learn(train):
 
 def test_modules_with_bfloat16_parameters():
     xs_bm = jnp.swapaxes(XS, 0, 1).astype(jnp.bfloat16)
-    module = gated.flax.RNN(gated.cells.lstm(8), param_dtype=jnp.bfloat16)
+    module = gated.flax.RNN(gated.cells.LSTM(8), param_dtype=jnp.bfloat16)
     variables = module.init(jax.random.key(0), xs_bm)
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(variables))
     assert module.apply(variables, xs_bm).dtype == jnp.bfloat16
-    cell_module = gated.flax.Cell(gated.cells.gru(8), param_dtype=jnp.bfloat16)
+    cell_module = gated.flax.Cell(gated.cells.GRU(8), param_dtype=jnp.bfloat16)
     carry = cell_module.initialize_carry(jax.random.key(0), xs_bm[:, 0].shape)
     assert carry.dtype == jnp.bfloat16
     variables = cell_module.init(jax.random.key(0), carry, xs_bm[:, 0])
     assert cell_module.apply(variables, carry, xs_bm[:, 0])[1].dtype == jnp.bfloat16
-    nnx_module = gated.nnx.RNN(gated.cells.gru(8), 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    nnx_module = gated.nnx.RNN(gated.cells.GRU(8), 4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     assert nnx_module(xs_bm).dtype == jnp.bfloat16
 
 
@@ -216,15 +216,15 @@ def test_a_compute_dtype_beside_the_parameters_dtype():
 
     half = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
     xs_bm = jnp.swapaxes(XS, 0, 1).astype(jnp.float32)
-    cell = gated.cells.lstm(8)
+    cell = gated.cells.LSTM(8)
     module = gated.flax.RNN(cell, dtype=jnp.bfloat16)
     variables = module.init(jax.random.key(0), xs_bm)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
     ys = module.apply(variables, xs_bm)
-    want = gated.recurrent(cell)(half(variables["params"]["layer"]), half(xs_bm), time_axis=-2)[1]
+    want = gated.Recurrent(cell)(half(variables["params"]["layer"]), half(xs_bm), time_axis=-2)[1]
     assert ys.dtype == jnp.bfloat16
     chex.assert_trees_all_equal(ys, want)
-    cell_module = gated.flax.Cell(gated.cells.gru(8), dtype=jnp.bfloat16)
+    cell_module = gated.flax.Cell(gated.cells.GRU(8), dtype=jnp.bfloat16)
     carry = cell_module.initialize_carry(jax.random.key(0), xs_bm[:, 0].shape)
     variables = cell_module.init(jax.random.key(0), carry, xs_bm[:, 0])
     assert carry.dtype == jnp.bfloat16 and variables["params"]["cell"].bias.dtype == jnp.float32
@@ -232,7 +232,7 @@ def test_a_compute_dtype_beside_the_parameters_dtype():
     nnx_module = gated.nnx.RNN(cell, 4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     params = jax.tree.map(lambda v: v[...], nnx_module.params, is_leaf=lambda a: isinstance(a, nnx.Variable))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
-    chex.assert_trees_all_equal(nnx_module(xs_bm), gated.recurrent(cell)(half(params), half(xs_bm), time_axis=-2)[1])
+    chex.assert_trees_all_equal(nnx_module(xs_bm), gated.Recurrent(cell)(half(params), half(xs_bm), time_axis=-2)[1])
     norm = gated.flax.Block(blocks.RMSNorm(), dtype=jnp.bfloat16)
     variables = norm.init(jax.random.key(0), xs_bm)
     out = norm.apply(variables, xs_bm)
@@ -246,16 +246,16 @@ def test_every_layer_option_and_resets_reach_run_from_layers_stacks_and_modules(
     from a layer, a stack, a bidirectional pair and the linen and NNX modules."""
     assert set(gated.layers.LAYER_OPTIONS) == {"reverse", "learn_initial_carry", "unroll", "remat", "impl", "chunk"}
     assert all(hasattr(gated.flax.RNN, k) for k in gated.layers.LAYER_OPTIONS)
-    cell = gated.cells.mingru(4)
+    cell = gated.cells.MinGRU(4)
     xs = jax.random.normal(jax.random.key(0), (2, 6, 3))  # batch-major (B, T, D)
     resets = jnp.zeros((2, 6), bool).at[0, 3].set(True)
     run = lambda p, **kw: gated.run(cell, p, xs, time_axis=1, resets=resets, impl="chunked", chunk=2, **kw)[1]
-    layer = gated.recurrent(cell, impl="chunked", chunk=2)
+    layer = gated.Recurrent(cell, impl="chunked", chunk=2)
     params = layer.init(jax.random.key(1), 3)
     np.testing.assert_array_equal(layer(params, xs, time_axis=1, resets=resets)[1], run(params.cell))
-    stacked = gated.stack([layer])
+    stacked = gated.Stack([layer])
     np.testing.assert_array_equal(stacked((params,), xs, time_axis=1, resets=resets)[1], run(params.cell))
-    pair = gated.bidirectional(cell, impl="chunked", chunk=2)
+    pair = gated.Bidirectional(gated.Recurrent(cell, impl="chunked", chunk=2))
     pair_params = pair.init(jax.random.key(2), 3)
     backward = run(pair_params.backward.cell, reverse=True)
     expected = jnp.concatenate([run(pair_params.forward.cell), backward], axis=-1)
@@ -268,9 +268,9 @@ def test_every_layer_option_and_resets_reach_run_from_layers_stacks_and_modules(
     got = module(xs, resets=resets)
     np.testing.assert_array_equal(got, run(jax.tree.map(lambda v: v[...], module.params.cell,
                                                          is_leaf=lambda a: isinstance(a, nnx.Variable))))  # fmt: skip
-    with pytest.raises(TypeError, match=r"chunks: not a layer option; expected some of \['reverse'"):
-        gated.recurrent(cell, chunks=2)
+    with pytest.raises(TypeError, match=r"chunks: not an option of gated.Recurrent; expected some of \['cell', 're"):
+        gated.Recurrent(cell, chunks=2)
     with pytest.raises(TypeError, match=r"chunks: not an option of gated.nnx.RNN"):
         gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0), chunks=2)
-    with pytest.raises(TypeError, match=r"reverse: not a layer option"):
-        gated.bidirectional(cell, reverse=True)
+    with pytest.raises(TypeError, match=r"reverse: not an option of gated.Bidirectional; expected .*'merge'\]"):
+        gated.Bidirectional(cell, reverse=True)

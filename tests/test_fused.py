@@ -110,7 +110,7 @@ def test_every_transform_of_the_default_path(config):
 
 
 def test_fused_in_float32_equals_reference():
-    for cell in (gated.cells.lstm(H), gated.cells.gru(H, update="write"), gated.cells.rnn(H)):
+    for cell in (gated.cells.LSTM(H), gated.cells.GRU(H, update="write"), gated.cells.RNN(H)):
         params, carry, xs, weights = _case(cell, jnp.float32)
 
         @jax.jit
@@ -129,7 +129,7 @@ def test_fused_in_float32_equals_reference():
 def test_tangent_rule_over_chunks_equals_reference(chunk, monkeypatch):
     """The tangent rule walks chunks of steps; every chunk length gives the reference's derivatives."""
     monkeypatch.setattr(gated.fused, "chunk_length", lambda num_steps, rows: chunk)
-    for cell in (gated.cells.lstm(H), gated.cells.gru(H)):
+    for cell in (gated.cells.LSTM(H), gated.cells.GRU(H)):
         params, carry, xs, weights = _case(cell, jnp.float64)
 
         @jax.jit  # traced anew for each chunk length
@@ -155,7 +155,7 @@ def test_chunk_length_divides_time():
 
 @pytest.mark.slow
 def test_fused_gradients_match_finite_differences():
-    cell = gated.cells.lstm(H)
+    cell = gated.cells.LSTM(H)
     params, carry, xs, _ = _case(cell, jnp.float64, batch=(2,))
     f = jax.jit(lambda p, c, x: gated.run(cell, p, x, carry=c, lengths=jnp.array([6, 3]), impl="fused"))
     check_grads(f, (params, carry, xs), order=2, modes=("fwd", "rev"))
@@ -174,15 +174,15 @@ def test_default_path_is_pure_jax(config):
 
 def test_fused_refuses_what_it_does_not_cover():
     xs = jnp.zeros((T, 2, D))
-    cell = gated.cells.lstm(H, coupled=True)
+    cell = gated.cells.LSTM(H, coupled=True)
     with pytest.raises(ValueError, match="impl: 'fused' is not available here.*coupling"):
         gated.run(cell, cell.init(jax.random.key(0), D), xs, impl="fused")
-    lstm = gated.cells.lstm(H)
+    lstm = gated.cells.LSTM(H)
     with pytest.raises(ValueError, match="return_carries"):
         gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="fused", return_carries=True)
     with pytest.raises(ValueError, match="impl: expected one of"):
         gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="fast")
-    gru = gated.cells.gru(H)
+    gru = gated.cells.GRU(H)
     params = gru.init(jax.random.key(0), D)._replace(candidate_bias=None)
     with pytest.raises(ValueError, match=r"params.candidate_bias: expected shape \(4,\)"):
         gated.run(gru, params, xs, impl="fused")

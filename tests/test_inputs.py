@@ -113,35 +113,37 @@ def test_cell_constructors_take_valid_options_and_refuse_the_rest_by_name(name, 
 
 def test_the_reported_bad_options_are_refused_and_numpy_sizes_taken():
     refused = [
-        (lambda: gated.cells.lstm(8, forget_bias=float("nan")), r"forget_bias: expected a finite number, got nan"),
-        (lambda: gated.cells.lstm(8, forget_bias="1"), r"forget_bias: expected a finite number, got '1'"),
-        (lambda: gated.cells.ssm(8, dt_max=float("inf")), r"dt_max: expected a finite number > 0, got inf"),
-        (lambda: gated.cells.rnn(8, recurrent_scale=True), r"recurrent_scale: expected a finite number, got True"),
-        (lambda: gated.cells.mlstm(8, num_heads=np.int64(3)), r"num_heads: expected a positive int dividing"),
-        (lambda: gated.cells.lstm(8).init(jax.random.key(0), 2.5), r"input_size: expected a positive int, got 2.5"),
+        (lambda: gated.cells.LSTM(8, forget_bias=float("nan")), r"forget_bias: expected a finite number, got nan"),
+        (lambda: gated.cells.LSTM(8, forget_bias="1"), r"forget_bias: expected a finite number, got '1'"),
+        (lambda: gated.cells.SelectiveSSM(8, dt_max=float("inf")), r"dt_max: expected a finite number > 0, got inf"),
+        (lambda: gated.cells.RNN(8, recurrent_scale=True), r"recurrent_scale: expected a finite number, got True"),
+        (lambda: gated.cells.MLSTM(8, num_heads=np.int64(3)), r"num_heads: expected a positive int dividing"),
+        (lambda: gated.cells.LSTM(8).init(jax.random.key(0), 2.5), r"input_size: expected a positive int, got 2.5"),
     ]
     for make, message in refused:
         with pytest.raises(ValueError, match=message):
             make()
-    cell = gated.cells.lstm(np.int64(8), forget_bias=np.float32(2.0), peepholes=np.bool_(True))
-    assert cell == gated.cells.lstm(8, forget_bias=2.0, peepholes=True)
+    cell = gated.cells.LSTM(np.int64(8), forget_bias=np.float32(2.0), peepholes=np.bool_(True))
+    assert cell == gated.cells.LSTM(8, forget_bias=2.0, peepholes=True)
     assert type(cell.hidden_size) is int and type(cell.forget_bias) is float
-    assert gated.cells.ssm(jnp.int32(4), state_size=np.int16(3)).carry_shape == (4, 3)
+    assert gated.cells.SelectiveSSM(jnp.int32(4), state_size=np.int16(3)).carry_shape == (4, 3)
     params = cell.init(jax.random.key(0), np.int64(3))
     assert params.input_kernel.shape == (3, 32)
 
 
 def test_layers_refuse_what_is_not_a_layer_and_take_numpy_scalars():
-    lstm = gated.cells.lstm(4)
+    lstm = gated.cells.LSTM(4)
     with pytest.raises(TypeError, match=r"layers\[1\]: expected a cell or a layer .* got str 'gru'"):
-        gated.stack([lstm, "gru"])
+        gated.Stack([lstm, "gru"])
     with pytest.raises(TypeError, match=r"residual: expected a bool, got 1"):
-        gated.stack([lstm], residual=1)
-    with pytest.raises(TypeError, match=r"forward: expected a gated.recurrent layer, got LSTM"):
-        gated.Bidirectional(lstm, lstm)
+        gated.Stack([lstm], residual=1)
+    with pytest.raises(TypeError, match=r"forward: expected a cell or a gated.Recurrent layer, got str"):
+        gated.Bidirectional("lstm")
+    with pytest.raises(TypeError, match=r"backward: expected a cell or a gated.Recurrent layer, got Stack"):
+        gated.Bidirectional(lstm, gated.Stack([lstm]))
     with pytest.raises(TypeError, match=r"time_axis: expected an int, got 1.0"):
         gated.run(lstm, lstm.init(jax.random.key(0), 3), jnp.zeros((2, 5, 3)), time_axis=1.0)
-    layer = gated.recurrent(lstm, unroll=np.int64(2), reverse=np.bool_(True))
+    layer = gated.Recurrent(lstm, unroll=np.int64(2), reverse=np.bool_(True))
     assert layer.unroll == 2 and layer.reverse is True
     _, ys = layer(layer.init(jax.random.key(0), np.int64(3)), jnp.zeros((2, 5, 3)), time_axis=np.int64(1))
     assert ys.shape == (2, 5, 4)
@@ -343,8 +345,8 @@ def test_the_reported_bad_configs_are_refused():
         with pytest.raises(config_lib.ConfigError, match=message):
             config_lib.validate(config_lib.override(base, updates))
     with pytest.raises(ValueError, match=r"unroll: expected a positive int, got 0"):
-        gated.recurrent(gated.cells.lstm(4), unroll=0)
-    cell = gated.cells.lstm(4)
+        gated.Recurrent(gated.cells.LSTM(4), unroll=0)
+    cell = gated.cells.LSTM(4)
     with pytest.raises(ValueError, match=r"unroll: expected a positive int, got 0"):
         gated.run(cell, cell.init(jax.random.key(0), 3), jnp.zeros((2, 3)), unroll=0)
 

@@ -109,7 +109,7 @@ def test_errors():
 
 
 def test_proj_size_is_read_and_only_an_lstm_has_it():
-    """An LSTM with proj_size is lstm(H, proj_size=P) (the fixtures and live cases check its numbers); its state
+    """An LSTM with proj_size is LSTM(H, proj_size=P) (the fixtures and live cases check its numbers); its state
     dict goes back to PyTorch exactly, weight_hr included; a GRU with a projection is refused."""
     torch = pytest.importorskip("torch")
     module = torch.nn.LSTM(3, 4, proj_size=2)

@@ -28,8 +28,8 @@ def _perturbed(params, scale=0.3):
 
 @pytest.mark.parametrize("merge", ["concat", "sum"])
 def test_bidirectional_equals_forward_and_backward_references(merge):
-    fw, bw = gated.cells.lstm(5, peepholes=True), gated.cells.gru(5)
-    layer = gated.bidirectional(fw, bw, merge=merge)
+    fw, bw = gated.cells.LSTM(5, peepholes=True), gated.cells.GRU(5)
+    layer = gated.Bidirectional(fw, bw, merge=merge)
     params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
     xs, lengths = _xs(), jnp.asarray(LENGTHS)
     carry, ys = jax.jit(lambda p, x: layer(p, x, lengths=lengths))(params, xs)
@@ -44,15 +44,15 @@ def test_bidirectional_equals_forward_and_backward_references(merge):
 
 
 def test_bidirectional_default_backward_cell_has_its_own_parameters():
-    layer = gated.bidirectional(gated.cells.rnn(4))
+    layer = gated.Bidirectional(gated.cells.RNN(4))
     params = layer.init(jax.random.key(0), D)
     assert layer.backward.cell == layer.forward.cell and layer.backward.reverse
     assert not np.allclose(params.forward.cell.input_kernel, params.backward.cell.input_kernel)
 
 
 def test_stack_with_residual_equals_layer_by_layer_reference():
-    cells = [gated.cells.lstm(5), gated.cells.gru(5, reset="before"), gated.cells.rnn(5)]
-    layer = gated.stack(cells, residual=True)
+    cells = [gated.cells.LSTM(5), gated.cells.GRU(5, reset="before"), gated.cells.RNN(5)]
+    layer = gated.Stack(cells, residual=True)
     params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
     lengths = jnp.asarray(LENGTHS)
     carry, ys = jax.jit(lambda p, x: layer(p, x, lengths=lengths))(params, _xs())
@@ -67,7 +67,7 @@ def test_stack_with_residual_equals_layer_by_layer_reference():
 
 
 def test_stack_of_bidirectional_layers_and_batch_major_inputs():
-    layer = gated.stack([gated.bidirectional(gated.cells.lstm(4)), gated.bidirectional(gated.cells.gru(3))])
+    layer = gated.Stack([gated.Bidirectional(gated.cells.LSTM(4)), gated.Bidirectional(gated.cells.GRU(3))])
     params = layer.init(jax.random.key(0), D, jnp.float64)
     xs = _xs()
     carry, ys = layer(params, xs)
@@ -81,8 +81,8 @@ def test_stack_of_bidirectional_layers_and_batch_major_inputs():
 
 
 def test_learned_initial_carry_is_broadcast_and_trained():
-    cell = gated.cells.lstm(5)
-    layer = gated.recurrent(cell, learn_initial_carry=True)
+    cell = gated.cells.LSTM(5)
+    layer = gated.Recurrent(cell, learn_initial_carry=True)
     params = _perturbed(layer.init(jax.random.key(0), D, jnp.float64))
     assert jax.tree.map(jnp.shape, params.initial_carry) == gated.LSTMState((5,), (5,))
     xs = _xs()
@@ -105,4 +105,4 @@ def test_learned_initial_carry_is_broadcast_and_trained():
 
 def test_stack_residual_size_mismatch_is_refused():
     with pytest.raises(ValueError, match="residual=True: layer 1 maps size 5 to 4"):
-        gated.stack([gated.cells.lstm(5), gated.cells.lstm(4)], residual=True)
+        gated.Stack([gated.cells.LSTM(5), gated.cells.LSTM(4)], residual=True)

@@ -172,7 +172,7 @@ def test_resets_equal_running_each_segment_by_hand(name, reverse):
 def test_log_space_stays_exact_where_the_linear_products_underflow():
     """A minGRU whose gates keep the state (1 - z ~ 0.999) over 4096 steps, float32: the log-space associative form
     agrees with the float64 sequential reference."""
-    cell = gated.cells.mingru(8, log_space=True)
+    cell = gated.cells.MinGRU(8, log_space=True)
     params = cell.init(jax.random.key(0), 2)
     params = params._replace(bias=params.bias.at[:8].set(-7.0))  # z ~ 1e-3
     xs = jax.random.normal(jax.random.key(1), (4096, 2, 2))
@@ -183,12 +183,12 @@ def test_log_space_stays_exact_where_the_linear_products_underflow():
 
 
 def test_parallel_forms_refuse_what_they_do_not_cover():
-    lstm = gated.cells.lstm(H)
+    lstm = gated.cells.LSTM(H)
     xs = jnp.zeros((T, B, D))
     refusal = "impl: 'associative' is not available here: the lstm cell is nonlinear, and 'associative' serves the"
     with pytest.raises(ValueError, match=refusal + " diagonal linear form"):
         gated.run(lstm, lstm.init(jax.random.key(0), D), xs, impl="associative")
-    cell = gated.cells.mingru(H)
+    cell = gated.cells.MinGRU(H)
     params = cell.init(jax.random.key(0), D)
     with pytest.raises(ValueError, match="impl: 'fused' is not available here"):
         gated.run(cell, params, xs, impl="fused")
@@ -201,7 +201,7 @@ def test_parallel_forms_refuse_what_they_do_not_cover():
     with pytest.raises(ValueError, match="chunk: expected a positive int, got 0"):
         gated.run(cell, params, xs, impl="chunked", chunk=0)
     with pytest.raises(ValueError, match="r_min, r_max"):
-        gated.cells.lru(H, r_min=0.99, r_max=0.9)
+        gated.cells.LRU(H, r_min=0.99, r_max=0.9)
 
 
 @pytest.mark.parametrize("config", [*LINEAR_CONFIGS[1:], *NEGATIVES], ids=config_id)
@@ -250,25 +250,25 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
 
     xs = jax.random.normal(jax.random.key(0), (2, 7, 3), jnp.float32)  # (B, T, D)
     lengths = jnp.array([7, 4])
-    layer = gated.stack([gated.bidirectional(gated.cells.lru(4), impl="associative"),
-                         gated.recurrent(gated.cells.mingru(5, log_space=True), impl="chunked"),
-                         gated.recurrent(gated.cells.ssm(4, state_size=3), impl="associative"),
-                         gated.recurrent(gated.cells.mlstm(4, num_heads=2), impl="chunked"),
-                         gated.bidirectional(gated.cells.slstm(3))])  # fmt: skip
+    layer = gated.Stack([gated.Bidirectional(gated.Recurrent(gated.cells.LRU(4), impl="associative")),
+                         gated.Recurrent(gated.cells.MinGRU(5, log_space=True), impl="chunked"),
+                         gated.Recurrent(gated.cells.SelectiveSSM(4, state_size=3), impl="associative"),
+                         gated.Recurrent(gated.cells.MLSTM(4, num_heads=2), impl="chunked"),
+                         gated.Bidirectional(gated.cells.SLSTM(3))])  # fmt: skip
     module = gated.flax.RNN(layer, return_carry=True)
     variables = jax.jit(module.init)(jax.random.key(1), xs, lengths=lengths)  # jitted: one compile, not one per op
     _close(jax.jit(module.apply)(variables, xs, lengths=lengths),
            layer(variables["params"]["layer"], xs, lengths=lengths, time_axis=1), rtol=1e-6, atol=1e-6)  # fmt: skip
-    for cell in (gated.cells.rglru(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
+    for cell in (gated.cells.RGLRU(4), gated.cells.MLSTM(4, num_heads=2), gated.cells.SLSTM(4)):
         assert jax.jit(nn.RNN(gated.flax.Cell(cell)).init)(jax.random.key(2), xs) is not None
-    for cell in (gated.cells.minlstm(4), gated.cells.mlstm(4, num_heads=2), gated.cells.slstm(4)):
+    for cell in (gated.cells.MinLSTM(4), gated.cells.MLSTM(4, num_heads=2), gated.cells.SLSTM(4)):
         assert gated.nnx.RNN(cell, 3, rngs=nnx.Rngs(0))(xs, lengths=lengths).shape == (2, 7, 4)
     config = config_lib.base_config()
     config.model.cell, config.model.impl, config.model.options.log_space = "mingru", "associative", True
     spec = config_lib.validate(config)
-    assert spec.cell == gated.cells.mingru(64, log_space=True) and spec.model.layer.impl == "associative"
+    assert spec.cell == gated.cells.MinGRU(64, log_space=True) and spec.model.layer.impl == "associative"
     config.model.cell, config.model.options.log_space, config.model.options.num_heads = "mlstm", None, 4
-    assert config_lib.validate(config).cell == gated.cells.mlstm(64, num_heads=4)
+    assert config_lib.validate(config).cell == gated.cells.MLSTM(64, num_heads=4)
 
 
 def _unstabilised_slstm(cell, p, xs):
@@ -309,11 +309,11 @@ def test_the_xlstm_stabilisers_change_nothing_but_the_range():
     """Over a sequence from the zero carry, the stabilised sLSTM and mLSTM (every form) give the outputs of the
     paper's unstabilised equations, and exp(m) c is the unstabilised matrix memory (float64, 1e-10)."""
     xs = jax.random.normal(jax.random.key(3), (T, D), jnp.float64)
-    slstm = gated.cells.slstm(H)
+    slstm = gated.cells.SLSTM(H)
     params = random_params(slstm, jax.random.key(4), D, jnp.float64)
     got = jax.jit(lambda p: gated.run(slstm, p, xs[:, None])[1][:, 0])(params)
     np.testing.assert_allclose(got, _unstabilised_slstm(slstm, params, xs), **F64)
-    mlstm = gated.cells.mlstm(H, num_heads=2)
+    mlstm = gated.cells.MLSTM(H, num_heads=2)
     params = random_params(mlstm, jax.random.key(5), D, jnp.float64)
     ys, memories = _unstabilised_mlstm(mlstm, params, xs)
     for impl in ("reference", "associative", "chunked"):
@@ -339,23 +339,23 @@ def test_mingru_with_eigenvalues_in_minus_one_to_one_flips_its_state():
 
     params = gated.cells.LinearParams(jnp.zeros((1, 2)), jnp.array([30.0, 0.0]))  # z = 1, candidate 0
     xs = jnp.zeros((4, 1))
-    flips = gated.cells.mingru(1, eigenvalues="[-1, 1]")
+    flips = gated.cells.MinGRU(1, eigenvalues="[-1, 1]")
     np.testing.assert_allclose(diagnostics.decay_factors(flips, params, xs)[:, 0], -1.0, atol=1e-12)
-    in_log_space = gated.cells.mingru(1, eigenvalues="[-1, 1]", log_space=True)  # its candidate g(-30) ~ 1e-13
+    in_log_space = gated.cells.MinGRU(1, eigenvalues="[-1, 1]", log_space=True)  # its candidate g(-30) ~ 1e-13
     for cell, p in ((flips, params), (in_log_space, params._replace(bias=jnp.array([30.0, -30.0])))):
         for impl in ("reference", "associative", "chunked"):
             _, ys = gated.run(cell, p, xs[:, None], carry=jnp.ones((1, 1)), impl=impl)
             np.testing.assert_allclose(ys[:, 0, 0], [-1.0, 1.0, -1.0, 1.0], atol=1e-12)
-    np.testing.assert_allclose(diagnostics.decay_factors(gated.cells.mingru(1), params, xs)[:, 0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(diagnostics.decay_factors(gated.cells.MinGRU(1), params, xs)[:, 0], 0.0, atol=1e-12)
     with pytest.raises(ValueError, match=r"eigenvalues: expected .*'\[0, 1\]'.*got '\[-2, 1\]'"):
-        gated.cells.mingru(4, eigenvalues="[-2, 1]")
+        gated.cells.MinGRU(4, eigenvalues="[-2, 1]")
 
 
 def test_log_space_forms_take_an_initial_carry_of_either_sign():
     """The defect: a log-space minGRU from a negative carry gave parallel results off by 0.92 (the log of a negative
     state read as -inf). The initial state's weight is scanned apart: float64 to 1e-10 against the reference, with
     resets that restore the negative state."""
-    cell = gated.cells.mingru(H, log_space=True)
+    cell = gated.cells.MinGRU(H, log_space=True)
     params = random_params(cell, jax.random.key(7), D, jnp.float64)
     carry = -1.0 - jnp.abs(random_carry(cell, jax.random.key(8), (B,), jnp.float64))
     xs = jax.random.normal(jax.random.key(9), (T, B, D), jnp.float64)
@@ -375,7 +375,7 @@ def test_rglru_gradients_stay_finite_where_its_recurrence_gate_saturates(dtype):
     the value nor, above 1 / (4 * 1000^2), the derivative (forward and reverse mode)."""
     from gated.cells.rglru import sqrt_bound_derivative
 
-    cell = gated.cells.rglru(H)
+    cell = gated.cells.RGLRU(H)
     params = cell.init(jax.random.key(0), D, dtype)
     params = params._replace(bias=params.bias.at[:H].set(-200.0))  # gate "a" is the first block
     xs = jax.random.normal(jax.random.key(1), (T, B, D), dtype)

@@ -51,7 +51,7 @@ def _numpy_griffin(mixer, p, xs, starts):
 
 @pytest.mark.parametrize("segment_start", ["restore", "recurrentgemma"])
 def test_griffin_equals_its_numpy_transcription(segment_start):
-    mixer = mixers.Griffin(gated.cells.rglru(H, segment_start=segment_start))
+    mixer = mixers.Griffin(gated.cells.RGLRU(H, segment_start=segment_start))
     params = random_params(mixer, jax.random.key(0), D, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
     resets = np.zeros((T, B), bool)
@@ -63,7 +63,7 @@ def test_griffin_equals_its_numpy_transcription(segment_start):
         np.testing.assert_allclose(ys[:, b], _numpy_griffin(mixer, params, np.asarray(xs[:, b]), starts), **F64)
 
 
-CELLS = [gated.cells.rglru(H, segment_start="recurrentgemma"), pytest.param(gated.cells.lru(H), marks=pytest.mark.slow)]
+CELLS = [gated.cells.RGLRU(H, segment_start="recurrentgemma"), pytest.param(gated.cells.LRU(H), marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=["rglru", "lru"])
@@ -125,7 +125,7 @@ def test_against_live_recurrentgemma():
 def test_rglru_recurrentgemma_segment_start_on_every_form():
     """segment_start="recurrentgemma": h_t = i_t v_t at a reset, on the reference path and the parallel forms
     (float64, values and gradients), and in a step with start=True; "restore" ignores start."""
-    cell = gated.cells.rglru(H, segment_start="recurrentgemma")
+    cell = gated.cells.RGLRU(H, segment_start="recurrentgemma")
     params = random_params(cell, jax.random.key(4), D, jnp.float64)
     carry = random_carry(cell, jax.random.key(5), (B,), jnp.float64)
     xs = jax.random.normal(jax.random.key(6), (T, B, D), jnp.float64)
@@ -144,11 +144,11 @@ def test_rglru_recurrentgemma_segment_start_on_every_form():
     u = cell.project(params, xs[3, 0])
     new, y = cell.step(params, carry[0], u, start=jnp.bool_(True))
     np.testing.assert_allclose(new, jax.nn.sigmoid(cell.gate(u, "x")) * cell.gate(u, "v"), **F64)
-    restore = gated.cells.rglru(H)
+    restore = gated.cells.RGLRU(H)
     np.testing.assert_array_equal(restore.step(params, carry[0], u, start=jnp.bool_(True))[0],
                                   restore.step(params, carry[0], u)[0])  # fmt: skip
     with pytest.raises(ValueError, match="segment_start: expected 'restore' or 'recurrentgemma', got 'zero'"):
-        gated.cells.rglru(H, segment_start="zero")
+        gated.cells.RGLRU(H, segment_start="zero")
 
 
 @pytest.mark.parametrize("kind", ["griffin", pytest.param("mlstm", marks=pytest.mark.slow)])
@@ -159,9 +159,9 @@ def test_linen_and_nnx_modules_equal_the_pure_function(kind):
     import gated.nnx
 
     if kind == "griffin":
-        mixer = mixers.Griffin(gated.cells.rglru(H, segment_start="recurrentgemma"))
+        mixer = mixers.Griffin(gated.cells.RGLRU(H, segment_start="recurrentgemma"))
     else:
-        mixer = mixers.MLSTMBlock(gated.cells.mlstm(H, num_heads=2, output_gate=False))
+        mixer = mixers.MLSTMBlock(gated.cells.MLSTM(H, num_heads=2, output_gate=False))
     xs = jax.random.normal(jax.random.key(7), (T, B, D))
     module = gated.flax.Block(mixer)
     variables = module.init(jax.random.key(0), xs)
@@ -182,7 +182,7 @@ def _silu(z):
 def test_mamba_equals_its_numpy_transcription():
     """Gu & Dao 2023, Fig. 3 and Algorithm 2: SiLU(conv(x W_u)) into the selective SSM (h_t = exp(dt A) h + dt v B^T,
     y = h C + D v), times SiLU(x W_z), projected; from no past and in pieces."""
-    mixer = mixers.Mamba(gated.cells.ssm(H, state_size=3), conv_width=3)
+    mixer = mixers.Mamba(gated.cells.SelectiveSSM(H, state_size=3), conv_width=3)
     params = random_params(mixer, jax.random.key(8), D, jnp.float64)
     xs = jax.random.normal(jax.random.key(9), (T, B, D), jnp.float64)
     final, ys = jax.jit(mixer)(params, xs)
@@ -206,7 +206,7 @@ def test_mamba_equals_its_numpy_transcription():
 def test_errors_name_what_they_got():
     with pytest.raises(TypeError, match=r"cell: expected a gated.cells cell.*got str .rglru.; make one with"):
         mixers.Griffin("rglru")
-    mixer = mixers.Griffin(gated.cells.rglru(H))
+    mixer = mixers.Griffin(gated.cells.RGLRU(H))
     params = mixer.init(jax.random.key(0), D)
     with pytest.raises(ValueError, match=r"xs: expected a last axis of 5 .*, got shape \(4, 2, 3\)"):
         mixer(params, jnp.zeros((4, 2, 3)))
@@ -237,8 +237,8 @@ def _numpy_cell(cell, p, us):
 
 
 XLSTM_BLOCKS = {
-    "mlstm": lambda: mixers.MLSTMBlock(gated.cells.mlstm(2 * H, num_heads=2, output_gate=False), conv_width=3),
-    "slstm": lambda: mixers.SLSTMBlock(gated.cells.slstm(D + 1), num_heads=3, conv_width=3),
+    "mlstm": lambda: mixers.MLSTMBlock(gated.cells.MLSTM(2 * H, num_heads=2, output_gate=False), conv_width=3),
+    "slstm": lambda: mixers.SLSTMBlock(gated.cells.SLSTM(D + 1), num_heads=3, conv_width=3),
 }
 
 
@@ -280,22 +280,22 @@ def test_xlstm_blocks_equal_their_numpy_transcription(name):
 
 def test_xlstm_block_errors_name_what_they_got():
     with pytest.raises(TypeError, match=r"cell: expected an mLSTM .*got 'slstm'"):
-        mixers.MLSTMBlock(gated.cells.slstm(H))
+        mixers.MLSTMBlock(gated.cells.SLSTM(H))
     with pytest.raises(TypeError, match=r"cell: expected an sLSTM .*got 'mlstm'"):
-        mixers.SLSTMBlock(gated.cells.mlstm(H))
+        mixers.SLSTMBlock(gated.cells.MLSTM(H))
     with pytest.raises(ValueError, match=r"num_heads: expected a positive int dividing the cell's hidden_size 6, got"):
-        mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=4)
+        mixers.SLSTMBlock(gated.cells.SLSTM(H), num_heads=4)
     with pytest.raises(ValueError, match=r"input_size: expected the cell's hidden_size 6 .*, got 5"):
-        mixers.SLSTMBlock(gated.cells.slstm(H), num_heads=2).init(jax.random.key(0), D)
+        mixers.SLSTMBlock(gated.cells.SLSTM(H), num_heads=2).init(jax.random.key(0), D)
     with pytest.raises(TypeError, match="params: expected MLSTMBlockParams"):
-        mixers.MLSTMBlock(gated.cells.mlstm(H))(None, jnp.zeros((2, D)))
+        mixers.MLSTMBlock(gated.cells.MLSTM(H))(None, jnp.zeros((2, D)))
 
 
 @pytest.mark.slow
 def test_state_dtype_keeps_a_bfloat16_recurrence_in_float32():
     """gated.run(state_dtype=float32) on bfloat16 inputs: the carry in float32, the outputs in bfloat16 and equal to
     the float32 run of the widened parameters and inputs; a mixer passes it on, and it differentiates."""
-    cell = gated.cells.mlstm(4, num_heads=2)
+    cell = gated.cells.MLSTM(4, num_heads=2)
     params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), cell.init(jax.random.key(0), 3))
     xs = jax.random.normal(jax.random.key(1), (6, 2, 3)).astype(jnp.bfloat16)
     carry, ys = gated.run(cell, params, xs, state_dtype=jnp.float32)
@@ -304,7 +304,7 @@ def test_state_dtype_keeps_a_bfloat16_recurrence_in_float32():
     assert ys.dtype == jnp.bfloat16 and all(a.dtype == jnp.float32 for a in jax.tree.leaves(carry))
     np.testing.assert_array_equal(ys, want.astype(jnp.bfloat16))
     jax.tree.map(np.testing.assert_array_equal, carry, want_carry)
-    mixer = mixers.Mamba(gated.cells.ssm(4, state_size=2), state_dtype="float32")
+    mixer = mixers.Mamba(gated.cells.SelectiveSSM(4, state_size=2), state_dtype="float32")
     mp = jax.tree.map(lambda a: a.astype(jnp.bfloat16), mixer.init(jax.random.key(2), 3))
     state, out = mixer(mp, xs)
     assert out.dtype == jnp.bfloat16 and state.cell.dtype == jnp.float32

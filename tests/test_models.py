@@ -17,7 +17,7 @@ F64 = {"rtol": 1e-10, "atol": 1e-12}
 
 
 def _hawk(impl="auto", width=D):
-    cell = gated.cells.rglru(width, segment_start="recurrentgemma")
+    cell = gated.cells.RGLRU(width, segment_start="recurrentgemma")
     return models.Model(V, width, layers=[models.Residual(mixers.Griffin(cell, impl=impl)),
                                           models.Residual(blocks.GatedMLP(2 * width, variant="geglu"))],
                         embedding_scale=width**0.5)  # fmt: skip
@@ -34,7 +34,7 @@ MODELS = {
         tie_embeddings=False,
     ),  # fmt: skip
     "lstm-stack": models.Model(
-        V, D, layers=[gated.recurrent(gated.cells.lstm(D)), gated.recurrent(gated.cells.gru(D))], final_norm=None
+        V, D, layers=[gated.Recurrent(gated.cells.LSTM(D)), gated.Recurrent(gated.cells.GRU(D))], final_norm=None
     ),  # fmt: skip
 }
 
@@ -48,7 +48,7 @@ def _noisy(params, seed):
 
 
 def test_residual_and_model_equal_their_composition_by_hand():
-    mixer = mixers.Griffin(gated.cells.rglru(D))
+    mixer = mixers.Griffin(gated.cells.RGLRU(D))
     residual = models.Residual(mixer)
     params = random_params(residual, jax.random.key(0), D, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
@@ -126,8 +126,8 @@ def test_errors():
     with pytest.raises(ValueError, match="key: expected a PRNG key to sample with temperature > 0"):
         models.generate(model, params, jnp.zeros((3, 2), int), 2, temperature=1.0)
     with pytest.raises(ValueError, match="mixer: expected outputs of the input's shape"):
-        models.Residual(gated.recurrent(gated.cells.lstm(3)))(
-            models.Residual(gated.recurrent(gated.cells.lstm(3))).init(jax.random.key(0), D), jnp.zeros((3, 2, D))
+        models.Residual(gated.Recurrent(gated.cells.LSTM(3)))(
+            models.Residual(gated.Recurrent(gated.cells.LSTM(3))).init(jax.random.key(0), D), jnp.zeros((3, 2, D))
         )
     with pytest.raises(ValueError, match="vocab_size: expected a positive int, got 0"):
         models.Model(0, D)
@@ -159,7 +159,7 @@ def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
     key to key), without one they are the evaluation pass; at rate 0 a key changes nothing."""
 
     def model(rate):
-        griffin = mixers.Griffin(gated.cells.rglru(D))
+        griffin = mixers.Griffin(gated.cells.RGLRU(D))
         mlp = models.Residual(blocks.MLP(8), dropout=rate)
         layers = [blocks.Dropout(rate), mlp, models.Residual(griffin, dropout=rate)]
         return models.Model(V, D, layers=layers)
@@ -190,7 +190,7 @@ def test_generation_on_every_scan_form_of_the_linear_cells(name):
     cell = gated.cells.get(name, D, **LINEAR_CELLS[name])
     prompt = jax.random.randint(jax.random.key(8), (5, B), 0, V)
     for impl in (f for f in FORMS if gated.backends.reason(f, cell, Call(f)) is None):
-        model = models.Model(V, D, layers=[models.Residual(gated.recurrent(cell, impl=impl, chunk=2)),
+        model = models.Model(V, D, layers=[models.Residual(gated.Recurrent(cell, impl=impl, chunk=2)),
                                            models.Residual(blocks.MLP(2 * D))])  # fmt: skip
         params = _noisy(model.init(jax.random.key(9), jnp.float64), 9)
         tokens, drawn = jax.jit(lambda p, x, m=model: models.generate(m, p, x, 3))(params, prompt)

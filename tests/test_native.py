@@ -52,7 +52,7 @@ def _values_and_grads(cell, params, carry, xs, weights, lengths, reverse, remat)
 
 
 # H = 16 and 48 (one and three 16-unit panels), batches with every remainder of the kernels' 4-row tiles.
-CELLS = [gated.cells.lstm(16), gated.cells.lstm(48), gated.cells.gru(16), gated.cells.gru(48, update="write")]
+CELLS = [gated.cells.LSTM(16), gated.cells.LSTM(48), gated.cells.GRU(16), gated.cells.GRU(48, update="write")]
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: f"{c.name}-{c.hidden_size}")
@@ -74,7 +74,7 @@ def test_native_equals_reference(kernel, cell, batch):
 @pytest.mark.slow
 def test_nan_in_padded_steps_reaches_no_native_gradient(kernel):
     """As on the other paths (tests/test_inputs.py): NaN in the padding gives the values and gradients of zeros."""
-    cell = gated.cells.gru(16)
+    cell = gated.cells.GRU(16)
     params, carry, xs, weights = _case(cell, batch=3)
     lengths = jnp.array([7, 3, 0])
     padded = (jnp.arange(7)[:, None] >= lengths[None, :])[..., None]
@@ -86,7 +86,7 @@ def test_nan_in_padded_steps_reaches_no_native_gradient(kernel):
 
 
 def test_native_threads_give_the_same_numbers(kernel):
-    cell = gated.cells.lstm(16)
+    cell = gated.cells.LSTM(16)
     params, carry, xs, weights = _case(cell, batch=9)
     fn = jax.jit(jax.grad(lambda p: jnp.sum(weights * gated.run(cell, p, xs, carry=carry, impl="native")[1])))
     one = fn(params)
@@ -100,7 +100,7 @@ def test_native_threads_give_the_same_numbers(kernel):
 
 
 def test_native_is_opt_in_and_vmaps_run_by_run(kernel):
-    cell = gated.cells.gru(16)
+    cell = gated.cells.GRU(16)
     params, carry, xs, _ = _case(cell)
     text = jax.jit(lambda p: gated.run(cell, p, xs)[1]).lower(params).as_text()
     assert "custom_call" not in text  # the default path never takes the kernels
@@ -111,7 +111,7 @@ def test_native_is_opt_in_and_vmaps_run_by_run(kernel):
 
 
 def test_forward_mode_names_the_option_to_change(kernel):
-    cell = gated.cells.lstm(16)
+    cell = gated.cells.LSTM(16)
     params, _, xs, _ = _case(cell)
 
     def loss(p):
@@ -125,7 +125,7 @@ def test_forward_mode_names_the_option_to_change(kernel):
 
 def test_nan_in_the_weights_comes_out_as_nan(kernel):
     """The kernels' exp clamps its input to the float range; a NaN must still propagate (divergence detection)."""
-    for cell in (gated.cells.lstm(16), gated.cells.gru(16)):
+    for cell in (gated.cells.LSTM(16), gated.cells.GRU(16)):
         params, carry, xs, _ = _case(cell)
         params = params._replace(recurrent_kernel=params.recurrent_kernel.at[0, 0].set(jnp.nan))
         _, ys = jax.jit(lambda p, c, x, cell=cell: gated.run(cell, p, x, carry=c, impl="native"))(params, carry, xs)
@@ -137,11 +137,11 @@ def test_nan_in_the_weights_comes_out_as_nan(kernel):
 def test_native_refuses_what_it_does_not_cover():
     xs = jnp.zeros((4, 2, D))
     for cell, dtype, match in (
-        (gated.cells.rnn(16), jnp.float32, "the native loops have no kernel for RNN"),
-        (gated.cells.lstm(16, peepholes=True), jnp.float32, "without peepholes"),
-        (gated.cells.gru(16, reset="before"), jnp.float32, "reset='after' only"),
-        (gated.cells.lstm(24), jnp.float32, "H a multiple of 16, got H = 24"),
-        (gated.cells.lstm(16), jnp.float64, "float32 only, got float64"),
+        (gated.cells.RNN(16), jnp.float32, "the native loops have no kernel for RNN"),
+        (gated.cells.LSTM(16, peepholes=True), jnp.float32, "without peepholes"),
+        (gated.cells.GRU(16, reset="before"), jnp.float32, "reset='after' only"),
+        (gated.cells.LSTM(24), jnp.float32, "H a multiple of 16, got H = 24"),
+        (gated.cells.LSTM(16), jnp.float64, "float32 only, got float64"),
     ):
         params = cell.init(jax.random.key(0), D, dtype)
         with pytest.raises(ValueError, match=f"impl: 'native' is not available here: .*{match}"):

@@ -41,7 +41,7 @@ def test_equals_the_numpy_loop_with_the_same_masks(name):
     wrapper = gated.cells.RecurrentDropout(cell=gated.cells.get(name, H), dropout=0.4, zoneout=0.3)
     params = random_params(wrapper.cell, jax.random.key(0), D, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
-    layer = gated.recurrent(wrapper)
+    layer = gated.Recurrent(wrapper)
     for key in (jax.random.key(2), None):  # training, then evaluation (ones, and the zoneout expectation p_z)
         _, ys = jax.jit(lambda p, x, k: layer(gated.RecurrentParams(p), x, key=k))(params, xs, key)
         masks = wrapper.masks(key, (B,), T, jnp.float64)
@@ -52,7 +52,7 @@ def test_equals_the_numpy_loop_with_the_same_masks(name):
 def test_masks_statistics():
     """The variational mask is one per sequence (the same at every step), kept with probability 1 - p and scaled
     by 1/(1 - p); zoneout keeps each unit with probability p_z, step by step; 4 standard errors."""
-    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.lstm(50), dropout=0.3, zoneout=0.2)
+    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.LSTM(50), dropout=0.3, zoneout=0.2)
     masks = np.asarray(wrapper.masks(jax.random.key(0), (40,), 30))
     drop, zone = masks[..., :50], masks[..., 50:]
     np.testing.assert_array_equal(drop, np.broadcast_to(drop[0], drop.shape))
@@ -64,13 +64,13 @@ def test_masks_statistics():
 
 
 def test_rate_zero_and_evaluation_are_the_plain_cell():
-    cell = gated.cells.lstm(H)
+    cell = gated.cells.LSTM(H)
     params = gated.RecurrentParams(random_params(cell, jax.random.key(3), D, jnp.float64))
     xs = jax.random.normal(jax.random.key(4), (T, B, D), jnp.float64)
-    plain = gated.recurrent(cell, impl="reference")(params, xs)  # the path the wrapper takes (no kernel)
+    plain = gated.Recurrent(cell, impl="reference")(params, xs)  # the path the wrapper takes (no kernel)
     for wrapper, key in ((gated.cells.RecurrentDropout(cell=cell), jax.random.key(5)),
                          (gated.cells.RecurrentDropout(cell=cell, dropout=0.5), None)):  # fmt: skip
-        got = gated.recurrent(wrapper)(params, xs, key=key)
+        got = gated.Recurrent(wrapper)(params, xs, key=key)
         # equal to float64 rounding: XLA fuses the masks' products (by 1 and by 0) into the step differently
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15), got, plain)
 
@@ -78,8 +78,8 @@ def test_rate_zero_and_evaluation_are_the_plain_cell():
 def test_transforms_lengths_and_models():
     """Gradients equal finite differences with fixed masks; lengths hold the carry at padding; a model with a
     dropout LSTM layer changes with its key and decodes from its carry at evaluation."""
-    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.gru(H), dropout=0.3, zoneout=0.2)
-    layer = gated.recurrent(wrapper)
+    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.GRU(H), dropout=0.3, zoneout=0.2)
+    layer = gated.Recurrent(wrapper)
     params = gated.RecurrentParams(random_params(wrapper.cell, jax.random.key(6), D, jnp.float64))
     xs = jax.random.normal(jax.random.key(7), (T, B, D), jnp.float64)
     check_grads(lambda p, x: layer(p, x, key=jax.random.key(8))[1], (params, xs), order=1, modes=("rev",))
@@ -99,12 +99,12 @@ def test_transforms_lengths_and_models():
 
 def test_errors():
     with pytest.raises(ValueError, match=r"cell: expected a classic cell \('rnn', 'lstm', 'gru'\).*got a mingru"):
-        gated.cells.RecurrentDropout(cell=gated.cells.mingru(H))
+        gated.cells.RecurrentDropout(cell=gated.cells.MinGRU(H))
     with pytest.raises(TypeError, match="cell: expected a gated.cells cell, got str"):
         gated.cells.RecurrentDropout(cell="lstm")
     with pytest.raises(ValueError, match=r"dropout: expected a finite number in \[0, 1\), got 1.5"):
-        gated.cells.RecurrentDropout(cell=gated.cells.lstm(H), dropout=1.5)
-    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.lstm(H), zoneout=0.1)
+        gated.cells.RecurrentDropout(cell=gated.cells.LSTM(H), dropout=1.5)
+    wrapper = gated.cells.RecurrentDropout(cell=gated.cells.LSTM(H), zoneout=0.1)
     params = wrapper.init(jax.random.key(0), D)
     with pytest.raises(ValueError, match=r"x: expected shape \(19,\) \(D = 4 features and 15 mask entries"):
         wrapper.project(params, jnp.zeros(D))

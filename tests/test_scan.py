@@ -14,9 +14,9 @@ from tests import reference
 from tests.conftest import random_carry, random_params
 
 RUN_CELLS = [
-    gated.cells.rnn(5),
-    gated.cells.lstm(5, peepholes=True),
-    gated.cells.gru(5, reset="before", update="write"),
+    gated.cells.RNN(5),
+    gated.cells.LSTM(5, peepholes=True),
+    gated.cells.GRU(5, reset="before", update="write"),
 ]
 T, B, D = 7, 4, 3
 LENGTHS = np.array([7, 3, 0, 5])
@@ -159,7 +159,7 @@ class TestRun:
 
 
 def test_run_with_zero_steps_returns_the_initial_carry():
-    cell = gated.cells.lstm(3)
+    cell = gated.cells.LSTM(3)
     params = random_params(cell, jax.random.key(0), 2, jnp.float64)
     carry = random_carry(cell, jax.random.key(1), (4,), jnp.float64)
     final, ys = gated.run(cell, params, jnp.zeros((0, 4, 2)), carry=carry)
@@ -171,7 +171,7 @@ def test_run_with_zero_steps_returns_the_initial_carry():
 def test_run_under_jit_compiles_once_across_lengths_and_initial_carries(impl):
     """chex.assert_max_traces: new lengths, a new initial carry or new parameters of the same shapes reuse the
     compiled program; and the shapes it checks are what it returns."""
-    cell = gated.cells.lstm(3)
+    cell = gated.cells.LSTM(3)
     chex.clear_trace_counter()  # chex counts traces per code object, across the parametrized cases
 
     @jax.jit

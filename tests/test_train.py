@@ -12,11 +12,11 @@ from experiments import train as train_lib
 TASK = tasks.get("delayed_recall", length=8, delay=2, classes=3)
 
 
-ADAM, LSTM = train_lib.OptimizerSpec(), gated.cells.lstm(4)
+ADAM, LSTM = train_lib.OptimizerSpec(), gated.cells.LSTM(4)
 
 
 def _setup(optimizer=ADAM, lr=1e-2, clip=1.0, cell=LSTM):
-    model = train_lib.SequenceModel(gated.recurrent(cell), TASK.output_size, TASK.readout)
+    model = train_lib.SequenceModel(gated.Recurrent(cell), TASK.output_size, TASK.readout)
     params = model.init(jax.random.key(0), TASK.input_size)
     hp = (lr, clip)
     step = jax.jit(train_lib.make_train_step(model, TASK, optimizer, 5))
@@ -53,7 +53,7 @@ def test_per_step_loss_excludes_unlabelled_steps():
 
 
 def test_last_step_readout_reads_each_sequence_at_its_length():
-    model = train_lib.SequenceModel(gated.recurrent(gated.cells.gru(3)), 2, "last")
+    model = train_lib.SequenceModel(gated.Recurrent(gated.cells.GRU(3)), 2, "last")
     params = model.init(jax.random.key(0), 4)
     xs = jax.random.normal(jax.random.key(1), (6, 3, 4))
     lengths = jnp.array([6, 2, 4])
@@ -65,7 +65,7 @@ def test_last_step_readout_reads_each_sequence_at_its_length():
 
 def test_divergence_freezes_the_state_and_records_the_step():
     optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="none")
-    _, params, hp, step = _setup(optimizer, lr=1.0, cell=gated.cells.rnn(4, activation="identity"))
+    _, params, hp, step = _setup(optimizer, lr=1.0, cell=gated.cells.RNN(4, activation="identity"))
     params = params._replace(readout_kernel=params.readout_kernel.at[0, 0].set(jnp.inf))
     state = train_lib.init_state(params, optimizer, *hp)
     finite = []

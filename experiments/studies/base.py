@@ -334,7 +334,7 @@ def train_runs(
 
     Returns ``(model, final states, per-step metrics (steps, runs), test metrics (runs,))``.
     """
-    model = train_lib.SequenceModel(gated.recurrent(cell), task.output_size, task.readout)
+    model = train_lib.SequenceModel(gated.Recurrent(cell), task.output_size, task.readout)
     thresholds = [1.0] * len(seeds) if clip_thresholds is None else list(clip_thresholds)
     states, data_keys, eval_keys = loop.init_states(
         [model] * len(seeds),

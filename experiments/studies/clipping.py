@@ -27,7 +27,7 @@ def _training(config) -> dict:
     """An IRNN (ReLU, identity W_hh; Le et al. 2015) on the adding problem with SGD: one program over every
     (threshold, seed); no clipping is the threshold +inf, which clip_by_global_norm never reaches."""
     task = tasks_lib.get("adding", length=config.length)
-    cell = gated.cells.rnn(config.hidden_size, activation="relu", recurrent_init="identity")
+    cell = gated.cells.RNN(config.hidden_size, activation="relu", recurrent_init="identity")
     thresholds = [float(t) for t in config.thresholds]
     n = config.seeds
     _, states, metrics, test = train_runs(

@@ -57,10 +57,10 @@ def _final(variant: str, parameter, xs, gamma):
     ``h = (1 - z) h + z x`` with a constant update gate ``z = 1 - lambda`` (its bias ``logit(1 - lambda)``)."""
     one, zero = jnp.ones((1, 1), xs.dtype), jnp.zeros((1, 1), xs.dtype)
     if variant == "plain":
-        cell = gated.cells.rnn(1, activation="identity")
+        cell = gated.cells.RNN(1, activation="identity")
         params = cell.params_type(one, parameter * one, jnp.zeros((1,), xs.dtype))
     elif variant == "lru":
-        cell = gated.cells.lru(1)
+        cell = gated.cells.LRU(1)
         kernel = jnp.concatenate([one, zero, zero], axis=1)  # B: real part 1, imaginary 0; no skip
         vector = lambda v: jnp.full((1,), v, xs.dtype)
         params = cell.params_type(
@@ -73,7 +73,7 @@ def _final(variant: str, parameter, xs, gamma):
             zero,
         )
     else:
-        cell = gated.cells.mingru(1)
+        cell = gated.cells.MinGRU(1)
         bias = jnp.concatenate([jnp.log((1 - parameter) / parameter)[None], jnp.zeros((1,), xs.dtype)])
         params = cell.params_type(jnp.concatenate([zero, one], axis=1), bias)
     carry, _ = gated.run(cell, params, xs[..., None])

@@ -41,7 +41,7 @@ def compute(config, workdir) -> dict:
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
     grad, per_seed, product, path_error = {}, {}, {}, 0.0
     for name, options in _settings(config):
-        cell = gated.cells.gru(config.hidden_size, **options)
+        cell = gated.cells.GRU(config.hidden_size, **options)
         params = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
         per_seed[name] = lag_norms(cell, params, xs, seed=2)["h"]  # (seeds, T): each seed's median over examples
         grad[name] = np.median(per_seed[name], axis=0)
@@ -53,7 +53,7 @@ def compute(config, workdir) -> dict:
         by_autodiff = jax.jit(lambda p, c=cell: diagnostics.gate_path_by_autodiff(c, p, xs[0]))(one)
         by_gates = jax.vmap(jnp.diag)(path[0, 0])  # the same params and example, from the gates
         path_error = max(path_error, float(jnp.max(jnp.abs(by_autodiff - by_gates))))
-    trained = trained_lag_profile(gated.cells.gru(config.hidden_size, update=config.updates[0]), config, task, xs)
+    trained = trained_lag_profile(gated.cells.GRU(config.hidden_size, update=config.updates[0]), config, task, xs)
     return {
         "grad": grad,
         "per_seed_grad": per_seed,

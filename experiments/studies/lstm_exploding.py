@@ -40,7 +40,7 @@ def compute(config, workdir) -> dict:
     exploding initialisation without and with clipping (per-step loss and pre-clip gradient norm, test MSE)."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
     scales = [float(s) for s in config.w_o_scales]
-    cell = gated.cells.lstm(config.hidden_size)
+    cell = gated.cells.LSTM(config.hidden_size)
     base = [cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)]
     params = stack([scale_w_o(cell, p, s) for s in scales for p in base])
     grad = np.median(lag_norms(cell, params, xs, seed=2)["h"].reshape(len(scales), config.seeds, -1), axis=1)
@@ -70,7 +70,7 @@ def _train(config) -> dict:
     """SGD on the adding problem from an LSTM whose W_o is scaled by each of ``train_w_o_scales`` (the first the
     control), every seed without and with clip_by_global_norm; per scale, runs ``[unclipped seeds, clipped seeds]``."""
     task = tasks_lib.get("adding", length=config.train_length)
-    cell = gated.cells.lstm(config.hidden_size)
+    cell = gated.cells.LSTM(config.hidden_size)
     seeds = list(range(config.seeds))
     thresholds = [float("inf")] * len(seeds) + [config.clip_threshold] * len(seeds)  # inf: never clips
     out = {

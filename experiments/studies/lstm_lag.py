@@ -44,10 +44,10 @@ def compute(config, workdir) -> dict:
     and seeds); the gate path against autodiff; and the trained profile."""
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
     biases, h = [float(b) for b in config.forget_biases], config.hidden_size
-    cell = gated.cells.lstm(h)  # the forget bias only sets the initial b_f; the step is the same
+    cell = gated.cells.LSTM(h)  # the forget bias only sets the initial b_f; the step is the same
     params = stack(
         [
-            gated.cells.lstm(h, forget_bias=b).init(jax.random.key(s), task.input_size, DTYPE)
+            gated.cells.LSTM(h, forget_bias=b).init(jax.random.key(s), task.input_size, DTYPE)
             for b in biases
             for s in range(config.seeds)
         ]
@@ -64,7 +64,7 @@ def compute(config, workdir) -> dict:
     first = jax.tree.map(lambda a: a[:: config.seeds], params)
     by_gates = jax.vmap(jax.vmap(jnp.diag))(raw_product[:: config.seeds, 0])  # the same params and example
     by_autodiff = jax.jit(jax.vmap(lambda p: diagnostics.gate_path_by_autodiff(cell, p, xs[0])))(first)
-    trained = trained_lag_profile(gated.cells.lstm(config.hidden_size), config, task, xs)
+    trained = trained_lag_profile(gated.cells.LSTM(config.hidden_size), config, task, xs)
     return {
         "biases": biases,
         "grad_h": grad_h,

@@ -31,10 +31,10 @@ def compute(config, workdir) -> dict:
     task, xs = task_inputs("adding", config.length, config.batch_size, seed=1)
     settings = {}
     for activation in config.activations:
-        cell = gated.cells.rnn(config.hidden_size, activation=activation)
+        cell = gated.cells.RNN(config.hidden_size, activation=activation)
         params = stack(
             [
-                gated.cells.rnn(config.hidden_size, activation=activation, recurrent_scale=float(rho)).init(
+                gated.cells.RNN(config.hidden_size, activation=activation, recurrent_scale=float(rho)).init(
                     jax.random.key(s), task.input_size, DTYPE
                 )
                 for rho in config.radii
@@ -62,7 +62,7 @@ def compute(config, workdir) -> dict:
                 ],  # per seed
                 "overflowed": int(np.sum(~finite)),
             }
-    trained = trained_lag_profile(gated.cells.rnn(config.hidden_size, activation="tanh"), config, task, xs)
+    trained = trained_lag_profile(gated.cells.RNN(config.hidden_size, activation="tanh"), config, task, xs)
     return {"settings": settings, "trained": trained}
 
 

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import pkgutil
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from gated import forms
 from gated import options as opts
 
 # isort: off
@@ -52,7 +49,7 @@ from .dropout import RecurrentDropout
 # isort: on
 
 # Every other module here defines cells that register themselves: a new cell is one module (imported here, its
-# constructor and class made public below).
+# class made public below).
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
@@ -96,31 +93,15 @@ __all__ = [
     "SelectiveSSM",
     "check_cell",
     "check_params",
-    "gated_deltanet",
     "get",
-    "gru",
     "is_cell",
     "l2_normalise",
-    "lru",
-    "lstm",
-    "mingru",
-    "minlstm",
-    "mlstm",
     "option_types",
     "positive",
     "require",
-    "rglru",
-    "rnn",
-    "slstm",
-    "ssd",
-    "ssm",
     "stabilised_combine",
     "trailing_axes",
 ]
-
-
-def _options(cls: type[Cell]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "hidden_size")
 
 
 def check_cell(cell: Any, name: str = "cell") -> Cell:
@@ -131,9 +112,9 @@ def check_cell(cell: Any, name: str = "cell") -> Cell:
         make a cell.
     """
     if not isinstance(cell, Cell):
-        hint = f"; make one with gated.cells.{cell}(H)" if isinstance(cell, str) and cell in CELLS else ""
+        hint = f"; make one with gated.cells.get({cell!r}, H)" if isinstance(cell, str) and cell in CELLS else ""
         got = f"str {cell!r}" if isinstance(cell, str) else type(cell).__name__
-        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.lstm(H), got {got}{hint}")
+        raise TypeError(f"{name}: expected a gated.cells cell, e.g. gated.cells.LSTM(H), got {got}{hint}")
     return cell
 
 
@@ -142,18 +123,15 @@ def is_cell(value: Any) -> bool:
     return isinstance(value, Cell)
 
 
-def require(cell: Cell, expected: str, what: str) -> Cell:
-    """Returns ``cell`` if it is what a function needs; ``what`` is a cell name (``"lstm"``), ``"linear"`` (a gated
-    linear recurrence) or a method the cell must have (``"gated_update"``).
+def require(cell: Cell, expected: str, what: str | type) -> Cell:
+    """Returns ``cell`` if it is what a function needs; ``what`` is a cell class or form (:class:`LSTM`,
+    :class:`gated.forms.Diagonal`) or a method the cell must have (``"gated_update"``).
 
     Raises:
       TypeError: ``cell: expected EXPECTED, got NAME``.
     """
     check_cell(cell)
-    if what in CELLS:
-        ok = cell.name == what
-    else:
-        ok = isinstance(cell, forms.Diagonal) if what == "linear" else hasattr(cell, what)
+    ok = isinstance(cell, what) if isinstance(what, type) else hasattr(cell, what)
     if not ok:
         raise TypeError(f"cell: expected {expected}, got {cell.name!r}")
     return cell
@@ -207,28 +185,12 @@ def get(name: str, hidden_size: int, **options) -> Cell:
     """
     if name not in CELLS:
         raise ValueError(f"cell name: expected one of {tuple(CELLS)}, got {name!r}")
-    cls = CELLS[name]
-    unknown = sorted(set(options) - set(_options(cls)))
-    if unknown:
-        raise TypeError(f"{name} cell: unknown option(s) {unknown}; valid options are {list(_options(cls))}")
-    return cls(hidden_size, **options)
+    return CELLS[name](hidden_size, **options)
 
 
-def _factory(cls: type[Cell]) -> Callable[..., Cell]:
-    def make(hidden_size: int, **options) -> Cell:
-        return get(cls.name, hidden_size, **options)
-
-    make.__name__ = make.__qualname__ = cls.name
-    make.__doc__ = f"Makes a :class:`{cls.__name__}` cell; same arguments.\n\n{cls.__doc__}"
-    make.__signature__ = inspect.signature(cls).replace(return_annotation=cls.__name__)
-    return make
-
-
-# Each registered cell's constructor by its name (cells.lstm(H)), and its class and parameters by theirs.
+# Each registered cell's class and parameters by their names (cells.LSTM, cells.LSTMParams): the class is the one
+# constructor, cells.get(name, H, **options) the registry's.
 for _cls in CELLS.values():
-    globals()[_cls.name] = _factory(_cls)
     for _public in (_cls, _cls.params_type):
         globals().setdefault(_public.__name__, _public)
-__all__ = sorted(
-    {*__all__, *CELLS, *(c.__name__ for c in CELLS.values()), *(c.params_type.__name__ for c in CELLS.values())}
-)
+__all__ = sorted({*__all__, *(c.__name__ for c in CELLS.values()), *(c.params_type.__name__ for c in CELLS.values())})

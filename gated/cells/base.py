@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from gated import forms
 from gated import init as initializers
 from gated import options as opts
-from gated.options import choice, integer, number, option
+from gated.options import Keywords, choice, integer, number, option
 
 Array = jax.Array
 
@@ -40,7 +40,7 @@ CELLS: dict[str, type] = {}
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell(forms.Form):
+class Cell(Keywords, forms.Form):
     """What every cell has, whatever its form (:mod:`gated.forms`): its size, options, parameters, carry and input
     projection. A cell class also inherits the forms it takes, which say what the backends of :func:`gated.run` read.
 
@@ -59,6 +59,11 @@ class Cell(forms.Form):
     stochastic: ClassVar[bool] = False
     # Whether a class that names itself registers in CELLS (False: a wrapper of another cell, RecurrentDropout).
     registered: ClassVar[bool] = True
+
+    @classmethod
+    def unknown_keyword(cls, unknown: list[str], names: list[str]) -> str:
+        valid = [n for n in names if n != "hidden_size"]
+        return f"{getattr(cls, 'name', cls.__name__)} cell: unknown option(s) {unknown}; valid options are {valid}"
 
     @property
     def restarts(self) -> bool:

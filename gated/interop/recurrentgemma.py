@@ -11,7 +11,7 @@ The RG-LRU's gates there are block-diagonal (``num_heads`` blocks); here they ar
 make, and its input is the branch itself: the ``v`` block of :class:`gated.cells.RGLRU`'s kernel is the identity.
 ``recurrentgemma`` restarts the RG-LRU at a segment start (``segment_pos == 0``, the first step of a sequence
 without a cache among them) with ``a = 0`` and no ``sqrt(1 - a^2)`` factor: the converted cell does the same
-(``rglru(segment_start="recurrentgemma")``), so that ``resets`` where ``segment_pos == 0`` give the same outputs.
+(``RGLRU(segment_start="recurrentgemma")``), so that ``resets`` where ``segment_pos == 0`` give the same outputs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def from_recurrent_block(params: Any, num_heads: int | None = None) -> tuple[mix
         bias = jnp.concatenate(
             [jnp.ravel(lru["a_gate"]["b"]), jnp.ravel(lru["input_gate"]["b"]), jnp.zeros((h,), gates[0].dtype)]
         )
-        cell = cells.rglru(h, c=8.0, segment_start="recurrentgemma")
+        cell = cells.RGLRU(h, c=8.0, segment_start="recurrentgemma")
         cell_params = cell.params_type(kernel, bias, -jnp.asarray(lru["a_param"]))  # softplus(-Lambda) = softplus(a)
         conv = params["conv_1d"]
         mixer = mixers.Griffin(cell, conv_width=conv["w"].shape[0])

@@ -13,7 +13,7 @@ The mapping (PyTorch's gate orders are gated's: LSTM i, f, g, o; GRU r, z, n):
 
 Back to PyTorch, ``bias_ih`` takes the folded bias and ``bias_hh`` zeros (``b_hn``
 for a GRU), so gated -> torch -> gated is exact. An LSTM with ``proj_size``
-(projections) is ``gated.cells.lstm(H, proj_size=P)``, ``weight_hr`` its
+(projections) is ``gated.cells.LSTM(H, proj_size=P)``, ``weight_hr`` its
 ``projection`` transposed.
 
 PyTorch itself is needed only by :func:`from_torch`, :func:`config_of`,
@@ -75,17 +75,17 @@ def cell_for(config: TorchConfig) -> cells_lib.Cell:
     if config.proj_size and config.mode != "LSTM":
         raise ValueError(f"config.proj_size: only an LSTM has a projection, got {config.proj_size} for {config.mode}")
     if config.mode == "LSTM":
-        return cells_lib.lstm(h, proj_size=config.proj_size or None)
+        return cells_lib.LSTM(h, proj_size=config.proj_size or None)
     if config.mode == "GRU":
-        return cells_lib.gru(h, reset="after", update="keep")
-    return cells_lib.rnn(h, activation="tanh" if config.mode == "RNN_TANH" else "relu")
+        return cells_lib.GRU(h, reset="after", update="keep")
+    return cells_lib.RNN(h, activation="tanh" if config.mode == "RNN_TANH" else "relu")
 
 
 def layer_for(config: TorchConfig) -> layers_lib.Stack:
     """The gated layer with PyTorch's structure: a stack of ``num_layers`` (bidirectional) layers."""
     cell = cell_for(config)
-    make = layers_lib.bidirectional if config.bidirectional else layers_lib.recurrent
-    return layers_lib.stack([make(cell) for _ in range(config.num_layers)])
+    layer = layers_lib.Bidirectional(cell) if config.bidirectional else layers_lib.Recurrent(cell)
+    return layers_lib.Stack((layer,) * config.num_layers)
 
 
 def _suffixes(config: TorchConfig, layer: int) -> list[str]:
