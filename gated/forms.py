@@ -110,6 +110,12 @@ class Diagonal(Form):
     stabilised: ClassVar[bool] = False
 
     @property
+    def time_invariant(self) -> bool:
+        """Whether the decay ``a_t`` is the same at every step, whatever the input (the LRU's; the SSM's with
+        ``selective=False``): no input-dependent gate, so the recurrence is a linear time-invariant filter."""
+        return False
+
+    @property
     def negative_eigenvalues(self) -> bool:
         """Whether the decay ``a_t`` can be negative (the ``eigenvalues="[-1, 1]"`` option of the cells that have
         it): a log-space form then carries each product's sign (:mod:`gated.parallel`)."""

@@ -86,6 +86,26 @@ def test_a_sequence_of_steps_equals_the_float64_transcription(name):
     _close((jax.tree.map(lambda a: a[0], final), ys[:, 0]), (state, np.stack(want)))
 
 
+# Every diagonal-form cell with its defaults, and with selective=False where it has the option (S4D's setting).
+DIAGONAL = [
+    (n, options)
+    for n, c in gated.cells.CELLS.items()
+    if issubclass(c, gated.forms.Diagonal)
+    for options in ({}, {"selective": False})
+    if not options or "selective" in {f.name for f in dataclasses.fields(c)}
+]
+
+
+@pytest.mark.parametrize("name, options", DIAGONAL, ids=[n + "-fixed" * bool(o) for n, o in DIAGONAL])
+def test_a_diagonal_cell_is_time_invariant_exactly_when_it_says(name, options):
+    """``time_invariant`` (what the studies read to tell the LRU from the input-gated recurrences): the decays
+    ``a_t`` of two different inputs are equal exactly when the cell says so."""
+    cell = dataclasses.replace(make(name), **options)
+    _, params, _, xs, _ = case(name)
+    a = [cell.coefficients(params, cell.project(params, x))[0] for x in (xs[0, 0], xs[1, 0])]
+    assert cell.time_invariant == bool(np.allclose(a[0], a[1], rtol=0, atol=1e-12)), (name, cell.time_invariant)
+
+
 @functools.cache
 def _loss(name: str, impl: str, resets: bool):
     """The value and gradient (parameters, carry, inputs) of both directions, with lengths (and resets), reading

@@ -5,47 +5,19 @@ the experiments engine (one workdir per run, resumable)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from gated import cells, forms
 
 from .. import config as config_lib
 from .. import engine
 from .base import plt_grid, rate_text, wilson
+from .modern import label, tables
 
 TITLE = "8. Long lags: success rate against sequence length"
 TASKS = ("adding", "temporal_order")
-VARIANTS = {
-    "lstm": {},
-    "no_forget_gate": {"model.options.forget_gate": False},
-    "cifg": {"model.options.coupled": True},
-    "peepholes": {"model.options.peepholes": True},
-    "forget_bias_0": {"model.options.forget_bias": 0.0},
-    "forget_bias_3": {"model.options.forget_bias": 3.0},
-}
-LINEAR = ("mingru", "minlstm", "lru", "rglru", "ssm", "mlstm", "mingru_stack", "hawk_stack")
-# The papers' stacks (engine block models, width and cells of hidden_size): Feng et al. 2024's two minGRU layers with
-# an MLP after each (section 4), and De et al. 2024's Hawk (two Griffin recurrent blocks with RG-LRUs and GeGLU MLPs).
-STACKS = {
-    "mingru_stack": {
-        "model.architecture": "blocks",
-        "model.mixer": "cell",
-        "model.cell": "mingru",
-        "model.num_layers": 2,
-        "model.mlp": "mlp",
-        "model.mlp_expansion": 4.0,
-        "model.norm": "layernorm",
-        "model.residual": True,
-    },
-    "hawk_stack": {
-        "model.architecture": "blocks",
-        "model.mixer": "griffin",
-        "model.cell": "rglru",
-        "model.num_layers": 2,
-        "model.mlp": "geglu",
-        "model.mlp_expansion": 3.0,
-        "model.norm": "rmsnorm",
-        "model.residual": True,
-    },
-}
 MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not": its upper end below
 
 
@@ -60,6 +32,32 @@ def _base(config):
         checkpoint_every=config.steps,
     )
     return c
+
+
+def _cell(name: str, config) -> cells.Cell:
+    return cells.get(name, config.hidden_size)
+
+
+def gated_nonlinear(name: str, config) -> bool:
+    """A nonlinear cell with gates (the LSTM's, the GRU's): more blocks than its candidate's."""
+    cell = _cell(name, config)
+    return isinstance(cell, forms.Nonlinear) and len(cell.gates) > 1
+
+
+def ungated_nonlinear(name: str, config) -> bool:
+    """A nonlinear cell without gates (the tanh RNN): one block, its candidate."""
+    cell = _cell(name, config)
+    return isinstance(cell, forms.Nonlinear) and len(cell.gates) == 1
+
+
+def linear(name: str) -> bool:
+    """A gated linear recurrence (:class:`gated.forms.Diagonal`): the figure's right-hand family."""
+    return issubclass(cells.CELLS[name], forms.Diagonal)
+
+
+def input_gated(name: str, config) -> bool:
+    """A linear recurrence whose decay reads the input (minGRU, RG-LRU, mLSTM), not a time-invariant one (LRU)."""
+    return linear(name) and not _cell(name, config).time_invariant
 
 
 def stacks(config) -> tuple[str, ...]:
@@ -97,9 +95,9 @@ def _entry(cell, t, length, seed, **options):
 
 def _run(config, cell, t, length, seed):
     """The engine entry of one run; a cell of ``chrono_cells`` gets the chrono initialisation for T_max = T; a stack
-    of :data:`STACKS` its model keys at width ``hidden_size``."""
-    if cell in STACKS:
-        keys = {**STACKS[cell], "model.width": config.hidden_size}
+    of ``configs/models.py``'s ``STACKS`` its model keys at width ``hidden_size``."""
+    if cell in tables().STACKS:
+        keys = {**tables().STACKS[cell], "model.width": config.hidden_size}
         return {**keys, "task.name": t, "task.length": length, "seed": seed}
     options = {"model.options.chrono_init": length} if cell in config.chrono_cells else {}
     return _entry(cell, t, length, seed, **options)
@@ -111,18 +109,20 @@ def compute(config, workdir) -> dict:
     for t in (*config.tasks, config.variant_task):
         if t not in TASKS:
             raise ValueError(f"config.tasks: expected entries of {TASKS}, got {t!r}")
+    variants = tables().LSTM_VARIANTS
     for v in config.variants:
-        if v not in VARIANTS:
-            raise ValueError(f"config.variants: expected entries of {sorted(VARIANTS)}, got {v!r}")
+        if v not in variants["options"]:
+            raise ValueError(f"config.variants: expected entries of {sorted(variants['options'])}, got {v!r}")
     for c in config.long_cells:
         if c not in config.cells:
             raise ValueError(f"config.long_cells: expected entries of config.cells {tuple(config.cells)}, got {c!r}")
     for c in config.stacks:
-        if c not in STACKS:
-            raise ValueError(f"config.stacks: expected entries of {tuple(STACKS)}, got {c!r}")
+        if c not in tables().STACKS:
+            raise ValueError(f"config.stacks: expected entries of {tuple(tables().STACKS)}, got {c!r}")
+    chrono = tuple(n for n, cls in cells.CELLS.items() if "chrono_init" in {f.name for f in dataclasses.fields(cls)})
     for c in config.chrono_cells:
-        if c not in ("lstm", "gru"):
-            raise ValueError(f"config.chrono_cells: expected entries of ('lstm', 'gru'), got {c!r}")
+        if c not in chrono:
+            raise ValueError(f"config.chrono_cells: expected cells with a chrono_init option {chrono}, got {c!r}")
     sweep = [
         _run(config, cell, t, length, s)
         for (t, cell), ts in lengths(config).items()
@@ -130,7 +130,10 @@ def compute(config, workdir) -> dict:
         for s in range(config.seeds)
     ]
     variant_runs = {
-        v: [_entry("lstm", config.variant_task, config.variant_length, s, **VARIANTS[v]) for s in range(config.seeds)]
+        v: [
+            _entry(variants["cell"], config.variant_task, config.variant_length, s, **variants["options"][v])
+            for s in range(config.seeds)
+        ]
         for v in config.variants
     }
     all_entries = sweep + [e for entries in variant_runs.values() for e in entries if e not in sweep]
@@ -157,29 +160,14 @@ def _counts(results, config) -> dict[tuple[str, str], list[int]]:
     }
 
 
-DISPLAY = {
-    "rnn": "tanh RNN",
-    "lstm": "LSTM",
-    "gru": "GRU",
-    "mingru": "minGRU",
-    "minlstm": "minLSTM",
-    "lru": "LRU",
-    "rglru": "RG-LRU",
-    "slstm": "sLSTM",
-    "mlstm": "mLSTM",
-    "ssm": "selective SSM",
-    "mingru_stack": "2 minGRU layers + MLPs",
-    "hawk_stack": "Hawk (2 blocks)",
-}
-
-
 def plot(results, config, report) -> None:
     counts, ts, n = _counts(results, config), lengths(config), config.seeds
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    linear = [c for c in config.cells if c in LINEAR] + list(stacks(config))
-    families = [("classic cells", [c for c in config.cells if c not in LINEAR]), ("gated linear recurrences", linear)]
-    families = [(name, cells) for name, cells in families if cells]
+    linear_family = [c for c in config.cells if linear(c)] + list(stacks(config))
+    classic = [c for c in config.cells if not linear(c)]
+    families = [("classic cells", classic), ("gated linear recurrences", linear_family)]
+    families = [(name, members) for name, members in families if members]
     fig, grid = plt_grid(len(config.tasks), len(families))
     for row, t in zip(grid, config.tasks, strict=True):
         criterion = (
@@ -187,15 +175,15 @@ def plot(results, config, report) -> None:
             if t == "adding"
             else f"test accuracy >= {config.success_accuracy:g}"
         )
-        for ax, (family, cells) in zip(row, families, strict=True):
-            cells = [c for c in cells if (t, c) in ts]  # the stacks run the adding problem only
-            for k, cell in enumerate(cells):
-                x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.04 * (k - (len(cells) - 1) / 2))  # dodge the bars
+        for ax, (family, members) in zip(row, families, strict=True):
+            members = [c for c in members if (t, c) in ts]  # the stacks run the adding problem only
+            for k, cell in enumerate(members):
+                x = np.asarray(ts[(t, cell)], float) * (1.0 + 0.04 * (k - (len(members) - 1) / 2))  # dodge the bars
                 rate = np.asarray(counts[(t, cell)]) / n
                 low, high = np.asarray([wilson(c, n) for c in counts[(t, cell)]]).T
-                label = DISPLAY.get(cell, cell) + (" (chrono init)" if cell in config.chrono_cells else "")
-                ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=4, lw=1.5, label=label)
-            ticks = sorted({x for c in cells for x in ts[(t, c)]})
+                name = label(cell) + (" (chrono init)" if cell in config.chrono_cells else "")
+                ax.errorbar(x, rate, yerr=[rate - low, high - rate], fmt="o-", capsize=4, lw=1.5, label=name)
+            ticks = sorted({x for c in members for x in ts[(t, c)]})
             ax.set_xscale("log")
             ax.set_xticks(ticks)
             ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -243,18 +231,17 @@ def claims(results, config, report) -> None:
     for t in config.tasks:
         common = sorted(set.intersection(*(set(ts[(t, c)]) for c in config.cells)))
         length = 100 if 100 in common else common[-1]
-        for cell in ("lstm", "gru"):
-            if cell in config.cells:
-                k = at(t, cell, length)
-                report.claim(
-                    f"The {cell.upper()} solves {t} at T = {length} on most seeds",
-                    wilson(k, n)[0] > MOST,
-                    rate_text(k, n),
-                )
-        if "rnn" in config.cells:
-            k = at(t, "rnn", length)
+        for cell in [c for c in config.cells if gated_nonlinear(c, config)]:
+            k = at(t, cell, length)
             report.claim(
-                f"The tanh RNN does not solve {t} at T = {length} on most seeds",
+                f"The {cell.upper()} solves {t} at T = {length} on most seeds",
+                wilson(k, n)[0] > MOST,
+                rate_text(k, n),
+            )
+        for cell in [c for c in config.cells if ungated_nonlinear(c, config)]:
+            k = at(t, cell, length)
+            report.claim(
+                f"The {label(cell)} does not solve {t} at T = {length} on most seeds",
                 wilson(k, n)[1] < MOST,
                 rate_text(k, n),
             )
@@ -262,7 +249,7 @@ def claims(results, config, report) -> None:
             for x, k in zip(ts[(t, cell)], counts[(t, cell)], strict=True):
                 report.headline[f"{t}_T{x}_{cell}_solved"] = f"{k}/{n}"
     for cell in config.long_cells:
-        if "adding" in config.tasks and cell in ("mingru", "rglru", "mlstm"):
+        if "adding" in config.tasks and input_gated(cell, config):
             longest = ts[("adding", cell)][-1]
             k = at("adding", cell, longest)
             report.claim(
@@ -275,18 +262,20 @@ def claims(results, config, report) -> None:
         # adding problem where the lone layer fails. Judged at the longest adding length the single minGRU ran.
         longest = ts[("adding", stack)][-1]
         k = at("adding", stack, longest)
-        single = "mingru" if stack == "mingru_stack" else "rglru"
+        single = tables().STACKS[stack]["model.cell"]
         alone = f"; the lone {single}: {at('adding', single, longest)}/{n}" if single in config.cells else ""
         report.claim(
-            f"The stack {DISPLAY[stack]} (width {config.hidden_size}) solves adding at T = {longest} on most seeds",
+            f"The stack {label(stack)} (width {config.hidden_size}) solves adding at T = {longest} on most seeds",
             wilson(k, n)[0] > MOST,
             rate_text(k, n) + alone,
         )
-    if "lru" in config.cells and "adding" in config.tasks:
-        ks = counts[("adding", "lru")]
+    invariant = [c for c in config.cells if linear(c) and not input_gated(c, config)]
+    for cell in invariant if "adding" in config.tasks else ():
+        ks = counts[("adding", cell)]
         report.claim(
-            "The LRU, linear and time-invariant (no input-dependent gate), does not solve the adding problem at any "
-            "length on most seeds: the product of marker and value is not a linear function of the inputs",
+            f"The {label(cell)}, linear and time-invariant (no input-dependent gate), does not solve the adding "
+            "problem at any length on most seeds: the product of marker and value is not a linear function of the "
+            "inputs",
             all(wilson(k, n)[1] < MOST for k in ks),
-            ", ".join(f"T = {x}: {k}/{n}" for x, k in zip(ts[("adding", "lru")], ks, strict=True)),
+            ", ".join(f"T = {x}: {k}/{n}" for x, k in zip(ts[("adding", cell)], ks, strict=True)),
         )

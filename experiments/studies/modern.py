@@ -5,133 +5,81 @@ parameters on the task at other lengths (extrapolation), from each run's ``final
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gated import cells, forms
+
 from .. import config as config_lib
-from .. import engine
+from .. import engine, make_configs_importable
 from .. import tasks as tasks_lib
 from .. import train as train_lib
 from .base import wilson
 
-# Each cell in its paper's block (engine keys of ``model.architecture = "blocks"``), at the study's width D: residual
-# pre-norm blocks, but the classic RNNs', which are Zaremba et al.'s plain stacks. ``hidden`` is the cell's width
-# over D (the SSM's and mLSTM's blocks expand by 2); "time_invariant" marks the recurrences whose coefficients do not
-# depend on the input.
-MODELS = {
-    "rnn": {
-        "model.mixer": "cell",
-        "model.cell": "rnn",
-        "model.mlp": "none",
-        "model.norm": "none",
-        "model.residual": False,
-    },
-    "lstm": {
-        "model.mixer": "cell",
-        "model.cell": "lstm",
-        "model.mlp": "none",
-        "model.norm": "none",
-        "model.residual": False,
-    },
-    "slstm": {
-        "model.mixer": "slstm",
-        "model.cell": "slstm",
-        "model.mlp": "geglu",
-        "model.mlp_expansion": 4 / 3,
-        "model.norm": "layernorm",
-        "model.residual": True,
-        "model.heads": 2,
-    },
-    "mingru": {
-        "model.mixer": "cell",
-        "model.cell": "mingru",
-        "model.mlp": "mlp",
-        "model.norm": "layernorm",
-        "model.residual": True,
-    },
-    "lru": {
-        "model.mixer": "cell",
-        "model.cell": "lru",
-        "model.mlp": "glu",
-        "model.mlp_expansion": 2.0,
-        "model.norm": "layernorm",
-        "model.residual": True,
-    },
-    "hawk": {
-        "model.mixer": "griffin",
-        "model.cell": "rglru",
-        "model.mlp": "geglu",
-        "model.mlp_expansion": 3.0,
-        "model.norm": "rmsnorm",
-        "model.residual": True,
-    },
-    "mamba": {
-        "model.mixer": "mamba",
-        "model.cell": "ssm",
-        "model.mlp": "none",
-        "model.norm": "rmsnorm",
-        "model.residual": True,
-        "model.options.state_size": 16,
-    },
-    "s4d": {
-        "model.mixer": "mamba",
-        "model.cell": "ssm",
-        "model.mlp": "none",
-        "model.norm": "rmsnorm",
-        "model.residual": True,
-        "model.options.state_size": 16,
-        "model.options.selective": False,
-    },
-    "mlstm": {
-        "model.mixer": "mlstm",
-        "model.cell": "mlstm",
-        "model.mlp": "none",
-        "model.norm": "layernorm",
-        "model.residual": True,
-        "model.options.num_heads": 2,
-        "model.options.output_gate": False,
-    },
-}
-EXPANDED = ("mamba", "s4d", "mlstm")  # blocks whose cell has twice the model's width
-TIME_INVARIANT = ("lru", "s4d")
 NEGATIVE = "_negative"  # a model name's suffix: the cell with eigenvalues in [-1, 1] (Grazzi et al. 2025)
-HAS_NEGATIVE = ("mingru", "hawk", "mamba")
 
-DISPLAY = {
-    "rnn": "tanh RNN",
-    "lstm": "LSTM",
-    "slstm": "sLSTM",
-    "mingru": "minGRU",
-    "lru": "LRU",
-    "hawk": "Hawk (RG-LRU)",
-    "mamba": "Mamba (selective SSM)",
-    "s4d": "time-invariant SSM (Mamba block)",
-    "mlstm": "mLSTM",
-}
+
+@functools.cache
+def tables():
+    """The studies' model tables, data only: ``configs/models.py`` (each cell in its paper's block, the labels)."""
+    make_configs_importable()
+    return importlib.import_module("configs.models")
+
+
+def label(name: str) -> str:
+    """What a figure or report prints for a cell, block or stack ``name`` (itself where the tables have none)."""
+    return tables().LABELS.get(name, name)
+
+
+@functools.cache
+def cell_of(name: str):
+    """The cell of model ``name`` with its block's options (at a small width): what the study asks of its form."""
+    keys = model_keys(name, 4)
+    options = {k.removeprefix("model.options."): v for k, v in keys.items() if k.startswith("model.options.")}
+    return cells.get(keys["model.cell"], keys["model.hidden_size"], **options)
+
+
+def time_invariant(name: str) -> bool:
+    """Whether model ``name``'s recurrence has no input-dependent decay (its cell's ``time_invariant``)."""
+    cell = cell_of(name)
+    return isinstance(cell, forms.Diagonal) and cell.time_invariant
+
+
+def nonlinear(name: str) -> bool:
+    """Whether model ``name``'s cell is a nonlinear recurrence (:class:`gated.forms.Nonlinear`)."""
+    return isinstance(cell_of(name), forms.Nonlinear)
+
+
+def has_negative(base: str) -> bool:
+    """Whether model ``base``'s cell has the ``eigenvalues`` option (``"[-1, 1]"``: the ``_negative`` models)."""
+    cell = cells.CELLS[tables().BLOCKS[base]["model.cell"]]
+    return "eigenvalues" in {f.name for f in dataclasses.fields(cell)}
 
 
 def display(name: str) -> str:
-    base = name.removesuffix(NEGATIVE)
-    return DISPLAY.get(base, base) + (", eigenvalues in [-1, 1]" if name.endswith(NEGATIVE) else "")
+    return label(name.removesuffix(NEGATIVE)) + (", eigenvalues in [-1, 1]" if name.endswith(NEGATIVE) else "")
 
 
 def check_models(names, key: str = "models") -> None:
     for name in names:
         base = name.removesuffix(NEGATIVE)
-        if base not in MODELS or (name.endswith(NEGATIVE) and base not in HAS_NEGATIVE):
-            valid = (*MODELS, *(m + NEGATIVE for m in HAS_NEGATIVE))
+        blocks = tables().BLOCKS
+        if base not in blocks or (name.endswith(NEGATIVE) and not has_negative(base)):
+            valid = (*blocks, *(m + NEGATIVE for m in blocks if has_negative(m)))
             raise ValueError(f"config.{key}: expected entries of {valid}, got {name!r}")
 
 
 def model_keys(name: str, width: int, **options) -> dict:
     """The engine keys of model ``name`` at width ``width`` (``options``: more cell options)."""
     base = name.removesuffix(NEGATIVE)
-    hidden = 2 * width if base in EXPANDED else width
-    keys = {"model.architecture": "blocks", **MODELS[base], "model.width": width, "model.hidden_size": hidden}
+    hidden = 2 * width if base in tables().EXPANDED else width
+    keys = {"model.architecture": "blocks", **tables().BLOCKS[base], "model.width": width, "model.hidden_size": hidden}
     if name.endswith(NEGATIVE):
         keys["model.options.eigenvalues"] = "[-1, 1]"
     return {**keys, **{f"model.options.{k}": v for k, v in options.items()}}

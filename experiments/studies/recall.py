@@ -12,16 +12,16 @@ from . import modern
 from .base import claim_over_seeds, plt_figure
 
 TITLE = "13. Recall and state size: multi-query associative recall"
-SCALED = {"mingru": "widths", "mamba": "state_sizes", "mlstm": "heads"}  # what each model's state grows with
 
 
 def settings(config) -> dict[str, list[tuple[int, dict, int]]]:
     """Per model, its ``(state size, model keys, setting)`` from the smallest state to the largest."""
     out = {}
     for m in config.models:
-        if m == "mingru":
+        scale = modern.tables().RECALL_SCALES[m]
+        if scale == "widths":
             out[m] = [(w, modern.model_keys(m, w), w) for w in config.widths]
-        elif m == "mamba":
+        elif scale == "state_sizes":
             out[m] = [
                 (2 * config.width * n, modern.model_keys(m, config.width, state_size=n), n) for n in config.state_sizes
             ]
@@ -46,8 +46,8 @@ def compute(config, workdir) -> dict:
     """Trains every (model, state size, pairs, seed) through the engine; returns the runs and the final test accuracy
     per model, state size and number of pairs (one per seed)."""
     for m in config.models:
-        if m not in SCALED:
-            raise ValueError(f"config.models: expected entries of {tuple(SCALED)}, got {m!r}")
+        if m not in modern.tables().RECALL_SCALES:
+            raise ValueError(f"config.models: expected entries of {tuple(modern.tables().RECALL_SCALES)}, got {m!r}")
     grid = settings(config)
     entries = [
         e for m in config.models for _, keys, _ in grid[m] for p in config.pairs for e in _entries(config, keys, p)
@@ -106,7 +106,8 @@ def plot(results, config, report) -> None:
     )
     header = ["model", "state size", "setting", *[f"{p} pairs" for p in config.pairs]]
     median = lambda m, s: [f"{np.median(acc[m][str(s)][str(p)]):.3f}" for p in config.pairs]
-    rows = [[modern.display(m), s, f"{SCALED[m]} {v}", *median(m, s)] for m in config.models for s, _, v in grid[m]]
+    scales = modern.tables().RECALL_SCALES
+    rows = [[modern.display(m), s, f"{scales[m]} {v}", *median(m, s)] for m in config.models for s, _, v in grid[m]]
     report.text(f"MQAR test accuracy, median of {n} seeds:")
     report.table(header, rows)
 

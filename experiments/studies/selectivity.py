@@ -89,7 +89,7 @@ def plot(results, config, report) -> None:
     for i, m in enumerate(models):
         counts = [modern.solved(acc["induction_heads"][m], config)]
         counts += [modern.solved(results["extrapolation"][m][str(f)], config) for f in config.extrapolation]
-        ls = "--" if m in modern.TIME_INVARIANT else "-"
+        ls = "--" if modern.time_invariant(m) else "-"
         x = np.asarray(lengths, float) * (1 + 0.04 * (i - (len(models) - 1) / 2))  # dodged
         modern.rate_bars(right, x, counts, n, modern.display(m), ls=ls)
     right.set_xscale("log")
@@ -124,8 +124,8 @@ def plot(results, config, report) -> None:
 
 def claims(results, config, report) -> None:
     acc, n = results["accuracy"], config.seeds
-    invariant = [m for m in config.models if m in modern.TIME_INVARIANT]
-    selective = [m for m in config.models if m not in modern.TIME_INVARIANT]
+    invariant = [m for m in config.models if modern.time_invariant(m)]
+    selective = [m for m in config.models if not modern.time_invariant(m)]
     copying = acc["selective_copying"]
     if invariant and selective:
         best_invariant = [max(copying[m][s] for m in invariant) for s in range(n)]

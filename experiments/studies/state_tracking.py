@@ -12,7 +12,6 @@ from . import modern
 from .base import claim_over_seeds, plt_grid
 
 TITLE = "14. State tracking: parity and modular addition"
-NONLINEAR = ("rnn", "lstm", "slstm")
 
 
 def _task(config, name: str, length: int) -> dict:
@@ -59,7 +58,7 @@ def plot(results, config, report) -> None:
     for ax, t in zip(grid[0], config.tasks, strict=True):
         for i, m in enumerate(config.models):
             counts = [modern.solved(acc[t][m][str(f)], config) for f in factors]
-            style = {"ls": "--" if m.endswith(modern.NEGATIVE) else ("-" if m in NONLINEAR else ":")}
+            style = {"ls": "--" if m.endswith(modern.NEGATIVE) else ("-" if modern.nonlinear(m) else ":")}
             base = m.removesuffix(modern.NEGATIVE)
             color = f"C{[b.removesuffix(modern.NEGATIVE) for b in config.models].index(base) % 10}"
             x = np.asarray(lengths, float) * (1 + 0.03 * (i - len(config.models) / 2))
@@ -109,9 +108,9 @@ def claims(results, config, report) -> None:
     parity = acc["parity"]
     solved = lambda m: [a >= config.success_accuracy for a in parity[m]["1"]]
     groups = {
-        "nonlinear": [m for m in config.models if m in NONLINEAR],
+        "nonlinear": [m for m in config.models if modern.nonlinear(m)],
         "negative": [m for m in config.models if m.endswith(modern.NEGATIVE)],
-        "positive": [m for m in config.models if m not in NONLINEAR and not m.endswith(modern.NEGATIVE)],
+        "positive": [m for m in config.models if not modern.nonlinear(m) and not m.endswith(modern.NEGATIVE)],
     }
     detail = lambda ms: ", ".join(f"{m} {sum(solved(m))}/{n}" for m in ms)
     if groups["nonlinear"]:

@@ -70,6 +70,10 @@ class LRU(LinearCell):
     params_type: ClassVar[type] = LRUParams
     gates: ClassVar[tuple[str, ...]] = ("re", "im", "skip")
 
+    @property
+    def time_invariant(self) -> bool:
+        return True  # lambda is a parameter: no gate reads the input
+
     def __post_init__(self):
         super().__post_init__()
         if not self.r_min < self.r_max:

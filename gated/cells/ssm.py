@@ -57,6 +57,10 @@ class SelectiveSSM(LinearCell):
     params_type: ClassVar[type] = SSMParams
     gates: ClassVar[tuple[str, ...]] = ("dt", "v")
 
+    @property
+    def time_invariant(self) -> bool:
+        return not self.selective  # S4D's setting: the step size, B and C are the biases alone
+
     def __post_init__(self):
         super().__post_init__()
         if not self.dt_min < self.dt_max:
