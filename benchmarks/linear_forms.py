@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 
 import gated
-from benchmarks.training_step import compile_programs, cpu_name, median_seconds, readout_init, write_results
+from benchmarks.timing import median_seconds
+from benchmarks.training_step import compile_programs, cpu_name, readout_init, write_results
 from gated.options import Call
 
 CELLS = {

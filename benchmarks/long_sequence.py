@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax
 
 import gated
-from benchmarks.training_step import compile_programs, flax_model, gated_model, median_seconds, write_results
+from benchmarks.timing import median_seconds
+from benchmarks.training_step import compile_programs, flax_model, gated_model, write_results
 
 
 def variants(hidden: int) -> dict:

@@ -19,10 +19,10 @@ import importlib.util
 import json
 import pathlib
 import sys
-import time
 
-import numpy as np
 import torch
+
+from benchmarks.timing import median_seconds
 
 CLASSES = 10
 HEADS = 4
@@ -144,20 +144,10 @@ def measure(name: str, t: int, batch: int, hidden: int, steps: int) -> dict:
     return {
         "impl": name,
         "T": t,
-        "step_s": _median(step, steps),
-        "forward_s": _median(forward, steps),
+        "step_s": median_seconds(step, steps),
+        "forward_s": median_seconds(forward, steps),
         "torch": torch.__version__,
     }
-
-
-def _median(run, steps: int) -> float:
-    run()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main(argv=None):

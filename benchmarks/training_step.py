@@ -167,17 +167,6 @@ def compile_programs(init, apply, b, t, d):
     return run_train, run_forward, compile_seconds, peak
 
 
-def median_seconds(run, steps: int) -> float:
-    """``run()`` once to warm up, then the median wall time of ``steps`` more calls."""
-    run()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)

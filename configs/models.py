@@ -64,15 +64,6 @@ BLOCKS = {
         "model.residual": True,
         "model.options.state_size": 16,
     },
-    "s4d": {
-        "model.mixer": "mamba",
-        "model.cell": "ssm",
-        "model.mlp": "none",
-        "model.norm": "rmsnorm",
-        "model.residual": True,
-        "model.options.state_size": 16,
-        "model.options.selective": False,
-    },
     "mlstm": {
         "model.mixer": "mlstm",
         "model.cell": "mlstm",
@@ -83,6 +74,7 @@ BLOCKS = {
         "model.options.output_gate": False,
     },
 }
+BLOCKS["s4d"] = {**BLOCKS["mamba"], "model.options.selective": False}  # Mamba's block, time-invariant (S4D's)
 EXPANDED = ("mamba", "s4d", "mlstm")  # blocks whose cell has twice the model's width
 
 # The papers' stacks (engine block models, width and cells of hidden_size): Feng et al. 2024's two minGRU layers with

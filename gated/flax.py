@@ -192,24 +192,25 @@ class _Linen(NamedTuple):
     candidate_bias: str | None = None  # the Dense holding the GRU's separate candidate bias ("hn")
 
 
-# Flax's own cells, by the name of the gated cell each one equals.
+# Flax's own cells, by the class of the gated cell each one equals.
 _LINEN = {
-    "lstm": _Linen(
+    cells_lib.LSTM: _Linen(
         "LSTMCell",
         ("i", "f", "g", "o"),
         "h",
         {"peepholes": False, "coupled": False, "forget_gate": True, "layer_norm": False, "proj_size": None},
     ),
-    "gru": _Linen("GRUCell", ("r", "z", "n"), "i", {"reset": "after", "update": "keep"}, candidate_bias="hn"),
-    "rnn": _Linen("SimpleCell", None, "i", {}),  # SimpleCell (residual=False), with the same activation
+    cells_lib.GRU: _Linen("GRUCell", ("r", "z", "n"), "i", {"reset": "after", "update": "keep"}, candidate_bias="hn"),
+    cells_lib.RNN: _Linen("SimpleCell", None, "i", {}),  # SimpleCell (residual=False), with the same activation
 }
 
 
 def _linen_layout(cell: cells_lib.Cell) -> _Linen:
     cells_lib.check_cell(cell)
-    if cell.name not in _LINEN:
-        raise ValueError(f"cell: Flax linen has no cell equal to a {cell.name} cell; expected one of {list(_LINEN)}")
-    layout = _LINEN[cell.name]
+    if type(cell) not in _LINEN:
+        expected = [c.name for c in _LINEN]
+        raise ValueError(f"cell: Flax linen has no cell equal to a {cell.name} cell; expected one of {expected}")
+    layout = _LINEN[type(cell)]
     if any(getattr(cell, k) != v for k, v in layout.required.items()):
         spelled = lambda values: ", ".join(f"{k}={v!r}" for k, v in values.items())
         got = {k: getattr(cell, k) for k in layout.required}
