@@ -30,9 +30,35 @@ def save(path: pathlib.Path, progress: loop.Progress) -> None:
         workdir_lib.write_keeping_previous(path, data)
 
 
+# The parameters of the engine's classic layer-and-readout model before it was a gated.models.Model (its own
+# ModelParams), and how they map onto the Model's: a checkpoint written then resumes.
+_LAYER_MODEL = {"recurrent", "readout_kernel", "readout_bias"}
+
+
+def _upgrade(state):
+    """``state`` with every old layer-model parameter tree (:data:`_LAYER_MODEL`) as the Model's."""
+    if isinstance(state, dict):
+        if set(state) == _LAYER_MODEL:
+            head = {"kernel": state["readout_kernel"], "bias": state["readout_bias"]}
+            return {"embedding": None, "layers": {"0": _upgrade(state["recurrent"])}, "final_norm": None, "head": head}
+        return {k: _upgrade(v) for k, v in state.items()}
+    return state
+
+
 def restore(path: pathlib.Path, template: loop.Progress, sharding) -> loop.Progress:
+    """The checkpoint at ``path`` in the structure of ``template``.
+
+    Raises:
+      WorkdirError: a checkpoint of another structure (another model's parameters), naming the file.
+    """
     data = serialization.msgpack_restore(workdir_lib.read_checkpoint(path))
-    states = serialization.from_state_dict(loop.fetch(template.states), data["state"])
+    try:
+        states = serialization.from_state_dict(loop.fetch(template.states), _upgrade(data["state"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise workdir_lib.WorkdirError(
+            f"{path}: expected a checkpoint of this config's model and optimiser, got another structure ({err}); "
+            "run it in a new workdir or with --overwrite"
+        ) from None
     states = loop.to_global(states, sharding) if sharding is not None else jax.tree.map(jax.numpy.asarray, states)
     as_arrays = lambda table: {k: np.asarray(v) for k, v in table.items()}
     return loop.Progress(states, as_arrays(data["history"]), as_arrays(data["evaluations"]))

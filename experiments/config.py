@@ -48,7 +48,7 @@ class RunSpec(NamedTuple):
     """What a validated config builds: the objects of one run."""
 
     cell: Any
-    model: train_lib.SequenceModel
+    model: gated.models.Model
     task: tasks_lib.Task
     optimizer: train_lib.OptimizerSpec
     learning_rate: float
@@ -138,11 +138,10 @@ def validate(config: ml_collections.ConfigDict) -> RunSpec:
         for key in block_keys:
             require(m[key] == schema.model[key], f"model.{key}",
                     f"{schema.model[key]!r} (it sets a block model: model.architecture 'blocks')", m[key])  # fmt: skip
-        vocab = task.input_size if task.tokens else None
-        model = train_lib.SequenceModel(layer, task.output_size, task.readout, m.dtype, vocab)
+        model = train_lib.layer_model(layer, task, m.dtype)
     else:
         require(m.architecture == "blocks", "model.architecture", "'layers' or 'blocks'", m.architecture)
-        model = train_lib.BlockModel(build_blocks(m, cell, task), task.readout, m.dtype)
+        model = build_blocks(m, cell, task)
     return RunSpec(cell, model, task, optimizer, float(o.learning_rate), float(o.clip_threshold))
 
 
@@ -205,6 +204,7 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
             vocab_size=task.output_size, width=width, layers=tuple(layers), final_norm=norm,
             tie_embeddings=bool(m.tie_embeddings), input_size=None if task.tokens else task.input_size,
             input_vocab_size=task.input_size if task.tokens and task.input_size != task.output_size else None,
+            readout=task.readout, dtype=None if m.dtype == "float32" else m.dtype,
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model: {err}") from None

@@ -82,7 +82,7 @@ def seconds_per_step(config: dict, steps: int) -> float:
     c = ml_collections.ConfigDict(config)
     spec = config_lib.validate(c)
     state = train_lib.init_state(
-        spec.model.init(jax.random.key(0), spec.task.input_size),
+        spec.model.init(jax.random.key(0)),
         spec.optimizer,
         spec.learning_rate,
         spec.clip_threshold,

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gated import models as models_lib
+
 from . import tasks as tasks_lib
 from . import train as train_lib
 
@@ -66,7 +68,7 @@ def _programs(model, task, optimizer, batch_size, eval_batch_size, mesh) -> Prog
 
 
 def programs(
-    model: train_lib.SequenceModel,
+    model: models_lib.Model,
     task: tasks_lib.Task,
     optimizer: train_lib.OptimizerSpec,
     batch_size: int,
@@ -82,7 +84,7 @@ def programs(
 
 
 def init_states(
-    models: Sequence[train_lib.SequenceModel],
+    models: Sequence[models_lib.Model],
     task: tasks_lib.Task,
     optimizer: train_lib.OptimizerSpec,
     seeds: Sequence[int],
@@ -94,13 +96,13 @@ def init_states(
     """Each run's initial state (from ``key(seed)``), stacked over the runs, with its data and test keys.
 
     ``models`` may differ in what changes only the initial parameters (e.g. the LSTM's forget bias).
-    ``init_transform`` edits each run's initial :class:`~experiments.train.ModelParams`.
+    ``init_transform`` edits each run's initial :class:`gated.models.ModelParams`.
     Returns ``(states, data keys, test keys)``, each with a leading run axis.
     """
     states, data_keys, eval_keys = [], [], []
     for model, seed, lr, clip in zip(models, seeds, learning_rates, clip_thresholds, strict=True):
         k_init, k_data, k_eval = jax.random.split(jax.random.key(seed), 3)
-        params = model.init(k_init, task.input_size, dtype)
+        params = model.init(k_init, dtype)
         if init_transform is not None:
             params = init_transform(params)
         states.append(train_lib.init_state(params, optimizer, lr, clip))

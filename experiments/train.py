@@ -1,4 +1,4 @@
-"""Training pieces as pure functions: a sequence model, its loss, an optax
+"""Training pieces as pure functions: the engine's model (a :class:`gated.models.Model`), its loss, an optax
 optimiser with gradient clipping, and a jittable ``train_step``.
 
 The optimiser is built once (:meth:`OptimizerSpec.make`). Its numeric
@@ -30,104 +30,41 @@ CLIPS = ("global_norm", "value", "none")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-class ModelParams(NamedTuple):
-    """Parameters of a :class:`SequenceModel`: the recurrent layer's and a dense readout ``(H, C)``, ``(C,)``."""
-
-    recurrent: Any
-    readout_kernel: Array
-    readout_bias: Array
+DTYPES = models_lib.COMPUTE_DTYPES  # config.model.dtype: the compute type (the parameters stay float32)
 
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def _last_step(ys: Array, lengths: Array | None) -> Array:
-    """``ys`` ``(T, B, ...)`` at each sequence's last valid step, ``(B, ...)``."""
-    t = ys.shape[0]
-    last = jnp.full(ys.shape[1:2], t - 1) if lengths is None else jnp.maximum(lengths - 1, 0)
-    return jnp.take_along_axis(ys, last.reshape(1, -1, *[1] * (ys.ndim - 2)), axis=0)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class SequenceModel:
-    """A recurrent layer followed by a dense readout.
-
-    ``readout="per_step"``: logits ``o_t = h_t W2 + b2`` at every step, ``(T, B, C)``
-    (seed 002's sequence element classification). ``readout="last"``: the
-    readout of the output at each sequence's last valid step, ``(B, C)``. Token inputs ``(T, B)`` (a task whose
-    ``tokens`` is set) are one-hot encoded over ``vocab_size``. ``dtype``: the compute type
-    (:func:`loss_and_metrics` casts the parameters and inputs to it; they are kept in float32).
-    """
-
-    layer: Any
-    output_size: int
-    readout: str = "per_step"
-    dtype: str = "float32"
-    vocab_size: int | None = None
-
-    def __post_init__(self):
-        if self.readout not in ("per_step", "last"):
-            raise ValueError(f"readout: expected 'per_step' or 'last', got {self.readout!r}")
-
-    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ModelParams:
-        k_layer, k_out = jax.random.split(key)
-        kernel = jax.nn.initializers.lecun_normal()(k_out, (self.layer.output_size, self.output_size), dtype)
-        return ModelParams(self.layer.init(k_layer, input_size, dtype), kernel, jnp.zeros((self.output_size,), dtype))
-
-    def __call__(self, params: ModelParams, xs: Array, lengths: Array | None = None, key: Array | None = None) -> Array:
-        del key  # no dropout in a layer stack
-        if jnp.issubdtype(xs.dtype, jnp.integer):
-            if self.vocab_size is None:
-                raise ValueError(f"xs: expected features (T, B, D), got integers of shape {xs.shape} and no vocab_size")
-            xs = jax.nn.one_hot(xs, self.vocab_size, dtype=params.readout_kernel.dtype)
-        _, ys = self.layer(params.recurrent, xs, lengths=lengths)
-        if self.readout == "last":
-            return _last_step(ys, lengths) @ params.readout_kernel + params.readout_bias[None, :]
-        return jnp.einsum("tbh,hc->tbc", ys, params.readout_kernel) + params.readout_bias[None, None, :]
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockModel:
-    """A :class:`gated.models.Model` (embedding or input projection, blocks, final norm, head) as the engine's
-    model: the same ``init`` and call as :class:`SequenceModel`, ``readout`` "per_step" or "last".
-
-    Every layer is causal, so ``lengths`` need not reach the layers: a step's output depends on no later input,
-    and the loss reads only valid steps (the last valid one with ``readout="last"``). ``key`` draws the dropout
-    masks (training); without one, dropout is off.
-    """
-
-    model: models_lib.Model
-    readout: str = "per_step"
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        if self.readout not in ("per_step", "last"):
-            raise ValueError(f"readout: expected 'per_step' or 'last', got {self.readout!r}")
-
-    @property
-    def output_size(self) -> int:
-        return self.model.vocab_size
-
-    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> models_lib.ModelParams:
-        del input_size  # the model's own (its vocabulary or input_size)
-        return self.model.init(key, dtype)
-
-    def __call__(self, params, xs: Array, lengths: Array | None = None, key: Array | None = None) -> Array:
-        _, logits = self.model(params, xs, key=key)
-        return _last_step(logits, lengths) if self.readout == "last" else logits
+def layer_model(layer: Any, task: tasks_lib.Task, dtype: str = "float32") -> models_lib.Model:
+    """The classic recurrent layer and its dense readout for ``task``, as the engine's one model type: a
+    :class:`gated.models.Model` without an embedding (the layer reads the one-hot tokens or the features), a head
+    with a bias, ``o_t = h_t W + b`` at every step or at each sequence's last valid step (``task.readout``; seed
+    002's sequence element classification is the former)."""
+    return models_lib.Model(
+        vocab_size=task.output_size,
+        width=layer.output_size,
+        layers=(layer,),
+        input_size=None if task.tokens else task.input_size,
+        input_vocab_size=task.input_size if task.tokens and task.input_size != task.output_size else None,
+        final_norm=None,
+        tie_embeddings=False,
+        embed=False,
+        head_bias=True,
+        readout=task.readout,
+        dtype=None if dtype == "float32" else dtype,
+    )
 
 
 def loss_and_metrics(
-    model, kind: str, params: Any, batch: tasks_lib.Batch, key: Array | None = None, bits: bool = False
+    model: models_lib.Model,
+    kind: str,
+    params: Any,
+    batch: tasks_lib.Batch,
+    key: Array | None = None,
+    bits: bool = False,
 ):
     """Mean loss over labelled steps (cross-entropy or squared error) and ``{"accuracy": ...}`` for classification,
     with ``bits`` its ``bits_per_byte`` (cross-entropy / log 2) too. The model runs in its ``dtype`` (parameters
     and float inputs cast to it); the loss is computed in float32. ``key``: the model's dropout masks."""
-    compute = DTYPES[getattr(model, "dtype", "float32")]
-    if compute != jnp.float32:
-        params = jax.tree.map(lambda a: a.astype(compute) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
-    xs = batch.xs.astype(compute) if jnp.issubdtype(batch.xs.dtype, jnp.floating) else batch.xs
-    outputs = model(params, xs, batch.lengths, key=key).astype(jnp.float32)
+    outputs = model(params, batch.xs, lengths=batch.lengths, key=key)[1].astype(jnp.float32)
     if model.readout == "per_step":
         weights = batch.mask.astype(outputs.dtype) / jnp.maximum(jnp.sum(batch.mask), 1)
     else:
@@ -251,7 +188,9 @@ def shard_batch(batch: tasks_lib.Batch, mesh: jax.sharding.Mesh | None, axis: st
     return jax.lax.with_sharding_constraint(batch, shardings)
 
 
-def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int, mesh=None):
+def make_train_step(
+    model: models_lib.Model, task: tasks_lib.Task, optimizer: OptimizerSpec, batch_size: int, mesh=None
+):
     """``train_step(state, data_key) -> (state, metrics)``, pure; jit it (over runs) once.
 
     The batch is ``task.sample(fold_in(data_key, state.step), batch_size)``, so a
@@ -301,7 +240,7 @@ def make_train_step(model: SequenceModel, task: tasks_lib.Task, optimizer: Optim
     return train_step
 
 
-def make_eval_step(model: SequenceModel, task: tasks_lib.Task, batch_size: int):
+def make_eval_step(model: models_lib.Model, task: tasks_lib.Task, batch_size: int):
     """``eval_step(params, key) -> metrics`` on one batch of ``batch_size`` from the test split."""
 
     def eval_step(params: Any, key: Array):

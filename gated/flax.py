@@ -93,8 +93,8 @@ def sequence_layer(layer: Any, **options) -> Any:
     if not isinstance(layer, LAYERS):
         got = f"str {layer!r}" if isinstance(layer, str) else type(layer).__name__
         raise TypeError(
-            f"layer: expected a gated cell (gated.cells.LSTM(H), ...) or layer (gated.recurrent, gated.Bidirectional, "
-            f"gated.stack), got {got}"
+            f"layer: expected a gated cell (gated.cells.LSTM(H), ...) or layer (gated.Recurrent, gated.Bidirectional, "
+            f"gated.Stack), got {got}"
         )
     changed = sorted(k for k, v in options.items() if v != layers_lib.LAYER_OPTIONS[k])
     if changed:
@@ -109,9 +109,9 @@ class RNN(nn.Module):
     """A gated cell or layer over a sequence.
 
     Attributes:
-      layer: a cell (run by :func:`gated.recurrent` with the options below), or
-        a layer: :func:`gated.recurrent`, :func:`gated.Bidirectional`,
-        :func:`gated.stack`.
+      layer: a cell (run by :class:`gated.Recurrent` with the options below), or
+        a layer: :class:`gated.Recurrent`, :class:`gated.Bidirectional`,
+        :class:`gated.Stack`.
       reverse, learn_initial_carry, unroll, remat, impl, chunk: options of the layer made
         from a bare cell (:data:`gated.layers.LAYER_OPTIONS`, see :class:`gated.Recurrent`); with a layer they must
         stay at their defaults (set them on the layer itself): a changed one is

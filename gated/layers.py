@@ -72,6 +72,8 @@ class Recurrent(Keywords):
 
     # As a mixer (gated.mixers.MIXERS["cell"]): the cell's hidden size is the layer's output width.
     cell_sets_width: ClassVar[bool] = True
+    # In a gated.models.Model: called with the sequences' lengths.
+    reads_lengths: ClassVar[bool] = True
 
     def __post_init__(self):
         check_cell(self.cell)
@@ -158,6 +160,8 @@ class Bidirectional(Keywords):
     backward: Recurrent | None = None
     merge: str = "concat"
 
+    reads_lengths: ClassVar[bool] = True  # in a gated.models.Model: called with the sequences' lengths
+
     def __post_init__(self):
         for name in ("forward", "backward"):
             layer = getattr(self, name)
@@ -226,6 +230,8 @@ class Stack(Keywords):
 
     layers: tuple[Layer | Stack, ...]
     residual: bool = False
+
+    reads_lengths: ClassVar[bool] = True  # in a gated.models.Model: called with the sequences' lengths
 
     def __post_init__(self):
         if not self.layers:

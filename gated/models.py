@@ -1,5 +1,6 @@
 """Models from blocks: the residual block the papers stack, a token model (an embedding, N layers, a final norm and
-a tied or untied head), and generation one token at a time from a carry.
+a tied or untied head), and generation one token at a time from a carry. Without an embedding (``embed=False``) the
+same model is the classic recurrent layer and its dense readout, per step or at each sequence's last step.
 
 A layer of a model is a :mod:`gated.blocks` block, a :mod:`gated.mixers` mixer, a :mod:`gated.layers` layer or a
 :class:`Residual` around any of them. The sequential ones (the convolution, the mixers, the recurrent layers) take
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 
 from gated import blocks
 from gated import init as initializers
-from gated.options import boolean, check_fields, integer, number, option
+from gated.options import boolean, check_fields, choice, integer, number, option
 
 Array = jax.Array
 
@@ -30,8 +31,11 @@ def sequential(layer: Any) -> bool:
     return getattr(layer, "sequential", True)
 
 
-def _apply(layer: Any, params: Any, xs: Array, carry: Any, resets: Array | None, time_axis: int, key: Array | None):
+def _apply(layer: Any, params: Any, xs: Array, carry: Any, resets: Array | None, time_axis: int, key: Array | None,
+           lengths: Array | None = None):  # fmt: skip
     random = {"key": key} if getattr(layer, "stochastic", False) else {}
+    if lengths is not None and getattr(layer, "reads_lengths", False):
+        random["lengths"] = lengths
     if sequential(layer):
         return layer(params, xs, carry=carry, resets=resets, time_axis=time_axis, **random)
     return None, layer(params, xs, **random)
@@ -94,13 +98,25 @@ class Residual:
 
 
 class ModelParams(NamedTuple):
-    """``embedding`` (V, D), normal with variance 1; each layer's parameters; the final norm's (or None); the head's
-    ``(D, V)`` kernel, or None when it is tied to the embedding."""
+    """``embedding`` (V, D), normal with variance 1 (None without one, ``embed=False``); each layer's parameters;
+    the final norm's (or None); the head's ``(D, V)`` kernel, or None when it is tied to the embedding, or
+    :class:`HeadParams` with ``head_bias``."""
 
-    embedding: Array
+    embedding: Array | None
     layers: tuple
     final_norm: Any
-    head: Array | None
+    head: Any
+
+
+class HeadParams(NamedTuple):
+    """A head with a bias (``head_bias=True``): its ``(D, V)`` kernel and ``(V,)`` bias (zeros)."""
+
+    kernel: Array
+    bias: Array
+
+
+READOUTS = ("per_step", "last")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +135,15 @@ class Model:
       final_norm: a norm or None.
       tie_embeddings: the head is the embedding's transpose (default True).
       embedding_scale: :math:`s`, multiplies the embedded tokens (1.0; Griffin uses :math:`\sqrt{D}`).
+      embed: True (default): the embedding above. False: none; the first layer reads the one-hot tokens (over
+        ``input_vocab_size`` or ``vocab_size``) or the features themselves, each layer the previous one's outputs
+        (``output_size``), and D is the last layer's output size: the classic recurrent layer and readout. Its key
+        splits into the layers' and the head's, the head LeCun-normal (Flax's ``Dense``).
+      head_bias: the head adds a bias (zeros at init; default False).
+      readout: "per_step" (default): logits at every step, ``(T, *batch, V)``; "last": at each sequence's last
+        valid step (by ``lengths``), ``(*batch, V)``.
+      dtype: None (default): compute in the parameters' type; "bfloat16" or "float32": the parameters and float
+        inputs cast to it for the call (mixed precision: the parameters are kept in their own type).
     """
 
     vocab_size: int = option(check=integer, minimum=1)
@@ -129,10 +154,22 @@ class Model:
     final_norm: Any = blocks.RMSNorm()
     tie_embeddings: bool = option(True, boolean)
     embedding_scale: float = option(1.0, number, low=0.0, low_open=True)
+    embed: bool = option(True, boolean)
+    head_bias: bool = option(False, boolean)
+    readout: str = option("per_step", choice, choices=READOUTS)
+    dtype: str | None = option(None, choice, choices=tuple(COMPUTE_DTYPES), optional=True)
 
     def __post_init__(self):
         check_fields(self)
         object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.embed and self.tie_embeddings:
+            raise ValueError("tie_embeddings: expected False with embed=False (there is no embedding to tie to)")
+        if not self.embed and self.layers and hasattr(self.layers[-1], "output_size"):
+            if self.layers[-1].output_size != self.width:
+                raise ValueError(
+                    f"width: expected the last layer's output size {self.layers[-1].output_size} with embed=False "
+                    f"(the head reads it), got {self.width}"
+                )
         if self.input_size is not None and self.tie_embeddings:
             raise ValueError(
                 f"tie_embeddings: expected False with input_size={self.input_size} (features in, not "
@@ -155,6 +192,8 @@ class Model:
         return self.vocab_size if self.input_vocab_size is None else self.input_vocab_size
 
     def init(self, key: Array, dtype=jnp.float32) -> ModelParams:
+        if not self.embed:
+            return self._init_without_embedding(key, dtype)
         keys = jax.random.split(key, len(self.layers) + 3)
         wide = jnp.promote_types(dtype, jnp.float32)
         if self.input_size is None:
@@ -166,7 +205,21 @@ class Model:
         head = None
         if not self.tie_embeddings:
             head = (jax.random.normal(keys[2], (self.width, self.vocab_size), wide) / self.width**0.5).astype(dtype)
+            head = HeadParams(head, jnp.zeros((self.vocab_size,), dtype)) if self.head_bias else head
         return ModelParams(embedding, layers, norm, head)
+
+    def _init_without_embedding(self, key: Array, dtype) -> ModelParams:
+        k_layers, k_head = jax.random.split(key)
+        keys = [k_layers] if len(self.layers) == 1 else list(jax.random.split(k_layers, len(self.layers) + 1)[1:])
+        size, layers = self.tokens if self.input_size is None else self.input_size, []
+        for layer, k in zip(self.layers, keys, strict=True):
+            layers.append(layer.init(k, size, dtype))
+            size = getattr(layer, "output_size", size)
+        k_norm = jax.random.fold_in(k_head, 1)
+        norm = None if self.final_norm is None else self.final_norm.init(k_norm, self.width, dtype)
+        head = jax.nn.initializers.lecun_normal()(k_head, (self.width, self.vocab_size), dtype)
+        head = HeadParams(head, jnp.zeros((self.vocab_size,), dtype)) if self.head_bias else head
+        return ModelParams(None, tuple(layers), norm, head)
 
     def __call__(
         self,
@@ -177,10 +230,14 @@ class Model:
         resets: Array | None = None,
         time_axis: int = 0,
         key: Array | None = None,
+        lengths: Array | None = None,
     ) -> tuple[tuple, Array]:
         """``(carry, logits)``: ``tokens`` ``(T, *batch)`` integers (time on ``time_axis``), logits
-        ``(T, *batch, V)``; ``carry`` one entry per layer (None for a position-wise one), None: from nothing.
-        ``key`` draws the dropout masks of every layer that has them (training); None turns them off."""
+        ``(T, *batch, V)`` (``(*batch, V)`` with ``readout="last"``); ``carry`` one entry per layer (None for a
+        position-wise one), None: from nothing. ``key`` draws the dropout masks of every layer that has them
+        (training); None turns them off. ``lengths`` ``(*batch,)``: each sequence's valid steps, read by the recurrent
+        layers (a bidirectional one reads backwards from the last valid step) and the "last" readout; the blocks
+        and mixers are causal and need none."""
         tokens = jnp.asarray(tokens)
         if self.input_size is not None:
             tokens = blocks.check_features("tokens", tokens, self.input_size, "features: the model's input_size")
@@ -190,22 +247,61 @@ class Model:
             raise TypeError(f"tokens: expected integers (T, *batch), got dtype {tokens.dtype} shape {tokens.shape}")
         if carry is not None and len(carry) != len(self.layers):
             raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
-        if self.input_size is None:
-            hidden = jnp.take(params.embedding, tokens, axis=0)
-        else:
-            hidden = tokens.astype(params.embedding.dtype) @ params.embedding
-        hidden = hidden * jnp.asarray(self.embedding_scale, params.embedding.dtype)
+        if self.dtype is not None:
+            params, tokens = _cast((params, tokens), COMPUTE_DTYPES[self.dtype])
+        hidden = self._inputs(params, tokens)
         carries = []
         keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         for i, layer in enumerate(self.layers):
             state, hidden = _apply(
-                layer, params.layers[i], hidden, None if carry is None else carry[i], resets, time_axis, keys[i]
+                layer,
+                params.layers[i],
+                hidden,
+                None if carry is None else carry[i],
+                resets,
+                time_axis,
+                keys[i],
+                lengths,
             )
             carries.append(state)
+        if self.readout == "last":
+            hidden = last_step(jnp.moveaxis(hidden, time_axis, 0), lengths)
         if self.final_norm is not None:
             hidden = self.final_norm(params.final_norm, hidden)
         head = params.embedding.T if params.head is None else params.head
+        if isinstance(head, HeadParams):
+            logits = hidden @ head.kernel
+            return tuple(carries), logits + blocks.broadcast_row(head.bias, logits.ndim)
         return tuple(carries), hidden @ head
+
+    def _inputs(self, params: ModelParams, tokens: Array) -> Array:
+        """What the first layer reads: the embedded tokens or features, or without an embedding the one-hot tokens
+        (in the head's type) or the features themselves."""
+        if not self.embed:
+            if self.input_size is not None:
+                return tokens
+            head = params.head.kernel if isinstance(params.head, HeadParams) else params.head
+            return jax.nn.one_hot(tokens, self.tokens, dtype=head.dtype)
+        if self.input_size is None:
+            hidden = jnp.take(params.embedding, tokens, axis=0)
+        else:
+            hidden = tokens.astype(params.embedding.dtype) @ params.embedding
+        return hidden * jnp.asarray(self.embedding_scale, params.embedding.dtype)
+
+
+def last_step(ys: Array, lengths: Array | None) -> Array:
+    """``ys`` ``(T, *batch, ...)`` at each sequence's last valid step (``lengths`` ``(*batch,)``; None: the last
+    step), ``(*batch, ...)``."""
+    t = ys.shape[0]
+    if lengths is None:
+        return ys[t - 1]
+    last = jnp.maximum(jnp.asarray(lengths) - 1, 0)
+    index = last.reshape(1, *last.shape, *[1] * (ys.ndim - 1 - last.ndim))
+    return jnp.take_along_axis(ys, index, axis=0)[0]
+
+
+def _cast(tree: Any, dtype) -> Any:
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def generate(
@@ -255,4 +351,15 @@ def generate(
     return tokens, drawn
 
 
-__all__ = ["Model", "ModelParams", "Residual", "ResidualParams", "generate", "sequential"]
+__all__ = [
+    "COMPUTE_DTYPES",
+    "READOUTS",
+    "HeadParams",
+    "Model",
+    "ModelParams",
+    "Residual",
+    "ResidualParams",
+    "generate",
+    "last_step",
+    "sequential",
+]

@@ -9,6 +9,7 @@ import re
 import chex
 import numpy as np
 import pytest
+from flax import serialization
 
 from experiments import config as config_lib
 from experiments import engine, loop, workdir, writers
@@ -308,7 +309,7 @@ def test_impossible_configs_are_refused_with_the_key_named(tmp_path, updates, me
 
 def test_cell_options_reach_the_cell_and_impl_the_layer():
     spec = config_lib.validate(tiny_config(**{"model.options.forget_bias": 2.0, "model.impl": "native"}))
-    assert spec.cell.forget_bias == 2.0 and spec.model.layer.impl == "native"
+    assert spec.cell.forget_bias == 2.0 and spec.model.layers[0].impl == "native"
     assert config_lib.validate(tiny_config()).cell.forget_bias == 1.0  # unset: the cell's default
 
 
@@ -469,3 +470,61 @@ def test_a_workdir_bound_before_a_cell_option_existed_still_resumes(tmp_path):
     set_one = tiny_config(**{"model.options.forget_bias": 2.0})
     with pytest.raises(workdir.WorkdirError, match=r"model.options.forget_bias: '\(absent\)' -> 2.0"):
         engine.train_and_evaluate(set_one, tmp_path)
+
+
+def _as_written_before_models(state):
+    """A checkpoint's state as the engine wrote it when its layer-and-readout model had parameters of its own
+    (``recurrent``, ``readout_kernel``, ``readout_bias``), before every engine model was a gated.models.Model."""
+    if isinstance(state, dict):
+        if set(state) == {"embedding", "layers", "final_norm", "head"} and state["embedding"] is None:
+            layer, head = _as_written_before_models(state["layers"]["0"]), state["head"]
+            return {"recurrent": layer, "readout_kernel": head["kernel"], "readout_bias": head["bias"]}
+        return {k: _as_written_before_models(v) for k, v in state.items()}
+    return state
+
+
+def _rewrite_checkpoint(path, edit):
+    data = serialization.msgpack_restore(workdir.read_checkpoint(path))
+    data["state"] = edit(data["state"])
+    for old in (path, workdir.previous_of(path)):
+        old.unlink(missing_ok=True)
+    workdir.write_keeping_previous(path, serialization.msgpack_serialize(data))
+
+
+def _stopped_at_the_first_checkpoint(monkeypatch, config, path):
+    """Runs ``config`` in ``path`` and 'kills' it where its second checkpoint would appear: the first stays (moved
+    aside as the previous one, as a kill there leaves it)."""
+    original, seen = workdir._replace, []
+
+    def replace(source, target):
+        if pathlib.Path(target).name == "checkpoint.msgpack" and len(seen) == 1:
+            raise Crash(target)
+        seen.extend([target] if pathlib.Path(target).name == "checkpoint.msgpack" else [])
+        original(source, target)
+
+    monkeypatch.setattr(workdir, "_replace", replace)
+    with pytest.raises(Crash):
+        engine.train_and_evaluate(config, path)
+    monkeypatch.setattr(workdir, "_replace", os.replace)
+
+
+def test_a_checkpoint_of_the_layer_model_written_before_it_was_a_model_resumes(tmp_path, monkeypatch):
+    """A run of the classic layer and readout stopped by older code resumes from its checkpoint, whose parameters
+    had their own tree, and ends as the uninterrupted run does."""
+    whole = engine.train_and_evaluate(tiny_config(), tmp_path / "whole" / "run")[""]
+    killed = tmp_path / "killed" / "run"
+    _stopped_at_the_first_checkpoint(monkeypatch, tiny_config(), killed)
+    _rewrite_checkpoint(killed / "checkpoint.msgpack", _as_written_before_models)
+    assert "readout_kernel" in str(
+        serialization.msgpack_restore(workdir.read_checkpoint(killed / "checkpoint.msgpack"))
+    )
+    resumed = engine.train_and_evaluate(tiny_config(), killed)[""]
+    assert resumed["final"] == whole["final"] and resumed["status"] == "finished"
+
+
+def test_a_checkpoint_of_another_structure_is_refused_naming_the_file(tmp_path, monkeypatch):
+    killed = tmp_path / "run"
+    _stopped_at_the_first_checkpoint(monkeypatch, tiny_config(), killed)
+    _rewrite_checkpoint(killed / "checkpoint.msgpack", lambda state: {**state, "params": {"other": state["params"]}})
+    with pytest.raises(workdir.WorkdirError, match=r"checkpoint.msgpack: expected a checkpoint of this config's model"):
+        engine.train_and_evaluate(tiny_config(), killed)

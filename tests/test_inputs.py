@@ -328,7 +328,7 @@ def test_config_validation_builds_the_run_or_names_the_key(examples):
         except config_lib.ConfigError as err:
             assert str(err).startswith("config."), err
             return
-        assert spec.cell.name == config.model.cell and spec.model.layer is not None
+        assert spec.cell.name == config.model.cell and spec.model.layers[0] is not None
 
     check()
 

@@ -68,7 +68,7 @@ def test_named_architectures_have_matched_parameter_counts():
     counts = {}
     for name in language_model.ARCHITECTURES:
         spec = config_lib.validate(config_lib.complete(language_model.get_config(name)))
-        shapes = jax.eval_shape(lambda s=spec: s.model.init(jax.random.key(0), 256))
+        shapes = jax.eval_shape(lambda s=spec: s.model.init(jax.random.key(0)))
         counts[name] = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
     assert 1_000_000 <= min(counts.values()) and max(counts.values()) <= 1.05 * min(counts.values()), counts
 
@@ -95,7 +95,7 @@ def _tiny(name, corpus, **train):
 def test_every_named_architecture_decodes_as_its_parallel_forward_pass(name, corpus):
     """generate's logits, one token at a time from the carry (recurrent states and convolution buffers), equal the
     whole sequence's, float64 to 1e-9, for each named architecture as its config builds it."""
-    model = config_lib.validate(config_lib.complete(_tiny(name, corpus))).model.model
+    model = config_lib.validate(config_lib.complete(_tiny(name, corpus))).model
     leaves, tree = jax.tree.flatten(model.init(jax.random.key(1), jnp.float64))
     keys = jax.random.split(jax.random.key(2), len(leaves))
     moved = [a + 0.2 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys, strict=True)]

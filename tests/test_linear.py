@@ -266,7 +266,7 @@ def test_the_linear_cells_work_in_layers_modules_and_the_engine():
     config = config_lib.base_config()
     config.model.cell, config.model.impl, config.model.options.log_space = "mingru", "associative", True
     spec = config_lib.validate(config)
-    assert spec.cell == gated.cells.MinGRU(64, log_space=True) and spec.model.layer.impl == "associative"
+    assert spec.cell == gated.cells.MinGRU(64, log_space=True) and spec.model.layers[0].impl == "associative"
     config.model.cell, config.model.options.log_space, config.model.options.num_heads = "mlstm", None, 4
     assert config_lib.validate(config).cell == gated.cells.MLSTM(64, num_heads=4)
 

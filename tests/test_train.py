@@ -16,8 +16,8 @@ ADAM, LSTM = train_lib.OptimizerSpec(), gated.cells.LSTM(4)
 
 
 def _setup(optimizer=ADAM, lr=1e-2, clip=1.0, cell=LSTM):
-    model = train_lib.SequenceModel(gated.Recurrent(cell), TASK.output_size, TASK.readout)
-    params = model.init(jax.random.key(0), TASK.input_size)
+    model = train_lib.layer_model(gated.Recurrent(cell), TASK)
+    params = model.init(jax.random.key(0))
     hp = (lr, clip)
     step = jax.jit(train_lib.make_train_step(model, TASK, optimizer, 5))
     return model, params, hp, step
@@ -47,26 +47,31 @@ def test_per_step_loss_excludes_unlabelled_steps():
     model, params, _, _ = _setup()
     batch = TASK.sample(jax.random.key(2), 5)
     loss, _ = train_lib.loss_and_metrics(model, TASK.kind, params, batch)
-    logits = model(params, batch.xs)
+    logits = model(params, batch.xs)[1]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits[2:], batch.targets[2:])
     np.testing.assert_allclose(loss, ce.mean(), rtol=1e-6)
 
 
 def test_last_step_readout_reads_each_sequence_at_its_length():
-    model = train_lib.SequenceModel(gated.Recurrent(gated.cells.GRU(3)), 2, "last")
-    params = model.init(jax.random.key(0), 4)
-    xs = jax.random.normal(jax.random.key(1), (6, 3, 4))
-    lengths = jnp.array([6, 2, 4])
-    out = model(params, xs, lengths)
-    _, ys = gated.run(model.layer.cell, params.recurrent.cell, xs, lengths=lengths)
-    expected = jnp.stack([ys[5, 0], ys[1, 1], ys[3, 2]]) @ params.readout_kernel + params.readout_bias[None, :]
-    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    """The classic layer and readout is a gated.models.Model without an embedding: its "last" readout is the head
+    at each sequence's last valid step, and a bidirectional layer reads each sequence back from it."""
+    task = tasks.get("adding", length=6)  # features in, one output at the last step
+    for layer in (gated.Recurrent(gated.cells.GRU(3)), gated.Bidirectional(gated.cells.GRU(3))):
+        model = train_lib.layer_model(layer, task)
+        assert isinstance(model, gated.models.Model) and model.readout == "last"
+        params = model.init(jax.random.key(0))
+        xs = jax.random.normal(jax.random.key(1), (6, 3, task.input_size))
+        lengths = jnp.array([6, 2, 4])
+        out = model(params, xs, lengths=lengths)[1]
+        _, ys = layer(params.layers[0], xs, lengths=lengths)
+        expected = jnp.stack([ys[5, 0], ys[1, 1], ys[3, 2]]) @ params.head.kernel + params.head.bias[None, :]
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_divergence_freezes_the_state_and_records_the_step():
     optimizer = train_lib.OptimizerSpec(name="sgd", momentum=0.0, clip="none")
     _, params, hp, step = _setup(optimizer, lr=1.0, cell=gated.cells.RNN(4, activation="identity"))
-    params = params._replace(readout_kernel=params.readout_kernel.at[0, 0].set(jnp.inf))
+    params = params._replace(head=params.head._replace(kernel=params.head.kernel.at[0, 0].set(jnp.inf)))
     state = train_lib.init_state(params, optimizer, *hp)
     finite = []
     for _ in range(4):

@@ -280,7 +280,7 @@ def trained_lag_profile(cell: Any, config: Any, task: tasks_lib.Task, xs: jax.Ar
     )
     init = stack([cell.init(jax.random.key(s), task.input_size, DTYPE) for s in range(config.seeds)])
     before = lag_norms(cell, init, xs, seed=2)
-    after = lag_norms(cell, states.params.recurrent.cell, xs, seed=2)
+    after = lag_norms(cell, states.params.layers[0].cell, xs, seed=2)
     median = lambda norms: {k: np.median(v, axis=0) for k, v in norms.items()}
     return {"before": median(before), "after": median(after), "test_mse": test["loss"], "chance": task.chance_loss}
 
@@ -328,13 +328,13 @@ def train_runs(
     learning_rate: float,
     clip_thresholds: Sequence[float] | None = None,
     init_transform: Callable[[Any], Any] | None = None,
-) -> tuple[train_lib.SequenceModel, train_lib.TrainState, dict[str, np.ndarray], dict[str, np.ndarray]]:
+) -> tuple[gated.models.Model, train_lib.TrainState, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Trains one run per seed (and clip threshold, paired with the seeds) as ONE program, in the engine's loop
-    (:mod:`experiments.loop`). ``init_transform`` edits each run's initial :class:`~experiments.train.ModelParams`.
+    (:mod:`experiments.loop`). ``init_transform`` edits each run's initial :class:`gated.models.ModelParams`.
 
     Returns ``(model, final states, per-step metrics (steps, runs), test metrics (runs,))``.
     """
-    model = train_lib.SequenceModel(gated.Recurrent(cell), task.output_size, task.readout)
+    model = train_lib.layer_model(gated.Recurrent(cell), task)
     thresholds = [1.0] * len(seeds) if clip_thresholds is None else list(clip_thresholds)
     states, data_keys, eval_keys = loop.init_states(
         [model] * len(seeds),

@@ -95,7 +95,7 @@ def _entry(cell, t, length, seed, **options):
 
 def _run(config, cell, t, length, seed):
     """The engine entry of one run; a cell of ``chrono_cells`` gets the chrono initialisation for T_max = T; a stack
-    of ``configs/models.py``'s ``STACKS`` its model keys at width ``hidden_size``."""
+    of ``configs/studies/_models.py``'s ``STACKS`` its model keys at width ``hidden_size``."""
     if cell in tables().STACKS:
         keys = {**tables().STACKS[cell], "model.width": config.hidden_size}
         return {**keys, "task.name": t, "task.length": length, "seed": seed}

@@ -84,7 +84,7 @@ def _train(config) -> dict:
     for scale in out["scales"]:
 
         def transform(p, scale=scale):
-            return p._replace(recurrent=p.recurrent._replace(cell=scale_w_o(cell, p.recurrent.cell, scale)))
+            return p._replace(layers=(p.layers[0]._replace(cell=scale_w_o(cell, p.layers[0].cell, scale)),))
 
         _, states, metrics, test = train_runs(
             cell,

@@ -27,9 +27,10 @@ NEGATIVE = "_negative"  # a model name's suffix: the cell with eigenvalues in [-
 
 @functools.cache
 def tables():
-    """The studies' model tables, data only: ``configs/models.py`` (each cell in its paper's block, the labels)."""
+    """The studies' model tables, data only: ``configs/studies/_models.py`` (each cell in its paper's block, the
+    labels)."""
     make_configs_importable()
-    return importlib.import_module("configs.models")
+    return importlib.import_module("configs.studies._models")
 
 
 def label(name: str) -> str:
@@ -124,7 +125,7 @@ def evaluate_at(config, workdir: pathlib.Path, entries: list[dict], task: dict, 
     base = base_config(config)
     specs = [config_lib.validate(config_lib.override(config_lib.complete(base), e)) for e in entries]
     model = specs[0].model
-    template = model.init(jax.random.key(0), specs[0].task.input_size)
+    template = model.init(jax.random.key(0))
     stacked = []
     for e in entries:
         with np.load(workdir / "training" / "runs" / config_lib.run_name(e) / "final.npz") as arrays:
