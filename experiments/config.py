@@ -273,7 +273,7 @@ def override(config: ml_collections.ConfigDict, updates: dict) -> ml_collections
 
 
 def run_name(updates: dict) -> str:
-    """A folder name for a sweep entry: ``{"model.cell": "lstm", "seed": 0}`` -> ``cell-lstm_seed-0``."""
+    """A folder name for a sweep entry: ``{"model.hidden_size": 64, "seed": 0}`` -> ``hidden_size-64_seed-0``."""
     return "_".join(f"{k.split('.')[-1]}-{v}" for k, v in updates.items()) or "run"
 
 

@@ -1,7 +1,7 @@
 """Opt-in C++ time loops on the CPU, through the XLA FFI: ``gated.run(..., impl="native")``.
 
 This module is the backend: it builds ``loops_cpu.cc``, registers its loops as FFI targets, and runs a cell's own
-kernel (``cell.native_sequence``, defined in the cell's module: :mod:`gated.cells.lstm`, :mod:`gated.cells.gru`)
+kernel (``cell.native_sequence``, defined in the cell's own module beside its fused kernel)
 through the helpers here (:func:`ffi_call`, :func:`panels`, ...).
 
 Not the default, and not pure JAX. What it gives up, and what it buys:
