@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from gated import init as initializers
-from gated.options import check_fields, choice, integer, number, option
+from gated.options import check_fields, choice, integer, number, option, register_by_name
 
 Array = jax.Array
 
@@ -89,11 +89,7 @@ class Block:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        name = vars(cls).get("name")
-        if isinstance(name, str):
-            if name in BLOCKS:
-                raise TypeError(f"block name: {name!r} is registered by {BLOCKS[name].__qualname__} already")
-            BLOCKS[name] = cls
+        register_by_name(BLOCKS, cls, "block")
 
     def __post_init__(self):
         check_fields(self)

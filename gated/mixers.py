@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from gated import blocks, cells, layers
 from gated import init as initializers
-from gated.options import check_fields, choice, integer, number, option
+from gated.options import check_fields, choice, integer, number, option, register_by_name
 from gated.scan import IMPLS, run
 
 Array = jax.Array
@@ -45,11 +45,7 @@ class Mixer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        name = vars(cls).get("name")
-        if isinstance(name, str):
-            if name in MIXERS:
-                raise TypeError(f"mixer name: {name!r} is registered by {MIXERS[name].__qualname__} already")
-            MIXERS[name] = cls
+        register_by_name(MIXERS, cls, "mixer")
 
 
 def get(name: str, cell: cells.Cell, **options) -> Any:

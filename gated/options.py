@@ -178,3 +178,17 @@ class Keywords:
     def unknown_keyword(cls, unknown: list[str], names: list[str]) -> str:
         where = f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
         return f"{unknown[0]}: not an option of {where}; expected some of {names}"
+
+
+def register_by_name(registry: dict[str, type], cls: type, what: str) -> None:
+    """Puts ``cls`` in ``registry`` under the ``name`` it defines itself (one it inherits does not count, nor a base
+    without one): what a cell, block or mixer class does where it is defined (``__init_subclass__``).
+
+    Raises:
+      TypeError: a name another class has registered already.
+    """
+    name = vars(cls).get("name")
+    if isinstance(name, str):
+        if name in registry:
+            raise TypeError(f"{what} name: {name!r} is registered by {registry[name].__qualname__} already")
+        registry[name] = cls

@@ -76,11 +76,8 @@ class Cell(Keywords, forms.Form):
         # schema (option_types) and the conformance tests read CELLS. Bases without a name, and subclasses that
         # inherit one, do not.
         super().__init_subclass__(**kwargs)
-        name = vars(cls).get("name")
-        if isinstance(name, str) and cls.registered:
-            if name in CELLS:
-                raise TypeError(f"cell name: {name!r} is registered by {CELLS[name].__qualname__} already")
-            CELLS[name] = cls
+        if cls.registered:
+            opts.register_by_name(CELLS, cls, "cell")
 
     def __post_init__(self):
         # Every option's type, finiteness and range, from its field (gated.options); then a form's checks (the heads
