@@ -80,6 +80,14 @@ def sized(config: dict, sizes: dict[str, dict], size: str) -> ml_collections.Con
     return config
 
 
+def modern_training(**changes) -> dict:
+    """The training keys the modern chapter's studies share (12 selectivity, 13 recall, 14 state tracking): 8 seeds,
+    2 layers, 800 Adam steps of batches of 16 at a peak learning rate of 3e-3 after 50 warm-up steps, test batches
+    of 256; ``changes`` sets a study's own values."""
+    keys = dict(seeds=8, num_layers=2, steps=800, batch_size=16, learning_rate=3e-3, warmup_steps=50)
+    return {**keys, "eval_batch_size": 256, **changes}
+
+
 def lag_study(study: str, size: str, *, tiny: dict, **keys) -> ml_collections.ConfigDict:
     """A study of the gradient against the lag (``rnn_lag``, ``lstm_lag``, ``gru_lag``, ``lstm_exploding``): H = 64
     units, T = 100 steps, batches of 32 and 8 seeds, then the study's own ``keys``; at ``size`` ("tiny": 4 units,
