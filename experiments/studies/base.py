@@ -24,6 +24,7 @@ import numpy as np
 import gated
 from gated import diagnostics
 
+from .. import config as config_lib
 from .. import loop
 from .. import tasks as tasks_lib
 from .. import train as train_lib
@@ -122,6 +123,18 @@ def plain(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def engine_config(config, **train) -> ml_collections.ConfigDict:
+    """The engine config a study's runs start from: Adam at ``config.learning_rate`` with ``config.warmup_steps``
+    of warm-up and a cosine decay, ``config.steps`` of ``config.batch_size``, a log line every twentieth of the steps
+    and one checkpoint at the end; ``train``: the study's other ``train`` keys."""
+    c = config_lib.base_config()
+    c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
+    steps = config.steps
+    c.train.update(steps=steps, batch_size=config.batch_size, log_every=max(steps // 20, 1), checkpoint_every=steps)
+    c.train.update(train)
+    return c
 
 
 def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:

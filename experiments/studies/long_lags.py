@@ -13,7 +13,7 @@ from gated import cells, forms
 
 from .. import config as config_lib
 from .. import engine
-from .base import plt_grid, rate_text, wilson
+from .base import engine_config, plt_grid, rate_text, wilson
 from .modern import label, tables
 
 TITLE = "8. Long lags: success rate against sequence length"
@@ -22,15 +22,8 @@ MOST = 0.5  # "most seeds": the interval's lower end above one half; "does not":
 
 
 def _base(config):
-    c = config_lib.base_config()
+    c = engine_config(config)
     c.model.hidden_size = config.hidden_size
-    c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
-    c.train.update(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        log_every=max(config.steps // 20, 1),
-        checkpoint_every=config.steps,
-    )
     return c
 
 

@@ -20,7 +20,7 @@ from .. import config as config_lib
 from .. import engine, make_configs_importable
 from .. import tasks as tasks_lib
 from .. import train as train_lib
-from .base import wilson
+from .base import engine_config, wilson
 
 NEGATIVE = "_negative"  # a model name's suffix: the cell with eigenvalues in [-1, 1] (Grazzi et al. 2025)
 
@@ -89,17 +89,8 @@ def model_keys(name: str, width: int, **options) -> dict:
 def base_config(config):
     """The engine config every run of a study starts from: ``num_layers``, Adam with a warm-up and a cosine decay,
     ``steps`` of ``batch_size``, one test evaluation at the end."""
-    c = config_lib.base_config()
+    c = engine_config(config, eval_every=0, eval_batch_size=config.eval_batch_size)
     c.model.num_layers = config.num_layers
-    c.optimizer.update(learning_rate=config.learning_rate, schedule="warmup_cosine", warmup_steps=config.warmup_steps)
-    c.train.update(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        log_every=max(config.steps // 20, 1),
-        eval_every=0,
-        eval_batch_size=config.eval_batch_size,
-        checkpoint_every=config.steps,
-    )
     return c
 
 
