@@ -171,7 +171,7 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
             f"False: task {task.name!r} reads {task.input_size} tokens and outputs {task.output_size}",
             m.tie_embeddings)  # fmt: skip
     defaults = base_config().model
-    fields = {f.name for f in dataclasses.fields(gated.mixers.MIXERS[m.mixer])}
+    fields = _mixer_fields(m.mixer)
     unused = {key: option not in fields for key, option in MIXER_KEYS.items() if key != "impl"}
     unused["mlp_expansion"] = m.mlp == "none"
     for key, is_unused in unused.items():
@@ -210,10 +210,15 @@ def build_blocks(m: ml_collections.ConfigDict, cell: gated.cells.Cell, task: tas
         raise ConfigError(f"config.model: {err}") from None
 
 
+def _mixer_fields(name: str) -> set[str]:
+    """The options of the registered mixer ``name`` (its dataclass fields): which of :data:`MIXER_KEYS` it reads."""
+    return {f.name for f in dataclasses.fields(gated.mixers.MIXERS[name])}
+
+
 def _mixer(m: ml_collections.ConfigDict, cell: gated.cells.Cell):
     """The sequence mixer of a block config's ``model.mixer`` (:func:`gated.mixers.get`), given the config's keys it
     has options for; a narrower compute type keeps its recurrence (its states and sums) in float32."""
-    fields = {f.name for f in dataclasses.fields(gated.mixers.MIXERS[m.mixer])}
+    fields = _mixer_fields(m.mixer)
     options = {option: m[key] for key, option in MIXER_KEYS.items() if option in fields}
     if "state_dtype" in fields:
         options["state_dtype"] = None if m.dtype == "float32" else "float32"

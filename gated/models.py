@@ -164,6 +164,10 @@ class Model:
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.embed and self.tie_embeddings:
             raise ValueError("tie_embeddings: expected False with embed=False (there is no embedding to tie to)")
+        if not self.embed and self.embedding_scale != 1.0:
+            raise ValueError(
+                f"embedding_scale: expected 1.0 with embed=False (nothing is embedded), got {self.embedding_scale}"
+            )
         if not self.embed and self.layers and hasattr(self.layers[-1], "output_size"):
             if self.layers[-1].output_size != self.width:
                 raise ValueError(
@@ -210,7 +214,7 @@ class Model:
 
     def _init_without_embedding(self, key: Array, dtype) -> ModelParams:
         k_layers, k_head = jax.random.split(key)
-        keys = [k_layers] if len(self.layers) == 1 else list(jax.random.split(k_layers, len(self.layers) + 1)[1:])
+        keys = [k_layers] if len(self.layers) == 1 else list(jax.random.split(k_layers, len(self.layers)))
         size, layers = self.tokens if self.input_size is None else self.input_size, []
         for layer, k in zip(self.layers, keys, strict=True):
             layers.append(layer.init(k, size, dtype))
@@ -253,16 +257,8 @@ class Model:
         carries = []
         keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         for i, layer in enumerate(self.layers):
-            state, hidden = _apply(
-                layer,
-                params.layers[i],
-                hidden,
-                None if carry is None else carry[i],
-                resets,
-                time_axis,
-                keys[i],
-                lengths,
-            )
+            given = None if carry is None else carry[i]
+            state, hidden = _apply(layer, params.layers[i], hidden, given, resets, time_axis, keys[i], lengths)
             carries.append(state)
         if self.readout == "last":
             hidden = last_step(jnp.moveaxis(hidden, time_axis, 0), lengths)
@@ -328,6 +324,10 @@ def generate(
         raise ValueError(
             f"model: expected its outputs to be its inputs to generate (input_vocab_size None), got "
             f"input_vocab_size={model.input_vocab_size}, vocab_size={model.vocab_size}"
+        )
+    if model.readout != "per_step":
+        raise ValueError(
+            f"model: expected readout 'per_step' to generate (a token from every step), got {model.readout!r}"
         )
     num_steps = integer("num_steps", num_steps, minimum=0)
     temperature = number("temperature", temperature, low=0.0)

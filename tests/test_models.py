@@ -154,6 +154,22 @@ def test_input_tokens_other_than_the_outputs():
         models.generate(model, params, tokens, 2)
 
 
+def test_a_model_without_an_embedding_refuses_what_it_does_not_use():
+    """embed=False (the classic layer and readout): no embedding to tie or scale; a "last" readout does not generate."""
+    layer = gated.Recurrent(gated.cells.GRU(D))
+    with pytest.raises(ValueError, match=r"tie_embeddings: expected False with embed=False"):
+        models.Model(V, D, layers=[layer], embed=False)
+    with pytest.raises(
+        ValueError, match=r"embedding_scale: expected 1.0 with embed=False \(nothing is embedded\), got 2.0"
+    ):
+        models.Model(V, D, layers=[layer], embed=False, tie_embeddings=False, embedding_scale=2.0)
+    with pytest.raises(ValueError, match=r"width: expected the last layer's output size 6 with embed=False .* got 7"):
+        models.Model(V, D + 1, layers=[layer], embed=False, tie_embeddings=False)
+    model = models.Model(V, D, layers=[layer], embed=False, tie_embeddings=False, head_bias=True, readout="last")
+    with pytest.raises(ValueError, match=r"model: expected readout 'per_step' to generate .* got 'last'"):
+        models.generate(model, model.init(jax.random.key(0)), jnp.zeros((3, 2), jnp.int32), 2)
+
+
 def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
     """A model with dropout between layers and on a residual branch: with a key its logits change (and differ from
     key to key), without one they are the evaluation pass; at rate 0 a key changes nothing."""
