@@ -16,3 +16,9 @@ def median_seconds(run, steps: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: ``header``, the rule, a line per row of cells."""
+    line = lambda cells: "| " + " | ".join(cells) + " |"
+    return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.timing import table
 from benchmarks.training_step import CLASSES, cpu_name, gated_model, write_results
 
 SWEEP_SIZES = ["32,100,32,64", "32,100,32,128", "16,200,32,256"]
@@ -115,31 +116,46 @@ def hvp_row(kind: str, b: int, t: int, d: int, h: int, steps: int) -> dict:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
+    size = lambda r: ", ".join(str(r["size"][k]) for k in "BTDH")
+    ms = lambda seconds: f"{1e3 * seconds:.1f}"
+    sweep = [
+        [
+            r["cell"],
+            size(r),
+            str(r["runs"]),
+            ms(r["vmapped_s"]),
+            ms(r["lax_map_s"]),
+            ms(r["single_runs_s"]),
+            f"{r['throughput_ratio']:.2f}x",
+            f"{r['lax_map_ratio']:.2f}x",
+        ]
+        for r in rows
+        if r["what"] == "sweep"
+    ]
+    hvp = [
+        [r["cell"], size(r), ms(r["grad_s"]), ms(r["hvp_s"]), f"{r['hvp_over_grad']:.2f}x"]
+        for r in rows
+        if r["what"] == "hvp"
+    ]
     lines = [
         f"{meta['date']}, {meta['machine']}, jax {meta['jax']}.",
         "",
-        "| cell | B, T, D, H | runs | vmapped step ms | lax.map step ms | single runs ms (sum) "
-        "| vmap throughput / single | lax.map throughput / single |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in (r for r in rows if r["what"] == "sweep"):
-        s = r["size"]
-        lines.append(
-            f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {r['runs']} "
-            f"| {1e3 * r['vmapped_s']:.1f} | {1e3 * r['lax_map_s']:.1f} | {1e3 * r['single_runs_s']:.1f} "
-            f"| {r['throughput_ratio']:.2f}x | {r['lax_map_ratio']:.2f}x |"
-        )
-    lines += [
+        *table(
+            [
+                "cell",
+                "B, T, D, H",
+                "runs",
+                "vmapped step ms",
+                "lax.map step ms",
+                "single runs ms (sum)",
+                "vmap throughput / single",
+                "lax.map throughput / single",
+            ],
+            sweep,
+        ),
         "",
-        "| cell | B, T, D, H | gradient ms | Hessian-vector product ms | HVP / gradient |",
-        "| --- | --- | --- | --- | --- |",
+        *table(["cell", "B, T, D, H", "gradient ms", "Hessian-vector product ms", "HVP / gradient"], hvp),
     ]
-    for r in (r for r in rows if r["what"] == "hvp"):
-        s = r["size"]
-        lines.append(
-            f"| {r['cell']} | {s['B']}, {s['T']}, {s['D']}, {s['H']} | {1e3 * r['grad_s']:.1f} "
-            f"| {1e3 * r['hvp_s']:.1f} | {r['hvp_over_grad']:.2f}x |"
-        )
     return "\n".join(lines) + "\n"
 
 

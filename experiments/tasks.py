@@ -49,13 +49,15 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
-    """Base class: subclasses set ``name``, ``kind``, ``readout`` and implement ``sample``."""
+    """Base class: subclasses set ``name`` (and ``kind``, ``readout``, ``tokens`` where not the defaults), the input
+    and output sizes, and implement ``sample``. A classification task's chance is by default that of a uniform guess
+    over its ``output_size`` classes; a task whose labels are not uniform says its own."""
 
     length: int = 100
 
     name: ClassVar[str]
-    kind: ClassVar[str]  # "classification" or "regression"
-    readout: ClassVar[str]  # "per_step" or "last"
+    kind: ClassVar[str] = "classification"  # or "regression"
+    readout: ClassVar[str] = "per_step"  # or "last"
     tokens: ClassVar[bool] = False  # inputs are integer tokens (T, B) in [0, input_size), not features (T, B, D)
 
     def __post_init__(self):
@@ -71,11 +73,13 @@ class Task:
 
     @property
     def chance_loss(self) -> float:
-        raise NotImplementedError
+        """The cross-entropy of a uniform guess over the classes (a regression task says its own)."""
+        return math.log(self.output_size)
 
     @property
     def chance_accuracy(self) -> float | None:
-        return None
+        """The accuracy of a uniform guess (None for a regression task)."""
+        return 1 / self.output_size if self.kind == "classification" else None
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         raise NotImplementedError
@@ -155,8 +159,6 @@ class DelayedRecall(Task):
     classes: int = 8
 
     name: ClassVar[str] = "delayed_recall"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
 
     def __post_init__(self):
         super().__post_init__()
@@ -166,8 +168,6 @@ class DelayedRecall(Task):
 
     input_size = property(lambda self: self.classes)
     output_size = property(lambda self: self.classes)
-    chance_loss = property(lambda self: math.log(self.classes))
-    chance_accuracy = property(lambda self: 1 / self.classes)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         seen = jax.random.randint(key, (self.length, batch_size), 0, self.classes)
@@ -190,7 +190,6 @@ class TemporalOrder(Task):
     relevant: int = 2
 
     name: ClassVar[str] = "temporal_order"
-    kind: ClassVar[str] = "classification"
     readout: ClassVar[str] = "last"
     SYMBOLS: ClassVar[tuple[str, ...]] = ("a", "b", "c", "d", "X", "Y", "B", "E")
 
@@ -203,7 +202,6 @@ class TemporalOrder(Task):
     input_size = property(lambda self: len(self.SYMBOLS))
     output_size = property(lambda self: 2**self.relevant)
     chance_loss = property(lambda self: self.relevant * math.log(2))
-    chance_accuracy = property(lambda self: 1 / 2**self.relevant)
 
     def windows(self) -> list[tuple[int, int]]:
         """Step windows [lo, hi) of the relevant symbols, in order."""
@@ -243,8 +241,6 @@ class CopyMemory(Task):
     classes: int = 8
 
     name: ClassVar[str] = "copy_memory"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
 
     def __post_init__(self):
         super().__post_init__()
@@ -292,7 +288,6 @@ class Review(Task):
     vocabulary: int = 16
 
     name: ClassVar[str] = "review"
-    kind: ClassVar[str] = "classification"
     readout: ClassVar[str] = "last"
 
     def __post_init__(self):
@@ -305,8 +300,6 @@ class Review(Task):
 
     input_size = property(lambda self: self.vocabulary + 2 * self.words)
     output_size = property(lambda self: 2)
-    chance_loss = property(lambda self: math.log(2))
-    chance_accuracy = property(lambda self: 0.5)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k_stop, k_pos, k_sign, k_word = jax.random.split(key, 4)
@@ -351,7 +344,6 @@ class Digits(Task):
     test_size: int = 360
 
     name: ClassVar[str] = "digits"
-    kind: ClassVar[str] = "classification"
     readout: ClassVar[str] = "last"
 
     def __post_init__(self):
@@ -364,8 +356,6 @@ class Digits(Task):
 
     input_size = property(lambda self: 1)
     output_size = property(lambda self: 10)
-    chance_loss = property(lambda self: math.log(10))
-    chance_accuracy = property(lambda self: 0.1)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         images, labels = _digits()
@@ -449,8 +439,6 @@ class Text(Task):
     validation_percent: int = 10
 
     name: ClassVar[str] = "text"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
     tokens: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -479,8 +467,6 @@ class Text(Task):
 
     input_size = property(lambda self: 256)
     output_size = property(lambda self: 256)
-    chance_loss = property(lambda self: math.log(256))
-    chance_accuracy = property(lambda self: 1 / 256)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         train, valid, _ = self.corpus()
@@ -517,8 +503,6 @@ class SelectiveCopying(Task):
     classes: int = 8
 
     name: ClassVar[str] = "selective_copying"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
     tokens: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -534,8 +518,6 @@ class SelectiveCopying(Task):
 
     input_size = property(lambda self: self.classes + 2)
     output_size = property(lambda self: self.classes)
-    chance_loss = property(lambda self: math.log(self.classes))
-    chance_accuracy = property(lambda self: 1 / self.classes)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k_data, k_pos = jax.random.split(key)
@@ -562,8 +544,6 @@ class InductionHeads(Task):
     classes: int = 16
 
     name: ClassVar[str] = "induction_heads"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
     tokens: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -572,8 +552,6 @@ class InductionHeads(Task):
 
     input_size = property(lambda self: self.classes + 1)
     output_size = property(lambda self: self.classes)
-    chance_loss = property(lambda self: math.log(self.classes))
-    chance_accuracy = property(lambda self: 1 / self.classes)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         k_tok, k_pos = jax.random.split(key)
@@ -601,8 +579,6 @@ class MQAR(Task):
     vocabulary: int = 64
 
     name: ClassVar[str] = "mqar"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
     tokens: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -654,8 +630,6 @@ class ModularAddition(Task):
     modulus: int = 5
 
     name: ClassVar[str] = "modular_addition"
-    kind: ClassVar[str] = "classification"
-    readout: ClassVar[str] = "per_step"
     tokens: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -664,8 +638,6 @@ class ModularAddition(Task):
 
     input_size = property(lambda self: self.modulus)
     output_size = property(lambda self: self.modulus)
-    chance_loss = property(lambda self: math.log(self.modulus))
-    chance_accuracy = property(lambda self: 1 / self.modulus)
 
     def sample(self, key: Array, batch_size: int, split: str = "train") -> Batch:
         tokens = jax.random.randint(key, (self.length, batch_size), 0, self.modulus)

@@ -6,7 +6,8 @@ Each block is a frozen dataclass of checked options with the surface of a cell a
 * ``params = block.init(key, input_size, dtype=jnp.float32)``, a NamedTuple of arrays;
 * a position-wise block (the norms, the MLPs, the highway layer): ``y = block(params, x)`` with ``x`` ``(..., D)``
   and ``y`` of the same shape, so that any of them fits in a residual branch;
-* the convolution, which reads the past: ``carry, ys = conv(params, xs, carry=None, time_axis=0)`` with ``xs``
+* the convolution, which reads the past, with the call of every sequence layer (:class:`Sequential`):
+  ``carry, ys = conv(params, xs, carry=None, time_axis=0)`` with ``xs``
   ``(T, *batch, D)`` and ``carry`` the last ``width - 1`` inputs, so that a sequence run in pieces, or one token at
   a time, gives the outputs of the whole.
 
@@ -102,6 +103,50 @@ class Block:
         return check_features("x", x, size, "the input_size the parameters were made for")
 
 
+class Sequential:
+    """The call every layer over sequences shares: the convolution, the mixers (:mod:`gated.mixers`), the recurrent
+    layers (:mod:`gated.layers`), a residual block and a model (:mod:`gated.models`)::
+
+        carry, ys = layer(params, xs, carry=None, *, resets=None, time_axis=0, key=None, lengths=None)
+
+    ``carry`` None starts from nothing, and the carry returned continues the sequence; ``resets`` (as ``xs`` without
+    its feature axis, boolean) start new segments; ``key`` draws the masks of a stochastic layer (``stochastic``;
+    None: evaluation), and a deterministic one ignores it; ``lengths`` ``(*batch,)`` are each sequence's valid steps,
+    read by a layer that says so (``reads_lengths``) and refused by the others, which are causal and need none. A
+    layer names its parameters' type (``params_type``), which the call checks, and writes :meth:`apply`, which takes
+    the same arguments in that order."""
+
+    params_type: ClassVar[type]
+    sequential: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+    reads_lengths: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        params: Any,
+        xs: Array,
+        carry: Any = None,
+        *,
+        resets: Array | None = None,
+        time_axis: int = 0,
+        key: Array | None = None,
+        lengths: Array | None = None,
+    ) -> tuple[Any, Array]:
+        if not isinstance(params, self.params_type):
+            got = type(params).__name__
+            raise TypeError(f"params: expected {self.params_type.__name__} ({type(self).__name__}.init), got {got}")
+        if lengths is not None and not self.reads_lengths:
+            raise ValueError(
+                f"lengths: {type(self).__name__} reads no sequence lengths (it is causal: the outputs at valid "
+                "steps never read padding), got lengths"
+            )
+        return self.apply(params, xs, carry, resets, time_axis, key, lengths)
+
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[Any, Array]:
+        """The layer's computation, with the arguments of the call (checked ``params``)."""
+        raise NotImplementedError(f"{type(self).__name__}.apply")
+
+
 class RMSNormParams(NamedTuple):
     """``scale`` (D,), initialised to ones."""
 
@@ -165,6 +210,19 @@ class LayerNorm(Block):
         return normed * broadcast_row(params.scale, x.ndim) + broadcast_row(params.bias, x.ndim)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeedForward(Block):
+    """What the feed-forward blocks share: their hidden width F (``hidden_size``), and their kernels in, ``(D,
+    branches * F)``, and out, ``(F, D)``."""
+
+    hidden_size: int = option(check=integer, minimum=1)
+
+    def _kernels(self, key: Array, input_size: int, dtype, branches: int = 1) -> tuple[Array, Array]:
+        d, f = integer("input_size", input_size), self.hidden_size
+        k_in, k_out = jax.random.split(key)
+        return initializers.input_kernel(k_in, d, branches * f, dtype), initializers.input_kernel(k_out, f, d, dtype)
+
+
 class MLPParams(NamedTuple):
     """``kernel_in`` (D, F), ``bias_in`` (F,), ``kernel_out`` (F, D), ``bias_out`` (D,): LeCun-normal kernels, zero
     biases."""
@@ -176,7 +234,7 @@ class MLPParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MLP(Block):
+class MLP(FeedForward):
     r"""The transformer's feed-forward block: :math:`y = \phi(x W_1 + b_1) W_2 + b_2`, from D to F and back to D.
 
     Attributes:
@@ -186,19 +244,12 @@ class MLP(Block):
 
     name: ClassVar[str] = "mlp"
 
-    hidden_size: int = option(check=integer, minimum=1)
     activation: str = option("gelu", choice, choices=tuple(ACTIVATIONS))
     params_type: ClassVar[type] = MLPParams
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> MLPParams:
-        d, f = integer("input_size", input_size), self.hidden_size
-        k_in, k_out = jax.random.split(key)
-        return MLPParams(
-            initializers.input_kernel(k_in, d, f, dtype),
-            jnp.zeros((f,), dtype),
-            initializers.input_kernel(k_out, f, d, dtype),
-            jnp.zeros((d,), dtype),
-        )
+        kernel_in, kernel_out = self._kernels(key, input_size, dtype)
+        return MLPParams(kernel_in, jnp.zeros((self.hidden_size,), dtype), kernel_out, jnp.zeros((input_size,), dtype))
 
     def __call__(self, params: MLPParams, x: Array) -> Array:
         x = self._input(params, x)
@@ -219,7 +270,7 @@ class GatedMLPParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class GatedMLP(Block):
+class GatedMLP(FeedForward):
     r"""A gated feed-forward block (Shazeer 2020, "GLU variants improve transformer"):
     :math:`y = (\phi(x W) \odot x V) W_2`, without biases.
 
@@ -231,16 +282,11 @@ class GatedMLP(Block):
 
     name: ClassVar[str] = "gated_mlp"
 
-    hidden_size: int = option(check=integer, minimum=1)
     variant: str = option("swiglu", choice, choices=tuple(GLU_GATES))
     params_type: ClassVar[type] = GatedMLPParams
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> GatedMLPParams:
-        d, f = integer("input_size", input_size), self.hidden_size
-        k_in, k_out = jax.random.split(key)
-        return GatedMLPParams(
-            initializers.input_kernel(k_in, d, 2 * f, dtype), initializers.input_kernel(k_out, f, d, dtype)
-        )
+        return GatedMLPParams(*self._kernels(key, input_size, dtype, branches=2))
 
     def __call__(self, params: GatedMLPParams, x: Array) -> Array:
         x = self._input(params, x)
@@ -329,7 +375,7 @@ class ConvParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class CausalConv(Block):
+class CausalConv(Sequential, Block):
     r"""A causal depthwise temporal convolution, as Griffin (De et al. 2024) and Mamba (Gu & Dao 2023) put before
     their recurrences: every feature d on its own,
 
@@ -348,7 +394,6 @@ class CausalConv(Block):
     width: int = option(4, integer, minimum=1)
     params_type: ClassVar[type] = ConvParams
     input_axis: ClassVar[int] = 1
-    sequential: ClassVar[bool] = True
 
     def init(self, key: Array, input_size: int, dtype=jnp.float32) -> ConvParams:
         d = integer("input_size", input_size)
@@ -359,15 +404,7 @@ class CausalConv(Block):
         """The zero carry ``(W - 1, *batch, D)``: nothing seen before the sequence."""
         return jnp.zeros((self.width - 1, *batch_shape, integer("input_size", input_size)), dtype)
 
-    def __call__(
-        self,
-        params: ConvParams,
-        xs: Array,
-        carry: Array | None = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-    ) -> tuple[Array, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[Array, Array]:
         """``(carry, ys)``: ``ys`` shaped like ``xs`` and the carry for the next piece of the sequence.
 
         ``resets`` ``(T, *batch)`` (as ``xs`` without its feature axis): steps that start a new segment, as in

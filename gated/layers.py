@@ -3,8 +3,9 @@
 A layer is a frozen dataclass with the same surface as a cell, one level up:
 
 * ``params = layer.init(key, input_size, dtype=jnp.float32)``;
-* ``carry, ys = layer(params, xs, *, carry=None, lengths=None, time_axis=0, resets=None)``
-  with ``xs`` ``(T, *batch, D)`` and ``ys`` ``(T, *batch, layer.output_size)``;
+* ``carry, ys = layer(params, xs, carry=None, *, resets=None, time_axis=0, key=None, lengths=None)``, the call of
+  every sequence layer (:class:`gated.blocks.Sequential`), with ``xs`` ``(T, *batch, D)`` and ``ys``
+  ``(T, *batch, layer.output_size)``;
 * ``layer.output_size``, the size of the last axis of ``ys``.
 
 Notation: T time, B batch (any number of axes, ``*batch``), D input, H hidden.
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gated.blocks import Sequential
 from gated.cells import Cell, check_cell, is_cell
 from gated.options import Keywords, boolean, choice, integer
 from gated.scan import IMPLS, run
@@ -41,7 +43,7 @@ class BidirectionalState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Recurrent(Keywords):
+class Recurrent(Keywords, Sequential):
     """A cell run over time by :func:`gated.run`.
 
     Attributes:
@@ -72,6 +74,7 @@ class Recurrent(Keywords):
 
     # As a mixer (gated.mixers.MIXERS["cell"]): the cell's hidden size is the layer's output width.
     cell_sets_width: ClassVar[bool] = True
+    params_type: ClassVar[type] = RecurrentParams
     # In a gated.models.Model: called with the sequences' lengths.
     reads_lengths: ClassVar[bool] = True
 
@@ -96,17 +99,7 @@ class Recurrent(Keywords):
         initial = self.cell.initial_carry((), dtype) if self.learn_initial_carry else None
         return RecurrentParams(self.cell.init(key, input_size, dtype), initial)
 
-    def __call__(
-        self,
-        params: RecurrentParams,
-        xs: Array,
-        *,
-        carry: Any = None,
-        lengths: Array | None = None,
-        time_axis: int = 0,
-        resets: Array | None = None,
-        key: Array | None = None,
-    ) -> tuple[Any, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[Any, Array]:
         """``(carry, ys)`` by :func:`gated.run`; ``key`` draws the masks of a stochastic cell (None: evaluation)."""
         if self.cell.stochastic:
             xs = self.cell.append_masks(xs, key, time_axis)
@@ -141,7 +134,7 @@ MERGES = ("concat", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
-class Bidirectional(Keywords):
+class Bidirectional(Keywords, Sequential):
     """A forward and a backward layer over the same sequence, outputs merged.
 
     The backward layer reads each sequence from its own last valid step
@@ -160,6 +153,7 @@ class Bidirectional(Keywords):
     backward: Recurrent | None = None
     merge: str = "concat"
 
+    params_type: ClassVar[type] = BidirectionalState
     reads_lengths: ClassVar[bool] = True  # in a gated.models.Model: called with the sequences' lengths
 
     def __post_init__(self):
@@ -187,6 +181,11 @@ class Bidirectional(Keywords):
             )
 
     @property
+    def stochastic(self) -> bool:
+        """Whether the call takes a ``key``: either layer's cell is stochastic."""
+        return self.forward.stochastic or self.backward.stochastic
+
+    @property
     def output_size(self) -> int:
         f, b = self.forward.output_size, self.backward.output_size
         return f + b if self.merge == "concat" else f
@@ -195,20 +194,12 @@ class Bidirectional(Keywords):
         k_f, k_b = jax.random.split(key)
         return BidirectionalState(self.forward.init(k_f, input_size, dtype), self.backward.init(k_b, input_size, dtype))
 
-    def __call__(
-        self,
-        params: BidirectionalState,
-        xs: Array,
-        *,
-        carry: BidirectionalState | None = None,
-        lengths: Array | None = None,
-        time_axis: int = 0,
-        resets: Array | None = None,
-    ) -> tuple[BidirectionalState, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[BidirectionalState, Array]:
         carry = BidirectionalState(None, None) if carry is None else carry
+        k_f, k_b = (None, None) if key is None else jax.random.split(key)
         along = dict(lengths=lengths, time_axis=time_axis, resets=resets)
-        c_f, y_f = self.forward(params.forward, xs, carry=carry.forward, **along)
-        c_b, y_b = self.backward(params.backward, xs, carry=carry.backward, **along)
+        c_f, y_f = self.forward(params.forward, xs, carry.forward, key=k_f, **along)
+        c_b, y_b = self.backward(params.backward, xs, carry.backward, key=k_b, **along)
         ys = jnp.concatenate([y_f, y_b], axis=-1) if self.merge == "concat" else y_f + y_b
         return BidirectionalState(c_f, c_b), ys
 
@@ -217,7 +208,7 @@ Layer = Recurrent | Bidirectional
 
 
 @dataclasses.dataclass(frozen=True)
-class Stack(Keywords):
+class Stack(Keywords, Sequential):
     """Layers applied one after the other, each reading the previous one's outputs.
 
     Attributes:
@@ -231,6 +222,7 @@ class Stack(Keywords):
     layers: tuple[Layer | Stack, ...]
     residual: bool = False
 
+    params_type: ClassVar[type] = tuple
     reads_lengths: ClassVar[bool] = True  # in a gated.models.Model: called with the sequences' lengths
 
     def __post_init__(self):
@@ -255,6 +247,11 @@ class Stack(Keywords):
                     )
 
     @property
+    def stochastic(self) -> bool:
+        """Whether the call takes a ``key``: any layer is stochastic."""
+        return any(layer.stochastic for layer in self.layers)
+
+    @property
     def output_size(self) -> int:
         return self.layers[-1].output_size
 
@@ -266,24 +263,16 @@ class Stack(Keywords):
             size = layer.output_size
         return tuple(params)
 
-    def __call__(
-        self,
-        params: tuple[Any, ...],
-        xs: Array,
-        *,
-        carry: tuple[Any, ...] | None = None,
-        lengths: Array | None = None,
-        time_axis: int = 0,
-        resets: Array | None = None,
-    ) -> tuple[tuple[Any, ...], Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[tuple[Any, ...], Array]:
         if len(params) != len(self.layers):
             raise ValueError(f"params: expected one entry per layer ({len(self.layers)}), got {len(params)}")
         carry = (None,) * len(self.layers) if carry is None else tuple(carry)
         if len(carry) != len(self.layers):
             raise ValueError(f"carry: expected one entry per layer ({len(self.layers)}), got {len(carry)}")
+        keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
         carries, ys = [], xs
-        for i, (layer, p, c) in enumerate(zip(self.layers, params, carry, strict=True)):
-            c, out = layer(p, ys, carry=c, lengths=lengths, time_axis=time_axis, resets=resets)
+        for i, (layer, p, c, k) in enumerate(zip(self.layers, params, carry, keys, strict=True)):
+            c, out = layer(p, ys, c, lengths=lengths, time_axis=time_axis, resets=resets, key=k)
             ys = out + ys if self.residual and i > 0 else out
             carries.append(c)
         return tuple(carries), ys

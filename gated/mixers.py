@@ -34,14 +34,27 @@ STATE_DTYPES = ("float32",)  # a mixer's state_dtype: the recurrence's type unde
 MIXERS: dict[str, type] = {"cell": layers.Recurrent}
 
 
-class Mixer:
-    """What every mixer of this module has: a registered ``name``, a carry (``sequential``), and whether its cell
-    runs at the mixer's own width (``cell_sets_width``: the cell's hidden size is the input and output width D, as
-    for :class:`gated.Recurrent`) or between projections of its own."""
+class Mixer(blocks.Sequential):
+    """What every mixer of this module has: a registered ``name``, the call of every sequence layer
+    (:class:`gated.blocks.Sequential`), and whether its cell runs at the mixer's own width (``cell_sets_width``: the
+    cell's hidden size is the input and output width D, as for :class:`gated.Recurrent`) or between projections of
+    its own."""
 
     name: ClassVar[str]
-    sequential: ClassVar[bool] = True
     cell_sets_width: ClassVar[bool] = False
+
+    def _cell(self, params: Any, u: Array, carry: Any, resets: Array | None, time_axis: int) -> tuple[Any, Array]:
+        """The mixer's ``cell`` over ``u`` by :func:`gated.run`, with the mixer's ``impl`` and ``state_dtype``."""
+        return run(
+            self.cell,
+            params,
+            u,
+            carry=carry,
+            resets=resets,
+            time_axis=time_axis,
+            impl=self.impl,
+            state_dtype=self.state_dtype,
+        )
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -108,6 +121,7 @@ class Griffin(Mixer):
     state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
 
     name: ClassVar[str] = "griffin"
+    params_type: ClassVar[type] = GriffinParams
 
     def __post_init__(self):
         cells.check_cell(self.cell)
@@ -137,20 +151,10 @@ class Griffin(Mixer):
         h = self.cell.hidden_size
         return GriffinState(self.conv.initial_carry(batch_shape, h, dtype), self.cell.initial_carry(batch_shape, dtype))
 
-    def __call__(
-        self,
-        params: GriffinParams,
-        xs: Array,
-        carry: GriffinState | None = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-    ) -> tuple[GriffinState, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[GriffinState, Array]:
         """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell (see :func:`gated.run`).
         With no ``carry``, a cell that ``restarts`` by its own rule (``RGLRU(segment_start="recurrentgemma")``) starts
         a segment at the first step too, as ``recurrentgemma`` does."""
-        if not isinstance(params, GriffinParams):
-            raise TypeError(f"params: expected GriffinParams (Griffin.init), got {type(params).__name__}")
         xs = blocks.check_features("xs", xs, params.gate_kernel.shape[0], "the input_size the parameters were made for")
         row = lambda v: blocks.broadcast_row(v, xs.ndim)
         gate = blocks.ACTIVATIONS[self.activation](xs @ params.gate_kernel + row(params.gate_bias))
@@ -159,16 +163,7 @@ class Griffin(Mixer):
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, branch = self.conv(params.conv, branch, conv_carry, resets=resets, time_axis=time_axis)
         branch = blocks.ACTIVATIONS[self.conv_activation](branch)
-        cell_carry, branch = run(
-            self.cell,
-            params.cell,
-            branch,
-            carry=cell_carry,
-            resets=resets,
-            time_axis=time_axis,
-            impl=self.impl,
-            state_dtype=self.state_dtype,
-        )
+        cell_carry, branch = self._cell(params.cell, branch, cell_carry, resets, time_axis)
         ys = (branch * gate) @ params.output_kernel + row(params.output_bias)
         return GriffinState(conv_carry, cell_carry), ys
 
@@ -238,18 +233,6 @@ class _XLSTMMixer(Mixer):
         h = self.cell.hidden_size
         return XLSTMState(self.conv.initial_carry(batch_shape, h, dtype), self.cell.initial_carry(batch_shape, dtype))
 
-    def _cell(self, params: Any, u: Array, carry: Any, resets: Array | None, time_axis: int) -> tuple[Any, Array]:
-        return run(
-            self.cell,
-            params,
-            u,
-            carry=carry,
-            resets=resets,
-            time_axis=time_axis,
-            impl=self.impl,
-            state_dtype=self.state_dtype,
-        )
-
 
 class MLSTMBlockParams(NamedTuple):
     """Parameters of :class:`MLSTMBlock`: the up-projection ``(D, 2E)`` (the mLSTM branch, then the gate branch), the
@@ -289,6 +272,7 @@ class MLSTMBlock(_XLSTMMixer):
     """
 
     name: ClassVar[str] = "mlstm"
+    params_type: ClassVar[type] = MLSTMBlockParams
 
     def __post_init__(self):
         cells.require(self.cell, "an mLSTM (gated.cells.MLSTM(E, num_heads=K, output_gate=False))", cells.MLSTM)
@@ -307,18 +291,8 @@ class MLSTMBlock(_XLSTMMixer):
             initializers.input_kernel(k_down, e, d, dtype),
         )
 
-    def __call__(
-        self,
-        params: MLSTMBlockParams,
-        xs: Array,
-        carry: XLSTMState | None = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-    ) -> tuple[XLSTMState, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[XLSTMState, Array]:
         """``(carry, ys)``; ``resets`` start a segment in the convolution and in the cell."""
-        if not isinstance(params, MLSTMBlockParams):
-            raise TypeError(f"params: expected MLSTMBlockParams (MLSTMBlock.init), got {type(params).__name__}")
         xs = blocks.check_features("xs", xs, params.up_kernel.shape[0], "the input_size the parameters were made for")
         branch, z = jnp.split(xs @ params.up_kernel, 2, axis=-1)
         conv_carry, cell_carry = (None, None) if carry is None else carry
@@ -361,6 +335,7 @@ class SLSTMBlock(_XLSTMMixer):
     num_heads: int = option(4, integer, minimum=1)
 
     name: ClassVar[str] = "slstm"
+    params_type: ClassVar[type] = SLSTMBlockParams
     cell_sets_width: ClassVar[bool] = True
 
     def __post_init__(self):
@@ -382,17 +357,7 @@ class SLSTMBlock(_XLSTMMixer):
         k_c, k_r = jax.random.split(key)
         return SLSTMBlockParams(self.conv.init(k_c, d, dtype), self.cell.init(k_r, 2 * d, dtype), jnp.ones((d,), dtype))
 
-    def __call__(
-        self,
-        params: SLSTMBlockParams,
-        xs: Array,
-        carry: XLSTMState | None = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-    ) -> tuple[XLSTMState, Array]:
-        if not isinstance(params, SLSTMBlockParams):
-            raise TypeError(f"params: expected SLSTMBlockParams (SLSTMBlock.init), got {type(params).__name__}")
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[XLSTMState, Array]:
         xs = blocks.check_features("xs", xs, params.norm_scale.shape[0], "the input_size the parameters were made for")
         conv_carry, cell_carry = (None, None) if carry is None else carry
         conv_carry, c = self.conv(params.conv, xs, conv_carry, resets=resets, time_axis=time_axis)

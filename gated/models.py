@@ -26,8 +26,8 @@ Array = jax.Array
 
 
 def sequential(layer: Any) -> bool:
-    """Whether ``layer`` is called with a carry, ``(params, xs, carry=, resets=, time_axis=) -> (carry, ys)``: the
-    convolution, a mixer, a recurrent layer, a :class:`Residual`; else ``(params, x) -> y`` (position-wise)."""
+    """Whether ``layer`` is called with a carry (:class:`gated.blocks.Sequential`): the convolution, a mixer, a
+    recurrent layer, a :class:`Residual`; else ``(params, x) -> y`` (position-wise)."""
     return getattr(layer, "sequential", True)
 
 
@@ -49,7 +49,7 @@ class ResidualParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Residual:
+class Residual(blocks.Sequential):
     r"""A pre-norm residual block, :math:`y = x + \mathrm{mixer}(\mathrm{norm}(x))` (Griffin's and Mamba's
     residual blocks, the pre-LN transformer's).
 
@@ -64,8 +64,8 @@ class Residual:
     dropout: float = option(0.0, number, low=0.0, high=1.0, high_open=True)
 
     # Called with a carry (None around a position-wise mixer) and a key, whatever the mixer.
-    sequential: ClassVar[bool] = True
     stochastic: ClassVar[bool] = True
+    params_type: ClassVar[type] = ResidualParams
 
     def __post_init__(self):
         check_fields(self)
@@ -75,16 +75,7 @@ class Residual:
         norm = None if self.norm is None else self.norm.init(k_norm, input_size, dtype)
         return ResidualParams(norm, self.mixer.init(k_mixer, input_size, dtype))
 
-    def __call__(
-        self,
-        params: ResidualParams,
-        xs: Array,
-        carry: Any = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-        key: Array | None = None,
-    ) -> tuple[Any, Array]:
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[Any, Array]:
         """``(carry, ys)``; ``key`` (None at evaluation) draws the dropout masks, the mixer's own included."""
         normed = xs if self.norm is None else self.norm(params.norm, xs)
         k_mixer, k_out = (None, None) if key is None else jax.random.split(key)
@@ -120,7 +111,7 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class Model(blocks.Sequential):
     r"""A token model: :math:`h^0_t = E[x_t] \cdot s`, :math:`h^{l} = \mathrm{layer}_l(h^{l-1})`,
     logits :math:`= \mathrm{norm}(h^N) W` with :math:`W = E^\top` when tied. With ``input_size``, a model of
     feature sequences: :math:`h^0_t = x_t E \cdot s` with :math:`E` a ``(input_size, D)`` kernel.
@@ -158,6 +149,10 @@ class Model:
     head_bias: bool = option(False, boolean)
     readout: str = option("per_step", choice, choices=READOUTS)
     dtype: str | None = option(None, choice, choices=tuple(COMPUTE_DTYPES), optional=True)
+
+    params_type: ClassVar[type] = ModelParams
+    stochastic: ClassVar[bool] = True  # its dropout, where a layer has any
+    reads_lengths: ClassVar[bool] = True  # passed to the recurrent layers and the "last" readout
 
     def __post_init__(self):
         check_fields(self)
@@ -225,17 +220,7 @@ class Model:
         head = HeadParams(head, jnp.zeros((self.vocab_size,), dtype)) if self.head_bias else head
         return ModelParams(None, tuple(layers), norm, head)
 
-    def __call__(
-        self,
-        params: ModelParams,
-        tokens: Array,
-        carry: tuple | None = None,
-        *,
-        resets: Array | None = None,
-        time_axis: int = 0,
-        key: Array | None = None,
-        lengths: Array | None = None,
-    ) -> tuple[tuple, Array]:
+    def apply(self, params, tokens, carry, resets, time_axis, key, lengths) -> tuple[tuple, Array]:
         """``(carry, logits)``: ``tokens`` ``(T, *batch)`` integers (time on ``time_axis``), logits
         ``(T, *batch, V)`` (``(*batch, V)`` with ``readout="last"``); ``carry`` one entry per layer (None for a
         position-wise one), None: from nothing. ``key`` draws the dropout masks of every layer that has them

@@ -106,3 +106,58 @@ def test_learned_initial_carry_is_broadcast_and_trained():
 def test_stack_residual_size_mismatch_is_refused():
     with pytest.raises(ValueError, match="residual=True: layer 1 maps size 5 to 4"):
         gated.Stack([gated.cells.LSTM(5), gated.cells.LSTM(4)], residual=True)
+
+
+def _sequence_layers():
+    """One of every sequence layer: the recurrent layers, the convolution, each mixer, a residual block, a model."""
+    lstm = gated.cells.LSTM(4)
+    return [
+        gated.Recurrent(lstm),
+        gated.Bidirectional(lstm),
+        gated.Stack([lstm]),
+        gated.blocks.CausalConv(),
+        *(gated.mixers.get(name, gated.cells.get(cell, 4)) for name, cell in
+          (("griffin", "rglru"), ("mamba", "ssm"), ("mlstm", "mlstm"), ("slstm", "slstm"))),
+        gated.models.Residual(gated.blocks.CausalConv()),
+        gated.models.Model(vocab_size=5, width=4, layers=(gated.blocks.CausalConv(),)),
+    ]  # fmt: skip
+
+
+def test_every_sequence_layer_has_one_call():
+    import inspect
+
+    want = inspect.signature(gated.blocks.Sequential.__call__)
+    for layer in _sequence_layers():
+        assert isinstance(layer, gated.blocks.Sequential), type(layer).__name__
+        assert inspect.signature(type(layer).__call__) == want, type(layer).__name__
+        assert gated.models.sequential(layer)
+
+
+def test_a_layer_refuses_parameters_of_another_type_and_lengths_it_does_not_read():
+    for layer in _sequence_layers():
+        name = type(layer).__name__
+        with pytest.raises(TypeError, match=rf"params: expected {layer.params_type.__name__} \({name}.init\), got"):
+            layer(object(), jnp.zeros((3, 2, 4)))
+    conv = gated.blocks.CausalConv()
+    params = conv.init(jax.random.key(0), 4)
+    with pytest.raises(ValueError, match=r"lengths: CausalConv reads no sequence lengths \(it is causal"):
+        conv(params, jnp.zeros((3, 2, 4)), lengths=jnp.asarray([3, 2]))
+
+
+@pytest.mark.parametrize("layer_type", ["stack", "bidirectional"])
+def test_stack_and_bidirectional_pass_the_key_to_their_stochastic_layers(layer_type):
+    cell = gated.cells.RecurrentDropout(cell=gated.cells.GRU(4), dropout=0.5)
+    layer = gated.Stack([cell, cell]) if layer_type == "stack" else gated.Bidirectional(cell)
+    assert layer.stochastic
+    params, xs, key = layer.init(jax.random.key(0), D), _xs(jnp.float32), jax.random.key(3)
+    _, ys = layer(params, xs, key=key)
+    _, evaluated = layer(params, xs)
+    assert not np.allclose(ys, evaluated)  # the masks were drawn
+    inner = layer.layers if layer_type == "stack" else (layer.forward, layer.backward)
+    keys = jax.random.split(key, 2)
+    if layer_type == "stack":
+        hidden = layer.layers[1](params[1], layer.layers[0](params[0], xs, key=keys[0])[1], key=keys[1])[1]
+    else:
+        outs = [sub(p, xs, key=k)[1] for sub, p, k in zip(inner, params, keys, strict=True)]
+        hidden = jnp.concatenate(outs, axis=-1)
+    np.testing.assert_array_equal(ys, hidden)

@@ -305,11 +305,15 @@ def from_lag_one(curve) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(1, len(curve)), curve[1:]
 
 
-def draw_trained_lag_profile(
-    profile: dict, config: Any, report: Report, *, name: str, title: str, what: str, lag: int
-) -> None:
+def report_lag(config: Any) -> int:
+    """The lag a classic lag study reports at: its ``report_lag``, within the sequence."""
+    return min(config.report_lag, config.length - 1)
+
+
+def draw_trained_lag_profile(profile: dict, config: Any, report: Report, *, name: str, title: str, what: str) -> None:
     """The figure ``name`` of :func:`trained_lag_profile`'s results: ``||dL/dh_k||`` (and ``||dL/dc_k||``
-    dotted for an LSTM) before and after training."""
+    dotted for an LSTM) before and after training, read at :func:`report_lag`."""
+    lag = report_lag(config)
     fig, (ax,) = plt_figure(1, width=7)
     for label, norms in (
         ("at initialisation", profile["before"]),

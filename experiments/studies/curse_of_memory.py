@@ -140,20 +140,15 @@ def plot(results, config, report) -> None:
                 label = "dashed: the closed form" if variant == "plain" else None
                 ax.plot(x, laws_, "--", color=color, linewidth=1, label=label)
     memory = "memory: steps the state remembers, 1 / (1 - lambda)"
-    axes[0].set(
-        xscale="log",
-        yscale="log",
-        xlabel=memory,
-        ylabel="variance of the last state, Var(h_T)",
-        title="the state's variance",
+    labels = (
+        ("variance of the last state, Var(h_T)", "the state's variance"),
+        (
+            "variance of its derivative in the\nrecurrent parameter, Var(dh_T / d theta)",
+            "sensitivity to the recurrent parameter",
+        ),
     )
-    axes[1].set(
-        xscale="log",
-        yscale="log",
-        xlabel=memory,
-        ylabel="variance of its derivative in the\nrecurrent parameter, Var(dh_T / d theta)",
-        title="sensitivity to the recurrent parameter",
-    )
+    for ax, (ylabel, title) in zip(axes, labels, strict=True):
+        ax.set(xscale="log", yscale="log", xlabel=memory, ylabel=ylabel, title=title)
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=9)

@@ -19,6 +19,7 @@ from .base import (
     lag_norms,
     plt_figure,
     rate_text,
+    report_lag,
     stack,
     task_inputs,
     trained_lag_profile,
@@ -64,7 +65,7 @@ def compute(config, workdir) -> dict:
 
 
 def plot(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     grad, product = results["grad"], results["update_product"]
     fig, axes = plt_figure(2)
     for name in grad:  # the conventions coincide under chrono init: "write" dashed, so both show
@@ -92,19 +93,12 @@ def plot(results, config, report) -> None:
     )
     rows = [[name, float(product[name][lag]), decay(np.asarray(grad[name]), lag)] for name in grad]
     report.table(["GRU", f"prod keep at lag {lag}", f"||dL/dh|| left at lag {lag}"], rows)
-    draw_trained_lag_profile(
-        results["trained"],
-        config,
-        report,
-        name="gru_lag_trained",
-        title=f"GRU (update={config.updates[0]}), adding problem T = {config.length}",
-        what="GRU",
-        lag=lag,
-    )
+    title = f"GRU (update={config.updates[0]}), adding problem T = {config.length}"
+    draw_trained_lag_profile(results["trained"], config, report, name="gru_lag_trained", title=title, what="GRU")
 
 
 def claims(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     left = {name: decay(np.asarray(curve), lag) for name, curve in results["grad"].items()}
     seeds = {name: [decay(np.asarray(c), lag) for c in curves] for name, curves in results["per_seed_grad"].items()}
     report.claim(

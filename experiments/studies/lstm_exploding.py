@@ -18,6 +18,7 @@ from .base import (
     plt_figure,
     plt_panels,
     rate_text,
+    report_lag,
     stack,
     style_key,
     task_inputs,
@@ -105,7 +106,7 @@ def _train(config) -> dict:
 
 
 def plot(results, config, report) -> None:
-    lag, scales, gains = min(config.report_lag, config.length - 1), results["scales"], results["gains"]
+    lag, scales, gains = report_lag(config), results["scales"], results["gains"]
     grad, path_norm, bound = (np.asarray(results[k]) for k in ("grad", "path_norm", "bound"))
     fig, axes = plt_figure(2)
     for i, s in enumerate(scales):
@@ -177,7 +178,7 @@ def plot(results, config, report) -> None:
 
 
 def claims(results, config, report) -> None:
-    lag, scales = min(config.report_lag, config.length - 1), results["scales"]
+    lag, scales = report_lag(config), results["scales"]
     grad = np.asarray(results["grad"])
     report.claim(
         "The bound (||K|| ||W_o||)^lag is never below the output-gate path",

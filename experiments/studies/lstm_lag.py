@@ -20,6 +20,7 @@ from .base import (
     lag_norms,
     legend_panel,
     plt_panels,
+    report_lag,
     stack,
     style_key,
     task_inputs,
@@ -79,7 +80,7 @@ def compute(config, workdir) -> dict:
 
 
 def plot(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     biases = results["biases"]
     grad_h, grad_c, product, dh_dc = (np.asarray(results[k]) for k in ("grad_h", "grad_c", "forget_product", "dh_dc"))
     fig, axes, spare = plt_panels(3)
@@ -114,15 +115,8 @@ def plot(results, config, report) -> None:
     report.table(
         ["forget bias", f"prod f at lag {lag}", f"||dL/dc|| at lag {lag} / lag 1", f"||dL/dh|| left at lag {lag}"], rows
     )
-    draw_trained_lag_profile(
-        results["trained"],
-        config,
-        report,
-        name="lstm_lag_trained",
-        title=f"LSTM (forget bias 1), adding problem T = {config.length}",
-        what="LSTM",
-        lag=lag,
-    )
+    title = f"LSTM (forget bias 1), adding problem T = {config.length}"
+    draw_trained_lag_profile(results["trained"], config, report, name="lstm_lag_trained", title=title, what="LSTM")
 
 
 def _left_on_c(curve: np.ndarray, lag: int) -> float:
@@ -131,7 +125,7 @@ def _left_on_c(curve: np.ndarray, lag: int) -> float:
 
 
 def claims(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     biases = results["biases"]
     grad_h, grad_c = np.asarray(results["grad_h"]), np.asarray(results["grad_c"])
     product = np.asarray(results["forget_product"])

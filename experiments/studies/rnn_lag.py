@@ -16,6 +16,7 @@ from .base import (
     lag_axes,
     lag_norms,
     plt_panels,
+    report_lag,
     stack,
     style_key,
     task_inputs,
@@ -67,7 +68,7 @@ def compute(config, workdir) -> dict:
 
 
 def plot(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     fig, axes, _ = plt_panels(len(config.activations))
     rows = []
     for ax, activation in zip(axes, config.activations, strict=True):
@@ -91,19 +92,12 @@ def plot(results, config, report) -> None:
         ["activation", "spectral radius", "gain ||W|| max|phi'|", "Lyapunov exponent", f"gradient left at lag {lag}"],
         rows,
     )
-    draw_trained_lag_profile(
-        results["trained"],
-        config,
-        report,
-        name="rnn_lag_trained",
-        title=f"tanh RNN, radius 1, adding problem T = {config.length}",
-        what="tanh RNN",
-        lag=lag,
-    )
+    title = f"tanh RNN, radius 1, adding problem T = {config.length}"
+    draw_trained_lag_profile(results["trained"], config, report, name="rnn_lag_trained", title=title, what="tanh RNN")
 
 
 def claims(results, config, report) -> None:
-    lag = min(config.report_lag, config.length - 1)
+    lag = report_lag(config)
     settings = results["settings"].values()
     left = lambda s: decay(np.asarray(s["curve"]), lag)
     exploded = [(s["activation"], s["radius"], left(s)) for s in settings if s["gain"] >= 1 and left(s) > 1]

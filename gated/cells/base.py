@@ -25,6 +25,17 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+def hidden_h(state: Any) -> Array:
+    """The hidden state the diagnostics follow (:func:`gated.diagnostics.hidden`) of a carry that has one: ``h``.
+    A carry's ``hidden`` method, as ``with_hidden_h`` is its ``with_hidden``."""
+    return state.h
+
+
+def with_hidden_h(state: Any, h: Array) -> Any:
+    """The carry with its hidden state ``h`` replaced (the inverse of :func:`hidden_h`)."""
+    return state._replace(h=h)
+
+
 def _check_array(name: str, x: Any, shape: tuple[int, ...], what: str) -> Array:
     """Returns ``x`` as an array after checking its dtype is floating and its shape is ``shape``."""
     x = jnp.asarray(x)

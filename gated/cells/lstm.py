@@ -14,7 +14,7 @@ from gated import blocks, fused, native
 from gated import init as initializers
 from gated.options import boolean, integer, number, option
 
-from .base import Array, RecurrentCell
+from .base import Array, RecurrentCell, hidden_h, with_hidden_h
 
 
 class LSTMParams(NamedTuple):
@@ -63,12 +63,8 @@ class LSTMState(NamedTuple):
     h: Array
     c: Array
 
-    def hidden(self) -> Array:
-        """The hidden state the diagnostics follow (:func:`gated.diagnostics.hidden`): ``h``."""
-        return self.h
-
-    def with_hidden(self, h: Array) -> LSTMState:
-        return self._replace(h=h)
+    hidden = hidden_h
+    with_hidden = with_hidden_h
 
 
 class LSTMGates(NamedTuple):

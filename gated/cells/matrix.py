@@ -16,6 +16,7 @@ from gated.options import integer, number, option
 
 from .base import Array, Cell
 from .linear import LinearCell
+from .ssm import check_step_range
 
 
 class SSDParams(NamedTuple):
@@ -69,12 +70,7 @@ class SSD(LinearCell, forms.MatrixDecay):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.dt_min < self.dt_max:
-            raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_heads
+        check_step_range(self.dt_min, self.dt_max)
 
     @property
     def carry_shape(self) -> tuple[int, ...]:

@@ -15,6 +15,12 @@ from .base import Array
 from .linear import LinearCell
 
 
+def check_step_range(dt_min: float, dt_max: float) -> None:
+    """The range the step sizes are drawn from at initialisation (this cell's and SSD's): ``0 < dt_min < dt_max``."""
+    if not dt_min < dt_max:
+        raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {dt_min!r}, {dt_max!r}")
+
+
 class SSMParams(NamedTuple):
     """Selective SSM parameters: ``input_kernel`` (D, 2H + 2N) and ``bias`` (2H + 2N,) for the step size, the
     channel input, B and C side by side; ``a_log`` (H, N) with A = -exp(a_log); ``skip`` (H,), the D of Mamba."""
@@ -63,8 +69,7 @@ class SelectiveSSM(LinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.dt_min < self.dt_max:
-            raise ValueError(f"dt_min, dt_max: expected 0 < dt_min < dt_max, got {self.dt_min!r}, {self.dt_max!r}")
+        check_step_range(self.dt_min, self.dt_max)
 
     @property
     def carry_shape(self) -> tuple[int, ...]:

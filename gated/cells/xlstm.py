@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gated import forms
 from gated.options import boolean, integer, number, option
 
-from .base import Array, RecurrentCell
+from .base import Array, RecurrentCell, hidden_h, with_hidden_h
 from .linear import LinearCell
 
 
@@ -33,12 +33,8 @@ class SLSTMState(NamedTuple):
     n: Array
     m: Array
 
-    def hidden(self) -> Array:
-        """The hidden state ``h``."""
-        return self.h
-
-    def with_hidden(self, h: Array) -> SLSTMState:
-        return self._replace(h=h)
+    hidden = hidden_h
+    with_hidden = with_hidden_h
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -161,10 +157,6 @@ class MLSTM(LinearCell, forms.MatrixDecay):
     @property
     def gates(self) -> tuple[str, ...]:
         return ("q", "k", "v", "o") if self.output_gate else ("q", "k", "v")
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def carry_shape(self) -> tuple[int, ...]:

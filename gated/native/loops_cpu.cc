@@ -118,6 +118,12 @@ void Gemm(int64_t rows, const float* a, int64_t lda, int64_t k_len, const float*
 // Runs fn(first_row, end_row) on up to `threads` threads (the caller is one), the batch split in groups of 4 rows.
 // The examples of a batch never interact, so each thread runs the whole time loop on its rows: no barrier, and
 // nothing written by one thread is read by another.
+// Four gate vectors of 8 units to their places in a row of every step's [4H] gates, H apart.
+inline void StoreGates(float* at, int64_t H, __m256 a, __m256 b, __m256 c, __m256 d) {
+  _mm256_storeu_ps(at, a), _mm256_storeu_ps(at + H, b), _mm256_storeu_ps(at + 2 * H, c);
+  _mm256_storeu_ps(at + 3 * H, d);
+}
+
 template <typename F>
 void ForRows(int64_t threads, int64_t rows, F fn) {
   const int64_t groups = (rows + 3) / 4, n = std::max<int64_t>(1, std::min(threads, groups));
@@ -127,6 +133,29 @@ void ForRows(int64_t threads, int64_t rows, F fn) {
   auto [a, b] = range(0);
   fn(a, b);
   for (auto& th : pool) th.join();
+}
+
+// The backward passes' walk through time: for t from T - 1 down, unit(t B + b, b H + u, u, m, 1 - m, d) for every
+// row b and block of 8 units u (m the step's mask, d where the block's pre-activation gradients go in the step's
+// row of dp, (T, B, G)), then dh_{t-1} += dp_t[:, :K] @ W_h^T, 16 output units at a time (w: W_h^T in panels of 16,
+// (H/16, K, 16)). unit leaves in dh what reaches h_{t-1} other than through the matmul.
+template <typename Unit>
+void BackwardThroughTime(int64_t threads, int64_t T, int64_t B, int64_t H, int64_t G, int64_t K, const float* m,
+                         const float* w, float* dh, float* dp, Unit unit) {
+  ForRows(threads, B, [&](int64_t first, int64_t end) {
+    const int64_t rows = end - first;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      float* dpre = dp + (t * B + first) * G;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t b = first + r;
+        const float mt = m[t * B + b];
+        const __m256 mv = _mm256_set1_ps(mt), rest = _mm256_set1_ps(1.f - mt);
+        for (int64_t u = 0; u < H; u += 8) unit(t * B + b, b * H + u, u, mv, rest, dpre + r * G + u);
+      }
+      for (int64_t ob = 0; ob < H / 16; ++ob)
+        Gemm<2>(rows, dpre, G, K, w + ob * K * 16, 16, true, nullptr, dh + first * H + 16 * ob, H);
+    }
+  });
 }
 
 ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
@@ -170,11 +199,7 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, f
           __m256 keep = _mm256_cmp_ps(_mm256_broadcast_ss(m + t * B + first + r), _mm256_setzero_ps(), _CMP_GT_OQ);
           _mm256_storeu_ps(c_new + u, _mm256_blendv_ps(cp, c, keep));
           _mm256_storeu_ps(h_new + u, _mm256_blendv_ps(hp, h, keep));
-          if (a_new) {
-            float* a = a_new + r * 4 * H + nb * 8;
-            _mm256_storeu_ps(a, i), _mm256_storeu_ps(a + H, f), _mm256_storeu_ps(a + 2 * H, g);
-            _mm256_storeu_ps(a + 3 * H, o);
-          }
+          if (a_new) StoreGates(a_new + r * 4 * H + nb * 8, H, i, f, g, o);
         }
       }
     }
@@ -188,7 +213,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> wq, ffi::Buffer<ffi::F32> dh_l
                             ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dpres, int64_t threads) {
   auto yd = dys.dimensions(), wd = wq.dimensions();
   if (yd.size() != 3 || wd.size() != 3) return ffi::Error::InvalidArgument("lstm_backward: ranks");
-  const int64_t T = yd[0], B = yd[1], H = yd[2], G = 4 * H;
+  const int64_t T = yd[0], B = yd[1], H = yd[2], G = 4 * H, K = G;
   if (H % 16 != 0 || wd[0] != H / 16 || wd[1] != G || wd[2] != 16)
     return ffi::Error::InvalidArgument("lstm_backward: shapes");
   const float *w = wq.typed_data(), *dy = dys.typed_data(), *ac = acts.typed_data(), *cc = cs.typed_data();
@@ -197,37 +222,23 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> wq, ffi::Buffer<ffi::F32> dh_l
   std::copy_n(dh_last.typed_data(), B * H, dh);
   std::copy_n(dc_last.typed_data(), B * H, dc);
   const __m256 one = _mm256_set1_ps(1.f);
-  ForRows(threads, B, [&](int64_t first, int64_t end) {
-    const int64_t rows = end - first;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      float* dpre = dp + (t * B + first) * G;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t b = first + r;
-        const float mt = m[t * B + b];
-        const __m256 mv = _mm256_set1_ps(mt), rest = _mm256_set1_ps(1.f - mt);
-        for (int64_t u = 0; u < H; u += 8) {
-          const int64_t s = (t * B + b) * H + u, j = b * H + u;
-          const float* a = ac + (t * B + b) * G + u;
-          const __m256 i = _mm256_loadu_ps(a), f = _mm256_loadu_ps(a + H), g = _mm256_loadu_ps(a + 2 * H);
-          const __m256 o = _mm256_loadu_ps(a + 3 * H), tc = Tanh(_mm256_loadu_ps(cc + s));
-          const __m256 dh_old = _mm256_loadu_ps(dh + j), dc_old = _mm256_loadu_ps(dc + j);
-          // dh_t (total) and dc_t (total): what reaches the step's outputs, through the carry and through y_t.
-          const __m256 dhn = _mm256_mul_ps(mv, _mm256_add_ps(dh_old, _mm256_loadu_ps(dy + s)));
-          const __m256 dcn = _mm256_fmadd_ps(_mm256_mul_ps(dhn, o), _mm256_fnmadd_ps(tc, tc, one), _mm256_mul_ps(mv, dc_old));
-          // pre-activation gradients: sigmoid' = a (1 - a), tanh' = 1 - a^2.
-          float* d = dpre + r * G + u;
-          _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_mul_ps(dcn, g), _mm256_fnmadd_ps(i, i, i)));
-          _mm256_storeu_ps(d + H, _mm256_mul_ps(_mm256_mul_ps(dcn, _mm256_loadu_ps(cp + s)), _mm256_fnmadd_ps(f, f, f)));
-          _mm256_storeu_ps(d + 2 * H, _mm256_mul_ps(_mm256_mul_ps(dcn, i), _mm256_fnmadd_ps(g, g, one)));
-          _mm256_storeu_ps(d + 3 * H, _mm256_mul_ps(_mm256_mul_ps(dhn, tc), _mm256_fnmadd_ps(o, o, o)));
-          _mm256_storeu_ps(dc + j, _mm256_fmadd_ps(dcn, f, _mm256_mul_ps(rest, dc_old)));
-          _mm256_storeu_ps(dh + j, _mm256_mul_ps(rest, dh_old));  // what a padded step passes on; the matmul adds
-        }
-      }
-      // dh_{t-1} = (1 - m) dh + dpre_t @ W_h^T, 16 output units at a time.
-      for (int64_t ob = 0; ob < H / 16; ++ob)
-        Gemm<2>(rows, dpre, G, G, w + ob * G * 16, 16, true, nullptr, dh + first * H + 16 * ob, H);
-    }
+  BackwardThroughTime(threads, T, B, H, G, K, m, w, dh, dp,
+                      [&](int64_t tb, int64_t j, int64_t u, __m256 mv, __m256 rest, float* d) {
+    const int64_t s = tb * H + u;
+    const float* a = ac + tb * G + u;
+    const __m256 i = _mm256_loadu_ps(a), f = _mm256_loadu_ps(a + H), g = _mm256_loadu_ps(a + 2 * H);
+    const __m256 o = _mm256_loadu_ps(a + 3 * H), tc = Tanh(_mm256_loadu_ps(cc + s));
+    const __m256 dh_old = _mm256_loadu_ps(dh + j), dc_old = _mm256_loadu_ps(dc + j);
+    // dh_t (total) and dc_t (total): what reaches the step's outputs, through the carry and through y_t.
+    const __m256 dhn = _mm256_mul_ps(mv, _mm256_add_ps(dh_old, _mm256_loadu_ps(dy + s)));
+    const __m256 dcn = _mm256_fmadd_ps(_mm256_mul_ps(dhn, o), _mm256_fnmadd_ps(tc, tc, one), _mm256_mul_ps(mv, dc_old));
+    // pre-activation gradients: sigmoid' = a (1 - a), tanh' = 1 - a^2.
+    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_mul_ps(dcn, g), _mm256_fnmadd_ps(i, i, i)));
+    _mm256_storeu_ps(d + H, _mm256_mul_ps(_mm256_mul_ps(dcn, _mm256_loadu_ps(cp + s)), _mm256_fnmadd_ps(f, f, f)));
+    _mm256_storeu_ps(d + 2 * H, _mm256_mul_ps(_mm256_mul_ps(dcn, i), _mm256_fnmadd_ps(g, g, one)));
+    _mm256_storeu_ps(d + 3 * H, _mm256_mul_ps(_mm256_mul_ps(dhn, tc), _mm256_fnmadd_ps(o, o, o)));
+    _mm256_storeu_ps(dc + j, _mm256_fmadd_ps(dcn, f, _mm256_mul_ps(rest, dc_old)));
+    _mm256_storeu_ps(dh + j, _mm256_mul_ps(rest, dh_old));  // what a padded step passes on; the matmul adds
   });
   return ffi::Error::Success();
 }
@@ -280,11 +291,7 @@ ffi::Error GruForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ff
           const __m256 h = _mm256_fmadd_ps(keep, _mm256_sub_ps(hp, n), n);
           const __m256 valid = _mm256_cmp_ps(_mm256_broadcast_ss(m + t * B + first + r), _mm256_setzero_ps(), _CMP_GT_OQ);
           _mm256_storeu_ps(h_new + u, _mm256_blendv_ps(hp, h, valid));
-          if (g_new) {
-            float* g = g_new + r * 4 * H + nb * 8;
-            _mm256_storeu_ps(g, rg), _mm256_storeu_ps(g + H, zg), _mm256_storeu_ps(g + 2 * H, n);
-            _mm256_storeu_ps(g + 3 * H, hn);
-          }
+          if (g_new) StoreGates(g_new + r * 4 * H + nb * 8, H, rg, zg, n, hn);
         }
       }
     }
@@ -298,7 +305,7 @@ ffi::Error GruBackwardImpl(ffi::Buffer<ffi::F32> wq, ffi::Buffer<ffi::F32> dh_la
                            bool keep_z) {
   auto yd = dys.dimensions(), wd = wq.dimensions();
   if (yd.size() != 3 || wd.size() != 3) return ffi::Error::InvalidArgument("gru_backward: ranks");
-  const int64_t T = yd[0], B = yd[1], H = yd[2], G = 4 * H;
+  const int64_t T = yd[0], B = yd[1], H = yd[2], G = 4 * H, K = 3 * H;  // dh_{t-1} reads [d_r, d_z, d_hn]
   if (H % 16 != 0 || wd[0] != H / 16 || wd[1] != 3 * H || wd[2] != 16)
     return ffi::Error::InvalidArgument("gru_backward: shapes");
   const float *w = wq.typed_data(), *dy = dys.typed_data(), *gg = gates.typed_data(), *hp = hps.typed_data();
@@ -306,39 +313,25 @@ ffi::Error GruBackwardImpl(ffi::Buffer<ffi::F32> wq, ffi::Buffer<ffi::F32> dh_la
   float *dh = dh0->typed_data(), *dp = dpres->typed_data();
   std::copy_n(dh_last.typed_data(), B * H, dh);
   const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(keep_z ? 1.f : -1.f);
-  ForRows(threads, B, [&](int64_t first, int64_t end) {
-    const int64_t rows = end - first;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      float* dpre = dp + (t * B + first) * G;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t b = first + r;
-        const float mt = m[t * B + b];
-        const __m256 mv = _mm256_set1_ps(mt), rest = _mm256_set1_ps(1.f - mt);
-        for (int64_t u = 0; u < H; u += 8) {
-          const int64_t s = (t * B + b) * H + u, j = b * H + u;
-          const float* g = gg + (t * B + b) * G + u;
-          const __m256 rg = _mm256_loadu_ps(g), zg = _mm256_loadu_ps(g + H), n = _mm256_loadu_ps(g + 2 * H);
-          const __m256 hn = _mm256_loadu_ps(g + 3 * H), keep = keep_z ? zg : _mm256_sub_ps(one, zg);
-          const __m256 dh_old = _mm256_loadu_ps(dh + j);
-          const __m256 dhn = _mm256_mul_ps(mv, _mm256_add_ps(dh_old, _mm256_loadu_ps(dy + s)));
-          // d n_pre = dh (1 - keep) (1 - n^2); d hn = d n_pre r; d r_pre = d n_pre hn r (1 - r);
-          // d z_pre = +-dh (h_{t-1} - n) z (1 - z), + for "keep".
-          const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(dhn, _mm256_sub_ps(one, keep)), _mm256_fnmadd_ps(n, n, one));
-          const __m256 dz = _mm256_mul_ps(_mm256_mul_ps(dhn, _mm256_sub_ps(_mm256_loadu_ps(hp + s), n)),
-                                          _mm256_mul_ps(sign, _mm256_fnmadd_ps(zg, zg, zg)));
-          float* d = dpre + r * G + u;
-          _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_mul_ps(dn, hn), _mm256_fnmadd_ps(rg, rg, rg)));
-          _mm256_storeu_ps(d + H, dz);
-          _mm256_storeu_ps(d + 2 * H, _mm256_mul_ps(dn, rg));
-          _mm256_storeu_ps(d + 3 * H, dn);
-          // what reaches h_{t-1} directly: through the gate (keep) and, on a padded step, the carry; the matmul adds
-          _mm256_storeu_ps(dh + j, _mm256_fmadd_ps(dhn, keep, _mm256_mul_ps(rest, dh_old)));
-        }
-      }
-      // dh_{t-1} += [d_r, d_z, d_hn] @ W_h^T, 16 output units at a time.
-      for (int64_t ob = 0; ob < H / 16; ++ob)
-        Gemm<2>(rows, dpre, G, 3 * H, w + ob * 3 * H * 16, 16, true, nullptr, dh + first * H + 16 * ob, H);
-    }
+  BackwardThroughTime(threads, T, B, H, G, K, m, w, dh, dp,
+                      [&](int64_t tb, int64_t j, int64_t u, __m256 mv, __m256 rest, float* d) {
+    const int64_t s = tb * H + u;
+    const float* g = gg + tb * G + u;
+    const __m256 rg = _mm256_loadu_ps(g), zg = _mm256_loadu_ps(g + H), n = _mm256_loadu_ps(g + 2 * H);
+    const __m256 hn = _mm256_loadu_ps(g + 3 * H), keep = keep_z ? zg : _mm256_sub_ps(one, zg);
+    const __m256 dh_old = _mm256_loadu_ps(dh + j);
+    const __m256 dhn = _mm256_mul_ps(mv, _mm256_add_ps(dh_old, _mm256_loadu_ps(dy + s)));
+    // d n_pre = dh (1 - keep) (1 - n^2); d hn = d n_pre r; d r_pre = d n_pre hn r (1 - r);
+    // d z_pre = +-dh (h_{t-1} - n) z (1 - z), + for "keep".
+    const __m256 dn = _mm256_mul_ps(_mm256_mul_ps(dhn, _mm256_sub_ps(one, keep)), _mm256_fnmadd_ps(n, n, one));
+    const __m256 dz = _mm256_mul_ps(_mm256_mul_ps(dhn, _mm256_sub_ps(_mm256_loadu_ps(hp + s), n)),
+                                    _mm256_mul_ps(sign, _mm256_fnmadd_ps(zg, zg, zg)));
+    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_mul_ps(dn, hn), _mm256_fnmadd_ps(rg, rg, rg)));
+    _mm256_storeu_ps(d + H, dz);
+    _mm256_storeu_ps(d + 2 * H, _mm256_mul_ps(dn, rg));
+    _mm256_storeu_ps(d + 3 * H, dn);
+    // what reaches h_{t-1} directly: through the gate (keep) and, on a padded step, the carry; the matmul adds
+    _mm256_storeu_ps(dh + j, _mm256_fmadd_ps(dhn, keep, _mm256_mul_ps(rest, dh_old)));
   });
   return ffi::Error::Success();
 }
