@@ -192,17 +192,15 @@ def test_dropout_is_on_with_a_key_only_and_nothing_at_rate_zero():
     np.testing.assert_array_equal(first, run(dropping, jax.random.key(2)))  # the same key, the same masks
 
 
-LINEAR_CELLS = {"mingru": {}, "minlstm": {"log_space": True}, "lru": {}, "rglru": {}, "ssm": {"state_size": 2},
-                "mlstm": {"num_heads": 2}, "ssd": {"num_heads": 2, "state_size": 2},
-                "gated_deltanet": {"num_heads": 2}}  # fmt: skip
+LINEAR_CELLS = {"mingru": {}, "mlstm": {"num_heads": 2}}
 FORMS = ("reference", "associative", "chunked", "chunkwise", "recomputed")
 
 
-@pytest.mark.parametrize("name", [n if n == "mingru" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in LINEAR_CELLS])  # fmt: skip
+@pytest.mark.parametrize("name", ["mingru", pytest.param("mlstm", marks=pytest.mark.slow)])
 def test_generation_on_every_scan_form_of_the_linear_cells(name):
-    """A residual model of each gated linear recurrence and matrix-state cell decodes, on every form that runs it
-    (the prompt and each token), to the logits of its parallel forward pass (float64 to 1e-10)."""
+    """A residual model of a diagonal and of a matrix-state cell decodes, on every form that runs it (the prompt and
+    each token), to the logits of its parallel forward pass (float64 to 1e-10). Every cell's one-token decoding on
+    every form is the conformance suite's."""
     cell = gated.cells.get(name, D, **LINEAR_CELLS[name])
     prompt = jax.random.randint(jax.random.key(8), (5, B), 0, V)
     for impl in (f for f in FORMS if gated.backends.reason(f, cell, Call(f)) is None):
