@@ -8,8 +8,9 @@ resets (where the backend serves them), both directions, ``remat``, and chunks t
 forward-over-reverse Hessian-vector product and a ``vmap`` over parameter sets; one-token decoding equal to the
 parallel forward pass; and bfloat16 inputs with a float32 ``state_dtype`` near the float32 run. The cells are made
 with their default options (``num_heads=2`` where they have heads); their option grids are in the family tests.
-Each check is one compiled program per cell and backend; the default path's (``impl="auto"``) run in the fast tier,
-the other backends' in the slow one.
+Each check is one compiled program per cell and backend. A backend that ``impl="auto"`` runs for a cell is checked as
+"auto" alone (the same program). The default path's values, gradients and decoding run in the fast tier, the rest in
+the slow one.
 """
 
 import dataclasses
@@ -43,11 +44,26 @@ def _serves(name: str, impl: str, **call) -> bool:
     return backends.reason(impl, make(name), Call(impl, dtype=jnp.float64, num_steps=T, **call)) is None
 
 
+def _is_auto(name: str, impl: str) -> bool:
+    """Whether ``impl="auto"`` runs ``impl`` for every call here (with and without resets and remat): the same
+    program."""
+    cell, calls = make(name), [dict(resets=r, remat=m) for r in (False, True) for m in (False, True)]
+    return all(
+        backends.choose(cell, Call("auto", dtype=jnp.float64, num_steps=T, chunk=CHUNK, **c)) == impl for c in calls
+    )
+
+
 PURE = [b.name for b in backends.REGISTRY.values() if b.pure and b.name != "reference"]
+# Every cell on "auto" and on each other pure backend that serves it; not a backend that "auto" runs for it anyway.
 PAIRS = [
-    (name, impl) for name in gated.cells.CELLS for impl in ("auto", *PURE) if impl == "auto" or _serves(name, impl)
+    (name, impl)
+    for name in gated.cells.CELLS
+    for impl in ("auto", *PURE)
+    if impl == "auto" or (_serves(name, impl) and not _is_auto(name, impl))
 ]
 CASES = [pytest.param(n, i, id=f"{n}-{i}", marks=() if i == "auto" else pytest.mark.slow) for n, i in PAIRS]
+# The transforms and bfloat16 checks, in the slow tier on every backend ("auto" included).
+SLOW_CASES = [pytest.param(n, i, id=f"{n}-{i}", marks=pytest.mark.slow) for n, i in PAIRS]
 
 
 @functools.cache
@@ -146,7 +162,7 @@ def _transforms(name: str, impl: str):
     return jax.jit(all_of_them)()
 
 
-@pytest.mark.parametrize("name, impl", CASES)
+@pytest.mark.parametrize("name, impl", SLOW_CASES)
 def test_every_transform_equals_the_reference_path(name, impl):
     _close(_transforms(name, impl), _transforms(name, "reference"))
 
@@ -169,7 +185,7 @@ def test_one_token_decoding_equals_the_parallel_forward_pass(name, impl):
     _close(decoded, whole)
 
 
-@pytest.mark.parametrize("name, impl", CASES)
+@pytest.mark.parametrize("name, impl", SLOW_CASES)
 def test_bfloat16_with_a_float32_state_is_near_the_float32_run(name, impl):
     cell, params, carry, xs, _ = case(name, jnp.float32)
     cast = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
