@@ -59,7 +59,8 @@ def test_step_equals_the_numpy_transcription(config):
     _close(y, ref_y)
 
 
-SLOW_FORMS = [("minlstm", {"log_space": True}), NEGATIVES[1]]  # the log-space cells' other cases run fast
+# The log-space forms in the slow tier (the fast tier's test_recomputed_equals_the_reference_path has one)
+SLOW_FORMS = [("mingru", {"log_space": True}), ("minlstm", {"log_space": True}), NEGATIVES[1]]
 # The options beside the defaults, which tests/test_conformance.py runs on every form of every registered cell.
 OPTIONED = [c for c in [*LINEAR_CONFIGS, *NEGATIVES] if c[1] and c[1] != {"state_size": 3} and c[1] != {"num_heads": 2}]
 
