@@ -102,13 +102,14 @@ def test_a_sequence_of_steps_equals_the_float64_transcription(name):
     _close((jax.tree.map(lambda a: a[0], final), ys[:, 0]), (state, np.stack(want)))
 
 
-# Every diagonal-form cell with its defaults, and with selective=False where it has the option (S4D's setting).
+# Every diagonal-form cell with its defaults, and with a fixed decay where it has the option: selective=False (S4D's
+# setting), decay="fixed" (RetNet's).
 DIAGONAL = [
     (n, options)
     for n, c in gated.cells.CELLS.items()
     if issubclass(c, gated.forms.Diagonal)
-    for options in ({}, {"selective": False})
-    if not options or "selective" in {f.name for f in dataclasses.fields(c)}
+    for options in ({}, {"selective": False}, {"decay": "fixed"})
+    if not options or set(options) <= {f.name for f in dataclasses.fields(c)}
 ]
 
 
@@ -122,11 +123,9 @@ def test_a_diagonal_cell_is_time_invariant_exactly_when_it_says(name, options):
     assert cell.time_invariant == bool(np.allclose(a[0], a[1], rtol=0, atol=1e-12)), (name, cell.time_invariant)
 
 
-@functools.cache
-def _loss(name: str, impl: str, resets: bool):
+def _loss(cell, impl, resets, params, carry, xs, starts):
     """The value and gradient (parameters, carry, inputs) of both directions, with lengths (and resets), reading
-    backwards with ``remat``, as one compiled program."""
-    cell, params, carry, xs, starts = case(name)
+    backwards with ``remat``."""
 
     def f(p, c, x):
         total = 0.0
@@ -136,61 +135,86 @@ def _loss(name: str, impl: str, resets: bool):
             total += jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(final))
         return total
 
-    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(params, carry, xs)
+    return jax.value_and_grad(f, argnums=(0, 1, 2))(params, carry, xs)
+
+
+def _transforms(cell, impl, resets, params, carry, xs, starts):
+    """``jvp`` and a forward-over-reverse HVP of a loss of the outputs, and a ``vmap`` over two parameter sets."""
+    loss = lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1] ** 2)
+    v = jax.tree.map(jnp.ones_like, params)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
+    jvp = jax.jvp(loss, (params,), (v,))
+    hvp = jax.jvp(jax.grad(loss), (params,), (v,))[1]
+    batched = jax.vmap(lambda p: gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1])(stacked)
+    return jvp, hvp, batched
+
+
+def _decoding(cell, impl, resets, params, carry, xs, starts):
+    """One run over the whole sequence, and a scan of one-step runs with the carry passed on."""
+    whole = gated.run(cell, params, xs, carry=carry, impl=impl, chunk=CHUNK)
+
+    def one(c, x_t):
+        c, y = gated.run(cell, params, x_t[None], carry=c, impl=impl, chunk=CHUNK)
+        return c, y[0]
+
+    return whole, jax.lax.scan(one, carry, xs)
+
+
+def _bfloat16(cell, impl, resets, params, carry, xs, starts):
+    """The float32 run, and the bfloat16 run of the rounded parameters and inputs with a float32 state (the case
+    in float32)."""
+    cast = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
+    f32 = gated.run(cell, params, xs, impl=impl, chunk=CHUNK)
+    return f32, gated.run(cell, cast(params), cast(xs), impl=impl, chunk=CHUNK, state_dtype=jnp.float32)
+
+
+CHECKS = {"loss": _loss, "transforms": _transforms, "decoding": _decoding, "bfloat16": _bfloat16}
+
+
+@functools.cache
+def checks(name: str, impl: str, which: tuple[str, ...], resets: bool) -> dict:
+    """The checks ``which`` of a cell on a backend, traced together and compiled as one program, the case's arrays
+    its arguments (the loss with or without resets)."""
+    cell = case(name)[0]
+    cases = {w: case(name, jnp.float32 if w == "bfloat16" else jnp.float64)[1:] for w in which}
+    run = lambda arrays: {w: CHECKS[w](cell, impl, resets, *arrays[w]) for w in which}
+    return jax.jit(run)(cases)
+
+
+def _got(name: str, impl: str, check: str):
+    """One check's outputs on ``impl``: every slow backend's checks in one program; "auto"'s fast ones (its values,
+    gradients and decoding) in one and its slow ones in another."""
+    resets = _runs_resets(name, impl)
+    if impl == "auto":
+        fast = ("loss", "decoding")
+        return checks(name, impl, fast if check in fast else ("transforms", "bfloat16"), resets)[check]
+    return checks(name, impl, tuple(CHECKS), resets)[check]
+
+
+def _want(name: str, impl: str, check: str):
+    """The reference path's outputs of a check, each on its own (every backend is compared with them)."""
+    return checks(name, "reference", (check,), _runs_resets(name, impl) if check == "loss" else True)[check]
 
 
 @pytest.mark.parametrize("name, impl", CASES)
 def test_values_and_gradients_equal_the_reference_path(name, impl):
-    resets = _runs_resets(name, impl)
-    _close(_loss(name, impl, resets), _loss(name, "reference", resets))
-
-
-@functools.cache
-def _transforms(name: str, impl: str):
-    """``jvp`` and a forward-over-reverse HVP of a loss of the outputs, and a ``vmap`` over two parameter sets."""
-    cell, params, carry, xs, _ = case(name)
-    loss = lambda p: jnp.sum(gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1] ** 2)
-    v = jax.tree.map(jnp.ones_like, params)
-    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
-
-    def all_of_them():
-        jvp = jax.jvp(loss, (params,), (v,))
-        hvp = jax.jvp(jax.grad(loss), (params,), (v,))[1]
-        batched = jax.vmap(lambda p: gated.run(cell, p, xs, carry=carry, impl=impl, chunk=CHUNK)[1])(stacked)
-        return jvp, hvp, batched
-
-    return jax.jit(all_of_them)()
+    _close(_got(name, impl, "loss"), _want(name, impl, "loss"))
 
 
 @pytest.mark.parametrize("name, impl", SLOW_CASES)
 def test_every_transform_equals_the_reference_path(name, impl):
-    _close(_transforms(name, impl), _transforms(name, "reference"))
+    _close(_got(name, impl, "transforms"), _want(name, impl, "transforms"))
 
 
 @pytest.mark.parametrize("name, impl", CASES)
 def test_one_token_decoding_equals_the_parallel_forward_pass(name, impl):
     """A scan of one-step runs, the carry passed on, equals one run over the whole sequence (float64, 1e-10)."""
-    cell, params, carry, xs, _ = case(name)
-
-    def both(p, c, x):
-        whole = gated.run(cell, p, x, carry=c, impl=impl, chunk=CHUNK)
-
-        def one(c, x_t):
-            c, y = gated.run(cell, p, x_t[None], carry=c, impl=impl, chunk=CHUNK)
-            return c, y[0]
-
-        return whole, jax.lax.scan(one, c, x)
-
-    whole, decoded = jax.jit(both)(params, carry, xs)
+    whole, decoded = _got(name, impl, "decoding")
     _close(decoded, whole)
 
 
 @pytest.mark.parametrize("name, impl", SLOW_CASES)
 def test_bfloat16_with_a_float32_state_is_near_the_float32_run(name, impl):
-    cell, params, carry, xs, _ = case(name, jnp.float32)
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(jnp.bfloat16), tree)
-    f32 = jax.jit(lambda p, x: gated.run(cell, p, x, impl=impl, chunk=CHUNK))(params, xs)
-    mixed = jax.jit(lambda p, x: gated.run(cell, p, x, impl=impl, chunk=CHUNK, state_dtype=jnp.float32))
-    final, ys = mixed(cast(params), cast(xs))
+    f32, (final, ys) = _got(name, impl, "bfloat16")
     assert ys.dtype == jnp.bfloat16 and all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(final))
     _close((final, ys.astype(jnp.float32)), f32, rtol=0.1, atol=0.1)
