@@ -139,7 +139,8 @@ def test_finite_differences_of_the_parallel_forms():
 @pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resets_equal_running_each_segment_by_hand(name, reverse):
     """resets=starts restores the initial carry where a segment starts; the result equals gated.run on each
-    segment from that carry (each read backwards when reverse), for the classic cells on the reference path too."""
+    segment from that carry (each read backwards when reverse), on the default path (every other backend equals the
+    reference path with resets in tests/test_conformance.py)."""
     cell = gated.cells.get(name, H)
     params = random_params(cell, jax.random.key(4), D, jnp.float64)
     carry = random_carry(cell, jax.random.key(5), (B,), jnp.float64)
@@ -148,18 +149,17 @@ def test_resets_equal_running_each_segment_by_hand(name, reverse):
     resets = np.zeros((T, B), bool)
     for b, ts in starts.items():
         resets[ts, b] = True
-    impls = ["auto"] + (["associative", "chunked"] if name in ("mingru", "lru", "mlstm") else [])
-    for impl in impls:
-        final, ys = jax.jit(lambda x, r, impl=impl: gated.run(cell, params, x, carry=carry, resets=r, reverse=reverse,
-                                                              impl=impl))(xs, jnp.asarray(resets))  # fmt: skip
-        for b, ts in starts.items():
-            bounds = [0, *ts, T]
-            one = jax.tree.map(lambda a, b=b: a[b], carry)
-            segments = [(s, e) for s, e in zip(bounds, bounds[1:], strict=False) if e > s]
-            pieces = [gated.run(cell, params, xs[s:e, b], carry=one, reverse=reverse) for s, e in segments]
-            _close(ys[:, b], jnp.concatenate([y for _, y in pieces]))
-            expected_final = pieces[0][0] if reverse else pieces[-1][0]
-            _close(jax.tree.map(lambda a, b=b: a[b], final), expected_final)
+    final, ys = jax.jit(lambda x, r: gated.run(cell, params, x, carry=carry, resets=r, reverse=reverse))(
+        xs, jnp.asarray(resets)
+    )
+    for b, ts in starts.items():
+        bounds = [0, *ts, T]
+        one = jax.tree.map(lambda a, b=b: a[b], carry)
+        segments = [(s, e) for s, e in zip(bounds, bounds[1:], strict=False) if e > s]
+        pieces = [gated.run(cell, params, xs[s:e, b], carry=one, reverse=reverse) for s, e in segments]
+        _close(ys[:, b], jnp.concatenate([y for _, y in pieces]))
+        expected_final = pieces[0][0] if reverse else pieces[-1][0]
+        _close(jax.tree.map(lambda a, b=b: a[b], final), expected_final)
 
 
 @pytest.mark.slow
