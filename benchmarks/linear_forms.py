@@ -4,14 +4,13 @@ matrix-state cells in each form, side by side with their authors' code and the L
     python -m benchmarks.linear_forms                      # T = 256 to 16384, B 8, D = H = 64
     python -m benchmarks.linear_forms --lengths 256 1024 --cells mingru mlstm --steps 3 --no-torch
 
-For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16, xLSTM's mLSTM with 4
-heads, Mamba-2's SSD with 4 heads and N = 16, Gated DeltaNet with 4 heads, and the sLSTM) and each form that
+For each cell (minGRU in log space, minLSTM, LRU, RG-LRU, the selective SSM with N = 16, xLSTM's mLSTM with 4 heads,
+Mamba-2's SSD with 4 heads and N = 16, Gated DeltaNet, GLA and HGRN2 with 4 heads, and the sLSTM) and each form that
 runs it (``reference``: the sequential ``lax.scan`` of ``cell.step``; ``sequential``: chunks of 64 steps, each chunk's
 coefficients at once, then a ``lax.scan`` of the update alone; ``recomputed``: the reference path storing the carry
-every 64 steps only;
-``associative``: one ``lax.associative_scan``; ``chunked``: associative inside chunks of 64
-steps (``--forms``); ``chunkwise``: the matrix-state cells' chunkwise form, chunks of 64), and for the LSTM on its
-default path: one jitted training step (a readout to 10 classes at every step, cross-entropy,
+every 64 steps only; ``associative``: one ``lax.associative_scan``; ``chunked``: associative inside chunks of 64 steps
+(``--forms``); ``chunkwise``: the matrix-state cells' chunkwise form, chunks of 64), and for the LSTM on its default
+path: one jitted training step (a readout to 10 classes at every step, cross-entropy,
 ``clip_by_global_norm(1)``, Adam), median over steps after a warm-up, and the forward pass alone. Tokens/s is B*T
 over the step time; peak memory is XLA's buffer assignment (arguments, outputs and temporaries of the compiled
 step); compile time is the training step's ``lower().compile()``. The associative and chunked forms run up to
@@ -49,6 +48,8 @@ CELLS = {
     "mlstm": {"num_heads": 4},
     "ssd": {"num_heads": 4, "state_size": 16},
     "gated_deltanet": {"num_heads": 4},
+    "gla": {"num_heads": 4},
+    "hgrn2": {"num_heads": 4},
     "slstm": {},
 }
 FORMS = ("reference", "sequential", "recomputed", "associative", "chunked", "chunkwise")

@@ -13,6 +13,10 @@ Each architecture is data, the model keys of :data:`ARCHITECTURES`, about 1M par
 - ``mamba``: Gu & Dao 2023: residual Mamba blocks (selective SSM, E = 2D, N = 16), no MLP, RMSNorm.
 - ``xlstm``: Beck et al. 2024's xLSTM[1:0]: residual mLSTM blocks (E = 2D, 4 heads), no MLP, LayerNorm.
 - ``mingru``: Feng et al. 2024, section 4: residual minGRU layers (H = D) with an MLP (expansion 4) between them.
+- ``gla``: Yang et al. 2024's GLA Transformer: residual blocks of gated linear attention (2 heads, keys half a
+  head's size, the swish output gate and per-head RMSNorm) and a SwiGLU MLP (expansion 3.5), RMSNorm.
+- ``hgrn2``: Qin et al. 2024's HGRN2: residual HGRN2 blocks (2 heads, state expansion a head's size, RMSNorm over
+  the outputs, no output gate) and a SwiGLU MLP (expansion 3.625), RMSNorm.
 - ``lstm``: Zaremba et al. 2014's language model: two stacked LSTM layers (H = D = 240) with dropout between layers
   and at both ends, no residual, no norm.
 
@@ -78,6 +82,32 @@ ARCHITECTURES = {
         mlp="mlp",
         mlp_expansion=4.0,
         norm="layernorm",
+        residual=True,
+    ),
+    "gla": dict(
+        architecture="blocks",
+        mixer="linear_attention",
+        cell="gla",
+        width=128,
+        hidden_size=128,
+        num_layers=4,
+        options={"num_heads": 2},
+        mlp="swiglu",
+        mlp_expansion=3.5,
+        norm="rmsnorm",
+        residual=True,
+    ),
+    "hgrn2": dict(
+        architecture="blocks",
+        mixer="linear_attention",
+        cell="hgrn2",
+        width=128,
+        hidden_size=128,
+        num_layers=4,
+        options={"num_heads": 2},
+        mlp="swiglu",
+        mlp_expansion=3.625,
+        norm="rmsnorm",
         residual=True,
     ),
     "lstm": dict(

@@ -75,6 +75,7 @@ AUTO: dict[str, tuple[tuple[type[forms.Form], tuple[str, ...]], ...]] = {
     "cpu": (
         (forms.DeltaRule, ("recomputed",)),
         (forms.MatrixDecay, ("chunkwise", "reference")),
+        (forms.KeyDecay, ("chunkwise", "reference")),
         (forms.Diagonal, ("sequential", "reference")),
         (forms.Nonlinear, ("fused", "recomputed", "reference")),
     ),

@@ -12,11 +12,13 @@ methods, so a new cell is one module that implements a form, and every backend o
   ``(a_t, b_t) = coefficients(params, u_t)`` (minGRU, minLSTM, LRU, RG-LRU, the selective SSM): the sequence is also
   an associative scan with ``(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)`` (:mod:`gated.parallel`).
 - :class:`MatrixState`: per head a matrix state ``S (d_v, d_k)``, ``S_t = S_{t-1} M_t + v_t k_t^T``-like, read by a
-  query, ``y_t = read(S_t q_t)`` (:mod:`gated.chunkwise`). Its transition is one of two kinds:
+  query, ``y_t = read(S_t q_t)`` (:mod:`gated.chunkwise`). Its transition is one of three kinds:
 
   - :class:`MatrixDecay`: ``M_t`` diagonal, a scalar decay per head: ``C_t = f_t C_{t-1} + e^{i_t} v_t k_t^T``, with
     an optional normaliser ``n_t = f_t n_{t-1} + e^{i_t} k_t`` and the stabiliser ``m`` of exponential input gates
     (xLSTM's mLSTM, Mamba-2's SSD);
+  - :class:`KeyDecay`: ``M_t`` diagonal, a decay per key channel: ``C_t = C_{t-1} diag(alpha_t) + e^{i_t} v_t k_t^T``
+    (GLA, HGRN2; Simple GLA's and RetNet's decay per head, broadcast over the keys);
   - :class:`DeltaRule`: ``M_t`` diagonal plus low rank, ``a_t (I - b_t k_t k_t^T)``:
     ``S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t v_t k_t^T`` (DeltaNet, Gated DeltaNet; flash-linear-attention's
     "generalized delta rule" with ``w = a 1``, ``a = b k``). The eigenvalues of ``I - b k k^T`` (``|k| = 1``) are 1
@@ -25,9 +27,9 @@ methods, so a new cell is one module that implements a form, and every backend o
   Normalisers and stabilisers are part of the form (:class:`MatrixCarry`, :class:`Reads`), not special cases of a
   backend.
 
-A cell may take two forms: the mLSTM and SSD are diagonal (their decays broadcast over each head's matrix) and
-matrix-state. ``impl="auto"`` takes the first of the platform's row of :data:`gated.backends.AUTO` that the cell is an
-instance of.
+A cell may take two forms: the mLSTM, SSD and the key-decay cells are diagonal (their decays broadcast over each
+head's matrix) and matrix-state. ``impl="auto"`` takes the first of the platform's row of
+:data:`gated.backends.AUTO` that the cell is an instance of.
 """
 
 from __future__ import annotations
@@ -227,15 +229,60 @@ class MatrixDecay(MatrixState):
     form: ClassVar[str] = "matrix-state decay"
 
 
+class KeyDecay(MatrixState):
+    r"""A decay per key channel, per head: the transition is a diagonal matrix of data-dependent decays,
+
+    .. math::
+        C_t = C_{t-1} \operatorname{diag}(\alpha_t) + e^{i_t} v_t k_t^\top, \qquad y_t = \text{read}(C_t q_t)
+
+    with ``alpha_t = exp(log_decay)`` ``(K, d_k)`` and ``i_t = write`` ``(K,)`` (GLA, HGRN2; a decay shared by a
+    head's keys, broadcast, is Simple GLA's and RetNet's). No normaliser and no stabiliser: the carry is the memory
+    ``(K, d_v, d_k)``, zero at the start, read as it is. As the decay is elementwise, the form is also diagonal:
+    :meth:`coefficients` and :meth:`output` give the diagonal backends the same recurrence over the flattened memory.
+    A cell gives :meth:`heads`, :attr:`key_size` and its parameters.
+    """
+
+    form: ClassVar[str] = "matrix-state key decay"
+
+    @property
+    def key_size(self) -> int:
+        """d_k, the keys' size per head (by default a head's size, ``H / num_heads``)."""
+        return self.head_size
+
+    @property
+    def carry_shape(self) -> tuple[int, ...]:
+        return (self.num_heads, self.head_size, self.key_size)
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
+        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
+
+    def coefficients(self, params: Any, u: Array) -> tuple[Array, Array]:
+        """``(a_t, b_t)`` of the flattened memory: the decays broadcast over the values, and the write."""
+        _, k, v, log_decay, write = self.heads(params, u)
+        a = jnp.broadcast_to(jnp.exp(log_decay)[:, None, :], self.carry_shape)
+        return a, jnp.exp(write)[:, None, None] * v[:, :, None] * k[:, None, :]
+
+    def output(self, params: Any, state: Any, u: Array) -> Array:
+        q = self.heads(params, u).q
+        return self.read(params, Reads(jnp.einsum("kvd,kd->kv", state, q)), u)
+
+
 class DeltaRule(MatrixState):
     r"""The delta rule with a decay, per head:
 
     .. math::
         S_t = a_t S_{t-1} (I - b_t k_t k_t^\top) + b_t v_t k_t^\top, \qquad y_t = \text{read}(S_t q_t)
 
-    with ``a_t = exp(log_decay)`` and ``b_t = write``: the transition is diagonal plus low rank. The form gives the
+    with ``a_t = exp(log_decay)`` and ``b_t = write``: the transition is diagonal plus low rank. The decay is a
+    scalar per head ``(K,)``, or one per key channel ``(K, d_k)`` (Kimi Delta Attention: ``a_t S_{t-1}`` is then
+    ``S_{t-1} diag(a_t)``). The form gives the
     step; a cell gives :meth:`heads` (and its parameters): its carry is the memory ``(K, d_v, d_k)``, zero at the
     start.
+
+    A cell may take ``n_h`` such corrections a token (Gated DeltaProduct): :meth:`heads` then gives keys and values
+    ``(K, n_h, d)`` and writes ``(K, n_h)``, the decay applies once before them and the read after the last, a
+    product of ``n_h`` generalised Householder transitions,
+    ``S_t = a_t S_{t-1} prod_j (I - b_{t,j} k_{t,j} k_{t,j}^T) + ...``.
     """
 
     form: ClassVar[str] = "matrix-state delta rule"
@@ -248,11 +295,15 @@ class DeltaRule(MatrixState):
         return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
 
     def step(self, params: Any, carry: Any, u: Array):
-        """One step: decay, correct the memory's read of ``k_t`` towards ``v_t`` by ``b_t``, read ``q_t``."""
+        """One step: decay, correct the memory's read of ``k_t`` towards ``v_t`` by ``b_t`` (each of the ``n_h``
+        corrections in turn), read ``q_t``."""
         u = self._check_step(carry, u)
         q, k, v, log_decay, beta = self.heads(params, u)
-        state = jnp.exp(log_decay)[:, None, None] * self.matrix_state(carry).c
-        correction = beta[:, None] * (v - jnp.einsum("kvd,kd->kv", state, k))
-        state = state + correction[:, :, None] * k[:, None, :]
+        decay = jnp.exp(log_decay)  # (K,), or (K, d_k): a decay per key channel
+        state = (decay[:, None, None] if decay.ndim == 1 else decay[:, None, :]) * self.matrix_state(carry).c
+        steps = [(k, v, beta)] if k.ndim == q.ndim else [(k[:, j], v[:, j], beta[:, j]) for j in range(k.shape[1])]
+        for k_j, v_j, beta_j in steps:
+            correction = beta_j[:, None] * (v_j - jnp.einsum("kvd,kd->kv", state, k_j))
+            state = state + correction[:, :, None] * k_j[:, None, :]
         y = self.read(params, Reads(jnp.einsum("kvd,kd->kv", state, q)), u)
         return self.from_matrix_state(MatrixCarry(state)), y.astype(u.dtype)

@@ -22,9 +22,9 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gated import blocks, cells, layers
+from gated import blocks, cells, forms, layers
 from gated import init as initializers
-from gated.options import check_fields, choice, integer, number, option, register_by_name
+from gated.options import boolean, check_fields, choice, integer, number, option, register_by_name
 from gated.scan import IMPLS, run
 
 Array = jax.Array
@@ -365,6 +365,102 @@ class SLSTMBlock(_XLSTMMixer):
             params.cell, jnp.concatenate([jax.nn.silu(c), xs], axis=-1), cell_carry, resets, time_axis
         )
         return XLSTMState(conv_carry, cell_carry), head_norm(h, params.norm_scale, self.num_heads, self.eps)
+
+
+class LinearAttentionParams(NamedTuple):
+    """Parameters of :class:`LinearAttention`: the cell's (reading D), the norm's scale (``(d_v,)`` shared by the
+    heads, or ``(H,)``; ones), the output gate's kernel ``(D, H)`` (None without one) and the output projection's
+    ``(H, D)``. No biases, as flash-linear-attention's layers."""
+
+    cell: Any
+    norm_scale: Array
+    gate_kernel: Array | None
+    output_kernel: Array
+
+
+NORMS = ("head", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearAttention(Mixer):
+    r"""The layer the linear-attention papers put around a matrix-state cell (GLA, Yang et al. 2024, section 4.4;
+    Simple GLA; RetNet's multi-scale retention; HGRN2; as flash-linear-attention's ``GatedLinearAttention``,
+    ``SimpleGatedLinearAttention``, ``MultiScaleRetention`` and ``HGRN2Attention``):
+
+    .. math::
+        o = \mathrm{cell}(x), \qquad y = ig(\mathrm{RMSNorm}(o) \odot \mathrm{swish}(x W_g)ig) W_o
+
+    the cell projecting the queries, keys, values and gates from ``x`` itself. ``norm="head"`` normalises each
+    head's ``d_v`` outputs apart with one scale shared by the heads (flash-linear-attention's ``FusedRMSNormGated``
+    of GLA and RetNet), ``"all"`` the H outputs together (HGRN2's ``g_norm``); without ``output_gate`` (HGRN2) the
+    normalised outputs are projected as they are. RetNet's rotary positions on the queries and keys are not part of
+    this layer.
+
+    Attributes:
+      cell: a matrix-state cell (:class:`gated.forms.MatrixState`) of width H: ``gated.cells.GLA(H, num_heads=K)``,
+        ``gated.cells.HGRN2(H, num_heads=K)``, ...
+      output_gate: the swish output gate; None (default): as the cell's paper's layer has it
+        (``cell.paper_layer``; True unless it says otherwise).
+      norm: "head" or "all"; None (default): as the cell's paper's layer ("head" unless it says otherwise).
+      eps: the norm's epsilon (default 1e-5, as flash-linear-attention's layers).
+      impl, state_dtype: as :class:`Griffin`'s.
+    """
+
+    cell: cells.Cell
+    output_gate: bool | None = option(None, boolean, optional=True)
+    norm: str | None = option(None, choice, choices=NORMS, optional=True)
+    eps: float = option(1e-5, number, low=0.0)
+    impl: str = option("auto", choice, choices=IMPLS)
+    state_dtype: str | None = option(None, choice, choices=STATE_DTYPES, optional=True)
+
+    name: ClassVar[str] = "linear_attention"
+    params_type: ClassVar[type] = LinearAttentionParams
+
+    def __post_init__(self):
+        cells.require(self.cell, "a matrix-state cell (gated.cells.GLA(H, num_heads=K), ...)", forms.MatrixState)
+        check_fields(self)
+
+    def _layer(self, option: str, default: Any) -> Any:
+        """An option as given, or as the cell's paper's layer has it (``paper_layer``), or ``default``."""
+        given = getattr(self, option)
+        return getattr(self.cell, "paper_layer", {}).get(option, default) if given is None else given
+
+    @property
+    def gated(self) -> bool:
+        """Whether the outputs pass the swish output gate (:attr:`output_gate`, resolved)."""
+        return self._layer("output_gate", True)
+
+    @property
+    def norm_over(self) -> str:
+        """What the norm normalises: "head" or "all" (:attr:`norm`, resolved)."""
+        return self._layer("norm", "head")
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> LinearAttentionParams:
+        d, h = integer("input_size", input_size), self.cell.hidden_size
+        k_c, k_g, k_o = jax.random.split(key, 3)
+        scale = jnp.ones((self.cell.head_size if self.norm_over == "head" else h,), dtype)
+        gate = initializers.input_kernel(k_g, d, h, dtype) if self.gated else None
+        return LinearAttentionParams(
+            self.cell.init(k_c, d, dtype), scale, gate, initializers.input_kernel(k_o, h, d, dtype)
+        )
+
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
+        """The cell's zero carry."""
+        return self.cell.initial_carry(batch_shape, dtype)
+
+    def apply(self, params, xs, carry, resets, time_axis, key, lengths) -> tuple[Any, Array]:
+        """``(carry, ys)``: the carry is the cell's; ``resets`` start a segment in it."""
+        xs = blocks.check_features(
+            "xs", xs, params.output_kernel.shape[1], "the input_size the parameters were made for"
+        )
+        carry, o = self._cell(params.cell, xs, carry, resets, time_axis)
+        if self.norm_over == "head":
+            k = self.cell.num_heads
+            o = o.reshape(*o.shape[:-1], k, o.shape[-1] // k)
+        o = blocks.RMSNorm(self.eps)(blocks.RMSNormParams(params.norm_scale), o).reshape(xs.shape[:-1] + (-1,))
+        if self.gated:
+            o = o * jax.nn.silu(xs @ params.gate_kernel)
+        return carry, o @ params.output_kernel
 
 
 def check_block(block: Any, name: str = "block") -> Any:

@@ -261,9 +261,89 @@ def deltanet_step(cell, p, s, x):
     return s_new, y.reshape(hs)
 
 
+def gated_deltaproduct_step(cell, p, s, x):
+    """Gated DeltaProduct (Siems et al. 2025, eq. 4), per head: S = alpha S, then for each of n_h keys, values and
+    strengths S = S (I - beta k k^T) + beta v k^T (q, k L2-normalised, q / sqrt(d); beta = sigmoid, 2 sigmoid with
+    eigenvalues in [-1, 1]; alpha = exp(-exp(a) softplus(.)), 1 without the forget gate); y = S q."""
+    hs, heads, n = cell.hidden_size, cell.num_heads, cell.householder
+    d = hs // heads
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    unit = lambda a: a / np.sqrt(a @ a + 1e-6)
+    q = proj[:hs].reshape(heads, d)
+    ks = proj[hs : hs + n * hs].reshape(n, heads, d)
+    vs = proj[hs + n * hs : hs + 2 * n * hs].reshape(n, heads, d)
+    beta = sigmoid(proj[hs + 2 * n * hs : hs + 2 * n * hs + n * heads].reshape(n, heads))
+    beta = beta * (2.0 if cell.eigenvalues == "[-1, 1]" else 1.0)
+    gate = -np.exp(f64(p.a_log)) * softplus(proj[hs + 2 * n * hs + n * heads :])
+    alpha = np.exp(gate) if cell.forget_gate else np.ones(heads)
+    s_new, y = np.empty_like(f64(s)), np.empty((heads, d))
+    for h in range(heads):
+        state = alpha[h] * f64(s)[h]
+        for j in range(n):
+            k = unit(ks[j, h])
+            state = state @ (np.eye(d) - beta[j, h] * np.outer(k, k)) + beta[j, h] * np.outer(vs[j, h], k)
+        s_new[h], y[h] = state, state @ (unit(q[h]) / np.sqrt(d))
+    return s_new, y.reshape(hs)
+
+
+def kda_step(cell, p, s, x):
+    """Kimi Delta Attention (Kimi Linear, eq. 1), per head: q, k L2-normalised (q / sqrt(d)), beta = sigmoid (2
+    sigmoid with eigenvalues in [-1, 1]), alpha = exp(-exp(a) softplus(.)) per key channel;
+    S = S diag(alpha) (I - beta k k^T) + beta v k^T, y = S q."""
+    hs, heads = cell.hidden_size, cell.num_heads
+    d = hs // heads
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    q, k, v, g = (proj[j * hs : (j + 1) * hs].reshape(heads, d) for j in range(4))
+    beta = sigmoid(proj[4 * hs :]) * (2.0 if cell.eigenvalues == "[-1, 1]" else 1.0)
+    alpha = np.exp(-np.exp(f64(p.a_log))[:, None] * softplus(g))
+    s_new, y = np.empty_like(f64(s)), np.empty((heads, d))
+    for j in range(heads):
+        qj = q[j] / np.sqrt(q[j] @ q[j] + 1e-6) / np.sqrt(d)
+        kj = k[j] / np.sqrt(k[j] @ k[j] + 1e-6)
+        state = f64(s)[j] @ np.diag(alpha[j])
+        s_new[j] = state @ (np.eye(d) - beta[j] * np.outer(kj, kj)) + beta[j] * np.outer(v[j], kj)
+        y[j] = s_new[j] @ qj
+    return s_new, y.reshape(hs)
+
+
+def _key_decay_step(s, q, k, v, log_alpha):
+    """C = C diag(alpha) + v k^T, y = C q, per head: s (K, d_v, d_k)."""
+    s_new = f64(s) * np.exp(log_alpha)[:, None, :] + v[:, :, None] * k[:, None, :]
+    return s_new, np.einsum("kvd,kd->kv", s_new, q).reshape(-1)
+
+
+def gla_step(cell, p, s, x):
+    """GLA (Yang et al. 2024, eqs. 3-4), per head: q / sqrt(d_k), log alpha = log sigmoid(.) / tau per key ("key"),
+    per head ("head", Simple GLA) or log(1 - 2^(-5-h)) ("fixed", RetNet); C = C diag(alpha) + v k^T, y = C q."""
+    hs, heads, dk = cell.hidden_size, cell.num_heads, cell.key_size
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    v = proj[:hs].reshape(heads, hs // heads)
+    q = proj[hs : hs + heads * dk].reshape(heads, dk) / np.sqrt(dk)
+    k = proj[hs + heads * dk : hs + 2 * heads * dk].reshape(heads, dk)
+    if cell.decay == "fixed":
+        log_alpha = np.log(1.0 - 2.0 ** (-5.0 - np.arange(heads)))[:, None]
+    else:
+        log_alpha = log_sigmoid(proj[hs + 2 * heads * dk :]).reshape(heads, -1) / cell.gate_normaliser
+    return _key_decay_step(s, q, k, v, np.broadcast_to(log_alpha, (heads, dk)))
+
+
+def hgrn2_step(cell, p, s, x):
+    """HGRN2 (Qin et al. 2024, eqs. 9-10, as flash-linear-attention's layer), per head: f = b + (1 - b) sigmoid(.)
+    with b the lower bound, k = 1 - f, q = swish(.) / sqrt(d_k); C = C diag(f) + v k^T, y = C q."""
+    hs, heads, dk = cell.hidden_size, cell.num_heads, cell.key_size
+    proj = f64(x) @ f64(p.input_kernel) + f64(p.bias)
+    v = proj[:hs].reshape(heads, hs // heads)
+    q_pre = proj[hs : hs + heads * dk]
+    q = (q_pre * sigmoid(q_pre)).reshape(heads, dk) / np.sqrt(dk)
+    f = cell.lower_bound + (1.0 - cell.lower_bound) * sigmoid(proj[hs + heads * dk :]).reshape(heads, dk)
+    return _key_decay_step(s, q, 1.0 - f, v, np.log(f))
+
+
 STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step, "mingru": mingru_step, "minlstm": minlstm_step,
          "lru": lru_step, "rglru": rglru_step, "ssm": ssm_step, "slstm": slstm_step, "mlstm": mlstm_step,
-         "ssd": ssd_step, "gated_deltanet": gated_deltanet_step, "deltanet": deltanet_step}  # fmt: skip
+         "ssd": ssd_step, "gated_deltanet": gated_deltanet_step, "deltanet": deltanet_step, "gla": gla_step,
+         "hgrn2": hgrn2_step, "gated_deltaproduct": gated_deltaproduct_step,
+         "kda": kda_step}  # fmt: skip
 
 
 def step(cell, p, carry, x):

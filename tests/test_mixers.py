@@ -312,3 +312,43 @@ def test_state_dtype_keeps_a_bfloat16_recurrence_in_float32():
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     with pytest.raises(TypeError, match="state_dtype: expected a floating-point dtype"):
         gated.run(cell, params, xs, state_dtype=jnp.int32)
+
+
+LINEAR_ATTENTION = {
+    "gla": lambda: mixers.LinearAttention(gated.cells.GLA(2 * H, num_heads=2)),
+    "hgrn2": lambda: mixers.LinearAttention(gated.cells.HGRN2(H, num_heads=2, lower_bound=0.2)),
+}
+
+
+@pytest.mark.parametrize("name", list(LINEAR_ATTENTION))
+def test_linear_attention_equals_its_numpy_transcription(name):
+    """flash-linear-attention's GatedLinearAttention and HGRN2Attention layers: the cell over x, an RMSNorm per head
+    (GLA) or over the H outputs (HGRN2, from the cell's paper_layer), the swish output gate (GLA only), projected
+    back to D. Whole, in pieces and token by token; refused around a cell of another form."""
+    mixer = LINEAR_ATTENTION[name]()
+    assert (mixer.gated, mixer.norm_over) == ((True, "head") if name == "gla" else (False, "all"))
+    params = random_params(mixer, jax.random.key(12), D, jnp.float64)
+    assert (params.gate_kernel is None) == (name == "hgrn2")
+    xs = jax.random.normal(jax.random.key(13), (T, B, D), jnp.float64)
+    final, ys = jax.jit(mixer)(params, xs)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    for b in range(B):
+        x = np.asarray(xs[:, b])
+        o = _numpy_cell(mixer.cell, p.cell, x)
+        groups = o.reshape(T, 2, -1) if name == "gla" else o
+        o = (groups / np.sqrt(np.mean(groups**2, axis=-1, keepdims=True) + mixer.eps) * p.norm_scale).reshape(T, -1)
+        if name == "gla":
+            o = o * _silu(x @ p.gate_kernel)
+        np.testing.assert_allclose(ys[:, b], o @ p.output_kernel, **F64)
+    carry, first = mixer(params, xs[:4])
+    last, rest = mixer(params, xs[4:], carry)
+    np.testing.assert_allclose(jnp.concatenate([first, rest]), ys, **F64)
+    np.testing.assert_allclose(last, final, **F64)
+    step = jax.jit(lambda c, x: mixer(params, x[None], c))
+    carry, tokens = mixer.initial_carry((B,), jnp.float64), []
+    for t in range(T):
+        carry, y = step(carry, xs[t])
+        tokens.append(y[0])
+    np.testing.assert_allclose(jnp.stack(tokens), ys, **F64)
+    with pytest.raises(TypeError, match=r"cell: expected a matrix-state cell .*got 'lstm'"):
+        mixers.LinearAttention(gated.cells.LSTM(H))
