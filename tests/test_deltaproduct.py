@@ -33,7 +33,11 @@ def _every_backend(cell, params, carry, xs, want):
 
 @pytest.mark.parametrize(
     "options",
-    [{"householder": 2}, {"householder": 3, "eigenvalues": "[0, 1]"}, {"householder": 2, "forget_gate": False}],
+    [
+        {"householder": 2},
+        pytest.param({"householder": 3, "eigenvalues": "[0, 1]"}, marks=pytest.mark.slow),
+        pytest.param({"householder": 2, "forget_gate": False}, marks=pytest.mark.slow),
+    ],
     ids=["2", "3-[0, 1]", "2-no-gate"],
 )
 def test_gated_deltaproduct_equals_flash_linear_attention(options):
@@ -88,6 +92,7 @@ def test_deltaproduct_options_are_checked():
         gated.cells.GatedDeltaProduct(H, eigenvalues="[0, 2]")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eigenvalues", ["[0, 1]", "[-1, 1]"])
 def test_kda_equals_flash_linear_attention(eigenvalues):
     """Kimi Delta Attention against fla's naive recurrent KDA (its decay per key channel), in float64."""

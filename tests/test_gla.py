@@ -68,13 +68,14 @@ def _against(cell, reference, from_zero=False, tol=F64):
         _close((got, grad), (want, want_grad), **tol)
 
 
-@pytest.mark.parametrize("expand_k", [0.5, 1.0])
+@pytest.mark.parametrize("expand_k", [0.5, pytest.param(1.0, marks=pytest.mark.slow)])
 def test_gla_equals_flash_linear_attention(expand_k):
     naive = _module("fla", "ops/gla/naive.py")
     cell = gated.cells.GLA(H, num_heads=K, expand_k=expand_k)
     _against(cell, lambda q, k, v, g, s: naive.naive_recurrent_gla(q, k, v, g, s, output_final_state=True), tol=FLA)
 
 
+@pytest.mark.slow
 def test_simple_gla_equals_flash_linear_attention():
     naive = _module("fla", "ops/simple_gla/naive.py")
     cell = gated.cells.GLA(H, num_heads=K, decay="head", gate_normaliser=4.0)
@@ -82,6 +83,7 @@ def test_simple_gla_equals_flash_linear_attention():
     _against(cell, reference)
 
 
+@pytest.mark.slow
 def test_retnet_equals_flash_linear_attentions_retention():
     """RetNet's parallel retention (no state in or out), from the zero memory."""
     naive = _module("fla", "ops/retention/naive.py")
@@ -91,6 +93,7 @@ def test_retnet_equals_flash_linear_attentions_retention():
     _against(cell, reference, from_zero=True, tol=FLA)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lower_bound", [0.0, 0.3])
 def test_hgrn2_equals_flash_linear_attentions_gla_op_as_its_layer_calls_it(lower_bound):
     """HGRN2Attention (fla/layers/hgrn2.py) calls the GLA op with q = swish(.), k = 1 - f, v, gk = log f: the cell's
