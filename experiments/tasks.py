@@ -74,6 +74,8 @@ class Task:
     @property
     def chance_loss(self) -> float:
         """The cross-entropy of a uniform guess over the classes (a regression task says its own)."""
+        if self.kind != "classification":
+            raise NotImplementedError(f"{type(self).__name__}: a regression task gives its own chance_loss")
         return math.log(self.output_size)
 
     @property

@@ -75,6 +75,13 @@ def standardise(x: Array, eps: float) -> Array:
 BLOCKS: dict[str, type] = {}  # every block by its name, filled where each is defined (Block.__init_subclass__)
 
 
+def check_params_type(layer: Any, params: Any) -> None:
+    """Refuses ``params`` not of ``layer.params_type``, naming the type and the ``init`` that makes it."""
+    if not isinstance(params, layer.params_type):
+        got = type(params).__name__
+        raise TypeError(f"params: expected {layer.params_type.__name__} ({type(layer).__name__}.init), got {got}")
+
+
 class Block:
     """What every block has: checked options (``__post_init__``), and ``input_size`` read from its parameters. A
     block class that names itself (``name``) registers in :data:`BLOCKS`, which :func:`get` reads."""
@@ -96,9 +103,7 @@ class Block:
         check_fields(self)
 
     def _input(self, params, x: Any) -> Array:
-        if not isinstance(params, self.params_type):
-            got = type(params).__name__
-            raise TypeError(f"params: expected {self.params_type.__name__} ({type(self).__name__}.init), got {got}")
+        check_params_type(self, params)
         size = params[0].shape[self.input_axis]
         return check_features("x", x, size, "the input_size the parameters were made for")
 
@@ -132,9 +137,7 @@ class Sequential:
         key: Array | None = None,
         lengths: Array | None = None,
     ) -> tuple[Any, Array]:
-        if not isinstance(params, self.params_type):
-            got = type(params).__name__
-            raise TypeError(f"params: expected {self.params_type.__name__} ({type(self).__name__}.init), got {got}")
+        check_params_type(self, params)
         if lengths is not None and not self.reads_lengths:
             raise ValueError(
                 f"lengths: {type(self).__name__} reads no sequence lengths (it is causal: the outputs at valid "

@@ -165,6 +165,12 @@ def _base_read(first, has_resets, read, read_init):
     return jnp.where(first.reshape(*first.shape, *([1] * (read.ndim - first.ndim))), read, read_init())
 
 
+def _pairwise_log_decays(same: Array, cumulative: Array) -> Array:
+    """``(L, L, d_k)``: the log decay per key from step s to step t, ``F_t - F_s``, where they share a segment with
+    s <= t (each at most 0), ``-inf`` elsewhere (a weight of 0)."""
+    return jnp.where(same[:, :, None], cumulative[:, None, :] - cumulative[None, :, :], -jnp.inf)
+
+
 def _key_decay(q, k, v, g, i, resets, start, init, *, has_resets: bool):
     """One head of a key-decay cell, one chunk ``(L, ...)`` with log decays ``g`` ``(L, d_k)``, from its starting
     memory ``C_0`` ``(d_v, d_k)``: the memory at its end and each step's read ``C_t q_t``. Within a segment,
@@ -174,7 +180,7 @@ def _key_decay(q, k, v, g, i, resets, start, init, *, has_resets: bool):
     start, init = start.c, init.c
     first, same, cumulative, before = _segments(resets, g)
     gamma = jnp.exp(cumulative - before)
-    log_w = jnp.where(same[:, :, None], cumulative[:, None, :] - cumulative[None, :, :] + i[None, :, None], -jnp.inf)
+    log_w = _pairwise_log_decays(same, cumulative) + i[None, :, None]
     scores = jnp.einsum("td,sd,tsd->ts", q, k, jnp.exp(log_w))
     out = _base_read(first, has_resets, (q * gamma) @ start.T, lambda: (q * gamma) @ init.T) + scores @ v
     base = start if not has_resets else jnp.where(first[-1], start, init)
@@ -215,7 +221,7 @@ def _delta_per_key(q, k, v, g, beta, resets, start, init, *, has_resets: bool):
     first, same, cumulative, before = _segments(resets, g)
     size = g.shape[0]
     gamma = jnp.exp(cumulative - before)  # (L, d_k): from each step's segment base to the step
-    weights = jnp.exp(jnp.where(same[:, :, None], cumulative[:, None, :] - cumulative[None, :, :], -jnp.inf))
+    weights = jnp.exp(_pairwise_log_decays(same, cumulative))
     strict = beta[:, None] * (1.0 - jnp.eye(size, dtype=k.dtype)) * jnp.einsum("sd,rd,srd->sr", k, k, weights)
     reads_base = _base_read(first, has_resets, (k * gamma) @ start.T, lambda: (k * gamma) @ init.T)
     u = _unit_lower_solve(strict, beta[:, None] * (v - reads_base))

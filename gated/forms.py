@@ -201,6 +201,10 @@ class MatrixState(Form):
         """d, the size of a head: ``H / num_heads``."""
         return self.hidden_size // self.num_heads
 
+    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Any:
+        """The zero memory ``(*batch, *carry_shape)`` (a cell whose carry is more than the memory gives its own)."""
+        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
+
     def heads(self, params: Any, u: Array) -> Heads:
         """The step's per-head pieces (:class:`Heads`) from ``u = project(params, x)``."""
         raise NotImplementedError
@@ -253,9 +257,6 @@ class KeyDecay(MatrixState):
     def carry_shape(self) -> tuple[int, ...]:
         return (self.num_heads, self.head_size, self.key_size)
 
-    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
-        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
-
     def coefficients(self, params: Any, u: Array) -> tuple[Array, Array]:
         """``(a_t, b_t)`` of the flattened memory: the decays broadcast over the values, and the write."""
         _, k, v, log_decay, write = self.heads(params, u)
@@ -290,9 +291,6 @@ class DeltaRule(MatrixState):
     @property
     def carry_shape(self) -> tuple[int, ...]:
         return (self.num_heads, self.head_size, self.head_size)
-
-    def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
-        return jnp.zeros((*batch_shape, *self.carry_shape), dtype)
 
     def step(self, params: Any, carry: Any, u: Array):
         """One step: decay, correct the memory's read of ``k_t`` towards ``v_t`` by ``b_t`` (each of the ``n_h``

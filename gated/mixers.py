@@ -388,7 +388,7 @@ class LinearAttention(Mixer):
     ``SimpleGatedLinearAttention``, ``MultiScaleRetention`` and ``HGRN2Attention``):
 
     .. math::
-        o = \mathrm{cell}(x), \qquad y = ig(\mathrm{RMSNorm}(o) \odot \mathrm{swish}(x W_g)ig) W_o
+        o = \mathrm{cell}(x), \qquad y = \big(\mathrm{RMSNorm}(o) \odot \mathrm{swish}(x W_g)\big) W_o
 
     the cell projecting the queries, keys, values and gates from ``x`` itself. ``norm="head"`` normalises each
     head's ``d_v`` outputs apart with one scale shared by the heads (flash-linear-attention's ``FusedRMSNormGated``

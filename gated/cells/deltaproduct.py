@@ -15,7 +15,7 @@ from gated import init as initializers
 from gated.options import EIGENVALUES, boolean, choice, integer, option
 
 from .base import Array, Cell
-from .matrix import _dt_bias, l2_normalise
+from .matrix import _dt_bias, decay_rates, l2_normalise
 
 
 class DeltaProductParams(NamedTuple):
@@ -78,7 +78,7 @@ class GatedDeltaProduct(forms.DeltaRule, Cell):
         k = self.num_heads
         gates = _dt_bias(k_dt, k, 1e-3, 0.1).astype(dtype)
         bias = jnp.zeros((self.projection_size,), dtype).at[self.projection_size - k :].set(gates)
-        a_log = jnp.log(jax.random.uniform(k_a, (k,), jnp.float32, 1.0, 16.0)).astype(dtype)
+        a_log = decay_rates(k_a, k, dtype)
         return DeltaProductParams(kernel, bias, a_log)
 
     def heads(self, params: DeltaProductParams, u: Array) -> forms.Heads:

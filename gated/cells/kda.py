@@ -14,7 +14,7 @@ from gated import init as initializers
 from gated.options import EIGENVALUES, choice, integer, option
 
 from .base import Array, Cell
-from .matrix import _dt_bias, l2_normalise
+from .matrix import _dt_bias, decay_rates, l2_normalise
 
 
 class KDAParams(NamedTuple):
@@ -72,7 +72,7 @@ class KDA(forms.DeltaRule, Cell):
         bias = (
             jnp.zeros((self.projection_size,), dtype).at[3 * h : 4 * h].set(_dt_bias(k_dt, h, 1e-3, 0.1).astype(dtype))
         )
-        a_log = jnp.log(jax.random.uniform(k_a, (k,), jnp.float32, 1.0, 16.0)).astype(dtype)
+        a_log = decay_rates(k_a, k, dtype)
         return KDAParams(kernel, bias, a_log)
 
     def heads(self, params: KDAParams, u: Array) -> forms.Heads:

@@ -29,6 +29,12 @@ class SSDParams(NamedTuple):
     skip: Array
 
 
+def decay_rates(key: Array, num_heads: int, dtype) -> Array:
+    """``a_log`` ``(K,)``: the logs of decay rates ``A`` drawn uniform in [1, 16] (Mamba-2's and
+    flash-linear-attention's initialisation of ``A_log``)."""
+    return jnp.log(jax.random.uniform(key, (num_heads,), jnp.float32, 1.0, 16.0)).astype(dtype)
+
+
 def _dt_bias(key: Array, size: int, dt_min: float, dt_max: float) -> Array:
     """Step-size biases with ``softplus(b)`` log-uniform in ``[dt_min, dt_max]`` (Mamba's initialisation)."""
     dt = jnp.exp(jax.random.uniform(key, (size,), jnp.float32, math.log(dt_min), math.log(dt_max)))
@@ -85,7 +91,7 @@ class SSD(LinearCell, forms.MatrixDecay):
         params = super().init(k_x, input_size, dtype)
         h, k = self.hidden_size, self.num_heads
         bias = params.bias.at[h : h + k].set(_dt_bias(k_dt, k, self.dt_min, self.dt_max).astype(dtype))
-        a_log = jnp.log(jax.random.uniform(k_a, (k,), jnp.float32, 1.0, 16.0)).astype(dtype)
+        a_log = decay_rates(k_a, k, dtype)
         return SSDParams(params.input_kernel, bias, a_log, jnp.ones((k,), dtype))
 
     def initial_carry(self, batch_shape: tuple[int, ...] = (), dtype=jnp.float32) -> Array:
@@ -179,7 +185,7 @@ class GatedDeltaNet(forms.DeltaRule, Cell):
         kernel = initializers.input_kernel(k_x, input_size, self.projection_size, dtype)
         k, gh = self.num_heads, 3 * self.hidden_size
         bias = jnp.zeros((self.projection_size,), dtype).at[gh : gh + k].set(_dt_bias(k_dt, k, 1e-3, 0.1).astype(dtype))
-        a_log = jnp.log(jax.random.uniform(k_a, (k,), jnp.float32, 1.0, 16.0)).astype(dtype)
+        a_log = decay_rates(k_a, k, dtype)
         return DeltaParams(kernel, bias, a_log)
 
     def heads(self, params, u) -> forms.Heads:
